@@ -1,0 +1,62 @@
+//! Blobs: file contents addressed by BLAKE3, stored as content-defined chunks.
+//!
+//! A blob's digest is BLAKE3 of its whole content; a chunk's, BLAKE3 of the
+//! chunk. A blob of fewer than two chunks has an empty chunk list and is read
+//! whole (its only chunk has the blob's own digest).
+//!
+//! Every implementation returns only verified bytes: `read_chunk` hashes what
+//! it returns, and `open_read` checks the whole blob's digest by the time the
+//! reader reaches its end (an `InvalidData` I/O error otherwise).
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::{B3Digest, Result};
+
+/// One chunk of a blob: its digest and length, in blob order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkMeta {
+    /// BLAKE3 of the chunk's bytes.
+    pub digest: B3Digest,
+    /// The chunk's length in bytes.
+    pub size: u64,
+}
+
+/// A reader of a whole blob. It fails with `InvalidData` at the end if the
+/// bytes it delivered do not hash to the blob's digest.
+pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A writer that takes a blob's bytes in order, chunks them as they come,
+/// and stores them.
+///
+/// You must call [`BlobWriter::close`] to learn the digest; bytes written to
+/// a writer that is dropped unclosed may be stored but are named by nothing.
+#[async_trait]
+pub trait BlobWriter: AsyncWrite + Send + Unpin {
+    /// Flush what is buffered, store the last chunk and the chunk list, and
+    /// return the blob's digest. Calling it twice returns the same digest.
+    async fn close(&mut self) -> Result<B3Digest>;
+}
+
+/// A store of blobs and their chunks.
+#[async_trait]
+pub trait BlobService: Send + Sync + 'static {
+    /// Whether the blob (or chunk) is present.
+    async fn has(&self, digest: &B3Digest) -> Result<bool>;
+
+    /// The blob's chunk list: `None` if the blob is absent, an empty list if
+    /// it has fewer than two chunks (read it whole with `read_chunk`).
+    async fn chunks(&self, digest: &B3Digest) -> Result<Option<Vec<ChunkMeta>>>;
+
+    /// The bytes of one chunk, or of a whole blob that is stored as a single
+    /// chunk, verified against `digest`. `None` if absent.
+    async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>>;
+
+    /// A reader of the whole blob, `None` if absent. Memory use is bounded by
+    /// a chunk or so, whatever the blob's size.
+    async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>>;
+
+    /// A writer for a new blob.
+    async fn open_write(&self) -> Box<dyn BlobWriter>;
+}
