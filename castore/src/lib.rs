@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod blobservice;
+mod chunking;
 mod digest;
 mod directory;
 pub mod directoryservice;
@@ -40,6 +41,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/snix.castore.v1.rs"));
 }
 
+pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};
 pub use directory::{Directory, DirectoryError, Entry, Node};
 pub use error::{Error, Result};
