@@ -99,6 +99,14 @@ impl ChunkerConfig {
     }
 }
 
+impl Default for Chunker {
+    /// A chunker for [`ChunkerConfig::default`] (which is within FastCDC's
+    /// bounds: the test `default_config_is_valid` checks it).
+    fn default() -> Self {
+        Self::from_valid(ChunkerConfig::default())
+    }
+}
+
 /// Resumable scan state inside the chunk being built.
 #[derive(Debug, Clone, Copy, Default)]
 struct Scan {
@@ -112,7 +120,7 @@ struct Scan {
 ///
 /// You must call [`Chunker::finish`] once the input ends, to get the last
 /// chunk(s). An empty input gives no chunks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Chunker {
     min: usize,
     avg: usize,
@@ -134,6 +142,11 @@ impl Chunker {
     /// A chunker for `config`; fails if the sizes are out of FastCDC's range.
     pub fn new(config: ChunkerConfig) -> Result<Self, ChunkerConfigError> {
         config.validate()?;
+        Ok(Self::from_valid(config))
+    }
+
+    /// A chunker for a config that passed [`ChunkerConfig::validate`].
+    fn from_valid(config: ChunkerConfig) -> Self {
         // Same derivation as `FastCDC::with_level` at level 1.
         let bits = v2020::logarithm2(config.avg);
         let normalization = Normalization::Level1.bits();
@@ -142,7 +155,7 @@ impl Chunker {
         let mask_s = MASKS[(bits + normalization) as usize];
         let mask_l = MASKS[(bits - normalization) as usize];
         let (gear, gear_ls) = v2020::get_gear_with_seed(0);
-        Ok(Self {
+        Self {
             min: config.min as usize,
             avg: config.avg as usize,
             max: config.max as usize,
@@ -154,7 +167,7 @@ impl Chunker {
             gear_ls,
             buf: BytesMut::new(),
             scan: None,
-        })
+        }
     }
 
     /// Take the next piece of input and append every chunk it completes to
@@ -325,6 +338,11 @@ mod tests {
         chunker.push(&noise(1024 * 1024, 3), &mut out);
         assert!(out.len() >= 2, "only {} chunks before finish", out.len());
         assert!(chunker.buf.len() < 256 * 1024);
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(ChunkerConfig::default().validate(), Ok(()));
     }
 
     #[test]
