@@ -34,6 +34,7 @@ mod directory;
 pub mod directoryservice;
 mod error;
 mod names;
+mod redb_store;
 
 /// The protobuf messages of `snix.castore.v1`, generated from `proto/`.
 #[allow(missing_docs)] // generated code; the schema documents each field
@@ -42,16 +43,19 @@ pub mod proto {
 }
 
 pub use blobservice::{
-    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, MemoryBlobService,
+    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, MemoryBlobService, RedbBlobService,
+    WRITE_BATCH_BYTES,
 };
 pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};
 pub use directory::{Directory, DirectoryError, Entry, Node};
 pub use directoryservice::{
     DirectoryPutter, DirectoryService, MemoryDirectoryService, PartialDirectoryStore,
+    RedbDirectoryService,
 };
 pub use error::{Error, Result};
 pub use names::{
     MAX_NAME_LEN, MAX_SYMLINK_TARGET_LEN, NameError, PathComponent, SymlinkTarget,
     SymlinkTargetError,
 };
+pub use redb_store::{CHUNK_RAW, CHUNK_ZSTD, RedbStore, STORE_FILE_NAME};
