@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod blobservice;
+mod cache;
 mod chunking;
 mod digest;
 mod directory;
@@ -46,6 +47,7 @@ pub use blobservice::{
     BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, MemoryBlobService, RedbBlobService,
     WRITE_BATCH_BYTES,
 };
+pub use cache::{CachedBlobService, CachedDirectoryService};
 pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};
 pub use directory::{Directory, DirectoryError, Entry, Node};

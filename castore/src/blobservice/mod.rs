@@ -16,7 +16,7 @@ use crate::{B3Digest, Result};
 
 mod chunk_store;
 mod memory;
-mod reader;
+pub(crate) mod reader;
 mod redb;
 mod writer;
 

@@ -177,4 +177,11 @@ impl PartialDirectoryStore for RedbDirectoryService {
             .await?;
         Ok(digest)
     }
+
+    /// One transaction for all, with eventual durability.
+    async fn insert_directories(&self, directories: Vec<Directory>) -> Result<()> {
+        let db = self.db();
+        let dirs = directories.into_iter().map(|d| (d.digest(), d)).collect();
+        blocking(move || write_directories(&db, dirs, Durability::Eventual)).await
+    }
 }
