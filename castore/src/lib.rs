@@ -36,6 +36,7 @@ pub mod directoryservice;
 mod error;
 mod names;
 mod redb_store;
+mod url;
 
 /// The protobuf messages of `snix.castore.v1`, generated from `proto/`.
 #[allow(missing_docs)] // generated code; the schema documents each field
@@ -43,6 +44,10 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/snix.castore.v1.rs"));
 }
 
+pub use self::url::{
+    GrpcEndpoint, KNOWN_SCHEMES, LocalCastore, OpenStoreError, StoreUrl, StoreUrlError,
+    open_castore,
+};
 pub use blobservice::{
     BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, MemoryBlobService, RedbBlobService,
     WRITE_BATCH_BYTES,
