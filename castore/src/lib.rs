@@ -34,6 +34,8 @@ mod digest;
 mod directory;
 pub mod directoryservice;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod names;
 mod redb_store;
 mod url;
