@@ -176,3 +176,35 @@ async fn corrupt_directory_is_an_integrity_error() {
     let mut s = svc.get_recursive(&digest);
     assert!(futures::StreamExt::next(&mut s).await.unwrap().is_err());
 }
+
+#[tokio::test]
+async fn recursive_get_over_a_partial_closure_fails_and_early_drop_is_fine() {
+    use futures::StreamExt;
+    use storefs_castore::PartialDirectoryStore;
+    let (store, _tmp) = store();
+    let svc = store.directory_service();
+    let t = common::diamond();
+    // Only the root and `a`: `b`, `c`, `d` are missing.
+    svc.insert_directories(vec![t.root.clone(), t.a.clone()])
+        .await
+        .unwrap();
+    let got: Vec<_> = svc.get_recursive(&t.root.digest()).collect().await;
+    let last = got.last().unwrap();
+    assert!(
+        matches!(last, Err(Error::Storage(m)) if m.contains("missing")),
+        "{last:?}"
+    );
+    // A full closure, dropped after its first item.
+    let mut p = svc.put_multiple_start();
+    for d in [&t.c, &t.d, &t.b] {
+        p.put(d.clone()).await.unwrap();
+    }
+    p.put(t.root.clone()).await.unwrap();
+    p.close().await.unwrap();
+    let mut s = svc.get_recursive(&t.root.digest());
+    assert_eq!(s.next().await.unwrap().unwrap(), t.root);
+    drop(s);
+    let all: Vec<_> = svc.get_recursive(&t.root.digest()).collect().await;
+    assert_eq!(all.len(), 5);
+    assert!(all.iter().all(|r| r.is_ok()));
+}

@@ -2,13 +2,14 @@
 //! ([`RedbStore`]), each under its digest in canonical encoding. A closure
 //! is committed in one transaction; every read re-hashes and re-validates.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use redb::{Database, Durability};
 
-use super::closure::{ClosureBackend, ClosurePutter, bfs, put_one};
+use super::closure::{ClosureBackend, ClosurePutter, put_one};
 use super::{DirectoryPutter, DirectoryService, PartialDirectoryStore};
 use crate::redb_store::{DIRECTORIES, RedbStore, blocking, storage};
 use crate::{B3Digest, Directory, Error, Result};
@@ -97,6 +98,61 @@ pub(crate) fn verify_directory(digest: &B3Digest, bytes: &[u8]) -> Result<Direct
     Ok(dir)
 }
 
+/// How many directories a recursive walk reads ahead of its consumer.
+const RECURSIVE_CHANNEL_DEPTH: usize = 64;
+
+/// Breadth-first walk of `root`'s closure in one read transaction, root
+/// first, each directory once, each verified; stops at the first error or
+/// when the receiver is gone.
+fn walk(db: &Database, root: B3Digest, tx: &tokio::sync::mpsc::Sender<Result<Directory>>) {
+    let send_err = |e: Error| {
+        let _ = tx.blocking_send(Err(e));
+    };
+    let txn = match db.begin_read() {
+        Ok(t) => t,
+        Err(e) => return send_err(storage("begin read")(e)),
+    };
+    let table = match txn.open_table(DIRECTORIES) {
+        Ok(t) => t,
+        Err(e) => return send_err(storage("open directories")(e)),
+    };
+    let read = |digest: &B3Digest| -> Result<Option<Directory>> {
+        match table
+            .get(*digest.as_bytes())
+            .map_err(storage("read directory"))?
+        {
+            Some(record) => verify_directory(digest, record.value()).map(Some),
+            None => Ok(None),
+        }
+    };
+    let first = match read(&root) {
+        Ok(Some(d)) => d,
+        Ok(None) => return,
+        Err(e) => return send_err(e),
+    };
+    let mut seen = HashSet::from([root]);
+    let mut queue = VecDeque::from([(root, first)]);
+    while let Some((digest, dir)) = queue.pop_front() {
+        for (name, child) in dir.child_directories() {
+            if !seen.insert(*child) {
+                continue;
+            }
+            match read(child) {
+                Ok(Some(c)) => queue.push_back((*child, c)),
+                Ok(None) => {
+                    return send_err(Error::Storage(format!(
+                        "directory {child} (entry {name} of {digest}) is missing"
+                    )));
+                }
+                Err(e) => return send_err(e),
+            }
+        }
+        if tx.blocking_send(Ok(dir)).is_err() {
+            return;
+        }
+    }
+}
+
 fn write_directories(
     db: &Database,
     dirs: Vec<(B3Digest, Directory)>,
@@ -125,15 +181,22 @@ impl DirectoryService for RedbDirectoryService {
         blocking(move || read_directory(&db, &digest)).await
     }
 
+    /// The whole walk runs in one blocking task under one read
+    /// transaction (a consistent snapshot), handing directories over a
+    /// bounded channel; dropping the stream stops it.
     fn get_recursive(&self, root: &B3Digest) -> BoxStream<'static, Result<Directory>> {
         let db = self.db();
-        bfs(
-            *root,
-            Box::new(move |d| {
-                let db = db.clone();
-                Box::pin(blocking(move || read_directory(&db, &d)))
-            }),
-        )
+        let root = *root;
+        Box::pin(async_stream::stream! {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(RECURSIVE_CHANNEL_DEPTH);
+            let walker = tokio::task::spawn_blocking(move || walk(&db, root, &tx));
+            while let Some(item) = rx.recv().await {
+                yield item;
+            }
+            if let Err(e) = walker.await {
+                yield Err(Error::Storage(format!("directory walk of {root} failed: {e}")));
+            }
+        })
     }
 
     async fn put(&self, directory: Directory) -> Result<B3Digest> {
