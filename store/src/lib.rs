@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod content_address;
+pub mod hash;
 pub mod nixbase32;
 pub mod pathinfo;
 pub mod pathinfoservice;

@@ -57,6 +57,14 @@ impl NixHash {
         })
     }
 
+    /// A SHA-256 digest; infallible, the length is in the type.
+    pub fn sha256(digest: [u8; 32]) -> Self {
+        Self {
+            algo: HashAlgo::Sha256,
+            digest: digest.to_vec(),
+        }
+    }
+
     /// The algorithm.
     pub fn algo(&self) -> HashAlgo {
         self.algo
