@@ -248,6 +248,40 @@ mod tests {
     }
 
     #[test]
+    fn gnu_store_paths_differ_as_nix_computes_them() {
+        // Nix 2.8: nix-store --store 'local?store=/gnu/store&real=…' --add.
+        let gnu = StoreDir::new("/gnu/store").unwrap();
+        let p = make_source_path("hello.txt", &sha256(&hello_nar()), &[], false, &gnu).unwrap();
+        assert_eq!(
+            p.to_absolute(&gnu),
+            "/gnu/store/xd647h2d0mlyx2jh3sfnvmrqjkx5wb75-hello.txt"
+        );
+        // The testdata `tree` directory, by its NAR hash.
+        let tree = crate::nixbase32::decode_fixed::<32>(
+            b"0507c9kx756qz7imkc694ki9mj6qdj83159355fh9hrj433p0p3q",
+        )
+        .unwrap();
+        let p = make_source_path("tree", &tree, &[], false, &gnu).unwrap();
+        assert_eq!(
+            p.to_absolute(&gnu),
+            "/gnu/store/pi9vk0l8rnlfrh07d2l0vngh4dc13lra-tree"
+        );
+        let p = make_source_path("tree", &tree, &[], false, &nix()).unwrap();
+        assert_eq!(p.base_name(), "yyxmwbp8daz90naw7pplmsyfmph4ck0v-tree");
+    }
+
+    #[test]
+    fn text_path_with_references() {
+        // Nix 2.8: builtins.toFile "baz" of a text naming two other paths.
+        let hello =
+            StorePath::from_base_name("r4mvpxzh7rgrm4j831b2yi90zq64grqm-hello.txt").unwrap();
+        let foo = StorePath::from_base_name("vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo").unwrap();
+        let text = "/nix/store/r4mvpxzh7rgrm4j831b2yi90zq64grqm-hello.txt and /nix/store/vxjiwkjkn7x4079qvh1jkl5pn05j2aw0-foo";
+        let p = make_text_path("baz", &sha256(text.as_bytes()), &[foo, hello], &nix()).unwrap();
+        assert_eq!(p.base_name(), "0542pmh3375rz105qnkb38fnnc35v8fd-baz");
+    }
+
+    #[test]
     fn references_are_refused_where_nix_asserts_none() {
         let r = StorePath::from_base_name("925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt").unwrap();
         let h = NixHash::sha256(sha256(b"x"));
