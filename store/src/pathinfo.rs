@@ -21,7 +21,7 @@ pub enum HashAlgo {
 
 impl HashAlgo {
     /// The digest length in bytes.
-    // A digest length, not a container: an `is_empty` would mean nothing.
+    // An algorithm is never "empty"; `is_empty` would mean nothing here.
     #[allow(clippy::len_without_is_empty)]
     pub const fn len(self) -> usize {
         match self {
