@@ -4,6 +4,10 @@
 
 use storefs_castore::Node;
 
+mod convert;
+mod nix;
+pub use convert::PathInfoError;
+
 use crate::store_path::StorePath;
 
 /// A hash algorithm Nix names in content addresses.
