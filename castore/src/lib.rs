@@ -11,6 +11,14 @@
 //! - [`Directory`], [`Node`], [`Entry`]: the model, validated on conversion
 //!   from protobuf ([`proto`]).
 //! - [`blobservice`], [`directoryservice`]: the service traits and backends.
+//!   Backends: [`MemoryBlobService`] / [`MemoryDirectoryService`], and
+//!   [`RedbBlobService`] / [`RedbDirectoryService`] over one shared
+//!   [`RedbStore`] database file.
+//! - [`Chunker`], [`ChunkerConfig`]: FastCDC 2020 chunking of streamed bytes.
+//! - [`CachedBlobService`], [`CachedDirectoryService`]: a near store in front
+//!   of a far one; the near side implements [`ChunkStore`] /
+//!   [`PartialDirectoryStore`].
+//! - [`StoreUrl`], [`open_castore`]: `memory:`, `redb:///dir`, `grpc…` URLs.
 //!
 //! ```
 //! use storefs_castore::{Directory, Node, B3Digest, PathComponent};
