@@ -231,3 +231,60 @@ async fn recursive_get_fills_near_even_over_a_partial_near() {
         .await;
     assert_eq!(from_near, got);
 }
+
+/// A far blob service that counts chunk reads and answers slowly.
+struct SlowCounting {
+    inner: MemoryBlobService,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl BlobService for SlowCounting {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.inner.has(digest).await
+    }
+    async fn chunks(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        self.inner.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.inner.read_chunk(digest).await
+    }
+    async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        self.inner.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.inner.open_write().await
+    }
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_fetch() {
+    let inner = MemoryBlobService::new();
+    let data = common::noise(10_000, 31); // below `min`: one chunk
+    let d = common::write_blob(&inner, &data, 1 << 16).await;
+    let far = Arc::new(SlowCounting {
+        inner,
+        reads: Default::default(),
+    });
+    let cache = CachedBlobService::new(Arc::new(MemoryBlobService::new()), far.clone());
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.read_chunk(&d).await })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.await.unwrap().unwrap().unwrap().as_ref(), &data[..]);
+    }
+    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Later reads come from near.
+    cache.read_chunk(&d).await.unwrap().unwrap();
+    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A missing chunk is None for everyone, and not remembered.
+    let missing = B3Digest::of(b"missing");
+    assert_eq!(cache.read_chunk(&missing).await.unwrap(), None);
+    assert_eq!(cache.read_chunk(&missing).await.unwrap(), None);
+    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

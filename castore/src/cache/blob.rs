@@ -1,10 +1,14 @@
 //! [`CachedBlobService`]: a near [`ChunkStore`] in front of a far
 //! [`BlobService`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use parking_lot::Mutex;
 use tracing::warn;
 
 use super::tee::TeeWriter;
@@ -16,18 +20,54 @@ use crate::{B3Digest, Error, Result};
 ///
 /// A chunk list from far cannot be checked on its own: each chunk is checked
 /// when it is read, and the whole blob when `open_read` reaches its end.
+///
+/// Concurrent misses on one chunk share one fetch from far.
 #[derive(Clone)]
 pub struct CachedBlobService {
     /// Where reads look first and fetched data is kept.
     near: Arc<dyn ChunkStore>,
     /// The authority; every miss goes there, every write too.
     far: Arc<dyn BlobService>,
+    /// Fetches from far in progress, so that concurrent readers of a chunk
+    /// share one. A parking_lot (sync) lock: held only to look up or change
+    /// the map, never across an `.await`.
+    inflight: Arc<Mutex<HashMap<B3Digest, Fetch>>>,
 }
+
+/// One fetch of a chunk from far, awaited by every reader that wants it.
+type Fetch = Shared<BoxFuture<'static, Result<Option<Bytes>, Arc<Error>>>>;
 
 impl CachedBlobService {
     /// `near` in front of `far`.
     pub fn new(near: Arc<dyn ChunkStore>, far: Arc<dyn BlobService>) -> Self {
-        Self { near, far }
+        Self {
+            near,
+            far,
+            inflight: Arc::default(),
+        }
+    }
+
+    /// Fetch `digest` from far, check it, and keep it in near.
+    async fn fetch(
+        near: Arc<dyn ChunkStore>,
+        far: Arc<dyn BlobService>,
+        digest: B3Digest,
+    ) -> Result<Option<Bytes>> {
+        let Some(data) = far.read_chunk(&digest).await? else {
+            return Ok(None);
+        };
+        let actual = B3Digest::of(&data);
+        if actual != digest {
+            return Err(Error::Integrity {
+                what: "chunk",
+                expected: digest,
+                actual,
+            });
+        }
+        if let Err(e) = near.insert_chunk(&digest, data.clone()).await {
+            warn!(%digest, error = %e, "could not cache chunk");
+        }
+        Ok(Some(data))
     }
 
     /// The near side.
@@ -76,21 +116,30 @@ impl BlobService for CachedBlobService {
             Ok(None) => {}
             Err(e) => warn!(%digest, error = %e, "near chunk unreadable; fetching from far"),
         }
-        let Some(data) = self.far.read_chunk(digest).await? else {
-            return Ok(None);
+        let fetch = {
+            let mut inflight = self.inflight.lock();
+            match inflight.get(digest) {
+                Some(f) => f.clone(),
+                None => {
+                    let (near, far, map, d) = (
+                        self.near.clone(),
+                        self.far.clone(),
+                        self.inflight.clone(),
+                        *digest,
+                    );
+                    let f = async move {
+                        let r = Self::fetch(near, far, d).await.map_err(Arc::new);
+                        map.lock().remove(&d);
+                        r
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(*digest, f.clone());
+                    f
+                }
+            }
         };
-        let actual = B3Digest::of(&data);
-        if &actual != digest {
-            return Err(Error::Integrity {
-                what: "chunk",
-                expected: *digest,
-                actual,
-            });
-        }
-        if let Err(e) = self.near.insert_chunk(digest, data.clone()).await {
-            warn!(%digest, error = %e, "could not cache chunk");
-        }
-        Ok(Some(data))
+        fetch.await.map_err(|e| clone_error(&e))
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
@@ -101,5 +150,31 @@ impl BlobService for CachedBlobService {
         let far = self.far.open_write().await;
         let near = self.near.open_write().await;
         Box::new(TeeWriter::new(far, near))
+    }
+}
+
+/// A copy of an error shared between the readers of one fetch.
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Integrity {
+            what,
+            expected,
+            actual,
+        } => Error::Integrity {
+            what,
+            expected: *expected,
+            actual: *actual,
+        },
+        Error::InvalidDirectory { digest, source } => Error::InvalidDirectory {
+            digest: *digest,
+            source: source.clone(),
+        },
+        Error::InvalidRequest(m) => Error::InvalidRequest(m.clone()),
+        Error::Storage(m) => Error::Storage(m.clone()),
+        Error::Remote(m) => Error::Remote(m.clone()),
+        Error::Timeout(m) => Error::Timeout(m.clone()),
+        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        #[allow(unreachable_patterns)] // a variant added later still maps
+        other => Error::Remote(other.to_string()),
     }
 }
