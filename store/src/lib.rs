@@ -4,10 +4,16 @@
 //! - [`nixbase32`], [`store_path`]: Nix's hash encoding and store paths.
 //! - [`pathinfo`], [`pathinfoservice`]: what is known of each store path,
 //!   and the stores of it.
+//! - [`hash`], [`content_address`]: Nix's hash and content-address texts;
+//!   store path computation is in [`store_path`] (`make_*_path`).
+//! - [`narinfo`], [`signing`]: binary-cache narinfo files, fingerprints,
+//!   ed25519 keys and signatures.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod content_address;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod narinfo;
 pub mod nixbase32;
