@@ -15,13 +15,9 @@ use storefs_store::store_path::StoreDir;
 const NIX_CONFIG: &str = "experimental-features = nix-command\nsubstituters =\n";
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .env("NIX_CONFIG", NIX_CONFIG)
+    cmd.env("NIX_CONFIG", NIX_CONFIG)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("{cmd:?}: {e} (is nix-bin installed? scripts/test installs it)")
-        });
-    out
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is nix-bin installed? scripts/test installs it)"))
 }
 
 fn ok(cmd: &mut Command) -> String {
