@@ -8,6 +8,17 @@
 //!   store path computation is in [`store_path`] (`make_*_path`).
 //! - [`narinfo`], [`signing`]: binary-cache narinfo files, fingerprints,
 //!   ed25519 keys and signatures.
+//!
+//! ```
+//! use storefs_store::pathinfo::ContentAddress;
+//! use storefs_store::store_path::StoreDir;
+//! // `nix-store --add hello.txt` of a file holding `Hello World!`.
+//! let ca: ContentAddress =
+//!     "fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3".parse().unwrap();
+//! let sd = StoreDir::default();
+//! let path = ca.store_path("hello.txt", &[], false, &sd).unwrap();
+//! assert_eq!(path.to_absolute(&sd), "/nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt");
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
