@@ -1,12 +1,14 @@
 //! storefs-store: Nix and Guix semantics on top of storefs-castore.
 //!
 //! # Layout
+//! - [`nar`]: the NAR writer, the strict NAR reader and NAR hashing.
 //! - [`nixbase32`], [`store_path`]: Nix's hash encoding and store paths.
 //! - [`pathinfo`], [`pathinfoservice`]: what is known of each store path,
 //!   and the stores of it.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod nar;
 pub mod nixbase32;
 pub mod pathinfo;
 pub mod pathinfoservice;
