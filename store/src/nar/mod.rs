@@ -16,3 +16,6 @@ mod writer;
 pub use calculate::{HashingSink, NarCalculator, nar_hash_and_size};
 pub use reader::{NarIngested, NarReadError, read_nar, read_nar_to_end};
 pub use writer::{NarWriteError, write_nar};
+
+#[cfg(test)]
+mod test_support;

@@ -351,3 +351,6 @@ where
     }
     Ok(name)
 }
+
+#[cfg(test)]
+mod tests;
