@@ -83,9 +83,10 @@ mod tests {
         out.clear();
         put_str(&mut out, b"contents");
         assert_eq!(out.len(), 16, "8-byte strings take no padding");
-        assert_eq!((0..=16).map(padding_len).collect::<Vec<_>>(), [
-            0, 7, 6, 5, 4, 3, 2, 1, 0, 7, 6, 5, 4, 3, 2, 1, 0
-        ]);
+        assert_eq!(
+            (0..=16).map(padding_len).collect::<Vec<_>>(),
+            [0, 7, 6, 5, 4, 3, 2, 1, 0, 7, 6, 5, 4, 3, 2, 1, 0]
+        );
     }
 
     #[test]

@@ -254,10 +254,7 @@ where
     while done < size {
         // The cast is bounded by copy_buf.len(), a usize.
         let want = (size - done).min(copy_buf.len() as u64) as usize;
-        let n = reader
-            .read(&mut copy_buf[..want])
-            .await
-            .map_err(read_err)?;
+        let n = reader.read(&mut copy_buf[..want]).await.map_err(read_err)?;
         if n == 0 {
             return Err(NarWriteError::BlobSize {
                 digest: *digest,
@@ -279,4 +276,209 @@ where
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::nar::nar_hash_and_size;
+    use crate::nar::test_support::{NarBuilder, services};
+
+    const HELLO_NAR: &[u8] = include_bytes!("../../testdata/hello-world.nar");
+
+    async fn put_blob(bs: &dyn BlobService, data: &[u8]) -> B3Digest {
+        let mut w = bs.open_write().await;
+        w.write_all(data).await.unwrap();
+        w.close().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn hello_world_vector_and_its_hash() {
+        let (bs, ds) = services();
+        let digest = put_blob(bs.as_ref(), b"Hello World!").await;
+        let node = Node::File {
+            digest,
+            size: 12,
+            executable: false,
+        };
+        let mut out = Vec::new();
+        write_nar(&mut out, &node, bs.as_ref(), ds.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(out, HELLO_NAR);
+        let (size, sha) = nar_hash_and_size(&node, bs.as_ref(), ds.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(size, 128);
+        assert_eq!(
+            hex::encode(sha),
+            "03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040"
+        );
+    }
+
+    #[tokio::test]
+    async fn executable_file_and_symlink_roots() {
+        let (bs, ds) = services();
+        let digest = put_blob(bs.as_ref(), b"#!/bin/sh\n").await;
+        let node = Node::File {
+            digest,
+            size: 10,
+            executable: true,
+        };
+        let mut out = Vec::new();
+        write_nar(&mut out, &node, bs.as_ref(), ds.as_ref())
+            .await
+            .unwrap();
+        let mut want = NarBuilder::new();
+        want.ss(&[
+            b"(",
+            b"type",
+            b"regular",
+            b"executable",
+            b"",
+            b"contents",
+            b"#!/bin/sh\n",
+            b")",
+        ]);
+        assert_eq!(out, want.bytes);
+
+        let node = Node::Symlink {
+            target: storefs_castore::SymlinkTarget::try_from("/abs/dangling").unwrap(),
+        };
+        let mut out = Vec::new();
+        write_nar(&mut out, &node, bs.as_ref(), ds.as_ref())
+            .await
+            .unwrap();
+        let mut want = NarBuilder::new();
+        want.symlink(b"/abs/dangling");
+        assert_eq!(out, want.bytes);
+    }
+
+    #[tokio::test]
+    async fn blob_shorter_or_longer_than_the_node_is_an_error() {
+        let (bs, ds) = services();
+        let digest = put_blob(bs.as_ref(), b"Hello World!").await;
+        for (claimed, actual) in [(13, 12), (11, 12), (0, 1)] {
+            let node = Node::File {
+                digest,
+                size: claimed,
+                executable: false,
+            };
+            let e = write_nar(&mut Vec::new(), &node, bs.as_ref(), ds.as_ref())
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, NarWriteError::BlobSize { expected, actual: a, .. } if expected == claimed && a == actual),
+                "{claimed}: {e:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_blob_and_directory() {
+        let (bs, ds) = services();
+        let digest = B3Digest::of(b"absent");
+        let e = write_nar(
+            &mut Vec::new(),
+            &Node::File {
+                digest,
+                size: 6,
+                executable: false,
+            },
+            bs.as_ref(),
+            ds.as_ref(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, NarWriteError::MissingBlob { digest: d } if d == digest),
+            "{e:?}"
+        );
+        let e = write_nar(
+            &mut Vec::new(),
+            &Node::Directory { digest, size: 0 },
+            bs.as_ref(),
+            ds.as_ref(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, NarWriteError::MissingDirectory { digest: d } if d == digest),
+            "{e:?}"
+        );
+    }
+
+    /// A chain of `depth` directories, each holding the next as `d`.
+    async fn chain(ds: &dyn DirectoryService, depth: usize) -> Node {
+        let mut node = None;
+        for _ in 0..depth {
+            let mut dir = Directory::new();
+            if let Some(child) = node.take() {
+                dir.add(PathComponent::try_from("d").unwrap(), child)
+                    .unwrap();
+            }
+            let size = dir.size();
+            let digest = ds.put(dir).await.unwrap();
+            node = Some(Node::Directory { digest, size });
+        }
+        node.unwrap()
+    }
+
+    #[tokio::test]
+    async fn nesting_is_bounded_like_the_reader() {
+        let (bs, ds) = services();
+        let ok = chain(ds.as_ref(), MAX_DEPTH).await;
+        let mut out = Vec::new();
+        write_nar(&mut out, &ok, bs.as_ref(), ds.as_ref())
+            .await
+            .unwrap();
+        // What the writer emits at the limit, the reader takes back.
+        let (bs2, ds2) = services();
+        let mut r = out.as_slice();
+        let back = crate::nar::read_nar_to_end(&mut r, bs2.as_ref(), ds2.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(back.root, ok);
+
+        let too_deep = chain(ds.as_ref(), MAX_DEPTH + 1).await;
+        let e = write_nar(&mut Vec::new(), &too_deep, bs.as_ref(), ds.as_ref())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, NarWriteError::TooDeep { max: MAX_DEPTH }),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn calculator_matches_the_written_nar() {
+        use crate::nar::NarCalculator;
+        use crate::pathinfoservice::NarCalculationService;
+        use sha2::Digest;
+        let (bs, ds) = services();
+        let a = put_blob(bs.as_ref(), b"a\n").await;
+        let mut dir = Directory::new();
+        dir.add(
+            PathComponent::try_from("a").unwrap(),
+            Node::File {
+                digest: a,
+                size: 2,
+                executable: false,
+            },
+        )
+        .unwrap();
+        let size = dir.size();
+        let digest = ds.put(dir).await.unwrap();
+        let root = Node::Directory { digest, size };
+        let mut out = Vec::new();
+        write_nar(&mut out, &root, bs.as_ref(), ds.as_ref())
+            .await
+            .unwrap();
+        let calc = NarCalculator::new(bs, ds);
+        let (n, sha) = calc.calculate_nar(&root).await.unwrap();
+        assert_eq!(n, out.len() as u64);
+        assert_eq!(sha, <[u8; 32]>::from(sha2::Sha256::digest(&out)));
+    }
 }

@@ -236,10 +236,7 @@ where
             }
             State::Done(node) => {
                 let Some(frame) = stack.last_mut() else {
-                    return Ok(Parsed {
-                        root: node,
-                        putter,
-                    });
+                    return Ok(Parsed { root: node, putter });
                 };
                 // The entry's closing ")".
                 src.expect(wire::TOK_CLOSE, "\")\"").await?;

@@ -5,6 +5,7 @@ use storefs_castore::{B3Digest, NameError, Node, SymlinkTargetError};
 use tokio::io::AsyncReadExt;
 
 use super::*;
+use crate::nar::limits;
 use crate::nar::test_support::{NarBuilder, services};
 use crate::nar::write_nar;
 
@@ -337,7 +338,11 @@ async fn a_refused_nar_leaves_no_directory_visible() {
     let (bs, ds) = services();
     // `sub` is complete (and put) before the error in the second entry.
     let mut b = NarBuilder::new();
-    b.dir_open().entry(b"sub").dir_open().entry(b"f").file(b"data");
+    b.dir_open()
+        .entry(b"sub")
+        .dir_open()
+        .entry(b"f")
+        .file(b"data");
     b.close().close().close();
     b.entry(b"..").file(b"").close().close();
     let mut r = b.bytes.as_slice();
