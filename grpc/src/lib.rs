@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+mod client;
 pub mod endpoint;
 pub mod limits;
 mod pathinfo_conv;
@@ -30,6 +31,10 @@ mod server;
 mod status;
 
 pub use auth::{AuthPolicy, Token, TokenError};
+pub use client::{
+    ClientConfig, ConnectError, GrpcBlobService, GrpcDirectoryService, GrpcPathInfoService,
+    GrpcServices, connect,
+};
 pub use endpoint::{Endpoint, EndpointError};
 pub use server::{
     ListenAddr, Listener, ServeError, ServerConfig, Services, UNIX_SOCKET_MODE, serve,
