@@ -237,15 +237,15 @@ fn check_root(
     Ok(got)
 }
 
+/// A `Put` call running on its own task.
+type PutCall = JoinHandle<Result<PutDirectoryResponse, Status>>;
+
 /// Streams a closure to one `Put` call as it is given.
 struct GrpcDirectoryPutter {
     conn: Conn,
     /// The queue feeding the call, and the call's task; started on the
     /// first `put`.
-    call: Option<(
-        mpsc::Sender<proto::Directory>,
-        JoinHandle<Result<PutDirectoryResponse, Status>>,
-    )>,
+    call: Option<(mpsc::Sender<proto::Directory>, PutCall)>,
     /// Digest of the last directory put: the root, once closed.
     last: Option<B3Digest>,
     /// The root, once closed successfully.
