@@ -25,7 +25,10 @@ fn permission_denied(e: &Error) -> bool {
 #[tokio::test]
 async fn writes_need_the_write_token_reads_are_open() {
     let config = ServerConfig {
-        auth: AuthPolicy { read: None, write: Some(Token::new("s3cret-w").unwrap()) },
+        auth: AuthPolicy {
+            read: None,
+            write: Some(Token::new("s3cret-w").unwrap()),
+        },
         ..ServerConfig::default()
     };
     let server = TestServer::start(Kind::Tcp, memory_services(), config).await;
@@ -42,14 +45,30 @@ async fn writes_need_the_write_token_reads_are_open() {
         let err = c.directory.put(Directory::new()).await.unwrap_err();
         assert!(permission_denied(&err), "expected a refusal, got {err:?}");
     }
-    assert!(!anonymous.blob.has(&B3Digest::of(b"not allowed")).await.unwrap());
+    assert!(
+        !anonymous
+            .blob
+            .has(&B3Digest::of(b"not allowed"))
+            .await
+            .unwrap()
+    );
 
     // With it, accepted; and anyone may read.
     let d = put_blob(writer.blob.as_ref(), b"allowed").await;
-    assert_eq!(writer.directory.put(Directory::new()).await.unwrap(), Directory::new().digest());
-    assert_eq!(read_blob(anonymous.blob.as_ref(), &d).await.unwrap(), b"allowed");
     assert_eq!(
-        anonymous.directory.get(&Directory::new().digest()).await.unwrap(),
+        writer.directory.put(Directory::new()).await.unwrap(),
+        Directory::new().digest()
+    );
+    assert_eq!(
+        read_blob(anonymous.blob.as_ref(), &d).await.unwrap(),
+        b"allowed"
+    );
+    assert_eq!(
+        anonymous
+            .directory
+            .get(&Directory::new().digest())
+            .await
+            .unwrap(),
         Some(Directory::new())
     );
     server.stop().await.unwrap();
@@ -73,7 +92,10 @@ async fn a_read_token_closes_reads() {
     let err = anonymous.blob.has(&d).await.unwrap_err();
     assert!(permission_denied(&err), "{err:?}");
     assert!(reader.blob.has(&d).await.unwrap());
-    assert!(writer.blob.has(&d).await.unwrap(), "the write token grants reads");
+    assert!(
+        writer.blob.has(&d).await.unwrap(),
+        "the write token grants reads"
+    );
     // The read token does not grant writes.
     let err = reader.directory.put(Directory::new()).await.unwrap_err();
     assert!(permission_denied(&err), "{err:?}");

@@ -36,7 +36,10 @@ async fn sixty_four_streams_get_the_right_bytes() {
                     let mut off = 0usize;
                     for ch in chunks {
                         let bytes = c.blob.read_chunk(&ch.digest).await.unwrap().unwrap();
-                        assert!(bytes == data[off..off + bytes.len()], "task {t}: wrong chunk");
+                        assert!(
+                            bytes == data[off..off + bytes.len()],
+                            "task {t}: wrong chunk"
+                        );
                         off += bytes.len();
                     }
                     assert_eq!(off, data.len());

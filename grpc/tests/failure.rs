@@ -25,7 +25,9 @@ fn server_on_own_runtime(services: Services) -> (tokio::runtime::Runtime, String
         .enable_all()
         .build()
         .unwrap();
-    let listener = rt.block_on(Listener::bind(&ListenAddr::parse("127.0.0.1:0").unwrap())).unwrap();
+    let listener = rt
+        .block_on(Listener::bind(&ListenAddr::parse("127.0.0.1:0").unwrap()))
+        .unwrap();
     let url = listener.client_url();
     rt.spawn(storefs_grpc::serve(
         vec![listener],
@@ -56,7 +58,10 @@ async fn server_killed_mid_stream_is_an_error_not_a_hang() {
     let err = reader.read_to_end(&mut rest).await.unwrap_err();
     let took = started.elapsed();
     assert!(took < Duration::from_secs(4), "error took {took:?}: {err}");
-    assert!(rest.len() + (1 << 20) < data.len(), "the whole blob cannot have arrived");
+    assert!(
+        rest.len() + (1 << 20) < data.len(),
+        "the whole blob cannot have arrived"
+    );
 
     // New calls fail too, within the bounded retries.
     let started = Instant::now();
@@ -73,7 +78,11 @@ struct Stalling {
 type Cursor = std::io::Cursor<Vec<u8>>;
 
 impl AsyncRead for Stalling {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.head).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -99,7 +108,9 @@ impl BlobService for StallingBlobs {
         self.inner.read_chunk(d).await
     }
     async fn open_read(&self, _d: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
-        Ok(Some(Box::new(Stalling { head: Cursor::new(vec![7u8; 3 << 20]) })))
+        Ok(Some(Box::new(Stalling {
+            head: Cursor::new(vec![7u8; 3 << 20]),
+        })))
     }
     async fn open_write(&self) -> Box<dyn BlobWriter> {
         self.inner.open_write().await
@@ -110,19 +121,32 @@ impl BlobService for StallingBlobs {
 async fn a_stalled_stream_times_out() {
     let honest = memory_services();
     let services = Services {
-        blob: Arc::new(StallingBlobs { inner: honest.blob.clone() }),
+        blob: Arc::new(StallingBlobs {
+            inner: honest.blob.clone(),
+        }),
         ..honest
     };
-    let config = ServerConfig { grace_period: Duration::from_millis(200), ..ServerConfig::default() };
+    let config = ServerConfig {
+        grace_period: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
     let server = TestServer::start(Kind::Unix, services, config).await;
     let c = client(&server.url); // idle timeout 2 s
-    let mut reader = c.blob.open_read(&B3Digest::of(b"any")).await.unwrap().unwrap();
+    let mut reader = c
+        .blob
+        .open_read(&B3Digest::of(b"any"))
+        .await
+        .unwrap()
+        .unwrap();
     let started = Instant::now();
     let mut all = Vec::new();
     let err = reader.read_to_end(&mut all).await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(all.len(), 3 << 20, "the head arrives");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(4), "took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
     assert!(err.to_string().contains("idle"), "{err}");
     // The stalled call on the server is cut after the grace period.
     let started = Instant::now();
@@ -137,7 +161,10 @@ async fn graceful_shutdown_finishes_short_calls_and_cuts_long_ones() {
     let small_digest = put_blob(services.blob.as_ref(), &small).await;
     let big = random_bytes(64 << 20, 5);
     let big_digest = put_blob(services.blob.as_ref(), &big).await;
-    let config = ServerConfig { grace_period: Duration::from_millis(1500), ..ServerConfig::default() };
+    let config = ServerConfig {
+        grace_period: Duration::from_millis(1500),
+        ..ServerConfig::default()
+    };
     let server = TestServer::start(Kind::Tcp, services, config).await;
     let c = client(&server.url);
 
@@ -155,7 +182,13 @@ async fn graceful_shutdown_finishes_short_calls_and_cuts_long_ones() {
 
     stopping.await.unwrap().unwrap();
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(4), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
     let mut rest = Vec::new();
-    assert!(long.read_to_end(&mut rest).await.is_err(), "the cut read must fail, not end early");
+    assert!(
+        long.read_to_end(&mut rest).await.is_err(),
+        "the cut read must fail, not end early"
+    );
 }

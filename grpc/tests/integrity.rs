@@ -39,7 +39,13 @@ impl BlobService for CorruptingBlobs {
     }
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
         let got = self.inner.read_chunk(digest).await?;
-        Ok(got.map(|b| if *digest == self.victim { Bytes::from(flip(b.to_vec(), 7)) } else { b }))
+        Ok(got.map(|b| {
+            if *digest == self.victim {
+                Bytes::from(flip(b.to_vec(), 7))
+            } else {
+                b
+            }
+        }))
     }
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
         let chunks = self.inner.chunks(digest).await?;
@@ -83,7 +89,10 @@ async fn a_corrupted_chunk_is_an_integrity_error() {
     let victim = chunks[1].digest;
 
     let services = Services {
-        blob: Arc::new(CorruptingBlobs { inner: honest.blob.clone(), victim }),
+        blob: Arc::new(CorruptingBlobs {
+            inner: honest.blob.clone(),
+            victim,
+        }),
         ..honest.clone()
     };
     let server = TestServer::start(Kind::Tcp, services, ServerConfig::default()).await;
@@ -96,7 +105,11 @@ async fn a_corrupted_chunk_is_an_integrity_error() {
 
     // The bad one is refused.
     match c.blob.read_chunk(&victim).await {
-        Err(Error::Integrity { what: "chunk", expected, actual }) => {
+        Err(Error::Integrity {
+            what: "chunk",
+            expected,
+            actual,
+        }) => {
             assert_eq!(expected, victim);
             assert_ne!(actual, victim);
         }
@@ -141,7 +154,11 @@ async fn a_wrong_directory_is_refused() {
     let mut root = Directory::new();
     root.add(
         PathComponent::try_from("f").unwrap(),
-        Node::File { digest: B3Digest::of(b"f"), size: 1, executable: false },
+        Node::File {
+            digest: B3Digest::of(b"f"),
+            size: 1,
+            executable: false,
+        },
     )
     .unwrap();
     let digest = honest.directory.put(root.clone()).await.unwrap();
@@ -149,18 +166,29 @@ async fn a_wrong_directory_is_refused() {
     decoy
         .add(
             PathComponent::try_from("g").unwrap(),
-            Node::File { digest: B3Digest::of(b"g"), size: 1, executable: false },
+            Node::File {
+                digest: B3Digest::of(b"g"),
+                size: 1,
+                executable: false,
+            },
         )
         .unwrap();
     let services = Services {
-        directory: Arc::new(LyingDirectories { inner: honest.directory.clone(), decoy: decoy.clone() }),
+        directory: Arc::new(LyingDirectories {
+            inner: honest.directory.clone(),
+            decoy: decoy.clone(),
+        }),
         ..honest.clone()
     };
     let server = TestServer::start(Kind::Unix, services, ServerConfig::default()).await;
     let c = client(&server.url);
 
     match c.directory.get(&digest).await {
-        Err(Error::Integrity { what: "directory", expected, actual }) => {
+        Err(Error::Integrity {
+            what: "directory",
+            expected,
+            actual,
+        }) => {
             assert_eq!(expected, digest);
             assert_eq!(actual, decoy.digest());
         }
@@ -172,7 +200,11 @@ async fn a_wrong_directory_is_refused() {
     let mut s = c.directory.get_recursive(&digest);
     assert_eq!(s.next().await.unwrap().unwrap(), root);
     let err = s.next().await.unwrap().unwrap_err();
-    assert!(err.to_string().contains("no directory received so far names"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no directory received so far names"),
+        "{err}"
+    );
     assert!(s.next().await.is_none());
     let all: Result<Vec<_>> = c.directory.get_recursive(&digest).try_collect().await;
     assert!(all.is_err());

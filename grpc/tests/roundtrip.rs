@@ -18,21 +18,57 @@ fn name(s: &str) -> PathComponent {
 fn tree(big: B3Digest, big_len: u64) -> Vec<Directory> {
     let empty = Directory::new();
     let mut lib = Directory::new();
-    lib.add(name("empty"), Node::Directory { digest: empty.digest(), size: empty.size() })
-        .unwrap();
+    lib.add(
+        name("empty"),
+        Node::Directory {
+            digest: empty.digest(),
+            size: empty.size(),
+        },
+    )
+    .unwrap();
     let mut bin = Directory::new();
     bin.add(
         name("tool"),
-        Node::File { digest: B3Digest::of(b"#!/bin/sh\n"), size: 10, executable: true },
+        Node::File {
+            digest: B3Digest::of(b"#!/bin/sh\n"),
+            size: 10,
+            executable: true,
+        },
     )
     .unwrap();
     let mut root = Directory::new();
-    root.add(name("big"), Node::File { digest: big, size: big_len, executable: false })
-        .unwrap();
-    root.add(name("bin"), Node::Directory { digest: bin.digest(), size: bin.size() }).unwrap();
-    root.add(name("lib"), Node::Directory { digest: lib.digest(), size: lib.size() }).unwrap();
-    root.add(name("link"), Node::Symlink { target: SymlinkTarget::try_from("big").unwrap() })
-        .unwrap();
+    root.add(
+        name("big"),
+        Node::File {
+            digest: big,
+            size: big_len,
+            executable: false,
+        },
+    )
+    .unwrap();
+    root.add(
+        name("bin"),
+        Node::Directory {
+            digest: bin.digest(),
+            size: bin.size(),
+        },
+    )
+    .unwrap();
+    root.add(
+        name("lib"),
+        Node::Directory {
+            digest: lib.digest(),
+            size: lib.size(),
+        },
+    )
+    .unwrap();
+    root.add(
+        name("link"),
+        Node::Symlink {
+            target: SymlinkTarget::try_from("big").unwrap(),
+        },
+    )
+    .unwrap();
     // Leaves first, root last.
     vec![empty, lib, bin, root]
 }
@@ -53,11 +89,18 @@ async fn round_trip(write_kind: Kind, read_kind: Kind) {
 
     // Read back whole, by the other client over the other socket.
     assert!(reader.blob.has(&digest).await.unwrap());
-    assert_eq!(read_blob(reader.blob.as_ref(), &digest).await.unwrap(), data);
+    assert_eq!(
+        read_blob(reader.blob.as_ref(), &digest).await.unwrap(),
+        data
+    );
 
     // And chunk by chunk, as the mount does.
     let chunks = reader.blob.chunks(&digest).await.unwrap().unwrap();
-    assert!(chunks.len() > 10, "a 5 MiB blob should have many chunks, got {}", chunks.len());
+    assert!(
+        chunks.len() > 10,
+        "a 5 MiB blob should have many chunks, got {}",
+        chunks.len()
+    );
     let mut joined = Vec::new();
     for c in &chunks {
         let bytes = reader.blob.read_chunk(&c.digest).await.unwrap().unwrap();
@@ -67,7 +110,16 @@ async fn round_trip(write_kind: Kind, read_kind: Kind) {
     assert_eq!(joined, data);
     // A small blob has no chunk list and is read whole.
     assert_eq!(reader.blob.chunks(&tool).await.unwrap(), Some(vec![]));
-    assert_eq!(reader.blob.read_chunk(&tool).await.unwrap().unwrap().as_ref(), b"#!/bin/sh\n");
+    assert_eq!(
+        reader
+            .blob
+            .read_chunk(&tool)
+            .await
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        b"#!/bin/sh\n"
+    );
 
     // Absent things are None, not errors.
     let absent = B3Digest::of(b"absent");
@@ -76,7 +128,12 @@ async fn round_trip(write_kind: Kind, read_kind: Kind) {
     assert!(reader.blob.read_chunk(&absent).await.unwrap().is_none());
     assert!(reader.blob.open_read(&absent).await.unwrap().is_none());
     assert!(reader.directory.get(&absent).await.unwrap().is_none());
-    let none: Vec<_> = reader.directory.get_recursive(&absent).try_collect().await.unwrap();
+    let none: Vec<_> = reader
+        .directory
+        .get_recursive(&absent)
+        .try_collect()
+        .await
+        .unwrap();
     assert!(none.is_empty());
 
     // A directory tree, leaves first through a putter.
@@ -89,8 +146,16 @@ async fn round_trip(write_kind: Kind, read_kind: Kind) {
     assert_eq!(putter.close().await.unwrap(), root);
 
     // Single get and recursive get through the other client.
-    assert_eq!(reader.directory.get(&root).await.unwrap().as_ref(), dirs.last());
-    let closure: Vec<Directory> = reader.directory.get_recursive(&root).try_collect().await.unwrap();
+    assert_eq!(
+        reader.directory.get(&root).await.unwrap().as_ref(),
+        dirs.last()
+    );
+    let closure: Vec<Directory> = reader
+        .directory
+        .get_recursive(&root)
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(closure.len(), 4);
     assert_eq!(closure[0].digest(), root);
     let mut got: Vec<B3Digest> = closure.iter().map(Directory::digest).collect();
@@ -101,9 +166,23 @@ async fn round_trip(write_kind: Kind, read_kind: Kind) {
 
     // A single put of a directory whose children are present.
     let mut extra = Directory::new();
-    extra.add(name("again"), Node::Directory { digest: root, size: dirs[3].size() }).unwrap();
-    assert_eq!(writer.directory.put(extra.clone()).await.unwrap(), extra.digest());
-    assert_eq!(reader.directory.get(&extra.digest()).await.unwrap(), Some(extra));
+    extra
+        .add(
+            name("again"),
+            Node::Directory {
+                digest: root,
+                size: dirs[3].size(),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        writer.directory.put(extra.clone()).await.unwrap(),
+        extra.digest()
+    );
+    assert_eq!(
+        reader.directory.get(&extra.digest()).await.unwrap(),
+        Some(extra)
+    );
 
     server_a.stop().await.unwrap();
     server_b.stop().await.unwrap();
@@ -157,7 +236,13 @@ async fn a_directory_putter_refuses_a_missing_child() {
     let c = client(&server.url);
     let mut orphan_parent = Directory::new();
     orphan_parent
-        .add(name("gone"), Node::Directory { digest: B3Digest::of(b"nothing"), size: 0 })
+        .add(
+            name("gone"),
+            Node::Directory {
+                digest: B3Digest::of(b"nothing"),
+                size: 0,
+            },
+        )
         .unwrap();
     let mut putter = c.directory.put_multiple_start();
     let first = putter.put(orphan_parent).await;

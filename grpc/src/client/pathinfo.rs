@@ -68,8 +68,7 @@ impl PathInfoService for GrpcPathInfoService {
     async fn put(&self, info: PathInfo) -> Result<PathInfo> {
         let conn = &self.conn;
         let op = format!("PathInfoService/Put {}", info.store_path);
-        let msg = pathinfo_conv::to_proto(&info)
-            .map_err(|e| Error::InvalidRequest(format!("{op}: {e}")))?;
+        let msg = pathinfo_conv::to_proto(&info);
         // Recording the same path info twice is harmless, so retry.
         let answer = retry(conn, || {
             let mut client = conn.path_info_client();

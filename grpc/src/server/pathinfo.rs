@@ -82,9 +82,7 @@ impl path_info_service_server::PathInfoService for PathInfoServer {
             .await
             .map_err(|e| to_status(&op, e))?
             .ok_or_else(|| Status::not_found(format!("{op}: no such store path")))?;
-        let msg =
-            pathinfo_conv::to_proto(&info).map_err(|e| Status::internal(format!("{op}: {e}")))?;
-        Ok(Response::new(msg))
+        Ok(Response::new(pathinfo_conv::to_proto(&info)))
     }
 
     #[tracing::instrument(skip_all, fields(path))]
@@ -101,9 +99,7 @@ impl path_info_service_server::PathInfoService for PathInfoServer {
             .put(info)
             .await
             .map_err(|e| to_status(&op, e))?;
-        let msg =
-            pathinfo_conv::to_proto(&stored).map_err(|e| Status::internal(format!("{op}: {e}")))?;
-        Ok(Response::new(msg))
+        Ok(Response::new(pathinfo_conv::to_proto(&stored)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -131,9 +127,8 @@ impl path_info_service_server::PathInfoService for PathInfoServer {
         _request: Request<ListPathInfoRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
         let stream = self.path_info.list().map(|r| {
-            let info = r.map_err(|e| to_status("List", e))?;
-            pathinfo_conv::to_proto(&info)
-                .map_err(|e| Status::internal(format!("List {}: {e}", info.store_path)))
+            r.map(|info| pathinfo_conv::to_proto(&info))
+                .map_err(|e| to_status("List", e))
         });
         Ok(Response::new(stream.boxed()))
     }

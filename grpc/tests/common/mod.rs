@@ -78,9 +78,14 @@ impl TestServer {
         let listener = Listener::bind(&addr).await.unwrap();
         let url = listener.client_url();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(storefs_grpc::serve(vec![listener], services, config, async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(storefs_grpc::serve(
+            vec![listener],
+            services,
+            config,
+            async {
+                let _ = rx.await;
+            },
+        ));
         Self {
             url,
             dir,
