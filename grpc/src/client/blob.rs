@@ -299,6 +299,16 @@ impl AsyncWrite for GrpcBlobWriter {
     }
 }
 
+impl Drop for GrpcBlobWriter {
+    fn drop(&mut self) {
+        // Dropped unclosed: reset the upload, so the service stores nothing
+        // half-written under a digest nobody asked for.
+        if let Some(call) = self.call.take() {
+            call.abort();
+        }
+    }
+}
+
 #[async_trait]
 impl BlobWriter for GrpcBlobWriter {
     async fn close(&mut self) -> Result<B3Digest> {

@@ -278,6 +278,15 @@ impl GrpcDirectoryPutter {
     }
 }
 
+impl Drop for GrpcDirectoryPutter {
+    fn drop(&mut self) {
+        // Dropped unclosed: reset the upload; the service stores nothing.
+        if let Some((_, task)) = self.call.take() {
+            task.abort();
+        }
+    }
+}
+
 #[async_trait]
 impl DirectoryPutter for GrpcDirectoryPutter {
     async fn put(&mut self, directory: Directory) -> Result<()> {
