@@ -64,9 +64,7 @@ pub(crate) fn attr(ino: u64, data: &InodeData) -> FileAttr {
 
 /// `st_nlink` of a directory with `subdirs` child directories.
 pub(crate) fn dir_nlink(subdirs: usize) -> u32 {
-    u32::try_from(subdirs)
-        .unwrap_or(u32::MAX)
-        .saturating_add(2)
+    u32::try_from(subdirs).unwrap_or(u32::MAX).saturating_add(2)
 }
 
 #[cfg(test)]

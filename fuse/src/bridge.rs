@@ -53,11 +53,6 @@ impl Bridge {
         }
     }
 
-    /// The runtime handle (for tasks the filesystem starts on its own).
-    pub(crate) fn handle(&self) -> &Handle {
-        &self.handle
-    }
-
     /// Run `op` and hand its result to `respond` together with `reply`.
     /// `what` names the operation in logs.
     pub(crate) fn run<T, R, F>(
@@ -163,10 +158,7 @@ mod tests {
             tx,
             |tx, r| tx.send(r).unwrap(),
         );
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
-            Ok("late")
-        );
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), Ok("late"));
     }
 
     #[test]
@@ -181,7 +173,10 @@ mod tests {
             tx,
             |tx, r| tx.send(r).unwrap(),
         );
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), Err(Errno::EIO));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            Err(Errno::EIO)
+        );
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(b.stats.snapshot().timeouts, 1);
     }

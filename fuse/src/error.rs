@@ -35,14 +35,6 @@ pub(crate) enum FsError {
     /// The extended attribute does not exist on this inode.
     #[error("no such extended attribute")]
     NoXattr,
-    /// The caller's buffer is too small for the value.
-    #[error("buffer of {given} bytes is too small for {needed}")]
-    Range {
-        /// Bytes the caller offered.
-        given: u32,
-        /// Bytes the value needs.
-        needed: usize,
-    },
     /// Opening for writing on a read-only filesystem.
     #[error("read-only filesystem")]
     ReadOnly,
@@ -112,7 +104,6 @@ impl FsError {
             FsError::IsDirectory(_) => Errno::EISDIR,
             FsError::WrongType(_) => Errno::EINVAL,
             FsError::NoXattr => Errno::NO_XATTR,
-            FsError::Range { .. } => Errno::ERANGE,
             FsError::ReadOnly => Errno::EROFS,
             // Remote, integrity and timeout failures all look the same to a
             // program: the data cannot be had right now.
@@ -130,7 +121,7 @@ impl FsError {
     pub(crate) fn is_expected(&self) -> bool {
         matches!(
             self,
-            FsError::NotFound | FsError::NoXattr | FsError::Range { .. } | FsError::ReadOnly
+            FsError::NotFound | FsError::NoXattr | FsError::ReadOnly
         )
     }
 }
@@ -164,11 +155,13 @@ mod tests {
             .errno(),
             Errno::EIO
         );
-        assert!(!FsError::Missing {
-            what: "chunk",
-            digest: d
-        }
-        .is_expected());
+        assert!(
+            !FsError::Missing {
+                what: "chunk",
+                digest: d
+            }
+            .is_expected()
+        );
         assert!(FsError::NotFound.is_expected());
     }
 }

@@ -171,7 +171,11 @@ impl Fetcher {
 
     /// The layout of blob `digest` (`size` bytes, as its file entry says):
     /// from memory if known, else one `chunks` call.
-    pub(crate) async fn layout(&self, digest: B3Digest, size: u64) -> Result<Arc<BlobLayout>, FsError> {
+    pub(crate) async fn layout(
+        &self,
+        digest: B3Digest,
+        size: u64,
+    ) -> Result<Arc<BlobLayout>, FsError> {
         if let Some(l) = self.chunk_lists.lock().get(&digest).cloned() {
             stats::add(&self.stats.chunk_list_hits, 1);
             return Ok(l);
@@ -183,7 +187,12 @@ impl Fetcher {
         } else {
             match self.blobs.chunks(&digest).await? {
                 Some(c) => c,
-                None => return Err(FsError::Missing { what: "blob", digest }),
+                None => {
+                    return Err(FsError::Missing {
+                        what: "blob",
+                        digest,
+                    });
+                }
             }
         };
         let layout = Arc::new(BlobLayout::new(digest, size, chunks)?);
@@ -221,17 +230,29 @@ impl Fetcher {
 
     /// The bytes of one chunk: from the cache, else by joining the fetch
     /// already in flight, else by starting one. Ready at once on a hit.
-    pub(crate) fn chunk(self: &Arc<Self>, meta: ChunkMeta) -> BoxFuture<'static, Result<Bytes, FsError>> {
+    pub(crate) fn chunk(
+        self: &Arc<Self>,
+        meta: ChunkMeta,
+    ) -> BoxFuture<'static, Result<Bytes, FsError>> {
         if let Some(b) = self.cache_get(&meta.digest) {
             stats::add(&self.stats.chunk_cache_hits, 1);
             return futures::future::ready(Ok(b)).boxed();
         }
         stats::add(&self.stats.chunk_cache_misses, 1);
-        self.join_or_start(meta).boxed()
+        self.join_or_start(meta)
     }
 
-    fn join_or_start(self: &Arc<Self>, meta: ChunkMeta) -> ChunkFuture {
+    fn join_or_start(
+        self: &Arc<Self>,
+        meta: ChunkMeta,
+    ) -> BoxFuture<'static, Result<Bytes, FsError>> {
         let mut inflight = self.inflight.lock();
+        // Check the cache again under the in-flight lock: a fetch caches its
+        // chunk before it leaves the map, so the chunk is in one or the other
+        // and is never fetched twice.
+        if let Some(b) = self.cache_get(&meta.digest) {
+            return futures::future::ready(Ok(b)).boxed();
+        }
         inflight
             .entry(meta.digest)
             .or_insert_with(|| {
@@ -239,16 +260,22 @@ impl Fetcher {
                 async move { this.fetch(meta).await }.boxed().shared()
             })
             .clone()
+            .boxed()
     }
 
     /// One fetch from the blob service, with its own deadline so that a
     /// hung request leaves the in-flight map even if every waiter gave up.
     async fn fetch(self: Arc<Self>, meta: ChunkMeta) -> Result<Bytes, FsError> {
-        let res = match tokio::time::timeout(self.timeout, self.blobs.read_chunk(&meta.digest)).await {
-            Err(_) => Err(FsError::Timeout {
-                what: "chunk fetch",
-                after: self.timeout,
-            }),
+        let res = match tokio::time::timeout(self.timeout, self.blobs.read_chunk(&meta.digest))
+            .await
+        {
+            Err(_) => {
+                stats::add(&self.stats.timeouts, 1);
+                Err(FsError::Timeout {
+                    what: "chunk fetch",
+                    after: self.timeout,
+                })
+            }
             Ok(Err(e)) => Err(FsError::from(e)),
             Ok(Ok(None)) => Err(FsError::Missing {
                 what: "chunk",
@@ -375,7 +402,11 @@ mod tests {
         };
         assert!(matches!(
             BlobLayout::new(d, 7, vec![c, c]),
-            Err(FsError::SizeMismatch { expected: 7, actual: 6, .. })
+            Err(FsError::SizeMismatch {
+                expected: 7,
+                actual: 6,
+                ..
+            })
         ));
     }
 }

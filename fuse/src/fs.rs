@@ -171,18 +171,19 @@ impl Filesystem for StoreFs {
         reply: ReplyDirectory,
     ) {
         let op = Arc::clone(&self.inner).readdir(ino.0, fh.0, offset);
-        self.bridge.run("readdir", op, reply, |mut reply, r| match r {
-            Ok(items) => {
-                for item in items {
-                    let name = OsStr::from_bytes(&item.name);
-                    if reply.add(INodeNo(item.ino), item.next_offset, item.kind, name) {
-                        break;
+        self.bridge
+            .run("readdir", op, reply, |mut reply, r| match r {
+                Ok(items) => {
+                    for item in items {
+                        let name = OsStr::from_bytes(&item.name);
+                        if reply.add(INodeNo(item.ino), item.next_offset, item.kind, name) {
+                            break;
+                        }
                     }
+                    reply.ok();
                 }
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
-        });
+                Err(e) => reply.error(e),
+            });
     }
 
     fn readdirplus(
@@ -195,31 +196,32 @@ impl Filesystem for StoreFs {
     ) {
         let inner = Arc::clone(&self.inner);
         let op = Arc::clone(&self.inner).readdirplus(ino.0, fh.0, offset);
-        self.bridge.run("readdirplus", op, reply, move |mut reply, r| match r {
-            Ok(items) => {
-                let mut full = false;
-                for item in items {
-                    if !full {
-                        let name = OsStr::from_bytes(&item.name);
-                        full = reply.add(
-                            item.attr.ino,
-                            item.next_offset,
-                            name,
-                            &TTL,
-                            &item.attr,
-                            Generation(0),
-                        );
+        self.bridge
+            .run("readdirplus", op, reply, move |mut reply, r| match r {
+                Ok(items) => {
+                    let mut full = false;
+                    for item in items {
+                        if !full {
+                            let name = OsStr::from_bytes(&item.name);
+                            full = reply.add(
+                                item.attr.ino,
+                                item.next_offset,
+                                name,
+                                &TTL,
+                                &item.attr,
+                                Generation(0),
+                            );
+                        }
+                        // What did not fit never reaches the kernel: take its
+                        // lookup back.
+                        if full && item.counted {
+                            inner.forget(item.attr.ino.0, 1);
+                        }
                     }
-                    // What did not fit never reaches the kernel: take its
-                    // lookup back.
-                    if full && item.counted {
-                        inner.forget(item.attr.ino.0, 1);
-                    }
+                    reply.ok();
                 }
-                reply.ok();
-            }
-            Err(e) => reply.error(e),
-        });
+                Err(e) => reply.error(e),
+            });
     }
 
     fn releasedir(

@@ -333,12 +333,7 @@ fn lazy_unmount(path: &Path) -> Result<(), MountError> {
             .output()
         {
             Ok(out) if out.status.success() => return Ok(()),
-            Ok(out) => {
-                last = format!(
-                    "{helper}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )
-            }
+            Ok(out) => last = format!("{helper}: {}", String::from_utf8_lossy(&out.stderr).trim()),
             Err(e) => last = format!("{helper}: {e}"),
         }
     }

@@ -72,6 +72,9 @@ pub(crate) struct PlusItem {
     pub(crate) counted: bool,
 }
 
+/// A snapshot of the root's entries: base name and root node, sorted.
+type RootListing = Vec<(Bytes, Node)>;
+
 /// The state every operation shares.
 pub(crate) struct FsInner {
     pub(crate) inodes: InodeTable,
@@ -83,7 +86,7 @@ pub(crate) struct FsInner {
     /// Open files by handle. `parking_lot`: held for one map operation.
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     /// Snapshots of the root listing, by directory handle.
-    listings: Mutex<HashMap<u64, Arc<Vec<(Bytes, Node)>>>>,
+    listings: Mutex<HashMap<u64, Arc<RootListing>>>,
     next_fh: AtomicU64,
     /// Store paths (by root directory digest) whose closure was fetched.
     closures: Mutex<HashSet<B3Digest>>,
@@ -226,7 +229,11 @@ impl FsInner {
     }
 
     /// `lookup`: the child `name` of `parent`.
-    pub(crate) async fn lookup(self: Arc<Self>, parent: u64, name: Bytes) -> Result<FileAttr, FsError> {
+    pub(crate) async fn lookup(
+        self: Arc<Self>,
+        parent: u64,
+        name: Bytes,
+    ) -> Result<FileAttr, FsError> {
         if parent == ROOT_INO {
             return self.lookup_root(name).await;
         }
@@ -544,8 +551,9 @@ mod tests {
 
     #[test]
     fn root_names_parse() {
-        let (d, n) = parse_root_name(b"00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432")
-            .unwrap();
+        let (d, n) =
+            parse_root_name(b"00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432")
+                .unwrap();
         assert_eq!(n, "net-tools-1.60_p20170221182432");
         assert_eq!(d.len(), 20);
         assert!(parse_root_name(b"00bgd045z0d4icpbc2yyz4gx48ak44la").is_none());

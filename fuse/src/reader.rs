@@ -123,7 +123,12 @@ async fn read_stream(
         Some(c) if c.pos <= offset => c,
         _ => match fetcher.blobs().open_read(&digest).await? {
             Some(reader) => StreamCursor { pos: 0, reader },
-            None => return Err(FsError::Missing { what: "blob", digest }),
+            None => {
+                return Err(FsError::Missing {
+                    what: "blob",
+                    digest,
+                });
+            }
         },
     };
     let skip = offset - cur.pos;
