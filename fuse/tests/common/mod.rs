@@ -85,11 +85,9 @@ impl Services {
         }
     }
 
-    /// Put `tree` as store path `<hash>-<name>`, the hash derived from `name`.
+    /// Put `tree` as store path [`store_path_for`]`(name)`.
     pub async fn add_path(&self, name: &str, tree: &T) -> StorePath {
-        let mut digest = [0u8; 20];
-        digest.copy_from_slice(&B3Digest::of(name.as_bytes()).as_bytes()[..20]);
-        let store_path = StorePath::from_parts(digest, name).unwrap();
+        let store_path = store_path_for(name);
         let node = self.put_tree(tree).await;
         self.infos
             .put(PathInfo {
@@ -106,6 +104,13 @@ impl Services {
             .unwrap();
         store_path
     }
+}
+
+/// The store path `<hash>-<name>` the tests use, its hash derived from `name`.
+pub fn store_path_for(name: &str) -> StorePath {
+    let mut digest = [0u8; 20];
+    digest.copy_from_slice(&B3Digest::of(name.as_bytes()).as_bytes()[..20]);
+    StorePath::from_parts(digest, name).unwrap()
 }
 
 /// A mount in a temp dir, with its runtime. Dropping it unmounts, even when
