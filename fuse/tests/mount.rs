@@ -39,6 +39,10 @@ fn sample_tree() -> T {
             b"caf\xe9-latin1".to_vec(),
             file(b"not utf-8 name\n".to_vec()),
         ),
+        (
+            b"cdc.bin".to_vec(),
+            T::File(content(4, 1_500_000), false, 0),
+        ),
         (b"empty".to_vec(), file(Vec::new())),
         (b"emptydir".to_vec(), T::Dir(vec![])),
         (b"link".to_vec(), T::Link(b"small.txt".to_vec())),
@@ -360,7 +364,7 @@ fn a_program_runs_from_the_mount() {
 
 /// A blob service that never answers `read_chunk` for one digest.
 struct Hanging {
-    inner: MemBlobs,
+    inner: MemoryBlobService,
     hang: B3Digest,
 }
 

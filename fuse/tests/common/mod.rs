@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use storefs_castore::blobservice::BlobService;
+use storefs_castore::blobservice::{BlobService, ChunkMeta, ChunkStore};
 use storefs_castore::directoryservice::DirectoryService;
 use storefs_castore::{B3Digest, Directory, Node, PathComponent, SymlinkTarget};
 use storefs_fuse::{MountConfig, MountHandle, StatsSnapshot};
@@ -18,12 +18,18 @@ use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StorePath;
 
-pub use mem::{MemBlobs, MemDirs, MemPathInfos};
+pub use mem::MemPathInfos;
+pub use storefs_castore::blobservice::MemoryBlobService;
+pub use storefs_castore::directoryservice::MemoryDirectoryService;
+
+/// Chunk size the tests store most files with.
+pub const CHUNK: usize = 64 * 1024;
 
 /// A tree to put into the services.
 #[derive(Clone)]
 pub enum T {
-    /// A file: contents, executable, chunk size to store it with.
+    /// A file: contents, executable, chunk size to store it with (0: through
+    /// the service's own FastCDC writer).
     File(Vec<u8>, bool, usize),
     /// A symlink.
     Link(Vec<u8>),
@@ -33,7 +39,7 @@ pub enum T {
 
 /// A plain file stored in 64 KiB chunks.
 pub fn file(data: impl Into<Vec<u8>>) -> T {
-    T::File(data.into(), false, mem::WRITE_CHUNK)
+    T::File(data.into(), false, CHUNK)
 }
 
 /// `n` bytes of deterministic, non-repeating content seeded by `seed`.
@@ -54,17 +60,51 @@ pub fn content(seed: u64, n: usize) -> Vec<u8> {
 /// The services a mount reads from.
 #[derive(Clone, Default)]
 pub struct Services {
-    pub blobs: MemBlobs,
-    pub dirs: MemDirs,
+    pub blobs: MemoryBlobService,
+    pub dirs: MemoryDirectoryService,
     pub infos: MemPathInfos,
 }
 
 impl Services {
+    /// Store `data` in chunks of `chunk` bytes (one chunk: no chunk list),
+    /// through the memory blob service's chunk store side.
+    pub async fn put_chunked(&self, data: &[u8], chunk: usize) -> B3Digest {
+        let digest = B3Digest::of(data);
+        if chunk == 0 {
+            use tokio::io::AsyncWriteExt;
+            let mut w = self.blobs.open_write().await;
+            w.write_all(data).await.unwrap();
+            assert_eq!(w.close().await.unwrap(), digest);
+            return digest;
+        }
+        if data.len() <= chunk {
+            self.blobs
+                .insert_chunk(&digest, bytes::Bytes::copy_from_slice(data))
+                .await
+                .unwrap();
+            return digest;
+        }
+        let mut list = Vec::new();
+        for piece in data.chunks(chunk) {
+            let d = B3Digest::of(piece);
+            self.blobs
+                .insert_chunk(&d, bytes::Bytes::copy_from_slice(piece))
+                .await
+                .unwrap();
+            list.push(ChunkMeta {
+                digest: d,
+                size: piece.len() as u64,
+            });
+        }
+        self.blobs.insert_chunk_list(&digest, &list).await.unwrap();
+        digest
+    }
+
     /// Put `tree` and return its root node.
     pub async fn put_tree(&self, tree: &T) -> Node {
         match tree {
             T::File(data, executable, chunk) => Node::File {
-                digest: self.blobs.put_chunked(data, *chunk),
+                digest: self.put_chunked(data, *chunk).await,
                 size: data.len() as u64,
                 executable: *executable,
             },
