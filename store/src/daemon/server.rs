@@ -66,6 +66,10 @@ pub struct DaemonConfig {
     /// Public keys (`name:base64`, as in Nix's `trusted-public-keys`) whose
     /// signatures make an upload from an untrusted client acceptable.
     pub trusted_public_keys: Vec<String>,
+    /// Whether uploads must be content-addressed or signed by one of
+    /// `trusted_public_keys` unless a trusted client waives the check
+    /// (Nix's `require-sigs`, true by default).
+    pub require_sigs: bool,
     /// Whether uploads (AddToStoreNar, AddMultipleToStore, AddToStore,
     /// AddSignatures) are accepted at all.
     pub allow_writes: bool,
@@ -81,6 +85,7 @@ impl Default for DaemonConfig {
             store_dir: StoreDir::default(),
             trust: TrustPolicy::default(),
             trusted_public_keys: Vec::new(),
+            require_sigs: true,
             allow_writes: true,
             max_connections: wire::limits::DEFAULT_MAX_CONNECTIONS,
             daemon_version: format!("storefs {}", env!("CARGO_PKG_VERSION")),
