@@ -23,7 +23,6 @@
 //! ```
 
 mod client;
-mod compat;
 mod conn;
 mod error;
 mod handshake;

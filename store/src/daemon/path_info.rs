@@ -8,15 +8,12 @@
 //! then from 1.16 on: u64 ultimate, [string] sigs, string ca ("" = none)
 //! ```
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use storefs_castore::Node;
 use tokio::io::AsyncRead;
 
-use super::compat;
 use super::error::OpError;
 use super::wire::{self, WireError, limits};
-use crate::pathinfo::{PathInfo, Signature};
+use crate::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo, Signature};
 use crate::store_path::{StoreDir, StorePath};
 
 /// Append the unkeyed fields of `info`; the 1.16 fields only if `with_1_16`.
@@ -45,36 +42,19 @@ pub(crate) fn put_unkeyed(
     wire::put_u64(out, info.nar_size);
     if with_1_16 {
         wire::put_bool(out, false); // ultimate: nothing here was built locally
-        wire::put_strings(out, info.signatures.iter().map(signature_to_string));
+        wire::put_strings(out, info.signatures.iter().map(|s| s.to_string()));
         let ca = info
             .ca
             .as_ref()
-            .map(compat::ca_to_string)
+            .map(|ca| ca.to_string())
             .unwrap_or_default();
         wire::put_str(out, &ca);
     }
 }
 
-/// `name:base64`, as Nix prints a signature.
-pub(crate) fn signature_to_string(sig: &Signature) -> String {
-    format!("{}:{}", sig.name, BASE64.encode(sig.bytes))
-}
-
 /// Parse `name:base64` of a 64-byte ed25519 signature.
 pub(crate) fn parse_signature(s: &str) -> Result<Signature, OpError> {
-    let bad = |why: &str| OpError(format!("invalid signature '{s}': {why}"));
-    let (name, b64) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
-    if name.is_empty() {
-        return Err(bad("empty key name"));
-    }
-    let bytes = BASE64.decode(b64).map_err(|_| bad("not base64"))?;
-    let bytes: [u8; 64] = bytes
-        .try_into()
-        .map_err(|_| bad("not a 64-byte ed25519 signature"))?;
-    Ok(Signature {
-        name: name.to_owned(),
-        bytes,
-    })
+    Signature::parse(s).map_err(|e| OpError(format!("invalid signature '{s}': {e}")))
 }
 
 /// A path's metadata as it travels on the wire (Nix's
@@ -132,8 +112,12 @@ impl RawPathInfo {
     /// The NAR's sha256, from any form Nix reads (base16 as sent, nix32,
     /// base64, SRI, with or without `sha256:`).
     pub fn nar_sha256(&self) -> Result<[u8; 32], OpError> {
-        compat::parse_sha256(&self.nar_hash)
-            .ok_or_else(|| OpError(format!("invalid NAR hash '{}'", self.nar_hash)))
+        let h = NixHash::parse_with_algo(&self.nar_hash, HashAlgo::Sha256)
+            .map_err(|e| OpError(format!("invalid NAR hash '{}': {e}", self.nar_hash)))?;
+        let mut out = [0u8; 32];
+        // parse_with_algo(.., Sha256) returns a digest of sha256's length.
+        out.copy_from_slice(h.digest());
+        Ok(out)
     }
 
     /// Check every field and build the path info of `store_path`, whose
@@ -167,8 +151,8 @@ impl RawPathInfo {
         let ca = match self.ca.as_str() {
             "" => None,
             s => Some(
-                compat::parse_ca(s)
-                    .ok_or_else(|| OpError(format!("invalid content address '{s}'")))?,
+                ContentAddress::parse(s)
+                    .map_err(|e| OpError(format!("invalid content address: {e}")))?,
             ),
         };
         Ok(PathInfo {

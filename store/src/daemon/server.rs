@@ -23,6 +23,7 @@ use super::ops;
 use super::wire;
 use crate::pathinfo::PathInfo;
 use crate::pathinfoservice::PathInfoService;
+use crate::signing::TrustedKeys;
 use crate::store_path::{StoreDir, StorePath};
 
 /// The services the daemon answers from: the same ones the mount and the
@@ -63,9 +64,9 @@ pub struct DaemonConfig {
     pub store_dir: StoreDir,
     /// Which clients are trusted.
     pub trust: TrustPolicy,
-    /// Public keys (`name:base64`, as in Nix's `trusted-public-keys`) whose
-    /// signatures make an upload from an untrusted client acceptable.
-    pub trusted_public_keys: Vec<String>,
+    /// Public keys (Nix's `trusted-public-keys`) whose signatures make an
+    /// upload acceptable.
+    pub trusted_public_keys: TrustedKeys,
     /// Whether uploads must be content-addressed or signed by one of
     /// `trusted_public_keys` unless a trusted client waives the check
     /// (Nix's `require-sigs`, true by default).
@@ -84,7 +85,7 @@ impl Default for DaemonConfig {
         Self {
             store_dir: StoreDir::default(),
             trust: TrustPolicy::default(),
-            trusted_public_keys: Vec::new(),
+            trusted_public_keys: TrustedKeys::default(),
             require_sigs: true,
             allow_writes: true,
             max_connections: wire::limits::DEFAULT_MAX_CONNECTIONS,

@@ -1,73 +1,21 @@
-//! Whether an upload from an untrusted client may be recorded, as Nix's
+//! Whether an upload from a client may be recorded, as Nix's
 //! `LocalStore::addToStore` decides it: the path must be content-addressed
 //! (its content address gives exactly its store path) or carry a valid
 //! signature by one of the trusted public keys (PROTOCOL.md §7).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{Signature as DalekSignature, Verifier, VerifyingKey};
-
-use super::error::OpError;
 use crate::pathinfo::PathInfo;
+use crate::signing::TrustedKeys;
 use crate::store_path::StoreDir;
 
-/// A trusted public key, `name:base64(32 bytes)` as in Nix's
-/// `trusted-public-keys`.
-#[derive(Debug, Clone)]
-pub(crate) struct PublicKey {
-    name: String,
-    key: VerifyingKey,
-}
-
-impl PublicKey {
-    /// Parse `name:base64`.
-    pub fn parse(s: &str) -> Result<Self, OpError> {
-        let bad = |why: &str| OpError(format!("invalid public key '{s}': {why}"));
-        let (name, b64) = s.split_once(':').ok_or_else(|| bad("no ':'"))?;
-        let bytes = BASE64.decode(b64).map_err(|_| bad("not base64"))?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad("not 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not an ed25519 key"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            key,
-        })
-    }
-}
-
-/// The text a path's signatures sign:
-/// `1;<path>;sha256:<nix32 nar hash>;<nar size>;<sorted refs, comma-joined>`.
-pub(crate) fn fingerprint(info: &PathInfo, store_dir: &StoreDir) -> String {
-    let mut refs: Vec<String> = info
-        .references
-        .iter()
-        .map(|r| r.to_absolute(store_dir))
-        .collect();
-    refs.sort();
-    refs.dedup();
-    format!(
-        "1;{};sha256:{};{};{}",
-        info.store_path.to_absolute(store_dir),
-        crate::nixbase32::encode(&info.nar_sha256),
-        info.nar_size,
-        refs.join(",")
-    )
-}
-
-/// Whether some signature on `info` verifies under one of `keys`.
-pub(crate) fn has_valid_signature(info: &PathInfo, keys: &[PublicKey], store_dir: &StoreDir) -> bool {
-    if info.nar_size == 0 {
-        return false; // Nix refuses to fingerprint a path without a NAR size
-    }
-    let fp = fingerprint(info, store_dir);
-    info.signatures.iter().any(|sig| {
-        keys.iter().any(|k| {
-            k.name == sig.name
-                && k
-                    .key
-                    .verify(fp.as_bytes(), &DalekSignature::from_bytes(&sig.bytes))
-                    .is_ok()
-        })
-    })
+/// Whether some signature on `info` verifies under one of `keys` (a path
+/// without a NAR size has no fingerprint, so no valid signature).
+pub(crate) fn has_valid_signature(
+    info: &PathInfo,
+    keys: &TrustedKeys,
+    store_dir: &StoreDir,
+) -> bool {
+    info.count_valid_signatures(keys, store_dir)
+        .is_ok_and(|n| n > 0)
 }
 
 /// Whether `info`'s content address names exactly its store path.
@@ -87,59 +35,64 @@ pub(crate) fn is_content_addressed(info: &PathInfo, store_dir: &StoreDir) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pathinfo::Signature;
+    use crate::pathinfo::{ContentAddress, NixHash};
+    use crate::signing::SecretKey;
     use crate::store_path::StorePath;
-    use ed25519_dalek::{Signer, SigningKey};
     use storefs_castore::{B3Digest, Node};
 
-    #[test]
-    fn fingerprint_and_signature_match_the_nix_vector() {
-        // PROTOCOL.md §7: secret key test-1:5iDt6QUY…, path baz.
-        let sk_bytes = BASE64
-            .decode("5iDt6QUYln5qedqaQWEJr8k82cRb37Ae/5JAA7YaO2I=")
-            .unwrap();
-        let sk = SigningKey::from_bytes(&sk_bytes.try_into().unwrap());
-        let pk = format!("test-1:{}", BASE64.encode(sk.verifying_key().to_bytes()));
-        let sd = StoreDir::default();
-        let nar = crate::nixbase32::decode(
-            b"1jv588br4m4ddxl3vjfd0xczmj3cmmpz74r016wryirrs855p581",
-            32,
-        )
-        .unwrap();
-        let mut info = PathInfo {
-            store_path: StorePath::from_base_name("w2hzasm68w0bfrwg61385vhfcqqrpnm9-baz").unwrap(),
+    fn info(base: &str, ca: Option<ContentAddress>, nar_sha256: [u8; 32]) -> PathInfo {
+        PathInfo {
+            store_path: StorePath::from_base_name(base).unwrap(),
             node: Node::File {
-                digest: B3Digest::of(b""),
-                size: 0,
+                digest: B3Digest::of(b"Hello World!"),
+                size: 12,
                 executable: false,
             },
-            references: vec![
-                StorePath::from_base_name("r4mvpxzh7rgrm4j831b2yi90zq64grqm-hello.txt").unwrap(),
-            ],
-            nar_size: 168,
-            nar_sha256: nar.try_into().unwrap(),
+            references: vec![],
+            nar_size: 128,
+            nar_sha256,
             signatures: vec![],
             deriver: None,
-            ca: None,
-        };
-        let fp = fingerprint(&info, &sd);
-        assert_eq!(
-            fp,
-            "1;/nix/store/w2hzasm68w0bfrwg61385vhfcqqrpnm9-baz;sha256:1jv588br4m4ddxl3vjfd0xczmj3cmmpz74r016wryirrs855p581;168;/nix/store/r4mvpxzh7rgrm4j831b2yi90zq64grqm-hello.txt"
+            ca,
+        }
+    }
+
+    #[test]
+    fn content_address_must_name_the_path() {
+        let sd = StoreDir::default();
+        let mut sha = [0u8; 32];
+        hex::decode_to_slice(
+            "03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040",
+            &mut sha,
+        )
+        .unwrap();
+        let ca = ContentAddress::Recursive(NixHash::sha256(sha));
+        // nix-store --add hello.txt (PROTOCOL.md §10).
+        let good = info(
+            "925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt",
+            Some(ca.clone()),
+            sha,
         );
-        let sig = sk.sign(fp.as_bytes());
-        assert_eq!(
-            BASE64.encode(sig.to_bytes()),
-            "GR1l5i8X2lYlnemkESyAKb11SvvzXfjlK4v8j70bplXlQsVsPWY78rlMvSxdFecSg1nrSaQl9HBTP7M7JqFEBw=="
-        );
-        let keys = [PublicKey::parse(&pk).unwrap()];
-        assert!(!has_valid_signature(&info, &keys, &sd));
-        info.signatures.push(Signature {
-            name: "test-1".into(),
-            bytes: sig.to_bytes(),
-        });
-        assert!(has_valid_signature(&info, &keys, &sd));
-        info.nar_size = 169;
-        assert!(!has_valid_signature(&info, &keys, &sd));
+        assert!(is_content_addressed(&good, &sd));
+        let renamed = info("925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.tx", Some(ca), sha);
+        assert!(!is_content_addressed(&renamed, &sd));
+        let none = info("925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt", None, sha);
+        assert!(!is_content_addressed(&none, &sd));
+    }
+
+    #[test]
+    fn signatures_need_a_trusted_key() {
+        let sd = StoreDir::default();
+        let key = SecretKey::from_seed("test-1", &[9; 32]).unwrap();
+        let other = SecretKey::from_seed("test-1", &[8; 32]).unwrap();
+        let keys = TrustedKeys::new([key.to_public()]);
+        let mut i = info("925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt", None, [1; 32]);
+        assert!(!has_valid_signature(&i, &keys, &sd));
+        i.sign(&other, &sd).unwrap();
+        assert!(!has_valid_signature(&i, &keys, &sd));
+        i.sign(&key, &sd).unwrap();
+        assert!(has_valid_signature(&i, &keys, &sd));
+        i.nar_size = 129; // the signature no longer matches the fingerprint
+        assert!(!has_valid_signature(&i, &keys, &sd));
     }
 }

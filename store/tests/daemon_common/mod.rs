@@ -30,7 +30,9 @@ impl PathInfoService for MapPathInfoService {
         Ok(self.0.read().get(&digest).cloned())
     }
     async fn put(&self, info: PathInfo) -> storefs_castore::Result<PathInfo> {
-        self.0.write().insert(*info.store_path.digest(), info.clone());
+        self.0
+            .write()
+            .insert(*info.store_path.digest(), info.clone());
         Ok(info)
     }
     fn list(&self) -> BoxStream<'static, storefs_castore::Result<PathInfo>> {
@@ -72,11 +74,8 @@ pub async fn fixture_infos(svc: &dyn PathInfoService) {
         signatures: vec![],
         deriver: None,
         ca: Some(storefs_store::pathinfo::ContentAddress::Recursive(
-            storefs_store::pathinfo::NixHash::new(
-                storefs_store::pathinfo::HashAlgo::Sha256,
-                &sha,
-            )
-            .unwrap(),
+            storefs_store::pathinfo::NixHash::new(storefs_store::pathinfo::HashAlgo::Sha256, &sha)
+                .unwrap(),
         )),
     })
     .await
@@ -148,7 +147,9 @@ impl Raw {
         wire::read_u64(&mut self.s, "test").await.unwrap()
     }
     pub async fn string(&mut self) -> String {
-        wire::read_string(&mut self.s, 1 << 20, "test").await.unwrap()
+        wire::read_string(&mut self.s, 1 << 20, "test")
+            .await
+            .unwrap()
     }
     pub async fn strings(&mut self) -> Vec<String> {
         wire::read_strings(&mut self.s, 1 << 20, 1 << 20, "test")
@@ -167,4 +168,39 @@ impl Raw {
 
 pub fn msg() -> Vec<u8> {
     Vec::new()
+}
+
+/// Services in memory with the fixture path infos.
+pub async fn memory_services() -> (DaemonServices, Arc<MapPathInfoService>) {
+    let pis = Arc::new(MapPathInfoService::default());
+    fixture_infos(pis.as_ref()).await;
+    let services = DaemonServices {
+        blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
+        directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
+        path_info_service: pis.clone(),
+    };
+    (services, pis)
+}
+
+/// Handshake bytes a client of `version` sends after the magic and its
+/// version: features at 1.38, cpu affinity and reserveSpace.
+pub fn handshake_tail(minor: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    if minor >= 38 {
+        wire::put_u64(&mut v, 0); // no features
+    }
+    wire::put_u64(&mut v, 0); // sendCpu
+    wire::put_u64(&mut v, 0); // reserveSpace
+    v
+}
+
+/// Structured STDERR_ERROR (≥ 1.26): returns the message.
+pub async fn read_structured_error(c: &mut Raw) -> String {
+    assert_eq!(c.string().await, "Error");
+    assert_eq!(c.u64().await, 0);
+    assert_eq!(c.string().await, "Error");
+    let msg = c.string().await;
+    assert_eq!(c.u64().await, 0); // havePos
+    assert_eq!(c.u64().await, 0); // traces
+    msg
 }

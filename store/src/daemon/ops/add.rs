@@ -19,7 +19,7 @@ use crate::daemon::error::{ConnectionError, OpError};
 use crate::daemon::path_info::{RawPathInfo, put_unkeyed};
 use crate::daemon::protocol::STDERR_READ;
 use crate::daemon::server::Ctx;
-use crate::daemon::trust::{PublicKey, has_valid_signature, is_content_addressed};
+use crate::daemon::trust::{has_valid_signature, is_content_addressed};
 use crate::daemon::wire::{self, FramedReader, limits};
 use crate::nar::{nar_hash_and_size, read_nar, read_nar_to_end};
 use crate::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo};
@@ -73,13 +73,7 @@ fn check_trust(
     if is_content_addressed(info, &ctx.config.store_dir) {
         return Ok(());
     }
-    let keys = ctx
-        .config
-        .trusted_public_keys
-        .iter()
-        .map(|k| PublicKey::parse(k))
-        .collect::<Result<Vec<_>, _>>()?;
-    if has_valid_signature(info, &keys, &ctx.config.store_dir) {
+    if has_valid_signature(info, &ctx.config.trusted_public_keys, &ctx.config.store_dir) {
         Ok(())
     } else {
         Err(OpError(format!(
@@ -417,7 +411,7 @@ async fn add_to_store_old(conn: &mut Conn, ctx: &Ctx) -> Result<(), ConnectionEr
             let nar = Some((ingested.nar_size, ingested.nar_sha256));
             record_ca(ctx, &name, ca, ingested.root, &[], nar).await?
         } else {
-            let Node::File { digest, .. } = &ingested.root else {
+            let Node::File { digest, .. } = ingested.root.clone() else {
                 return Err(OpError(format!(
                     "cannot add '{name}' flat: the NAR is not a single regular file"
                 )));
@@ -425,7 +419,7 @@ async fn add_to_store_old(conn: &mut Conn, ctx: &Ctx) -> Result<(), ConnectionEr
             let mut reader = ctx
                 .services
                 .blob_service
-                .open_read(digest)
+                .open_read(&digest)
                 .await?
                 .ok_or_else(|| OpError(format!("blob {digest} vanished while adding '{name}'")))?;
             let mut hasher = Sha256::new();
