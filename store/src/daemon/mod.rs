@@ -9,6 +9,7 @@
 //! - `conn`, `ops`: one server connection and the per-op handlers.
 //! - `server`: the socket, its tasks and its configuration.
 //! - `client`: [`DaemonClient`], the same protocol from the other end.
+//! - `import`: [`import_from_daemon`], closures copied in from a daemon.
 //!
 //! # Serving
 //! ```no_run
@@ -26,6 +27,7 @@ mod client;
 mod conn;
 mod error;
 mod handshake;
+mod import;
 mod ops;
 mod path_info;
 pub mod protocol;
@@ -36,6 +38,7 @@ pub mod wire;
 pub use client::DaemonClient;
 pub use error::{ConnectionError, OpError};
 pub use handshake::{Dialect, Negotiated, TrustLevel};
+pub use import::{ImportError, ImportSelection, ImportStats, import_from_daemon};
 pub use path_info::RawPathInfo;
 pub use server::{
     DEFAULT_SOCKET_MODE, DaemonConfig, DaemonServices, TrustPolicy, bind_socket, serve_daemon,

@@ -204,3 +204,5 @@ pub async fn read_structured_error(c: &mut Raw) -> String {
     assert_eq!(c.u64().await, 0); // traces
     msg
 }
+
+pub mod nix;
