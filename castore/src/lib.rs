@@ -33,6 +33,7 @@ mod digest;
 mod directory;
 pub mod directoryservice;
 mod error;
+mod import;
 mod names;
 
 /// The protobuf messages of `snix.castore.v1`, generated from `proto/`.
@@ -51,6 +52,10 @@ pub use directoryservice::{
     DirectoryPutter, DirectoryService, MemoryDirectoryService, PartialDirectoryStore,
 };
 pub use error::{Error, Result};
+pub use import::{
+    DEFAULT_CONCURRENCY, IngestError, IngestOptions, IngestStats, Ingested, ingest_path,
+    ingest_path_with,
+};
 pub use names::{
     MAX_NAME_LEN, MAX_SYMLINK_TARGET_LEN, NameError, PathComponent, SymlinkTarget,
     SymlinkTargetError,

@@ -1,6 +1,7 @@
 //! storefs-store: Nix and Guix semantics on top of storefs-castore.
 //!
 //! # Layout
+//! - [`nar`]: the NAR writer, the strict NAR reader and NAR hashing.
 //! - [`nixbase32`], [`store_path`]: Nix's hash encoding and store paths.
 //! - [`pathinfo`], [`pathinfoservice`]: what is known of each store path,
 //!   and the stores of it.
@@ -10,6 +11,7 @@
 pub mod content_address;
 pub mod daemon;
 pub mod hash;
+pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
 pub mod pathinfo;

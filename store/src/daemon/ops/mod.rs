@@ -2,10 +2,10 @@
 //! ends the connection), then does the work and answers with STDERR_LAST
 //! and the reply, or STDERR_ERROR, keeping the connection open.
 
-// TEMP until nar-ingest lands in main: mod add;
+mod add;
 mod build;
 mod misc;
-// TEMP: mod nar;
+mod nar;
 mod query;
 
 use super::conn::Conn;
@@ -72,11 +72,11 @@ pub(crate) async fn dispatch(conn: &mut Conn, ctx: &Ctx, op: u64) -> Result<(), 
         RegisterDrvOutput => misc::register_drv_output(conn).await,
         AddBuildLog => misc::add_build_log(conn).await,
         AddSignatures => misc::add_signatures(conn, ctx).await,
-        // TEMP NarFromPath => nar::nar_from_path(conn, ctx).await,
-        // TEMP AddToStoreNar => add::add_to_store_nar(conn, ctx).await,
-        // TEMP AddMultipleToStore => add::add_multiple_to_store(conn, ctx).await,
-        // TEMP AddToStore => add::add_to_store(conn, ctx).await,
-        // TEMP AddTextToStore => add::add_text_to_store(conn, ctx).await,
+        NarFromPath => nar::nar_from_path(conn, ctx).await,
+        AddToStoreNar => add::add_to_store_nar(conn, ctx).await,
+        AddMultipleToStore => add::add_multiple_to_store(conn, ctx).await,
+        AddToStore => add::add_to_store(conn, ctx).await,
+        AddTextToStore => add::add_text_to_store(conn, ctx).await,
         BuildPaths => build::build_paths(conn, ctx).await,
         BuildPathsWithResults => build::build_paths_with_results(conn, ctx).await,
         other => refuse_and_close(conn, &format!("{other:?}"), op).await,
