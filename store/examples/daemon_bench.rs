@@ -16,11 +16,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use storefs_store::daemon::protocol::ProtocolVersion;
 use storefs_store::daemon::{
     DEFAULT_SOCKET_MODE, DaemonClient, DaemonConfig, DaemonServices, ImportSelection, TrustPolicy,
     bind_socket, import_from_daemon, serve_daemon,
 };
-use storefs_store::daemon::protocol::ProtocolVersion;
 use storefs_store::store_path::StoreDir;
 
 mod map_service {
@@ -42,7 +42,9 @@ mod map_service {
             Ok(self.0.read().get(&d).cloned())
         }
         async fn put(&self, info: PathInfo) -> storefs_castore::Result<PathInfo> {
-            self.0.write().insert(*info.store_path.digest(), info.clone());
+            self.0
+                .write()
+                .insert(*info.store_path.digest(), info.clone());
             Ok(info)
         }
         fn list(&self) -> BoxStream<'static, storefs_castore::Result<PathInfo>> {

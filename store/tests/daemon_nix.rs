@@ -63,8 +63,7 @@ fn sorted_lines(s: &str) -> Vec<String> {
 /// `registrationTime` (no time is kept) and `ultimate` (nothing is built
 /// here).
 fn path_info_json(url: &str, path: &str) -> BTreeMap<String, serde_json::Value> {
-    let out = run(nix_cmd("nix")
-        .args(["path-info", "--store", url, "-r", "--json", path]));
+    let out = run(nix_cmd("nix").args(["path-info", "--store", url, "-r", "--json", path]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut by_path = BTreeMap::new();
     for mut entry in v.as_array().unwrap().clone() {
@@ -121,7 +120,7 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
     // A second import finds everything present.
     let again = import_from_daemon(
         &real.socket,
-        ImportSelection::All,
+        ImportSelection::Paths(roots.clone()),
         &services,
         &StoreDir::default(),
     )
@@ -129,6 +128,17 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
     .unwrap();
     assert!(again.imported.is_empty());
     assert_eq!(again.skipped.len(), 5);
+    // Everything: the rest (the derivations) comes in too.
+    let all = import_from_daemon(
+        &real.socket,
+        ImportSelection::All,
+        &services,
+        &StoreDir::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all.skipped.len(), 5);
+    assert!(all.imported.iter().any(|p| p.name().ends_with(".drv")));
 
     // Our NAR of each path is byte for byte `nix-store --dump`.
     for p in &expected {
@@ -140,7 +150,14 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
     let ours_url = format!("unix://{}", ours.socket.display());
     let real_url = real.url();
     for p in &expected {
-        for q in ["--references", "--requisites", "--referrers", "--hash", "--size", "--deriver"] {
+        for q in [
+            "--references",
+            "--requisites",
+            "--referrers",
+            "--hash",
+            "--size",
+            "--deriver",
+        ] {
             let ask = |url: &str| {
                 let (ok, out, err) =
                     try_run(nix_cmd("nix-store").args(["--store", url, "-q", q, p]));
@@ -160,12 +177,68 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
             "nix path-info -r --json {p}"
         );
     }
+    // Both hold the same paths now.
+    let mut c_real = storefs_store::daemon::DaemonClient::connect(&real.socket)
+        .await
+        .unwrap();
+    let mut c_ours = storefs_store::daemon::DaemonClient::connect(&ours.socket)
+        .await
+        .unwrap();
+    let mut all_real = c_real.query_all_valid_paths().await.unwrap();
+    let mut all_ours = c_ours.query_all_valid_paths().await.unwrap();
+    all_real.sort();
+    all_ours.sort();
+    assert_eq!(all_ours, all_real);
+    // Our client reads the same path info from both.
+    for p in &expected {
+        let a = c_real.query_path_info(p).await.unwrap().unwrap();
+        let b = c_ours.query_path_info(p).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                &b.deriver,
+                &b.nar_hash,
+                &b.references,
+                b.nar_size,
+                &b.sigs,
+                &b.ca
+            ),
+            (
+                &a.deriver,
+                &a.nar_hash,
+                &a.references,
+                a.nar_size,
+                &a.sigs,
+                &a.ca
+            ),
+            "{p}"
+        );
+        assert!(c_ours.is_valid_path(p).await.unwrap());
+    }
+    // NarFromPath through our socket gives `nix-store --dump`.
+    for p in &expected {
+        let size = c_ours.query_path_info(p).await.unwrap().unwrap().nar_size;
+        let mut nar = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(
+            &mut c_ours.nar_from_path(p, size).await.unwrap(),
+            &mut nar,
+        )
+        .await
+        .unwrap();
+        assert_eq!(nar, fx.dump(p), "NarFromPath {p}");
+    }
+    let valid = c_ours
+        .query_valid_paths(&[fx.tree.clone(), "/nix/store/not-a-store-path".to_owned()])
+        .await;
+    assert!(valid.is_err(), "a malformed path is an error");
+    let valid = c_ours.query_valid_paths(&[fx.tree.clone()]).await.unwrap();
+    assert_eq!(valid, vec![fx.tree.clone()]);
     // `nix-store -r` of a valid path succeeds and prints it.
     let out = run(nix_cmd("nix-store").args(["--store", &ours_url, "-r", &fx.withrefs]));
     assert_eq!(out.trim(), fx.withrefs);
     // An invalid path: Nix reports it as not valid.
     let missing = format!("/nix/store/{}-missing", &fx.single[11..43]);
-    let (ok, _, err) = try_run(nix_cmd("nix-store").args(["--store", &ours_url, "-q", "--hash", &missing]));
+    let (ok, _, err) =
+        try_run(nix_cmd("nix-store").args(["--store", &ours_url, "-q", "--hash", &missing]));
     assert!(!ok && err.contains("is not valid"), "{err}");
     // `nix store ping` only needs the handshake.
     run(nix_cmd("nix").args(["store", "ping", "--store", &ours_url]));
@@ -202,10 +275,17 @@ async fn nix_copy_to_our_socket() {
     let sd = StoreDir::default();
     for p in [&fx.tree, &fx.single, &fx.withrefs, &fx.hello, &fx.small] {
         let sp = sd.parse_path(p).unwrap();
-        let info = pis.get(*sp.digest()).await.unwrap().unwrap_or_else(|| panic!("{p} missing"));
+        let info = pis
+            .get(*sp.digest())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{p} missing"));
         let nix_hash = run(nix_cmd("nix-store").args(["--store", &root, "-q", "--hash", p]));
         assert_eq!(
-            format!("sha256:{}", storefs_store::nixbase32::encode(&info.nar_sha256)),
+            format!(
+                "sha256:{}",
+                storefs_store::nixbase32::encode(&info.nar_sha256)
+            ),
             nix_hash.trim(),
             "NAR hash of {p}"
         );
@@ -217,16 +297,24 @@ async fn nix_copy_to_our_socket() {
             "--references",
             p,
         ])));
-        let mut ours_refs: Vec<String> = info.references.iter().map(|r| r.to_absolute(&sd)).collect();
+        let mut ours_refs: Vec<String> =
+            info.references.iter().map(|r| r.to_absolute(&sd)).collect();
         ours_refs.sort();
         assert_eq!(ours_refs, refs, "references of {p}");
     }
     // And `nix-store --add` through the socket gives Nix's path.
     let f = fx.dir.path().join("added.txt");
     std::fs::write(&f, b"added through the socket\n").unwrap();
-    let ours_path = run(nix_cmd("nix-store").args(["--store", &url, "--add"]).arg(&f));
-    let nix_path = run(nix_cmd("nix-store").args(["--store", &root, "--add"]).arg(&f));
+    let ours_path = run(nix_cmd("nix-store")
+        .args(["--store", &url, "--add"])
+        .arg(&f));
+    let nix_path = run(nix_cmd("nix-store")
+        .args(["--store", &root, "--add"])
+        .arg(&f));
     assert_eq!(ours_path, nix_path);
-    assert_eq!(our_nar(&services, ours_path.trim()).await, fx.dump(nix_path.trim()));
+    assert_eq!(
+        our_nar(&services, ours_path.trim()).await,
+        fx.dump(nix_path.trim())
+    );
     ours.stop().await;
 }

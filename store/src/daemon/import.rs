@@ -143,7 +143,9 @@ pub async fn import_from_daemon(
     let order = topo_order(&infos);
     let mut stats = ImportStats::default();
     for p in order {
-        let Some(mut info) = infos.remove(&p) else { continue };
+        let Some(mut info) = infos.remove(&p) else {
+            continue;
+        };
         let abs = p.to_absolute(store_dir);
         let present = services
             .path_info_service
@@ -203,10 +205,7 @@ pub async fn import_from_daemon(
             .path_info_service
             .put(info)
             .await
-            .map_err(|source| ImportError::Store {
-                path: abs,
-                source,
-            })?;
+            .map_err(|source| ImportError::Store { path: abs, source })?;
         stats.imported.push(p);
     }
     Ok(stats)

@@ -199,7 +199,9 @@ pub(super) async fn add_multiple_to_store(
             let path = wire::read_string(&mut framed, limits::MAX_PATH_LEN, "store path")
                 .await
                 .map_err(wire_err)?;
-            let raw = RawPathInfo::read(&mut framed, true).await.map_err(wire_err)?;
+            let raw = RawPathInfo::read(&mut framed, true)
+                .await
+                .map_err(wire_err)?;
             ingest_nar(ctx, &path, raw, &mut framed, trusted, dont_check_sigs).await?;
         }
         Ok(())
@@ -392,7 +394,8 @@ async fn add_to_store_old(conn: &mut Conn, ctx: &Ctx) -> Result<(), ConnectionEr
     let ingested = match ingested {
         Ok(i) => i,
         Err(e) => {
-            conn.error(&format!("invalid NAR for '{name}': {e}")).await?;
+            conn.error(&format!("invalid NAR for '{name}': {e}"))
+                .await?;
             return Err(ConnectionError::NarStream {
                 path: name,
                 reason: e.to_string(),
