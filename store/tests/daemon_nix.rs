@@ -230,7 +230,10 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
         .query_valid_paths(&[fx.tree.clone(), "/nix/store/not-a-store-path".to_owned()])
         .await;
     assert!(valid.is_err(), "a malformed path is an error");
-    let valid = c_ours.query_valid_paths(&[fx.tree.clone()]).await.unwrap();
+    let valid = c_ours
+        .query_valid_paths(std::slice::from_ref(&fx.tree))
+        .await
+        .unwrap();
     assert_eq!(valid, vec![fx.tree.clone()]);
     // `nix-store -r` of a valid path succeeds and prints it.
     let out = run(nix_cmd("nix-store").args(["--store", &ours_url, "-r", &fx.withrefs]));

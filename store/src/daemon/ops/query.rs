@@ -160,10 +160,10 @@ pub(super) async fn query_valid_derivers(
     let outcome = async {
         let p = ctx.parse_path(&path)?;
         let mut derivers = Vec::new();
-        if let Some(d) = ctx.lookup(&p).await?.and_then(|i| i.deriver) {
-            if ctx.lookup(&d).await?.is_some() {
-                derivers.push(ctx.abs(&d));
-            }
+        if let Some(d) = ctx.lookup(&p).await?.and_then(|i| i.deriver)
+            && ctx.lookup(&d).await?.is_some()
+        {
+            derivers.push(ctx.abs(&d));
         }
         let mut out = Vec::new();
         wire::put_strings(&mut out, &derivers);
