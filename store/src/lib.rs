@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 pub mod content_address;
+pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hash;
