@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod import;
 pub mod nixbase32;
 pub mod pathinfo;
 pub mod pathinfoservice;
