@@ -28,6 +28,7 @@
 #![deny(missing_docs)]
 
 pub mod blobservice;
+mod chunking;
 mod digest;
 mod directory;
 pub mod directoryservice;
@@ -40,8 +41,15 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/snix.castore.v1.rs"));
 }
 
+pub use blobservice::{
+    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, MemoryBlobService,
+};
+pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};
 pub use directory::{Directory, DirectoryError, Entry, Node};
+pub use directoryservice::{
+    DirectoryPutter, DirectoryService, MemoryDirectoryService, PartialDirectoryStore,
+};
 pub use error::{Error, Result};
 pub use names::{
     MAX_NAME_LEN, MAX_SYMLINK_TARGET_LEN, NameError, PathComponent, SymlinkTarget,

@@ -14,6 +14,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{B3Digest, Result};
 
+mod chunk_store;
+mod memory;
+mod reader;
+mod writer;
+
+pub use chunk_store::ChunkStore;
+pub use memory::MemoryBlobService;
+
 /// One chunk of a blob: its digest and length, in blob order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkMeta {

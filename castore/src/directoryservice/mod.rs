@@ -12,6 +12,13 @@ use futures::stream::BoxStream;
 
 use crate::{B3Digest, Directory, Result};
 
+mod closure;
+mod memory;
+mod partial;
+
+pub use memory::MemoryDirectoryService;
+pub use partial::PartialDirectoryStore;
+
 /// A store of directories.
 #[async_trait]
 pub trait DirectoryService: Send + Sync + 'static {

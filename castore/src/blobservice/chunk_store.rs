@@ -1,0 +1,51 @@
+//! [`ChunkStore`]: the extension a blob service needs to serve as the near
+//! side of a cache ([`crate::CachedBlobService`]).
+//!
+//! A cache learns a blob's chunk list and its chunks separately and may hold
+//! only some of the chunks, so it must be able to record each on its own.
+//! This is additive: it does not change [`BlobService`].
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{BlobService, ChunkMeta};
+use crate::{B3Digest, Error, Result};
+
+/// A blob service that can also take chunks and chunk lists one by one.
+#[async_trait]
+pub trait ChunkStore: BlobService {
+    /// Store one chunk (or a whole blob kept as a single chunk) fetched from
+    /// elsewhere. The store checks that `data` hashes to `digest` and
+    /// returns [`Error::Integrity`] without storing anything otherwise.
+    async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> Result<()>;
+
+    /// Record the chunk list of `blob` (two or more chunks), whether or not
+    /// the chunks themselves are here. Afterwards `has(blob)` is true and
+    /// `chunks(blob)` returns `chunks`; a read of a chunk that is not here
+    /// returns `None`. A list of fewer than two chunks is refused.
+    async fn insert_chunk_list(&self, blob: &B3Digest, chunks: &[ChunkMeta]) -> Result<()>;
+}
+
+/// Check what `insert_chunk` is given.
+pub(crate) fn verify_chunk(digest: &B3Digest, data: &[u8]) -> Result<()> {
+    let actual = B3Digest::of(data);
+    if &actual != digest {
+        return Err(Error::Integrity {
+            what: "chunk",
+            expected: *digest,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Check what `insert_chunk_list` is given.
+pub(crate) fn check_chunk_list(blob: &B3Digest, chunks: &[ChunkMeta]) -> Result<()> {
+    if chunks.len() < 2 {
+        return Err(Error::InvalidRequest(format!(
+            "chunk list of blob {blob} has {} entries; a list needs at least 2",
+            chunks.len()
+        )));
+    }
+    Ok(())
+}
