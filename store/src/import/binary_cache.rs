@@ -27,7 +27,6 @@ use std::task::{Context, Poll};
 use async_compression::tokio::bufread::{BzDecoder, XzDecoder, ZstdDecoder};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use storefs_castore::Node;
 use storefs_castore::blobservice::BlobService;
 use storefs_castore::directoryservice::DirectoryService;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
@@ -36,9 +35,12 @@ use super::cache_info::{CacheInfo, CacheInfoError};
 use super::hashing::HashingReader;
 use super::progress::ImportProgress;
 use super::source::{CacheSource, SourceError};
+use crate::nar::read_nar_to_end;
+use crate::narinfo::NarInfo;
 use crate::nixbase32;
-use crate::pathinfo::PathInfo;
+use crate::pathinfo::{HashAlgo, PathInfo};
 use crate::pathinfoservice::PathInfoService;
+use crate::signing::{PublicKey, TrustedKeys};
 use crate::store_path::{DIGEST_LEN, StoreDir, StorePath, StorePathError};
 
 /// How to import.
@@ -240,21 +242,6 @@ pub enum PathImportError {
     ReferenceCycle,
 }
 
-/// What the import needs of a narinfo, checked.
-#[derive(Debug, Clone)]
-struct CacheEntry {
-    store_path: StorePath,
-    url: String,
-    compression: String,
-    file_hash: Option<[u8; 32]>,
-    file_size: Option<u64>,
-    nar_hash: [u8; 32],
-    nar_size: u64,
-    /// The narinfo as parsed, for the path info (references, deriver,
-    /// signatures, CA).
-    info: PathInfo,
-}
-
 /// Copy `paths` (full store paths or base names; none: every path the
 /// cache lists) and their closures from the binary cache at `source_url`.
 ///
@@ -286,7 +273,7 @@ pub async fn import_from_binary_cache(
             ours: options.store_dir.as_str().to_owned(),
         });
     }
-    let keys = narinfo_glue::parse_keys(&options.trusted_keys)?;
+    let keys = parse_keys(&options.trusted_keys)?;
 
     // What was asked for: digests, with the full path when we know it.
     let mut wanted: Vec<([u8; DIGEST_LEN], Option<StorePath>)> = Vec::new();
@@ -321,7 +308,7 @@ pub async fn import_from_binary_cache(
 struct Ctx {
     source: CacheSource,
     options: ImportOptions,
-    keys: narinfo_glue::TrustedKeys,
+    keys: TrustedKeys,
     services: ImportServices,
     progress: Arc<dyn ImportProgress>,
 }
@@ -332,7 +319,7 @@ async fn discover(
     ctx: &Arc<Ctx>,
     wanted: Vec<([u8; DIGEST_LEN], Option<StorePath>)>,
     report: &mut ImportReport,
-) -> Result<HashMap<[u8; DIGEST_LEN], CacheEntry>, ImportError> {
+) -> Result<HashMap<[u8; DIGEST_LEN], NarInfo>, ImportError> {
     let mut seen: HashSet<[u8; DIGEST_LEN]> = HashSet::new();
     let mut queue: VecDeque<([u8; DIGEST_LEN], Option<StorePath>)> = VecDeque::new();
     for (d, sp) in wanted {
@@ -367,7 +354,7 @@ async fn discover(
             }),
             Ok(Lookup::Present(sp)) => report.already_present.push(sp),
             Ok(Lookup::Found(entry)) => {
-                for r in &entry.info.references {
+                for r in &entry.references {
                     if seen.insert(*r.digest()) {
                         queue.push_back((*r.digest(), Some(r.clone())));
                     }
@@ -381,7 +368,7 @@ async fn discover(
 
 enum Lookup {
     Present(StorePath),
-    Found(Box<CacheEntry>),
+    Found(Box<NarInfo>),
 }
 
 enum LookupError {
@@ -412,10 +399,10 @@ async fn lookup(
         .await
         .map_err(|e| LookupError::Path(e.into()))?
         .ok_or_else(|| LookupError::Path(PathImportError::NotInCache(hash.clone())))?;
-    let entry = narinfo_glue::parse(&bytes, &ctx.options.store_dir).map_err(|reason| {
+    let entry = NarInfo::parse_bytes(&bytes, &ctx.options.store_dir).map_err(|e| {
         LookupError::Path(PathImportError::BadNarInfo {
             file: file.clone(),
-            reason,
+            reason: e.to_string(),
         })
     })?;
     let sd = &ctx.options.store_dir;
@@ -430,9 +417,8 @@ async fn lookup(
             found: entry.store_path.to_absolute(sd),
         }));
     }
-    if ctx.options.check_sigs && !narinfo_glue::verify(&entry.info, sd, &ctx.keys) {
+    if ctx.options.check_sigs && !signed_by_trusted_key(&entry, sd, &ctx.keys) {
         let mut signers: Vec<&str> = entry
-            .info
             .signatures
             .iter()
             .map(|s| s.name.as_str())
@@ -452,7 +438,7 @@ async fn lookup(
 /// at most `concurrency` at a time.
 async fn execute(
     ctx: &Arc<Ctx>,
-    mut plan: HashMap<[u8; DIGEST_LEN], CacheEntry>,
+    mut plan: HashMap<[u8; DIGEST_LEN], NarInfo>,
     report: &mut ImportReport,
 ) {
     let sd = ctx.options.store_dir.clone();
@@ -475,7 +461,7 @@ async fn execute(
     let mut doomed: Vec<([u8; DIGEST_LEN], String)> = Vec::new();
     for (digest, entry) in &plan {
         let mut n = 0;
-        for r in &entry.info.references {
+        for r in &entry.references {
             let rd = *r.digest();
             if rd == *digest {
                 continue;
@@ -495,7 +481,7 @@ async fn execute(
 
     let fail = |digest: [u8; DIGEST_LEN],
                 error: PathImportError,
-                plan: &mut HashMap<[u8; DIGEST_LEN], CacheEntry>,
+                plan: &mut HashMap<[u8; DIGEST_LEN], NarInfo>,
                 failed: &mut HashSet<[u8; DIGEST_LEN]>,
                 waiting: &mut HashMap<[u8; DIGEST_LEN], usize>,
                 report: &mut ImportReport| {
@@ -594,7 +580,7 @@ async fn execute(
 }
 
 /// Fetch, decompress, ingest and check one NAR; record its path info last.
-async fn import_one(ctx: &Ctx, entry: CacheEntry) -> Result<(), PathImportError> {
+async fn import_one(ctx: &Ctx, entry: NarInfo) -> Result<(), PathImportError> {
     let url = entry.url.clone();
     let reader = ctx
         .source
@@ -620,9 +606,15 @@ async fn import_one(ctx: &Ctx, entry: CacheEntry) -> Result<(), PathImportError>
             inner: decoded,
             progress: ctx.progress.as_ref(),
         };
-        narinfo_glue::ingest_nar(counted, &ctx.services)
-            .await
-            .map_err(&bad_nar)?
+        let mut counted = BufReader::new(counted);
+        let ingested = read_nar_to_end(
+            &mut counted,
+            ctx.services.blob.as_ref(),
+            ctx.services.directory.as_ref(),
+        )
+        .await
+        .map_err(|e| bad_nar(e.to_string()))?;
+        (ingested.root, ingested.nar_size, ingested.nar_sha256)
     };
 
     // The decompressor may stop at the end of its stream; read what is left
@@ -645,12 +637,15 @@ async fn import_one(ctx: &Ctx, entry: CacheEntry) -> Result<(), PathImportError>
             actual: file_size,
         });
     }
-    if let Some(expected) = entry.file_hash
-        && expected != file_hash
+    // Nix writes sha256 file hashes; another algorithm is left unchecked
+    // (the NAR hash below still covers the contents).
+    if let Some(expected) = &entry.file_hash
+        && expected.algo() == HashAlgo::Sha256
+        && expected.digest() != file_hash
     {
         return Err(PathImportError::FileHash {
             url,
-            expected: nixbase32::encode(&expected),
+            expected: nixbase32::encode(expected.digest()),
             actual: nixbase32::encode(&file_hash),
         });
     }
@@ -660,17 +655,14 @@ async fn import_one(ctx: &Ctx, entry: CacheEntry) -> Result<(), PathImportError>
             actual: nar_size,
         });
     }
-    if nar_sha256 != entry.nar_hash {
+    if nar_sha256 != entry.nar_sha256 {
         return Err(PathImportError::NarHash {
-            expected: nixbase32::encode(&entry.nar_hash),
+            expected: nixbase32::encode(&entry.nar_sha256),
             actual: nixbase32::encode(&nar_sha256),
         });
     }
 
-    let mut info = entry.info;
-    info.node = node;
-    info.nar_size = nar_size;
-    info.nar_sha256 = nar_sha256;
+    let info = PathInfo::from_narinfo(&entry, node);
     ctx.services
         .pathinfo
         .put(info)
@@ -703,36 +695,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for ProgressReader<'_, R> {
     }
 }
 
-/// The seams to the narinfo parser, the signature checker and the NAR
-/// reader, which live in their own modules.
-mod narinfo_glue {
-    use super::*;
-
-    /// Trusted keys, parsed.
-    pub(super) struct TrustedKeys;
-
-    pub(super) fn parse_keys(keys: &[String]) -> Result<TrustedKeys, ImportError> {
-        if let Some(k) = keys.first() {
-            return Err(ImportError::BadKey {
+/// Parse `name:base64` public keys.
+fn parse_keys(keys: &[String]) -> Result<TrustedKeys, ImportError> {
+    let parsed = keys
+        .iter()
+        .map(|k| {
+            PublicKey::parse(k).map_err(|e| ImportError::BadKey {
                 key: k.clone(),
-                reason: "signature checks are not wired yet".into(),
-            });
-        }
-        Ok(TrustedKeys)
-    }
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(TrustedKeys::new(parsed))
+}
 
-    pub(super) fn parse(_bytes: &[u8], _sd: &StoreDir) -> Result<CacheEntry, String> {
-        Err("narinfo parsing is not wired yet".into())
-    }
-
-    pub(super) fn verify(_info: &PathInfo, _sd: &StoreDir, _keys: &TrustedKeys) -> bool {
-        false
-    }
-
-    pub(super) async fn ingest_nar<R: AsyncRead + Send + Unpin>(
-        _r: R,
-        _services: &ImportServices,
-    ) -> Result<(Node, u64, [u8; 32]), String> {
-        Err("the NAR reader is not wired yet".into())
-    }
+/// Nix's rule: at least one valid signature by a trusted key.
+fn signed_by_trusted_key(narinfo: &NarInfo, store_dir: &StoreDir, keys: &TrustedKeys) -> bool {
+    narinfo
+        .fingerprint(store_dir)
+        .is_ok_and(|fp| keys.count_valid(fp.as_bytes(), &narinfo.signatures) > 0)
 }
