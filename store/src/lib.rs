@@ -7,10 +7,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod content_address;
+pub mod hash;
 pub mod import;
+pub mod narinfo;
 pub mod nixbase32;
 pub mod pathinfo;
 pub mod pathinfoservice;
+pub mod signing;
 pub mod store_path;
 
 /// The protobuf messages of `snix.store.v1`, generated from `proto/`.
