@@ -52,7 +52,8 @@ fn list_node(tree: &Tree, node: &Node, offset: u64, depth: usize) -> Result<(Val
                 "type": "symlink",
                 "target": String::from_utf8_lossy(target.as_bytes()),
             });
-            let len = open + str_len(7) + str_len(6) + str_len(target.as_bytes().len() as u64) + close;
+            let len =
+                open + str_len(7) + str_len(6) + str_len(target.as_bytes().len() as u64) + close;
             Ok((v, len))
         }
         Node::Directory { digest, .. } => {

@@ -157,71 +157,79 @@ impl<'a> Segments<'a> {
         put_str(&mut magic, b"nix-archive-1");
         Self {
             tree,
-            stack: vec![Work::Node(root.clone()), Work::Emit(Segment::Framing(magic))],
+            stack: vec![
+                Work::Node(root.clone()),
+                Work::Emit(Segment::Framing(magic)),
+            ],
         }
     }
 
     /// The next segment; `None` at the end.
     pub fn next_segment(&mut self) -> Result<Option<Segment>, Error> {
-        while let Some(work) = self.stack.pop() {
-            match work {
-                Work::Emit(s) => return Ok(Some(s)),
-                Work::Node(Node::File {
-                    digest,
-                    size,
-                    executable,
-                }) => {
-                    self.stack.push(Work::Emit(Segment::Framing(file_trailer(size))));
-                    if size > 0 {
-                        self.stack.push(Work::Emit(Segment::Contents { digest, size }));
-                    }
-                    return Ok(Some(Segment::Framing(file_header(size, executable))));
+        let Some(work) = self.stack.pop() else {
+            return Ok(None);
+        };
+        let framing = match work {
+            Work::Emit(s) => return Ok(Some(s)),
+            Work::Node(Node::File {
+                digest,
+                size,
+                executable,
+            }) => {
+                self.stack
+                    .push(Work::Emit(Segment::Framing(file_trailer(size))));
+                if size > 0 {
+                    self.stack
+                        .push(Work::Emit(Segment::Contents { digest, size }));
                 }
-                Work::Node(Node::Symlink { target }) => {
-                    let mut out = Vec::new();
-                    put_str(&mut out, b"(");
-                    put_str(&mut out, b"type");
-                    put_str(&mut out, b"symlink");
-                    put_str(&mut out, b"target");
-                    put_str(&mut out, target.as_bytes());
-                    put_str(&mut out, b")");
-                    return Ok(Some(Segment::Framing(out)));
-                }
-                Work::Node(Node::Directory { digest, .. }) => {
-                    let dir = self.tree.get(&digest)?;
-                    let entries: Vec<(PathComponent, Node)> = dir
-                        .entries()
-                        .map(|(n, node)| (n.clone(), node.clone()))
-                        .collect();
-                    self.stack.push(Work::DirRest(entries.into_iter()));
-                    let mut out = Vec::new();
-                    put_str(&mut out, b"(");
-                    put_str(&mut out, b"type");
-                    put_str(&mut out, b"directory");
-                    return Ok(Some(Segment::Framing(out)));
-                }
-                Work::DirRest(mut rest) => {
-                    let mut out = Vec::new();
-                    match rest.next() {
-                        Some((name, node)) => {
-                            self.stack.push(Work::DirRest(rest));
-                            let mut close = Vec::new();
-                            put_str(&mut close, b")");
-                            self.stack.push(Work::Emit(Segment::Framing(close)));
-                            self.stack.push(Work::Node(node));
-                            put_str(&mut out, b"entry");
-                            put_str(&mut out, b"(");
-                            put_str(&mut out, b"name");
-                            put_str(&mut out, name.as_bytes());
-                            put_str(&mut out, b"node");
-                        }
-                        None => put_str(&mut out, b")"),
-                    }
-                    return Ok(Some(Segment::Framing(out)));
-                }
+                file_header(size, executable)
             }
-        }
-        Ok(None)
+            Work::Node(Node::Symlink { target }) => {
+                let mut out = Vec::new();
+                for tok in [
+                    &b"("[..],
+                    b"type",
+                    b"symlink",
+                    b"target",
+                    target.as_bytes(),
+                    b")",
+                ] {
+                    put_str(&mut out, tok);
+                }
+                out
+            }
+            Work::Node(Node::Directory { digest, .. }) => {
+                let dir = self.tree.get(&digest)?;
+                let entries: Vec<(PathComponent, Node)> = dir
+                    .entries()
+                    .map(|(n, node)| (n.clone(), node.clone()))
+                    .collect();
+                self.stack.push(Work::DirRest(entries.into_iter()));
+                let mut out = Vec::new();
+                for tok in [&b"("[..], b"type", b"directory"] {
+                    put_str(&mut out, tok);
+                }
+                out
+            }
+            Work::DirRest(mut rest) => {
+                let mut out = Vec::new();
+                match rest.next() {
+                    Some((name, node)) => {
+                        self.stack.push(Work::DirRest(rest));
+                        let mut close = Vec::new();
+                        put_str(&mut close, b")");
+                        self.stack.push(Work::Emit(Segment::Framing(close)));
+                        self.stack.push(Work::Node(node));
+                        for tok in [&b"entry"[..], b"(", b"name", name.as_bytes(), b"node"] {
+                            put_str(&mut out, tok);
+                        }
+                    }
+                    None => put_str(&mut out, b")"),
+                }
+                out
+            }
+        };
+        Ok(Some(Segment::Framing(framing)))
     }
 }
 
@@ -355,7 +363,11 @@ mod tests {
     use super::*;
     use storefs_castore::SymlinkTarget;
 
-    fn render_framing_only(tree: &Tree, root: &Node, blobs: &HashMap<B3Digest, Vec<u8>>) -> Vec<u8> {
+    fn render_framing_only(
+        tree: &Tree,
+        root: &Node,
+        blobs: &HashMap<B3Digest, Vec<u8>>,
+    ) -> Vec<u8> {
         let mut segs = Segments::new(tree, root);
         let mut out = Vec::new();
         while let Some(s) = segs.next_segment().unwrap() {
@@ -417,10 +429,37 @@ mod tests {
         let nar = render_framing_only(&tree, &root, &HashMap::new());
         let mut expected = Vec::new();
         for tok in [
-            &b"nix-archive-1"[..], b"(", b"type", b"directory", b"entry", b"(", b"name", b"e",
-            b"node", b"(", b"type", b"regular", b"executable", b"", b"contents", b"", b")",
-            b")", b"entry", b"(", b"name", b"l", b"node", b"(", b"type", b"symlink",
-            b"target", b"e", b")", b")", b")",
+            &b"nix-archive-1"[..],
+            b"(",
+            b"type",
+            b"directory",
+            b"entry",
+            b"(",
+            b"name",
+            b"e",
+            b"node",
+            b"(",
+            b"type",
+            b"regular",
+            b"executable",
+            b"",
+            b"contents",
+            b"",
+            b")",
+            b")",
+            b"entry",
+            b"(",
+            b"name",
+            b"l",
+            b"node",
+            b"(",
+            b"type",
+            b"symlink",
+            b"target",
+            b"e",
+            b")",
+            b")",
+            b")",
         ] {
             put_str(&mut expected, tok);
         }

@@ -87,11 +87,31 @@ mod tests {
 
     #[test]
     fn unsatisfiable_and_ignored() {
-        assert_eq!(parse_range(Some("bytes=100-"), 100), RangeRequest::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=-0"), 100), RangeRequest::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=0-"), 0), RangeRequest::Unsatisfiable);
-        for ignored in ["items=0-1", "bytes=0-1,5-6", "bytes=5-1", "bytes=a-b", "bytes=-", "bytes=1"] {
-            assert_eq!(parse_range(Some(ignored), 100), RangeRequest::Full, "{ignored}");
+        assert_eq!(
+            parse_range(Some("bytes=100-"), 100),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-0"), 100),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=0-"), 0),
+            RangeRequest::Unsatisfiable
+        );
+        for ignored in [
+            "items=0-1",
+            "bytes=0-1,5-6",
+            "bytes=5-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes=1",
+        ] {
+            assert_eq!(
+                parse_range(Some(ignored), 100),
+                RangeRequest::Full,
+                "{ignored}"
+            );
         }
     }
 }

@@ -152,10 +152,7 @@ async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
         .map(str::to_owned);
     let result = route(&state, &path, range.as_deref()).await;
     let mut resp = match result {
-        Ok(Answer::Text {
-            content_type,
-            body,
-        }) => text_response(content_type, body),
+        Ok(Answer::Text { content_type, body }) => text_response(content_type, body),
         Ok(Answer::Nar {
             status,
             headers,
@@ -313,7 +310,13 @@ async fn nar(state: &AppState, file: &str, range: Option<&str>) -> Result<Answer
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let (status, byte_range) = match parse_range(range, total) {
-        RangeRequest::Full => (StatusCode::OK, ByteRange { start: 0, end: total }),
+        RangeRequest::Full => (
+            StatusCode::OK,
+            ByteRange {
+                start: 0,
+                end: total,
+            },
+        ),
         RangeRequest::Partial(r) => {
             let cr = format!("bytes {}-{}/{total}", r.start, r.end - 1);
             headers.insert(

@@ -132,29 +132,23 @@ async fn check_against_nix(w: &World, s: &Services) {
             "{path}"
         );
         assert_eq!(info.nar_size, w.nix.nar_size(&path), "{path}");
-        let nix_refs: BTreeSet<String> = String::from_utf8(nixfix::run(
-            w.nix.nix_store().args(["-q", "--references", &path]),
-        ))
+        let nix_refs: BTreeSet<String> = String::from_utf8(nixfix::run(w.nix.nix_store().args([
+            "-q",
+            "--references",
+            &path,
+        ])))
         .unwrap()
         .lines()
         .map(str::to_owned)
         .collect();
-        let our_refs: BTreeSet<String> = info
-            .references
-            .iter()
-            .map(|r| r.to_absolute(&sd))
-            .collect();
+        let our_refs: BTreeSet<String> =
+            info.references.iter().map(|r| r.to_absolute(&sd)).collect();
         assert_eq!(our_refs, nix_refs, "{path}");
 
         let mut nar = Vec::new();
-        storefs_store::nar::write_nar(
-            &mut nar,
-            &info.node,
-            s.blob.as_ref(),
-            s.directory.as_ref(),
-        )
-        .await
-        .unwrap();
+        storefs_store::nar::write_nar(&mut nar, &info.node, s.blob.as_ref(), s.directory.as_ref())
+            .await
+            .unwrap();
         assert!(nar == w.nix.dump(&path), "NAR of {path} differs from Nix's");
     }
 }
@@ -242,7 +236,11 @@ async fn imports_every_compression_signed() {
         .await
         .unwrap();
         assert!(again.imported.is_empty() && again.failed.is_empty());
-        assert_eq!(again.already_present.len(), 2, "only the roots are looked at");
+        assert_eq!(
+            again.already_present.len(),
+            2,
+            "only the roots are looked at"
+        );
     }
 }
 
@@ -583,8 +581,5 @@ async fn another_store_dir_is_refused() {
     )
     .await
     .unwrap_err();
-    assert!(
-        matches!(err, ImportError::StoreDirMismatch { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ImportError::StoreDirMismatch { .. }), "{err}");
 }

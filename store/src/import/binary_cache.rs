@@ -418,11 +418,7 @@ async fn lookup(
         }));
     }
     if ctx.options.check_sigs && !signed_by_trusted_key(&entry, sd, &ctx.keys) {
-        let mut signers: Vec<&str> = entry
-            .signatures
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
+        let mut signers: Vec<&str> = entry.signatures.iter().map(|s| s.name.as_str()).collect();
         signers.dedup();
         let signers = if signers.is_empty() {
             "nobody".to_owned()
