@@ -27,5 +27,6 @@ pub mod listing;
 pub mod nar;
 pub mod range;
 mod server;
+pub mod upload;
 
 pub use server::{HttpConfig, HttpServices, router, serve_http};

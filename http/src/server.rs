@@ -7,6 +7,8 @@
 //! | `GET/HEAD /nar/<hashpart>-<narhash>.nar` | the NAR, streamed; one `Range` honoured |
 //! | `GET/HEAD /<hashpart>.ls` | the listing, version 1, with `narOffset` |
 //!
+//! | `PUT /nar/…`, `PUT /<hashpart>.narinfo` | uploads, with the write token (see [`crate::upload`]) |
+//!
 //! A path not in the store is 404, a request we cannot parse is 400, another
 //! method is 405; a store failure is 500 with the error's text. Nothing a
 //! client sends can make a handler panic.
@@ -34,6 +36,7 @@ use tokio::sync::Semaphore;
 use crate::listing::listing;
 use crate::nar::{ByteRange, Tree, nar_stream};
 use crate::range::{RangeRequest, parse_range};
+use crate::upload::{Pending, authorized, discard, put_nar, put_narinfo};
 
 /// Requests handled at once; more wait for a slot. Each holds at most a
 /// path's directories and one chunk in memory.
@@ -61,6 +64,10 @@ pub struct HttpConfig {
     /// Signs every narinfo on the fly, beside the signatures recorded with
     /// the path, so clients that trust this key accept our paths.
     pub sign_key: Option<SecretKey>,
+    /// Enables uploads (`PUT`, as `nix copy --to http://…` sends) for
+    /// clients that present it (`Authorization: Bearer`, or Basic with it
+    /// as password). `None`: the view is read-only.
+    pub write_token: Option<String>,
 }
 
 impl HttpConfig {
@@ -70,6 +77,7 @@ impl HttpConfig {
             store_dir,
             priority: 40,
             sign_key: None,
+            write_token: None,
         }
     }
 }
@@ -78,6 +86,8 @@ struct AppState {
     services: HttpServices,
     config: HttpConfig,
     slots: Arc<Semaphore>,
+    /// NARs uploaded whose narinfo has not come yet.
+    pending: Pending,
 }
 
 /// The routes, for embedding in another server or for tests.
@@ -86,6 +96,7 @@ pub fn router(services: HttpServices, config: HttpConfig) -> Router {
         services,
         config,
         slots: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),
+        pending: Pending::default(),
     });
     Router::new().fallback(handle).with_state(state)
 }
@@ -103,8 +114,18 @@ pub async fn serve_http(
         .await
 }
 
-/// An answer that is not a success.
-struct Failure(StatusCode, String);
+/// An answer that is not a success: a status and a one-line reason.
+pub(crate) struct Failure(StatusCode, String);
+
+impl Failure {
+    pub(crate) fn bad_request(what: impl Into<String>) -> Self {
+        Failure(StatusCode::BAD_REQUEST, what.into())
+    }
+
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
+        Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -124,15 +145,21 @@ fn not_found(what: impl Into<String>) -> Failure {
 }
 
 fn bad_request(what: impl Into<String>) -> Failure {
-    Failure(StatusCode::BAD_REQUEST, what.into())
+    Failure::bad_request(what)
 }
 
 fn internal(e: impl std::fmt::Display) -> Failure {
-    Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    Failure::internal(e)
 }
 
 async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let head = req.method() == Method::HEAD;
+    if req.method() == Method::PUT {
+        return match upload(&state, req).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(f) => f.into_response(),
+        };
+    }
     if !head && req.method() != Method::GET {
         return Failure(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -234,6 +261,49 @@ async fn route(state: &AppState, path: &str, range: Option<&str>) -> Result<Answ
         return nar(state, file, range).await;
     }
     Err(not_found(format!("no such file: {path}")))
+}
+
+/// A `PUT`: check the token, then store what it carries.
+async fn upload(state: &AppState, req: Request) -> Result<(), Failure> {
+    let Some(token) = &state.config.write_token else {
+        return Err(Failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this binary cache is read-only (start it with a write token to allow uploads)".into(),
+        ));
+    };
+    if !authorized(req.headers(), token) {
+        return Err(Failure(
+            StatusCode::UNAUTHORIZED,
+            "uploads need the write token (Authorization: Bearer, or Basic with the token as password)".into(),
+        ));
+    }
+    let _permit = state
+        .slots
+        .acquire()
+        .await
+        .map_err(|_| internal("server is shutting down"))?;
+    let path = req.uri().path().to_owned();
+    let body = req.into_body();
+    let rel = path.strip_prefix('/').unwrap_or(&path);
+    if let Some(file) = rel.strip_prefix("nar/") {
+        return put_nar(&state.services, &state.pending, file, body).await;
+    }
+    if let Some(hash) = rel.strip_suffix(".narinfo") {
+        digest_of(hash)?;
+        return put_narinfo(
+            &state.services,
+            &state.config.store_dir,
+            &state.pending,
+            hash,
+            body,
+        )
+        .await;
+    }
+    if rel.ends_with(".ls") || rel.starts_with("log/") || rel.starts_with("realisations/") {
+        // Listings are made on demand and logs are not kept: accept, drop.
+        return discard(body).await;
+    }
+    Err(not_found(format!("cannot upload to {path}")))
 }
 
 /// The path info for a hash part in a URL.
