@@ -28,6 +28,7 @@ pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hash;
+pub mod import;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
