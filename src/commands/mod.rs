@@ -2,6 +2,7 @@
 
 mod add;
 mod info;
+mod mount;
 mod nar;
 mod serve;
 
@@ -35,7 +36,7 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
         Command::Info { json, paths } => info::run(&open().await?, sd, json, &paths).await?,
         Command::Serve(args) => serve::run(open().await?, sd.clone(), &args).await?,
         Command::Import { .. } => return Err(not_built("import")),
-        Command::Mount(_) => return Err(not_built("mount")),
+        Command::Mount(args) => mount::run(&globals, &args).await?,
     }
     Ok(())
 }
@@ -68,7 +69,7 @@ pub async fn lookup(
 fn usage(e: anyhow::Error) -> Failure {
     Failure {
         code: 2,
-        message: format!("{e:#}"),
+        message: crate::one_line(&e),
     }
 }
 
