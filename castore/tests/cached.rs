@@ -36,6 +36,25 @@ fn dirs() -> (Arc<dyn DirectoryService>, TempDir) {
 blob_suite!(crate::blobs());
 directory_suite!(crate::dirs());
 
+/// The production shape: a redb cache in front of a remote (here memory).
+fn blobs_redb_near() -> (Arc<dyn BlobService>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let near = RedbStore::open_dir(dir.path()).unwrap().blob_service();
+    let cached = CachedBlobService::new(Arc::new(near), Arc::new(MemoryBlobService::new()));
+    (Arc::new(cached), dir)
+}
+
+fn dirs_redb_near() -> (Arc<dyn DirectoryService>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let near = RedbStore::open_dir(dir.path()).unwrap().directory_service();
+    let cached =
+        CachedDirectoryService::new(Arc::new(near), Arc::new(MemoryDirectoryService::new()));
+    (Arc::new(cached), dir)
+}
+
+blob_suite!(blob_conformance_redb_near, crate::blobs_redb_near());
+directory_suite!(directory_conformance_redb_near, crate::dirs_redb_near());
+
 #[tokio::test]
 async fn reads_fill_near() {
     let near = MemoryBlobService::new();
@@ -371,4 +390,34 @@ async fn a_failing_near_does_not_fail_writes() {
     // Reads still fill near through insert_chunk.
     common::check_blob(&cache, &d, &data).await;
     assert!(near.chunk_count() > 0);
+}
+
+#[tokio::test]
+async fn a_corrupt_near_chunk_is_fetched_again_and_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let near = RedbStore::open_dir(tmp.path()).unwrap().blob_service();
+    let far = MemoryBlobService::new();
+    let data = common::noise(5000, 17);
+    let d = common::write_blob(&far, &data, 5000).await;
+    let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far));
+    assert_eq!(
+        cache.read_chunk(&d).await.unwrap().unwrap().as_ref(),
+        &data[..]
+    );
+    near.danger_overwrite_chunk_record(&d, b"\x00garbage".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(
+        near.read_chunk(&d).await,
+        Err(Error::Integrity { .. })
+    ));
+    // The cache never hands out the bad bytes, and mends near.
+    assert_eq!(
+        cache.read_chunk(&d).await.unwrap().unwrap().as_ref(),
+        &data[..]
+    );
+    assert_eq!(
+        near.read_chunk(&d).await.unwrap().unwrap().as_ref(),
+        &data[..]
+    );
 }
