@@ -44,6 +44,7 @@ pub mod directoryservice;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod import;
 mod names;
 mod redb_store;
 mod url;
@@ -71,6 +72,10 @@ pub use directoryservice::{
     RedbDirectoryService,
 };
 pub use error::{Error, Result};
+pub use import::{
+    DEFAULT_CONCURRENCY, IngestError, IngestOptions, IngestStats, Ingested, ingest_path,
+    ingest_path_with,
+};
 pub use names::{
     MAX_NAME_LEN, MAX_SYMLINK_TARGET_LEN, NameError, PathComponent, SymlinkTarget,
     SymlinkTargetError,
