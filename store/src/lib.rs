@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod nar;
 pub mod nixbase32;
 pub mod pathinfo;

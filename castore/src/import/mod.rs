@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 pub use error::IngestError;
@@ -218,7 +218,7 @@ async fn upload_files(
             break;
         };
         let (index, executable, result) = joined.map_err(|e| IngestError::TaskFailed {
-            path: PathBuf::new(),
+            path: walked[0].path.clone(),
             reason: e.to_string(),
         })?;
         let (digest, size) = result?;
@@ -247,17 +247,30 @@ async fn upload_file(
         path: path.clone(),
         source,
     };
-    let file = tokio::fs::File::open(&path).await.map_err(io_err)?;
-    let mut reader = tokio::io::BufReader::with_capacity(READ_BUF_LEN, file);
-    let mut writer = blob_service.open_write().await;
-    let size = tokio::io::copy_buf(&mut reader, &mut writer)
-        .await
-        .map_err(io_err)?;
-    writer.flush().await.map_err(io_err)?;
-    let digest = writer.close().await.map_err(|source| IngestError::Blob {
+    let blob_err = |source| IngestError::Blob {
         path: path.clone(),
         source,
-    })?;
+    };
+    let mut file = tokio::fs::File::open(&path).await.map_err(io_err)?;
+    let mut writer = blob_service.open_write().await;
+    let mut buf = vec![0u8; READ_BUF_LEN];
+    let mut size: u64 = 0;
+    loop {
+        let n = file.read(&mut buf).await.map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        writer
+            .write_all(&buf[..n])
+            .await
+            .map_err(|e| blob_err(crate::Error::Io(e)))?;
+        size += n as u64;
+    }
+    writer
+        .flush()
+        .await
+        .map_err(|e| blob_err(crate::Error::Io(e)))?;
+    let digest = writer.close().await.map_err(blob_err)?;
     Ok((digest, size))
 }
 
