@@ -1,11 +1,25 @@
-//! Entry points for the fuzz targets in `fuzz/` (a separate workspace).
-//! Not an API: each function panics when it finds a bug, which is what a
-//! fuzzer wants.
+//! Entry points for the fuzz targets in `fuzz/` (one call each). Not part of
+//! the API: they panic on purpose when an invariant breaks.
 
 use sha2::{Digest, Sha256};
 use storefs_castore::{MemoryBlobService, MemoryDirectoryService};
 
 use crate::nar::{read_nar, read_nar_to_end, write_nar};
+use crate::narinfo::NarInfo;
+use crate::store_path::StoreDir;
+
+/// Parse `data` as a narinfo; if it parses, rendering it and parsing again
+/// must give the same value.
+pub fn narinfo(data: &[u8]) {
+    let store_dir = StoreDir::default();
+    if let Ok(info) = NarInfo::parse_bytes(data, &store_dir) {
+        let text = info.render(&store_dir);
+        match NarInfo::parse(&text, &store_dir) {
+            Ok(again) => assert_eq!(again, info, "narinfo changed by render:\n{text}"),
+            Err(e) => panic!("rendered narinfo does not parse: {e}\n{text}"),
+        }
+    }
+}
 
 thread_local! {
     /// One runtime per fuzzing thread, reused across inputs.
