@@ -91,6 +91,14 @@ pub struct Ingested {
 /// Ingest the file, symlink or directory tree at `path` with default
 /// options: the entry is named after the path's last component.
 ///
+/// Symlinks are not followed, not even at the root. Files are streamed
+/// into the blob service a few at a time through fixed-size buffers;
+/// directories are sent leaves first, root last, through one putter, so a
+/// failed ingest leaves no directory closure visible (blobs already written
+/// may remain as unreferenced data). A file is executable iff its owner
+/// execute bit is set, as Nix decides. Fifos, sockets and device files are
+/// refused with [`IngestError::UnsupportedFileType`] naming the path.
+///
 /// The blob service is an `Arc` because file uploads run in their own
 /// tasks; the directory service is only used from the calling task.
 pub async fn ingest_path(
@@ -107,8 +115,7 @@ pub async fn ingest_path(
     .await
 }
 
-/// Ingest the file, symlink or directory tree at `path` (symlinks are not
-/// followed, not even at the root). See the [module docs](self).
+/// [`ingest_path`] with options: a given entry name, another concurrency.
 pub async fn ingest_path_with(
     blob_service: Arc<dyn BlobService>,
     directory_service: &dyn DirectoryService,
