@@ -53,6 +53,15 @@ pub enum EndpointError {
 }
 
 impl Endpoint {
+    /// Whether `url` has one of the gRPC schemes, so that a caller choosing
+    /// a backend by URL knows to hand it to [`crate::connect`] (which then
+    /// checks the rest).
+    pub fn is_grpc_url(url: &str) -> bool {
+        ["grpc://", "grpc+http://", "grpc+unix:"]
+            .iter()
+            .any(|p| url.starts_with(p))
+    }
+
     /// Parse a store URL.
     pub fn parse(url: &str) -> Result<Self, EndpointError> {
         if let Some(rest) = url.strip_prefix("grpc+unix:") {
@@ -138,6 +147,16 @@ mod tests {
         let want = Ok(Endpoint::Unix(PathBuf::from("/run/s.sock")));
         assert_eq!(Endpoint::parse("grpc+unix:///run/s.sock"), want);
         assert_eq!(Endpoint::parse("grpc+unix:/run/s.sock"), want);
+    }
+
+    #[test]
+    fn grpc_schemes_are_recognised() {
+        assert!(Endpoint::is_grpc_url("grpc://h:1"));
+        assert!(Endpoint::is_grpc_url("grpc+http://h:1"));
+        assert!(Endpoint::is_grpc_url("grpc+unix:/s"));
+        assert!(!Endpoint::is_grpc_url("redb:///d"));
+        assert!(!Endpoint::is_grpc_url("memory:"));
+        assert!(!Endpoint::is_grpc_url("grpcx://h:1"));
     }
 
     #[test]
