@@ -21,7 +21,7 @@ use storefs_castore::B3Digest;
 use storefs_castore::blobservice::{BlobService, MemoryBlobService};
 use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
 use storefs_grpc::{ClientConfig, ListenAddr, Listener, ServerConfig, Services};
-use storefs_store::nar::calculate::NarCalculator;
+use storefs_store::nar::NarCalculator;
 use storefs_store::pathinfoservice::MemoryPathInfoService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};

@@ -8,7 +8,6 @@
 //! blob's digest.
 //!
 //! # Layout
-//! - [`endpoint`]: parsing `grpc://`, `grpc+http://`, `grpc+unix://` URLs.
 //! - [`auth`]: bearer tokens, on both sides.
 //! - [`limits`]: message sizes, windows, queue lengths.
 //! - `server/`: the tonic service implementations, listeners, shutdown.
@@ -30,7 +29,7 @@
 //!     blob: blob.clone(),
 //!     directory: directory.clone(),
 //!     path_info: Arc::new(storefs_store::pathinfoservice::MemoryPathInfoService::new()),
-//!     nar_calculation: Arc::new(storefs_store::nar::calculate::NarCalculator::new(blob, directory)),
+//!     nar_calculation: Arc::new(storefs_store::nar::NarCalculator::new(blob, directory)),
 //! };
 //! let dir = tempfile::tempdir().unwrap();
 //! let listener = Listener::bind(&ListenAddr::Unix(dir.path().join("s.sock"))).await.unwrap();
@@ -63,7 +62,6 @@
 
 pub mod auth;
 mod client;
-pub mod endpoint;
 pub mod limits;
 mod pathinfo_conv;
 mod server;
@@ -72,9 +70,8 @@ mod status;
 pub use auth::{AuthPolicy, Token, TokenError};
 pub use client::{
     ClientConfig, ConnectError, GrpcBlobService, GrpcDirectoryService, GrpcPathInfoService,
-    GrpcServices, connect,
+    GrpcServices, connect, connect_endpoint,
 };
-pub use endpoint::{Endpoint, EndpointError};
 pub use server::{
     ListenAddr, Listener, ServeError, ServerConfig, Services, UNIX_SOCKET_MODE, serve,
 };
