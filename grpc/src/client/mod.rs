@@ -153,6 +153,7 @@ impl Conn {
             .tcp_nodelay(true)
             .initial_stream_window_size(limits::STREAM_WINDOW)
             .initial_connection_window_size(limits::CONNECTION_WINDOW)
+            .max_frame_size(limits::MAX_FRAME_SIZE)
             .http2_keep_alive_interval(keepalive)
             .keep_alive_timeout(keepalive)
             .keep_alive_while_idle(false)
