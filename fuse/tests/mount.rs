@@ -174,6 +174,22 @@ fn a_tree_reads_back_exactly_with_nix_attributes() {
 }
 
 #[test]
+fn reads_through_file_handles_when_the_kernel_asks_on_every_open() {
+    let rt = runtime();
+    let svc = Services::default();
+    let tree = sample_tree();
+    let sp = rt.block_on(svc.add_path("sample-handles", &tree));
+    let m = mount(rt, &svc, |c| c.no_open = false);
+    check_tree(&m.store_path(&sp), &tree);
+    let f = std::fs::File::open(m.store_path(&sp).join("big.bin")).unwrap();
+    assert_eq!(m.stats().open_files, 1);
+    drop(f);
+    assert!(eventually(Duration::from_secs(5), || m.stats().open_files == 0));
+    // Each open after the first found the chunk list in memory.
+    assert!(m.stats().chunk_list_hits > 0);
+}
+
+#[test]
 fn a_wrong_name_with_a_right_hash_is_enoent() {
     let rt = runtime();
     let svc = Services::default();
