@@ -4,6 +4,10 @@
 
 use storefs_castore::Node;
 
+mod convert;
+mod nix;
+pub use convert::PathInfoError;
+
 use crate::store_path::StorePath;
 
 /// A hash algorithm Nix names in content addresses.
@@ -57,6 +61,14 @@ impl NixHash {
             algo,
             digest: digest.to_vec(),
         })
+    }
+
+    /// A SHA-256 digest; infallible, the length is in the type.
+    pub fn sha256(digest: [u8; 32]) -> Self {
+        Self {
+            algo: HashAlgo::Sha256,
+            digest: digest.to_vec(),
+        }
     }
 
     /// The algorithm.

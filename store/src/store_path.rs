@@ -8,6 +8,12 @@ use std::fmt;
 
 use crate::nixbase32;
 
+mod compute;
+pub use compute::{
+    make_fixed_output_path, make_source_path, make_store_path, make_text_path,
+    store_path_fingerprint,
+};
+
 /// Length of a store path's digest in bytes.
 pub const DIGEST_LEN: usize = 20;
 /// Length of the encoded hash part.
@@ -34,6 +40,10 @@ pub enum StorePathError {
     /// A store directory that is not an absolute, clean path.
     #[error("invalid store directory {0:?}")]
     InvalidStoreDir(String),
+    /// References given for a kind of path that cannot have them (flat or
+    /// non-sha256 fixed outputs; self-references of text paths).
+    #[error("a {0} path cannot have references")]
+    ReferencesNotAllowed(&'static str),
 }
 
 /// Check a store path name: 1–211 characters of `[A-Za-z0-9+-._?=]`, not
