@@ -6,9 +6,6 @@
 //!
 //! `cargo run --release -p storefs-fuse --example mount_bench [FILES]`
 
-#[path = "../tests/common/mem.rs"]
-mod mem;
-
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +15,7 @@ use storefs_castore::blobservice::{BlobService, MemoryBlobService};
 use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
 use storefs_castore::{B3Digest, Directory, Node, PathComponent};
 use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::PathInfoService;
+use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService};
 use storefs_store::store_path::StorePath;
 use tokio::io::AsyncWriteExt;
 
@@ -99,7 +96,7 @@ fn main() {
         .unwrap();
     let blobs = MemoryBlobService::new();
     let dirs = MemoryDirectoryService::new();
-    let infos = mem::MemPathInfos::default();
+    let infos = MemoryPathInfoService::new();
     let local = tempfile::tempdir().unwrap();
 
     // One large file and a tree of `files` small files in dirs of 100.
