@@ -43,6 +43,11 @@ fn sample_tree() -> T {
             b"cdc.bin".to_vec(),
             T::File(content(4, 1_500_000), false, 0),
         ),
+        // Small enough to be asked for whole first, but stored in chunks.
+        (
+            b"small-chunked.bin".to_vec(),
+            T::File(content(5, 50_000), false, 7777),
+        ),
         (b"empty".to_vec(), file(Vec::new())),
         (b"emptydir".to_vec(), T::Dir(vec![])),
         (b"link".to_vec(), T::Link(b"small.txt".to_vec())),
