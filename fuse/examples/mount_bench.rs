@@ -80,6 +80,16 @@ fn walk_read(root: &Path) -> u64 {
         .sum()
 }
 
+/// This process's resident set, in MB.
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6
 }
@@ -206,7 +216,13 @@ fn main() {
         mbps(big.len() as u64, mwarm)
     );
     let (n1, lstat_cold) = timed(|| walk_stat(&local.path().join("tree")));
+    let rss_before = rss_mb();
     let (n2, mstat_cold) = timed(|| walk_stat(&m.join("tree")));
+    println!(
+        "  RSS grew by {:.1} MB over the first walk ({} inodes held)",
+        rss_mb() - rss_before,
+        handle.stats().snapshot().inodes
+    );
     assert_eq!(n1, n2);
     println!(
         "stat walk {n1} entries (first),{:.3},{:.3},{:.2}",
