@@ -56,6 +56,11 @@ pub struct MountConfig {
     pub readahead_chunks: usize,
     /// Read-ahead fetches in flight at once, over all files.
     pub readahead_in_flight: usize,
+    /// Let the kernel open files without asking us (FUSE_NO_OPEN_SUPPORT,
+    /// where the kernel has it): a warm open then costs no round trip. The
+    /// price: a file whose blob is missing fails at its first read rather
+    /// than at open.
+    pub no_open: bool,
     /// Directory entries kept in memory (beyond that, directories are asked
     /// of the directory service again, which the CLI backs with a local
     /// cache).
@@ -77,6 +82,7 @@ impl MountConfig {
             readahead_chunks: 8,
             readahead_in_flight: 16,
             dir_cache_entries: 200_000,
+            no_open: true,
         }
     }
 }
@@ -170,7 +176,7 @@ pub fn mount(
         config.timeout,
         Arc::clone(&stats),
     );
-    let fs = StoreFs::new(inner, bridge);
+    let fs = StoreFs::new(inner, bridge, config.no_open);
 
     let mut fuse_config = fuser::Config::default();
     fuse_config.mount_options = vec![
