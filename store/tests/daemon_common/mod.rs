@@ -24,6 +24,12 @@ use tokio::net::UnixStream;
 #[derive(Default)]
 pub struct MapPathInfoService(RwLock<BTreeMap<[u8; DIGEST_LEN], PathInfo>>);
 
+impl MapPathInfoService {
+    pub fn list_all(&self) -> Vec<PathInfo> {
+        self.0.read().values().cloned().collect()
+    }
+}
+
 #[async_trait]
 impl PathInfoService for MapPathInfoService {
     async fn get(&self, digest: [u8; DIGEST_LEN]) -> storefs_castore::Result<Option<PathInfo>> {
