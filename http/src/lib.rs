@@ -1,0 +1,32 @@
+//! storefs-http: a storefs store seen as a Nix HTTP binary cache.
+//!
+//! storefs keeps store paths as castore blobs and directories, not as NAR
+//! files, so everything a binary cache serves is made on demand:
+//! `nix-cache-info`, `<hashpart>.narinfo` (signed on the fly when a key is
+//! configured), `nar/<hashpart>-<narhash>.nar` (rendered from castore,
+//! streamed, with HTTP `Range` support) and the `<hashpart>.ls` listing.
+//! Any Nix can then `nix copy --from http://…` or substitute from it.
+//!
+//! # Layout
+//! - [`serve_http`], [`router`]: the server and its routes (`server`).
+//! - [`nar`]: NAR layout and streaming, whole or by range.
+//! - [`listing`]: the `.ls` listing with `narOffset`s.
+//! - [`range`]: the `Range` header.
+//!
+//! ```no_run
+//! # async fn run(services: storefs_http::HttpServices) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let config = storefs_http::HttpConfig::new(Default::default());
+//! storefs_http::serve_http(listener, services, config, std::future::pending()).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod listing;
+pub mod nar;
+pub mod range;
+mod server;
+pub mod upload;
+
+pub use server::{HttpConfig, HttpServices, router, serve_http};

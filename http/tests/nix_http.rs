@@ -1,0 +1,456 @@
+//! The HTTP binary cache view driven by a real Nix (2.8): `nix copy --from
+//! http://…` with signatures checked, `nix store verify`, `nix store ls` and
+//! `nix store cat`; and raw requests (ranges, HEAD, errors) with reqwest.
+//!
+//! The store behind the server is filled by importing caches that Nix
+//! itself wrote, so every byte served is compared with Nix's own.
+
+#[path = "../../store/tests/nixfix/mod.rs"]
+mod nixfix;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use nixfix::{Fixtures, NixStore, run};
+use storefs_castore::blobservice::MemoryBlobService;
+use storefs_castore::directoryservice::MemoryDirectoryService;
+use storefs_http::{HttpConfig, HttpServices, serve_http};
+use storefs_store::import::{ImportOptions, ImportServices, NoProgress, import_from_binary_cache};
+use storefs_store::narinfo::NarInfo;
+use storefs_store::nixbase32;
+use storefs_store::pathinfoservice::MemoryPathInfoService;
+use storefs_store::signing::{PublicKey, SecretKey, TrustedKeys};
+use storefs_store::store_path::StoreDir;
+
+struct World {
+    nix: NixStore,
+    fx: Fixtures,
+    public_key: String,
+    /// Serves with the signing key.
+    signed_port: u16,
+    /// Serves the same store without a key.
+    unsigned_port: u16,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let nix = NixStore::fresh(Path::new(env!("CARGO_TARGET_TMPDIR")).join("http-world"));
+        let fx = nix.fixtures();
+        let (sk_file, public_key) = nix.keys("storefs-test-1");
+        let sign_key = SecretKey::parse(&std::fs::read_to_string(sk_file).unwrap()).unwrap();
+        let cache = nix.copy_to_cache("src", "zstd", None, &[&fx.built, &fx.single]);
+
+        let services = HttpServices {
+            blob: Arc::new(MemoryBlobService::default()),
+            directory: Arc::new(MemoryDirectoryService::default()),
+            pathinfo: Arc::new(MemoryPathInfoService::default()),
+        };
+        let (signed_port, unsigned_port) = {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let services = services.clone();
+            let cache_url = format!("file://{}", cache.display());
+            let roots = vec![fx.built.clone(), fx.single.clone()];
+            // The servers outlive each test's runtime: they get their own.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async move {
+                    let report = import_from_binary_cache(
+                        &cache_url,
+                        &roots,
+                        ImportOptions {
+                            trusted_keys: vec![],
+                            check_sigs: false,
+                            store_dir: StoreDir::default(),
+                            concurrency: 4,
+                        },
+                        ImportServices {
+                            blob: services.blob.clone(),
+                            directory: services.directory.clone(),
+                            pathinfo: services.pathinfo.clone(),
+                        },
+                        Arc::new(NoProgress),
+                    )
+                    .await
+                    .unwrap();
+                    assert!(report.is_success(), "{:?}", report.failed);
+                    let signed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    let unsigned = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    tx.send((
+                        signed.local_addr().unwrap().port(),
+                        unsigned.local_addr().unwrap().port(),
+                    ))
+                    .unwrap();
+                    let mut config = HttpConfig::new(StoreDir::default());
+                    config.sign_key = Some(sign_key);
+                    config.priority = 41;
+                    let a = serve_http(signed, services.clone(), config, std::future::pending());
+                    let b = serve_http(
+                        unsigned,
+                        services,
+                        HttpConfig::new(StoreDir::default()),
+                        std::future::pending(),
+                    );
+                    let _ = tokio::join!(a, b);
+                });
+            });
+            rx.recv().unwrap()
+        };
+        World {
+            nix,
+            fx,
+            public_key,
+            signed_port,
+            unsigned_port,
+        }
+    })
+}
+
+fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// `nix` with the new CLI, no substituters, and a private cache dir (Nix
+/// remembers narinfos per cache URL).
+fn nix(w: &World) -> Command {
+    let mut c = Command::new("nix");
+    c.args(["--extra-experimental-features", "nix-command"])
+        .args(["--option", "substituters", ""])
+        .env("XDG_CACHE_HOME", w.nix.dir.join("xdg-cache"));
+    c
+}
+
+fn hash_part(path: &str) -> &str {
+    &path["/nix/store/".len().."/nix/store/".len() + 32]
+}
+
+#[test]
+fn nix_copies_from_us_with_our_signature_and_verifies() {
+    let w = world();
+    let dest = w.nix.dir.join("dest-signed");
+    run(nix(w)
+        .args(["copy", "--from", &url(w.signed_port), "--to"])
+        .arg(&dest)
+        .args(["--option", "trusted-public-keys", &w.public_key])
+        .args([&w.fx.built, &w.fx.single]));
+    let mut check = nix(w);
+    check
+        .args(["store", "verify", "--store"])
+        .arg(&dest)
+        .args(["--option", "trusted-public-keys", &w.public_key])
+        .args(["-r", &w.fx.built, &w.fx.single]);
+    run(&mut check);
+    for p in w.nix.closure(&w.fx.built) {
+        let theirs = String::from_utf8(run(Command::new("nix-store")
+            .arg("--store")
+            .arg(&dest)
+            .args(["-q", "--hash", &p])))
+        .unwrap();
+        assert_eq!(theirs.trim(), w.nix.nar_hash(&p));
+    }
+
+    // Without the key Nix refuses our paths.
+    let dest2 = w.nix.dir.join("dest-untrusted");
+    let out = nix(w)
+        .args(["copy", "--from", &url(w.signed_port), "--to"])
+        .arg(&dest2)
+        .args(["--option", "trusted-public-keys", ""])
+        .arg(&w.fx.single)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lacks a signature"), "{err}");
+}
+
+#[test]
+fn nix_copies_unsigned_from_a_trusted_url() {
+    let w = world();
+    let dest = w.nix.dir.join("dest-unsigned");
+    let from = format!("{}?trusted=1", url(w.unsigned_port));
+    run(nix(w)
+        .args(["copy", "--from", &from, "--to"])
+        .arg(&dest)
+        .arg(&w.fx.built));
+    let got = String::from_utf8(run(Command::new("nix-store")
+        .arg("--store")
+        .arg(&dest)
+        .args(["-q", "--hash", &w.fx.tree])))
+    .unwrap();
+    assert_eq!(got.trim(), w.nix.nar_hash(&w.fx.tree));
+}
+
+#[test]
+fn nix_store_ls_and_cat_over_http() {
+    let w = world();
+    let http = url(w.signed_port);
+    let ls = |store: &str| {
+        String::from_utf8(run(nix(w)
+            .args(["store", "ls", "--store", store, "-lR"])
+            .arg(&w.fx.tree)))
+        .unwrap()
+    };
+    let local = w.nix.root.display().to_string();
+    assert_eq!(ls(&http), ls(&local));
+
+    for (file, on_disk) in [
+        ("sub/big.bin", "sub/big.bin"),
+        (
+            "sub/deep/deeper/we ird=+name,ü",
+            "sub/deep/deeper/we ird=+name,ü",
+        ),
+        ("link", "a"),
+    ] {
+        let got = run(nix(w)
+            .args(["store", "cat", "--store", &http])
+            .arg(format!("{}/{file}", w.fx.tree)));
+        let want = std::fs::read(
+            w.nix
+                .root
+                .join(w.fx.tree.trim_start_matches('/'))
+                .join(on_disk),
+        )
+        .unwrap();
+        assert!(got == want, "{file} differs");
+    }
+}
+
+async fn get(url: &str, range: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(r) = range {
+        req = req.header("Range", r);
+    }
+    req.send().await.unwrap()
+}
+
+async fn narinfo_of(w: &World, path: &str) -> NarInfo {
+    let resp = get(
+        &format!("{}/{}.narinfo", url(w.signed_port), hash_part(path)),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/x-nix-narinfo"
+    );
+    NarInfo::parse(&resp.text().await.unwrap(), &StoreDir::default()).unwrap()
+}
+
+#[tokio::test]
+async fn narinfo_is_right_and_signed() {
+    let w = world();
+    let ni = narinfo_of(w, &w.fx.built).await;
+    assert_eq!(ni.store_path.to_absolute(&StoreDir::default()), w.fx.built);
+    assert_eq!(ni.compression, "none");
+    assert_eq!(
+        format!("sha256:{}", nixbase32::encode(&ni.nar_sha256)),
+        w.nix.nar_hash(&w.fx.built)
+    );
+    assert_eq!(ni.nar_size, w.nix.nar_size(&w.fx.built));
+    let mut refs: Vec<String> = ni
+        .references
+        .iter()
+        .map(|r| r.to_absolute(&StoreDir::default()))
+        .collect();
+    refs.sort();
+    let mut want = vec![w.fx.text.clone(), w.fx.tree.clone()];
+    want.sort();
+    assert_eq!(refs, want);
+    assert!(ni.deriver.is_some(), "the deriver Nix recorded is kept");
+    let keys = TrustedKeys::new([PublicKey::parse(&w.public_key).unwrap()]);
+    let fp = ni.fingerprint(&StoreDir::default()).unwrap();
+    assert_eq!(keys.count_valid(fp.as_bytes(), &ni.signatures), 1);
+
+    let tree = narinfo_of(w, &w.fx.tree).await;
+    assert!(tree.ca.is_some(), "nix-store --add paths keep their CA");
+
+    let info = get(&format!("{}/nix-cache-info", url(w.signed_port)), None).await;
+    assert_eq!(
+        info.text().await.unwrap(),
+        "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 41\n"
+    );
+}
+
+#[tokio::test]
+async fn nar_whole_and_by_range_equals_nix_dump() {
+    let w = world();
+    let dump = w.nix.dump(&w.fx.tree);
+    let ni = narinfo_of(w, &w.fx.tree).await;
+    let nar_url = format!("{}/{}", url(w.signed_port), ni.url);
+
+    let whole = get(&nar_url, None).await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    assert_eq!(
+        whole.headers()["content-length"].to_str().unwrap(),
+        dump.len().to_string()
+    );
+    assert!(whole.bytes().await.unwrap() == dump, "whole NAR differs");
+
+    let total = dump.len() as u64;
+    let big_at = find(&dump, &nixfix::pseudo_random(64, 7)[..]).unwrap() as u64;
+    let cases = [
+        (Some(0), Some(0)),
+        (Some(0), Some(99)),
+        (Some(big_at + 100_000), Some(big_at + 300_000)),
+        (Some(big_at - 5), Some(big_at + 5)),
+        (Some(total - 1), None),
+        (Some(500), None),
+        (None, Some(17)),
+    ];
+    for (a, b) in cases {
+        let header = format!(
+            "bytes={}-{}",
+            a.map(|x| x.to_string()).unwrap_or_default(),
+            b.map(|x| x.to_string()).unwrap_or_default()
+        );
+        let (start, end) = match (a, b) {
+            (Some(a), Some(b)) => (a, b + 1),
+            (Some(a), None) => (a, total),
+            (None, Some(n)) => (total - n, total),
+            (None, None) => unreachable!(),
+        };
+        let resp = get(&nar_url, Some(&header)).await;
+        assert_eq!(resp.status(), 206, "{header}");
+        assert_eq!(
+            resp.headers()["content-range"].to_str().unwrap(),
+            format!("bytes {start}-{}/{total}", end - 1),
+            "{header}"
+        );
+        let body = resp.bytes().await.unwrap();
+        assert!(
+            body[..] == dump[start as usize..end as usize],
+            "{header}: wrong bytes"
+        );
+    }
+
+    let past = get(&nar_url, Some(&format!("bytes={total}-"))).await;
+    assert_eq!(past.status(), 416);
+    assert_eq!(
+        past.headers()["content-range"].to_str().unwrap(),
+        format!("bytes */{total}")
+    );
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[tokio::test]
+async fn listing_offsets_point_at_file_contents() {
+    let w = world();
+    let ls: serde_json::Value = get(
+        &format!("{}/{}.ls", url(w.signed_port), hash_part(&w.fx.tree)),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(ls["version"], 1);
+    let dump = w.nix.dump(&w.fx.tree);
+    let mut files = BTreeMap::new();
+    collect_files(&ls["root"], String::new(), &mut files);
+    assert!(files.len() >= 8, "{files:?}");
+    let base = w.nix.root.join(w.fx.tree.trim_start_matches('/'));
+    for (rel, (offset, size)) in files {
+        let want = std::fs::read(base.join(&rel)).unwrap();
+        assert_eq!(want.len() as u64, size, "{rel}");
+        assert!(
+            dump[offset as usize..(offset + size) as usize] == want[..],
+            "{rel}: narOffset {offset} is wrong"
+        );
+    }
+    let sub = &ls["root"]["entries"]["sub"]["entries"];
+    assert_eq!(sub["run"]["executable"], true);
+    assert_eq!(ls["root"]["entries"]["link"]["target"], "a");
+}
+
+fn collect_files(node: &serde_json::Value, path: String, out: &mut BTreeMap<String, (u64, u64)>) {
+    match node["type"].as_str().unwrap() {
+        "regular" => {
+            out.insert(
+                path,
+                (
+                    node["narOffset"].as_u64().unwrap(),
+                    node["size"].as_u64().unwrap(),
+                ),
+            );
+        }
+        "directory" => {
+            for (name, child) in node["entries"].as_object().unwrap() {
+                let p = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}/{name}")
+                };
+                collect_files(child, p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn head_matches_get_and_errors_are_clean() {
+    let w = world();
+    let client = reqwest::Client::new();
+    let ni = narinfo_of(w, &w.fx.single).await;
+    let base = url(w.signed_port);
+    for path in [
+        "nix-cache-info".to_owned(),
+        format!("{}.narinfo", hash_part(&w.fx.single)),
+        ni.url.clone(),
+        format!("{}.ls", hash_part(&w.fx.single)),
+    ] {
+        let u = format!("{base}/{path}");
+        let g = client.get(&u).send().await.unwrap();
+        let h = client.head(&u).send().await.unwrap();
+        assert_eq!(g.status(), h.status(), "{path}");
+        for name in ["content-type", "content-length", "accept-ranges"] {
+            assert_eq!(
+                g.headers().get(name),
+                h.headers().get(name),
+                "{path}: {name}"
+            );
+        }
+        assert!(g.headers().contains_key("content-length"), "{path}");
+        assert!(h.bytes().await.unwrap().is_empty());
+    }
+
+    let status = |p: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            client
+                .get(format!("{base}/{p}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let absent = "00000000000000000000000000000000";
+    assert_eq!(status(format!("{absent}.narinfo")).await, 404);
+    assert_eq!(status(format!("{absent}.ls")).await, 404);
+    assert_eq!(status("nothing-here".into()).await, 404);
+    assert_eq!(status("eeee.narinfo".into()).await, 400);
+    assert_eq!(status(format!("{}e.narinfo", &absent[1..])).await, 400);
+    assert_eq!(status("nar/garbage.nar".into()).await, 400);
+    // A NAR URL whose NAR hash is not the path's.
+    let stale = format!(
+        "nar/{}-{}.nar",
+        hash_part(&w.fx.single),
+        nixbase32::encode(&[0u8; 32])
+    );
+    assert_eq!(status(stale).await, 404);
+    let put = client
+        .put(format!("{base}/nix-cache-info"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 405);
+}
