@@ -79,7 +79,7 @@ async fn import_checks_nar_hash_and_size() {
     let d = TestDaemon::start(source, DaemonConfig::default()).await;
     let sd = StoreDir::default();
     let fresh = || {
-        let pis = Arc::new(MapPathInfoService::default());
+        let pis = Arc::new(MapPathInfoService::new());
         let services = DaemonServices {
             blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
             directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
@@ -121,7 +121,7 @@ async fn import_checks_nar_hash_and_size() {
         matches!(err, ImportError::BadNar { ref reason, .. } if reason.contains("hash mismatch")),
         "{err}"
     );
-    assert!(bad_pis.list_all().is_empty());
+    assert!(list_all(bad_pis.as_ref()).await.is_empty());
 
     // A declared size that is not the NAR's.
     let (bad, _) = fresh();

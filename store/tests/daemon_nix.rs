@@ -16,7 +16,7 @@ use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StoreDir;
 
 fn empty_services() -> (DaemonServices, Arc<MapPathInfoService>) {
-    let pis = Arc::new(MapPathInfoService::default());
+    let pis = Arc::new(MapPathInfoService::new());
     let services = DaemonServices {
         blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
         directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),

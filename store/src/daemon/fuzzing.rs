@@ -4,31 +4,7 @@
 use std::sync::Arc;
 
 use super::server::{DaemonConfig, DaemonServices, serve_stream};
-use crate::pathinfo::PathInfo;
-use crate::pathinfoservice::PathInfoService;
-
-/// A path info store in a map, enough for the server to answer from.
-#[derive(Default)]
-struct MapPathInfoService(parking_lot::RwLock<std::collections::BTreeMap<[u8; 20], PathInfo>>);
-
-#[async_trait::async_trait]
-impl PathInfoService for MapPathInfoService {
-    async fn get(&self, digest: [u8; 20]) -> storefs_castore::Result<Option<PathInfo>> {
-        Ok(self.0.read().get(&digest).cloned())
-    }
-
-    async fn put(&self, info: PathInfo) -> storefs_castore::Result<PathInfo> {
-        self.0
-            .write()
-            .insert(*info.store_path.digest(), info.clone());
-        Ok(info)
-    }
-
-    fn list(&self) -> futures::stream::BoxStream<'static, storefs_castore::Result<PathInfo>> {
-        let all: Vec<_> = self.0.read().values().cloned().map(Ok).collect();
-        Box::pin(futures::stream::iter(all))
-    }
-}
+use crate::pathinfoservice::MemoryPathInfoService;
 
 /// Feed `input` to a fresh server (empty memory services, a trusted
 /// client) as if a client sent it, and return everything the server wrote.
@@ -37,7 +13,7 @@ pub async fn serve_bytes(input: &[u8]) -> Vec<u8> {
     let services = DaemonServices {
         blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
         directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
-        path_info_service: Arc::new(MapPathInfoService::default()),
+        path_info_service: Arc::new(MemoryPathInfoService::new()),
     };
     let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
     let (r, w) = tokio::io::split(theirs);
