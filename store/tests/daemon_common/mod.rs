@@ -170,8 +170,8 @@ pub async fn memory_services() -> (DaemonServices, Arc<MapPathInfoService>) {
 /// version: features at 1.38, cpu affinity and reserveSpace.
 pub fn handshake_tail(minor: u64) -> Vec<u8> {
     let mut v = Vec::new();
-    if minor >= 38 {
-        wire::put_u64(&mut v, 0); // no features
+    if (38..0x60).contains(&minor) {
+        wire::put_u64(&mut v, 0); // no features (Guix has none)
     }
     wire::put_u64(&mut v, 0); // sendCpu
     wire::put_u64(&mut v, 0); // reserveSpace
