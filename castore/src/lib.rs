@@ -11,6 +11,14 @@
 //! - [`Directory`], [`Node`], [`Entry`]: the model, validated on conversion
 //!   from protobuf ([`proto`]).
 //! - [`blobservice`], [`directoryservice`]: the service traits and backends.
+//!   Backends: [`MemoryBlobService`] / [`MemoryDirectoryService`], and
+//!   [`RedbBlobService`] / [`RedbDirectoryService`] over one shared
+//!   [`RedbStore`] database file.
+//! - [`Chunker`], [`ChunkerConfig`]: FastCDC 2020 chunking of streamed bytes.
+//! - [`CachedBlobService`], [`CachedDirectoryService`]: a near store in front
+//!   of a far one; the near side implements [`ChunkStore`] /
+//!   [`PartialDirectoryStore`].
+//! - [`StoreUrl`], [`open_castore`]: `memory:`, `redb:///dir`, `grpc…` URLs.
 //!
 //! ```
 //! use storefs_castore::{Directory, Node, B3Digest, PathComponent};
@@ -28,12 +36,18 @@
 #![deny(missing_docs)]
 
 pub mod blobservice;
+mod cache;
 mod chunking;
 mod digest;
 mod directory;
 pub mod directoryservice;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+mod import;
 mod names;
+mod redb_store;
+mod url;
 
 /// The protobuf messages of `snix.castore.v1`, generated from `proto/`.
 #[allow(missing_docs)] // generated code; the schema documents each field
@@ -41,17 +55,29 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/snix.castore.v1.rs"));
 }
 
-pub use blobservice::{
-    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, MemoryBlobService,
+pub use self::url::{
+    GrpcEndpoint, KNOWN_SCHEMES, LocalCastore, OpenStoreError, StoreUrl, StoreUrlError,
+    open_castore,
 };
+pub use blobservice::{
+    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, MemoryBlobService, RedbBlobService,
+    WRITE_BATCH_BYTES,
+};
+pub use cache::{CachedBlobService, CachedDirectoryService};
 pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};
 pub use directory::{Directory, DirectoryError, Entry, Node};
 pub use directoryservice::{
     DirectoryPutter, DirectoryService, MemoryDirectoryService, PartialDirectoryStore,
+    RedbDirectoryService,
 };
 pub use error::{Error, Result};
+pub use import::{
+    DEFAULT_CONCURRENCY, IngestError, IngestOptions, IngestStats, Ingested, ingest_path,
+    ingest_path_with,
+};
 pub use names::{
     MAX_NAME_LEN, MAX_SYMLINK_TARGET_LEN, NameError, PathComponent, SymlinkTarget,
     SymlinkTargetError,
 };
+pub use redb_store::{CHUNK_RAW, CHUNK_ZSTD, RedbStore, STORE_FILE_NAME};

@@ -1,3 +1,75 @@
 //! storefs-fuse: the read-only lazy filesystem over a root of store paths.
-//! Not built yet: the mount comes with its own issue.
+//!
+//! A store path appears under the root when it is looked up by its base
+//! name (`<hash>-<name>`): its hash part is asked of the
+//! [`PathInfoService`](storefs_store::pathinfoservice::PathInfoService) and
+//! the name must match. The first lookup fetches the path's whole directory
+//! closure in one recursive call; after that its metadata is local. File
+//! contents are fetched chunk by chunk, only as far as programs read them,
+//! with read-ahead for sequential readers, single-flight fetches and an
+//! in-memory chunk cache. Everything is immutable, so the kernel is told to
+//! cache entries, attributes, pages, directories and symlinks for long.
+//!
+//! # Layout
+//! - `mount`: [`MountConfig`], [`mount`], [`MountHandle`], [`Unmounter`]
+//!   (stale mount clearing, lazy unmount).
+//! - `fs`: the `fuser::Filesystem` callbacks, each a few lines.
+//! - `bridge`: the one boundary between FUSE threads and the tokio runtime
+//!   (inline answer when ready, else a task with a semaphore and deadline).
+//! - `ops`: the operations as async functions: root lookup, directory
+//!   lookups, readdir(plus), open, xattrs.
+//! - `inodes`: the inode table (lookup counts, forget).
+//! - `attr`: attributes as Nix has them.
+//! - `dircache`, `fetch`, `reader`: directories in memory; chunk cache,
+//!   single-flight and read-ahead; positional reads.
+//! - `stats`: [`MountStats`] / [`StatsSnapshot`], also readable as the
+//!   `user.storefs.stats` xattr of the root.
+//! - `error`: the one mapping of failures to errno.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use storefs_castore::blobservice::BlobService;
+//! use storefs_castore::directoryservice::DirectoryService;
+//! use storefs_store::pathinfoservice::PathInfoService;
+//! use storefs_fuse::{mount, MountConfig};
+//!
+//! fn serve(
+//!     blobs: Arc<dyn BlobService>,
+//!     dirs: Arc<dyn DirectoryService>,
+//!     infos: Arc<dyn PathInfoService>,
+//!     runtime: tokio::runtime::Handle,
+//! ) -> Result<(), storefs_fuse::MountError> {
+//!     let mut config = MountConfig::new("/nix/store");
+//!     config.list_root = true;
+//!     let handle = mount(config, blobs, dirs, infos, runtime)?;
+//!     println!("mounted; {} bytes fetched so far", handle.stats().snapshot().bytes_fetched);
+//!     // Elsewhere, on SIGTERM: handle.unmounter().unmount()
+//!     handle.wait()
+//! }
+//! ```
 #![deny(missing_docs)]
+
+mod attr;
+mod bridge;
+mod dircache;
+mod error;
+mod fetch;
+mod fs;
+mod inodes;
+mod mount;
+mod ops;
+mod reader;
+mod stats;
+
+pub use mount::{MountConfig, MountError, MountHandle, Unmounter, mount};
+pub use stats::{MountStats, StatsSnapshot};
+
+/// Names of the extended attributes the mount offers.
+pub mod xattr {
+    /// On files: the hex BLAKE3 digest of the blob.
+    pub const BLOB_DIGEST: &str = crate::ops::XATTR_BLOB;
+    /// On directories: the hex BLAKE3 digest of the directory.
+    pub const DIRECTORY_DIGEST: &str = crate::ops::XATTR_DIRECTORY;
+    /// On the root: the mount's figures as JSON ([`crate::StatsSnapshot`]).
+    pub const STATS: &str = crate::ops::XATTR_STATS;
+}

@@ -140,6 +140,31 @@ impl ContentAddress {
     }
 }
 
+impl ContentAddress {
+    /// Whether `path` is the path this content address gives with these
+    /// references (Nix's `ValidPathInfo::isContentAddressed`, which lets a
+    /// path in without signatures). For fixed outputs a reference to `path`
+    /// itself counts as the self-reference; text paths take the references
+    /// as they are. A combination Nix cannot compute is `false`.
+    pub fn matches_path(
+        &self,
+        path: &StorePath,
+        references: &[StorePath],
+        store_dir: &StoreDir,
+    ) -> bool {
+        let computed = match self {
+            ContentAddress::Text(_) => self.store_path(path.name(), references, false, store_dir),
+            ContentAddress::Recursive(_) | ContentAddress::Flat(_) => {
+                let self_reference = references.contains(path);
+                let others: Vec<StorePath> =
+                    references.iter().filter(|r| *r != path).cloned().collect();
+                self.store_path(path.name(), &others, self_reference, store_dir)
+            }
+        };
+        computed.is_ok_and(|p| p == *path)
+    }
+}
+
 fn sha256(d: &[u8; 32]) -> NixHash {
     NixHash::sha256(*d)
 }

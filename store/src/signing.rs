@@ -142,6 +142,13 @@ impl SecretKey {
         })
     }
 
+    /// A new random key from the operating system's generator, as
+    /// `nix-store --generate-binary-cache-key` makes one.
+    pub fn generate(name: &str) -> Result<Self, SigningError> {
+        let seed: [u8; 32] = rand::Rng::r#gen(&mut rand::rngs::OsRng);
+        Self::from_seed(name, &seed)
+    }
+
     /// The key's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -254,6 +261,16 @@ impl TrustedKeys {
         }
     }
 
+    /// Parse Nix's `trusted-public-keys` setting: keys separated by
+    /// whitespace.
+    pub fn parse(s: &str) -> Result<Self, SigningError> {
+        let keys = s
+            .split_whitespace()
+            .map(PublicKey::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::new(keys))
+    }
+
     /// Whether no key is trusted.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
@@ -321,6 +338,18 @@ mod tests {
     }
 
     #[test]
+    fn generated_keys_differ_and_work() {
+        let a = SecretKey::generate("gen-1").unwrap();
+        let b = SecretKey::generate("gen-1").unwrap();
+        assert_ne!(a.to_string(), b.to_string());
+        let sig = a.sign(b"x");
+        let trusted = TrustedKeys::parse(&format!(" {}\n{} ", a.to_public(), PUBLIC)).unwrap();
+        assert!(trusted.verify(b"x", &sig));
+        assert!(!TrustedKeys::new([b.to_public()]).verify(b"x", &sig));
+        assert!(TrustedKeys::parse("").unwrap().is_empty());
+    }
+
+    #[test]
     fn verification_fails_for_other_data_keys_and_names() {
         let sk = SecretKey::from_seed("a-1", &[1; 32]).unwrap();
         let other = SecretKey::from_seed("a-1", &[2; 32]).unwrap();
@@ -377,6 +406,11 @@ mod tests {
             })
         ));
         assert!(SecretKey::from_seed("a:b", &[0; 32]).is_err());
+        assert!(SecretKey::generate("").is_err());
+        assert!(matches!(
+            TrustedKeys::parse("a:AAAA"),
+            Err(SigningError::Length { expected: 32, .. })
+        ));
         assert_eq!(
             format!("{:?}", SecretKey::from_seed("k", &[0; 32]).unwrap()),
             "SecretKey(k)"

@@ -62,10 +62,30 @@ fn content_addresses_give_the_store_paths() {
             .store_path(info.store_path.name(), &others, self_ref, &sd)
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(p, info.store_path, "{file}");
+        assert!(info.is_content_addressed(&sd), "{file}");
+        // Another name, or one reference more, breaks the claim.
+        let mut other = info.clone();
+        other.store_path =
+            storefs_store::store_path::StorePath::from_parts(*info.store_path.digest(), "x")
+                .unwrap();
+        assert!(!other.is_content_addressed(&sd), "{file}");
+        let mut more = info.clone();
+        more.references.push(
+            storefs_store::store_path::StorePath::from_base_name(
+                "00000000000000000000000000000000-x",
+            )
+            .unwrap(),
+        );
+        assert!(!more.is_content_addressed(&sd), "{file}");
         checked += 1;
     }
     // Every fixture but the built output `-d` is content-addressed.
     assert_eq!(checked, 7);
+    let d = narinfos("none")
+        .into_iter()
+        .find(|(f, _)| f.starts_with("f10h"))
+        .unwrap();
+    assert!(!NarInfo::parse(&d.1, &sd).unwrap().is_content_addressed(&sd));
 }
 
 #[test]

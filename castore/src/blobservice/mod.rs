@@ -16,9 +16,11 @@ use crate::{B3Digest, Result};
 
 mod chunk_store;
 mod memory;
-mod reader;
+pub(crate) mod reader;
+mod redb;
 mod writer;
 
+pub use self::redb::{RedbBlobService, WRITE_BATCH_BYTES};
 pub use chunk_store::ChunkStore;
 pub use memory::MemoryBlobService;
 

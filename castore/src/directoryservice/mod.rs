@@ -15,7 +15,9 @@ use crate::{B3Digest, Directory, Result};
 mod closure;
 mod memory;
 mod partial;
+mod redb;
 
+pub use self::redb::RedbDirectoryService;
 pub use memory::MemoryDirectoryService;
 pub use partial::PartialDirectoryStore;
 

@@ -20,4 +20,13 @@ pub trait PartialDirectoryStore: DirectoryService {
     /// computed here). `get_recursive` over a partial closure fails at the
     /// first missing child.
     async fn insert_directory(&self, directory: Directory) -> Result<B3Digest>;
+
+    /// Store several directories like [`PartialDirectoryStore::insert_directory`],
+    /// in any order. Backends override it to store them in one step.
+    async fn insert_directories(&self, directories: Vec<Directory>) -> Result<()> {
+        for d in directories {
+            self.insert_directory(d).await?;
+        }
+        Ok(())
+    }
 }

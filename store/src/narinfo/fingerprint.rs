@@ -40,6 +40,14 @@ pub fn fingerprint(
 }
 
 impl NarInfo {
+    /// Whether it is content-addressed and its store path is the one its
+    /// content address gives (Nix then needs no signature).
+    pub fn is_content_addressed(&self, store_dir: &StoreDir) -> bool {
+        self.ca
+            .as_ref()
+            .is_some_and(|ca| ca.matches_path(&self.store_path, &self.references, store_dir))
+    }
+
     /// The fingerprint its signatures sign.
     pub fn fingerprint(&self, store_dir: &StoreDir) -> Result<String, FingerprintError> {
         fingerprint(

@@ -30,6 +30,14 @@ impl PathInfo {
         Ok(())
     }
 
+    /// Whether it is content-addressed and its store path is the one its
+    /// content address gives (Nix then needs no signature).
+    pub fn is_content_addressed(&self, store_dir: &StoreDir) -> bool {
+        self.ca
+            .as_ref()
+            .is_some_and(|ca| ca.matches_path(&self.store_path, &self.references, store_dir))
+    }
+
     /// How many of its signatures are valid by distinct trusted keys.
     pub fn count_valid_signatures(
         &self,
@@ -147,5 +155,26 @@ mod tests {
         assert_eq!(back, n);
         assert_eq!(PathInfo::from_narinfo(&back, info.node.clone()), info);
         assert_eq!(back.fingerprint(&sd), info.fingerprint(&sd));
+    }
+
+    #[test]
+    fn content_addressed_only_when_the_path_matches() {
+        let sd = StoreDir::default();
+        let mut info = baz();
+        assert!(!info.is_content_addressed(&sd));
+        // `nix-store --add hello.txt` (PROTOCOL.md §10).
+        info.store_path =
+            StorePath::from_base_name("925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt").unwrap();
+        info.references.clear();
+        info.ca = Some(
+            "fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3"
+                .parse()
+                .unwrap(),
+        );
+        assert!(info.is_content_addressed(&sd));
+        assert!(!info.is_content_addressed(&StoreDir::new("/gnu/store").unwrap()));
+        // A self-reference changes the path (`source:…:self`).
+        info.references.push(info.store_path.clone());
+        assert!(!info.is_content_addressed(&sd));
     }
 }

@@ -1,11 +1,24 @@
 //! Stores of `PathInfo`, keyed by the store path's 20-byte digest.
+//!
+//! Backends: [`MemoryPathInfoService`] and [`RedbPathInfoService`] (in the
+//! same redb file as castore's data). Both keep a reference index, so
+//! [`PathInfoService::referrers`] does not scan.
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use storefs_castore::{Node, Result};
 
 use crate::pathinfo::PathInfo;
-use crate::store_path::DIGEST_LEN;
+use crate::store_path::{DIGEST_LEN, StorePath};
+
+mod cache;
+mod memory;
+mod redb;
+
+pub use cache::CachedPathInfoService;
+pub use memory::MemoryPathInfoService;
+pub use redb::RedbPathInfoService;
 
 /// A store of path infos.
 #[async_trait]
@@ -20,6 +33,31 @@ pub trait PathInfoService: Send + Sync + 'static {
 
     /// Every path info held, in no particular order.
     fn list(&self) -> BoxStream<'static, Result<PathInfo>>;
+
+    /// The paths held whose references include the path with this digest
+    /// (Nix's QueryReferrers), itself included if it refers to itself;
+    /// sorted by base name. The path itself need not be held.
+    ///
+    /// Added after the first version of this trait, with a default that
+    /// scans [`PathInfoService::list`]; the memory and redb backends answer
+    /// from an index kept in step with `put`.
+    async fn referrers(&self, digest: [u8; DIGEST_LEN]) -> Result<Vec<StorePath>> {
+        let mut out = Vec::new();
+        let mut all = self.list();
+        while let Some(info) = all.next().await {
+            let info = info?;
+            if info.references.iter().any(|r| *r.digest() == digest) {
+                out.push(info.store_path);
+            }
+        }
+        sort_paths(&mut out);
+        Ok(out)
+    }
+}
+
+/// Sort paths as Nix's `StorePathSet` does: by base name.
+pub(crate) fn sort_paths(paths: &mut [StorePath]) {
+    paths.sort_by_cached_key(|p| p.base_name());
 }
 
 /// Computes the NAR size and sha256 of a castore node, as `CalculateNAR`

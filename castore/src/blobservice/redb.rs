@@ -1,0 +1,263 @@
+//! [`RedbBlobService`]: blobs in the embedded redb store ([`RedbStore`]).
+//!
+//! Writers buffer chunks and commit them in batches of [`WRITE_BATCH_BYTES`]
+//! (and at close), never one transaction per chunk. Chunks are stored once
+//! per digest. Every read decompresses and re-hashes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
+
+use super::chunk_store::{ChunkStore, check_chunk_list, verify_chunk};
+use super::writer::{ChunkSink, ChunkingWriter};
+use super::{BlobReader, BlobService, BlobWriter, ChunkMeta};
+use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
+use crate::redb_store::{
+    BLOB_CHUNKS, CHUNKS, RedbStore, blocking, decode_chunk, decode_chunk_list, encode_chunk,
+    encode_chunk_list, storage,
+};
+use crate::{B3Digest, Result};
+
+/// How many chunk bytes a writer buffers before it commits them.
+pub const WRITE_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// A blob service over a [`RedbStore`]. Clones share the database.
+#[derive(Clone)]
+pub struct RedbBlobService {
+    store: RedbStore,
+    /// A fresh chunker, cloned for every writer (validated once, here).
+    chunker: Chunker,
+}
+
+impl RedbBlobService {
+    /// The blob service of `store`, with the default chunking.
+    pub fn new(store: RedbStore) -> Self {
+        Self {
+            store,
+            chunker: Chunker::default(),
+        }
+    }
+
+    /// The blob service of `store`, cutting new blobs with `config`.
+    pub fn with_chunker(
+        store: RedbStore,
+        config: ChunkerConfig,
+    ) -> Result<Self, ChunkerConfigError> {
+        Ok(Self {
+            store,
+            chunker: Chunker::new(config)?,
+        })
+    }
+
+    /// How many distinct chunks are stored (single-chunk blobs included).
+    pub async fn chunk_count(&self) -> Result<u64> {
+        let db = self.db();
+        blocking(move || {
+            let txn = db.begin_read().map_err(storage("begin read"))?;
+            let table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+            table.len().map_err(storage("count chunks"))
+        })
+        .await
+    }
+
+    /// Overwrite the stored record of chunk `digest` with `record` (a flag
+    /// byte and payload, or any garbage). Dangerous: it exists so that tests
+    /// can check that corruption on disk is caught on read.
+    pub async fn danger_overwrite_chunk_record(
+        &self,
+        digest: &B3Digest,
+        record: Vec<u8>,
+    ) -> Result<()> {
+        let db = self.db();
+        let key = *digest.as_bytes();
+        blocking(move || {
+            let txn = db.begin_write().map_err(storage("begin write"))?;
+            {
+                let mut table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+                table
+                    .insert(key, record.as_slice())
+                    .map_err(storage("insert chunk"))?;
+            }
+            txn.commit().map_err(storage("commit"))
+        })
+        .await
+    }
+
+    fn db(&self) -> Arc<Database> {
+        self.store.database().clone()
+    }
+}
+
+/// Store chunks (each once) and optionally one chunk list, in one
+/// transaction. `durability` is relaxed for cache fills.
+fn write_chunks(
+    db: &Database,
+    chunks: Vec<(B3Digest, Bytes)>,
+    list: Option<(B3Digest, Vec<ChunkMeta>)>,
+    durability: Durability,
+) -> Result<()> {
+    let mut txn = db.begin_write().map_err(storage("begin write"))?;
+    txn.set_durability(durability);
+    {
+        let mut table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+        for (digest, data) in chunks {
+            let key = *digest.as_bytes();
+            if table.get(key).map_err(storage("read chunk"))?.is_some() {
+                continue;
+            }
+            let record = encode_chunk(&data);
+            table
+                .insert(key, record.as_slice())
+                .map_err(storage("insert chunk"))?;
+        }
+        if let Some((blob, list)) = list.filter(|(_, l)| !l.is_empty()) {
+            let mut lists = txn
+                .open_table(BLOB_CHUNKS)
+                .map_err(storage("open chunk lists"))?;
+            lists
+                .insert(*blob.as_bytes(), encode_chunk_list(&list).as_slice())
+                .map_err(storage("insert chunk list"))?;
+        }
+    }
+    txn.commit().map_err(storage("commit chunks"))
+}
+
+#[async_trait]
+impl BlobService for RedbBlobService {
+    async fn has(&self, digest: &B3Digest) -> Result<bool> {
+        let db = self.db();
+        let key = *digest.as_bytes();
+        blocking(move || {
+            let txn = db.begin_read().map_err(storage("begin read"))?;
+            let lists = txn
+                .open_table(BLOB_CHUNKS)
+                .map_err(storage("open chunk lists"))?;
+            if lists
+                .get(key)
+                .map_err(storage("read chunk list"))?
+                .is_some()
+            {
+                return Ok(true);
+            }
+            let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+            Ok(chunks.get(key).map_err(storage("read chunk"))?.is_some())
+        })
+        .await
+    }
+
+    async fn chunks(&self, digest: &B3Digest) -> Result<Option<Vec<ChunkMeta>>> {
+        let db = self.db();
+        let digest = *digest;
+        blocking(move || {
+            let key = *digest.as_bytes();
+            let txn = db.begin_read().map_err(storage("begin read"))?;
+            let lists = txn
+                .open_table(BLOB_CHUNKS)
+                .map_err(storage("open chunk lists"))?;
+            if let Some(record) = lists.get(key).map_err(storage("read chunk list"))? {
+                return decode_chunk_list(&digest, record.value()).map(Some);
+            }
+            let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+            Ok(chunks
+                .get(key)
+                .map_err(storage("read chunk"))?
+                .map(|_| Vec::new()))
+        })
+        .await
+    }
+
+    async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
+        let db = self.db();
+        let digest = *digest;
+        blocking(move || {
+            let txn = db.begin_read().map_err(storage("begin read"))?;
+            let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+            match chunks
+                .get(*digest.as_bytes())
+                .map_err(storage("read chunk"))?
+            {
+                Some(record) => decode_chunk(&digest, record.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
+        super::reader::open_read(Arc::new(self.clone()), *digest).await
+    }
+
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        Box::new(ChunkingWriter::new(
+            RedbSink {
+                db: self.db(),
+                batch: Vec::new(),
+                batch_bytes: 0,
+            },
+            self.chunker.clone(),
+        ))
+    }
+}
+
+#[async_trait]
+impl ChunkStore for RedbBlobService {
+    /// Committed with eventual durability: a cache fill lost in a crash is
+    /// fetched again.
+    async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> Result<()> {
+        verify_chunk(digest, &data)?;
+        let db = self.db();
+        let digest = *digest;
+        blocking(move || write_chunks(&db, vec![(digest, data)], None, Durability::Eventual)).await
+    }
+
+    /// Committed with eventual durability, like `insert_chunk`.
+    async fn insert_chunk_list(&self, blob: &B3Digest, chunks: &[ChunkMeta]) -> Result<()> {
+        check_chunk_list(blob, chunks)?;
+        let db = self.db();
+        let list = (*blob, chunks.to_vec());
+        blocking(move || write_chunks(&db, Vec::new(), Some(list), Durability::Eventual)).await
+    }
+}
+
+/// Buffers chunks and commits them in batches.
+struct RedbSink {
+    db: Arc<Database>,
+    batch: Vec<(B3Digest, Bytes)>,
+    batch_bytes: usize,
+}
+
+impl RedbSink {
+    fn take_batch(&mut self) -> Vec<(B3Digest, Bytes)> {
+        self.batch_bytes = 0;
+        std::mem::take(&mut self.batch)
+    }
+}
+
+impl ChunkSink for RedbSink {
+    fn put_chunk(&mut self, digest: B3Digest, data: Bytes) {
+        self.batch_bytes += data.len();
+        self.batch.push((digest, data));
+    }
+
+    fn maybe_flush(&mut self) -> Option<BoxFuture<'static, Result<()>>> {
+        if self.batch_bytes < WRITE_BATCH_BYTES {
+            return None;
+        }
+        let batch = self.take_batch();
+        let db = self.db.clone();
+        Some(Box::pin(blocking(move || {
+            write_chunks(&db, batch, None, Durability::Immediate)
+        })))
+    }
+
+    fn finish(&mut self, blob: B3Digest, chunks: Vec<ChunkMeta>) -> BoxFuture<'static, Result<()>> {
+        let batch = self.take_batch();
+        let db = self.db.clone();
+        Box::pin(blocking(move || {
+            write_chunks(&db, batch, Some((blob, chunks)), Durability::Immediate)
+        }))
+    }
+}

@@ -1,0 +1,19 @@
+//! The cache layer: a near service (local, fast) in front of a far one
+//! (remote, or just slower).
+//!
+//! Reads try near first; on a miss they fetch from far, check what far sent
+//! against the digest asked for (far may lie or be corrupted), store it in
+//! near, and return it. Nothing that fails a check is returned or stored.
+//! Writes go to far, and to near as well.
+//!
+//! The near side must be able to hold partial data (a chunk list without
+//! all its chunks, a directory without its children): that is what the
+//! [`crate::ChunkStore`] and [`crate::PartialDirectoryStore`] extensions
+//! give, and the memory and redb backends implement both.
+
+mod blob;
+mod directory;
+mod tee;
+
+pub use blob::CachedBlobService;
+pub use directory::CachedDirectoryService;

@@ -1,0 +1,265 @@
+//! [`RedbStore`]: the one redb database file that holds the whole embedded
+//! store. castore's tables live here, and so do other crates' (the store
+//! crate keeps its path infos in the same file): redb allows one open handle
+//! per file and process, so everyone shares this handle.
+//!
+//! castore's tables (keys are 32-byte BLAKE3 digests):
+//! - `castore.chunks`: chunk digest → one flag byte ([`CHUNK_RAW`] or
+//!   [`CHUNK_ZSTD`]) then the chunk's bytes, raw or as one zstd frame.
+//!   Single-chunk blobs are here under their own digest.
+//! - `castore.blob_chunks`: blob digest → its chunk list (blobs of two or
+//!   more chunks only), 40 bytes per chunk: digest, then size as u64 LE.
+//! - `castore.directories`: directory digest → its canonical encoding.
+//!
+//! Invariants: a record is written only under the digest of its content
+//! (chunks after decompression, directories as encoded); every read checks
+//! it again and returns [`Error::Integrity`] if it does not hold.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition};
+
+use crate::{B3Digest, Error, Result};
+
+/// Name of the database file inside a `redb://` store directory.
+pub const STORE_FILE_NAME: &str = "store.redb";
+
+/// Chunk record flag: the bytes follow as they are.
+pub const CHUNK_RAW: u8 = 0x00;
+/// Chunk record flag: one zstd frame follows.
+pub const CHUNK_ZSTD: u8 = 0x01;
+
+pub(crate) const CHUNKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("castore.chunks");
+pub(crate) const BLOB_CHUNKS: TableDefinition<[u8; 32], &[u8]> =
+    TableDefinition::new("castore.blob_chunks");
+pub(crate) const DIRECTORIES: TableDefinition<[u8; 32], &[u8]> =
+    TableDefinition::new("castore.directories");
+
+/// A shared handle on the embedded store's redb database. Clones share the
+/// same open database.
+#[derive(Clone)]
+pub struct RedbStore {
+    /// The open database; other crates open their own tables in it.
+    db: Arc<Database>,
+    /// Where it lives, for messages.
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl RedbStore {
+    /// Open the database file at `path`, creating it if absent, and create
+    /// castore's tables. This blocks (it may repair a file left by a crash):
+    /// call it at startup or from `spawn_blocking`, and only once per file
+    /// and process (redb refuses a second open); share clones instead.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
+                "{} is in use by another process (a running `storefs serve` or `storefs mount`?); \
+                 use --store grpc://... to reach it through that process",
+                path.display()
+            )),
+            e => Error::Storage(format!("opening redb database {}: {e}", path.display())),
+        })?;
+        let store = Self {
+            db: Arc::new(db),
+            path: Arc::new(path),
+        };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    /// Open (creating the directory if needed) the store in directory `dir`:
+    /// the database is the file [`STORE_FILE_NAME`] inside it. Blocks like
+    /// [`RedbStore::open`].
+    pub fn open_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Storage(format!("creating store directory {}: {e}", dir.display()))
+        })?;
+        Self::open(dir.join(STORE_FILE_NAME))
+    }
+
+    /// The database, for crates that keep their own tables in it.
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A blob service over this database, with the default chunking.
+    pub fn blob_service(&self) -> crate::RedbBlobService {
+        crate::RedbBlobService::new(self.clone())
+    }
+
+    /// A directory service over this database.
+    pub fn directory_service(&self) -> crate::RedbDirectoryService {
+        crate::RedbDirectoryService::new(self.clone())
+    }
+
+    fn create_tables(&self) -> Result<()> {
+        let err = |e: &dyn std::fmt::Display| {
+            Error::Storage(format!(
+                "creating castore tables in {}: {e}",
+                self.path.display()
+            ))
+        };
+        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        for table in [CHUNKS, BLOB_CHUNKS, DIRECTORIES] {
+            txn.open_table(table).map_err(|e| err(&e))?;
+        }
+        txn.commit().map_err(|e| err(&e))
+    }
+}
+
+/// Run blocking redb work off the async threads.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("redb task failed: {e}")))?
+}
+
+/// Turn a redb error into ours, saying what was being done.
+pub(crate) fn storage<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::Storage(format!("redb {what}: {e}"))
+}
+
+/// Encode a chunk record: zstd (level 1) only when that makes it smaller.
+pub(crate) fn encode_chunk(data: &[u8]) -> Vec<u8> {
+    if let Ok(compressed) = zstd::bulk::compress(data, 1)
+        && compressed.len() < data.len()
+    {
+        let mut out = Vec::with_capacity(compressed.len() + 1);
+        out.push(CHUNK_ZSTD);
+        out.extend_from_slice(&compressed);
+        return out;
+    }
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(CHUNK_RAW);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Decode a chunk record and check it hashes to `digest`.
+pub(crate) fn decode_chunk(digest: &B3Digest, record: &[u8]) -> Result<bytes::Bytes> {
+    let corrupt = |why: String| Error::Storage(format!("chunk record {digest} is corrupt: {why}"));
+    let data = match record.split_first() {
+        Some((&CHUNK_RAW, rest)) => rest.to_vec(),
+        // The frame's size is not trusted for allocation: decode_all grows
+        // its output as the frame really decodes, and a bad frame fails.
+        Some((&CHUNK_ZSTD, rest)) => {
+            zstd::stream::decode_all(rest).map_err(|e| corrupt(format!("zstd: {e}")))?
+        }
+        Some((flag, _)) => return Err(corrupt(format!("unknown flag byte {flag:#04x}"))),
+        None => return Err(corrupt("empty record".into())),
+    };
+    let actual = B3Digest::of(&data);
+    if &actual != digest {
+        return Err(Error::Integrity {
+            what: "chunk",
+            expected: *digest,
+            actual,
+        });
+    }
+    Ok(bytes::Bytes::from(data))
+}
+
+/// Bytes per chunk-list entry: digest, then size as u64 LE.
+const LIST_ENTRY_LEN: usize = 32 + 8;
+
+/// Encode a chunk list.
+pub(crate) fn encode_chunk_list(chunks: &[crate::ChunkMeta]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunks.len() * LIST_ENTRY_LEN);
+    for c in chunks {
+        out.extend_from_slice(c.digest.as_bytes());
+        out.extend_from_slice(&c.size.to_le_bytes());
+    }
+    out
+}
+
+/// Decode a chunk list.
+pub(crate) fn decode_chunk_list(blob: &B3Digest, record: &[u8]) -> Result<Vec<crate::ChunkMeta>> {
+    if !record.len().is_multiple_of(LIST_ENTRY_LEN) || record.len() < 2 * LIST_ENTRY_LEN {
+        return Err(Error::Storage(format!(
+            "chunk list record of blob {blob} is corrupt: {} bytes",
+            record.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(record.len() / LIST_ENTRY_LEN);
+    for entry in record.chunks_exact(LIST_ENTRY_LEN) {
+        let (d, s) = entry.split_at(32);
+        // Both slices have the lengths split_at gives them (32 and 8), so
+        // these conversions cannot fail; map the error anyway.
+        let digest = B3Digest::try_from(d)
+            .map_err(|e| Error::Storage(format!("chunk list of blob {blob}: {e}")))?;
+        let size_bytes: [u8; 8] = s
+            .try_into()
+            .map_err(|_| Error::Storage(format!("chunk list of blob {blob}: bad size")))?;
+        out.push(crate::ChunkMeta {
+            digest,
+            size: u64::from_le_bytes(size_bytes),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compressible_chunks_are_compressed_and_others_not() {
+        let zeroes = vec![0u8; 65536];
+        let rec = encode_chunk(&zeroes);
+        assert_eq!(rec[0], CHUNK_ZSTD);
+        assert!(rec.len() < 1000);
+        assert_eq!(
+            decode_chunk(&B3Digest::of(&zeroes), &rec).unwrap().as_ref(),
+            &zeroes[..]
+        );
+        // BLAKE3's XOF output is incompressible.
+        let mut noise = vec![0u8; 4096];
+        blake3::Hasher::new()
+            .update(b"seed")
+            .finalize_xof()
+            .fill(&mut noise);
+        let rec = encode_chunk(&noise);
+        assert_eq!(rec[0], CHUNK_RAW);
+        assert_eq!(&rec[1..], &noise[..]);
+    }
+
+    #[test]
+    fn bad_records_are_refused() {
+        let d = B3Digest::of(b"abc");
+        assert!(matches!(
+            decode_chunk(&d, b"\x00abd"),
+            Err(Error::Integrity { .. })
+        ));
+        assert!(matches!(
+            decode_chunk(&d, b"\x07abc"),
+            Err(Error::Storage(_))
+        ));
+        assert!(matches!(decode_chunk(&d, b""), Err(Error::Storage(_))));
+        assert!(matches!(
+            decode_chunk(&d, b"\x01not zstd"),
+            Err(Error::Storage(_))
+        ));
+        assert!(decode_chunk(&d, b"\x00abc").is_ok());
+        assert!(decode_chunk_list(&d, &[0; 41]).is_err());
+    }
+}

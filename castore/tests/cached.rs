@@ -1,0 +1,290 @@
+//! The conformance suites against the cache layer (memory near, redb far),
+//! and the cache's own promises: fills near, never returns or keeps what far
+//! got wrong.
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use storefs_castore::{
+    B3Digest, BlobReader, BlobService, BlobWriter, CachedBlobService, CachedDirectoryService,
+    ChunkMeta, Directory, DirectoryPutter, DirectoryService, Error, MemoryBlobService,
+    MemoryDirectoryService, RedbStore,
+};
+use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
+
+fn blobs() -> (Arc<dyn BlobService>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let far = RedbStore::open_dir(dir.path()).unwrap().blob_service();
+    let cached = CachedBlobService::new(Arc::new(MemoryBlobService::new()), Arc::new(far));
+    (Arc::new(cached), dir)
+}
+
+fn dirs() -> (Arc<dyn DirectoryService>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let far = RedbStore::open_dir(dir.path()).unwrap().directory_service();
+    let cached =
+        CachedDirectoryService::new(Arc::new(MemoryDirectoryService::new()), Arc::new(far));
+    (Arc::new(cached), dir)
+}
+
+blob_suite!(crate::blobs());
+directory_suite!(crate::dirs());
+
+#[tokio::test]
+async fn reads_fill_near() {
+    let near = MemoryBlobService::new();
+    let far = MemoryBlobService::new();
+    let data = common::noise(1 << 20, 8);
+    let small = b"tiny".to_vec();
+    let blob = common::write_blob(&far, &data, 1 << 16).await;
+    let small_blob = common::write_blob(&far, &small, 1).await;
+    let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far));
+    assert_eq!(near.chunk_count(), 0);
+    // The chunk list is cached on its own, before any chunk.
+    let list = cache.chunks(&blob).await.unwrap().unwrap();
+    assert_eq!(near.chunks(&blob).await.unwrap(), Some(list.clone()));
+    assert_eq!(near.read_chunk(&list[0].digest).await.unwrap(), None);
+    // Reading one chunk caches just that one.
+    cache.read_chunk(&list[1].digest).await.unwrap().unwrap();
+    assert_eq!(near.chunk_count(), 1);
+    // A whole read caches the rest.
+    common::check_blob(&cache, &blob, &data).await;
+    assert_eq!(near.chunk_count(), list.len());
+    common::check_blob(&near, &blob, &data).await;
+    common::check_blob(&cache, &small_blob, &small).await;
+    common::check_blob(&near, &small_blob, &small).await;
+}
+
+#[tokio::test]
+async fn writes_go_to_far_and_near() {
+    let near = MemoryBlobService::new();
+    let far = MemoryBlobService::new();
+    let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far.clone()));
+    let data = common::noise(3 << 20, 12);
+    let blob = common::write_blob(&cache, &data, 77_777).await;
+    common::check_blob(&far, &blob, &data).await;
+    common::check_blob(&near, &blob, &data).await;
+
+    let near_d = MemoryDirectoryService::new();
+    let far_d = MemoryDirectoryService::new();
+    let cache_d = CachedDirectoryService::new(Arc::new(near_d.clone()), Arc::new(far_d.clone()));
+    let t = common::diamond();
+    let mut p = cache_d.put_multiple_start();
+    for d in [&t.c, &t.d, &t.a, &t.b, &t.root] {
+        p.put(d.clone()).await.unwrap();
+    }
+    p.close().await.unwrap();
+    assert_eq!(far_d.len(), 5);
+    assert_eq!(near_d.len(), 5);
+}
+
+/// A far blob service that flips a byte of every chunk it returns.
+struct Corrupting(MemoryBlobService);
+
+#[async_trait]
+impl BlobService for Corrupting {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.0.has(digest).await
+    }
+    async fn chunks(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        self.0.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
+        Ok(self.0.read_chunk(digest).await?.map(|b| {
+            let mut v = b.to_vec();
+            if let Some(x) = v.first_mut() {
+                *x ^= 1;
+            }
+            Bytes::from(v)
+        }))
+    }
+    async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        self.0.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.0.open_write().await
+    }
+}
+
+#[tokio::test]
+async fn corrupted_far_chunk_is_refused_and_not_cached() {
+    let inner = MemoryBlobService::new();
+    let data = common::noise(1 << 20, 4);
+    let blob = common::write_blob(&inner, &data, 1 << 16).await;
+    let small = common::write_blob(&inner, b"hello", 5).await;
+    let near = MemoryBlobService::new();
+    let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(Corrupting(inner)));
+    let list = cache.chunks(&blob).await.unwrap().unwrap();
+    let err = cache.read_chunk(&list[0].digest).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Integrity { what: "chunk", expected, .. } if expected == list[0].digest),
+        "{err}"
+    );
+    let err = cache.read_chunk(&small).await.unwrap_err();
+    assert!(matches!(err, Error::Integrity { .. }), "{err}");
+    let mut r = cache.open_read(&blob).await.unwrap().unwrap();
+    let mut out = Vec::new();
+    let e = r.read_to_end(&mut out).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    assert!(out.is_empty(), "bad bytes were handed out");
+    assert!(cache.open_read(&small).await.is_err());
+    assert_eq!(near.chunk_count(), 0, "a corrupted chunk was cached");
+}
+
+/// A far directory service that answers with the wrong directories.
+struct Lying {
+    inner: MemoryDirectoryService,
+    /// Returned by `get` whatever is asked, and appended to every closure.
+    impostor: Directory,
+}
+
+#[async_trait]
+impl DirectoryService for Lying {
+    async fn get(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Directory>> {
+        Ok(self.inner.get(digest).await?.map(|_| self.impostor.clone()))
+    }
+    fn get_recursive(
+        &self,
+        root: &B3Digest,
+    ) -> BoxStream<'static, storefs_castore::Result<Directory>> {
+        let extra = futures::stream::iter([Ok(self.impostor.clone())]);
+        Box::pin(self.inner.get_recursive(root).chain(extra))
+    }
+    async fn put(&self, directory: Directory) -> storefs_castore::Result<B3Digest> {
+        self.inner.put(directory).await
+    }
+    fn put_multiple_start(&self) -> Box<dyn DirectoryPutter> {
+        self.inner.put_multiple_start()
+    }
+}
+
+#[tokio::test]
+async fn lying_far_directories_are_refused_and_not_cached() {
+    let inner = MemoryDirectoryService::new();
+    let t = common::diamond();
+    let mut p = inner.put_multiple_start();
+    for d in [&t.c, &t.d, &t.a, &t.b, &t.root] {
+        p.put(d.clone()).await.unwrap();
+    }
+    p.close().await.unwrap();
+    let near = MemoryDirectoryService::new();
+    let cache = CachedDirectoryService::new(
+        Arc::new(near.clone()),
+        Arc::new(Lying {
+            inner,
+            impostor: common::file_dir(&["impostor"]),
+        }),
+    );
+    let err = cache.get(&t.a.digest()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Integrity {
+                what: "directory",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The honest part of the closure arrives, then the stray one fails it.
+    let got: Vec<_> = cache.get_recursive(&t.root.digest()).collect().await;
+    assert_eq!(got.len(), 6);
+    assert!(got[..5].iter().all(|r| r.is_ok()));
+    assert!(matches!(got[5], Err(Error::Remote(_))), "{:?}", got[5]);
+    assert!(near.is_empty(), "a lie was cached");
+}
+
+#[tokio::test]
+async fn recursive_get_fills_near_even_over_a_partial_near() {
+    let far = MemoryDirectoryService::new();
+    let t = common::diamond();
+    let mut p = far.put_multiple_start();
+    for d in [&t.c, &t.d, &t.a, &t.b, &t.root] {
+        p.put(d.clone()).await.unwrap();
+    }
+    p.close().await.unwrap();
+    let near = MemoryDirectoryService::new();
+    let cache = CachedDirectoryService::new(Arc::new(near.clone()), Arc::new(far));
+    // A single get leaves near with the root but none of its children.
+    assert_eq!(
+        cache.get(&t.root.digest()).await.unwrap(),
+        Some(t.root.clone())
+    );
+    assert_eq!(near.len(), 1);
+    let got: Vec<_> = cache
+        .get_recursive(&t.root.digest())
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(got, vec![t.root.clone(), t.a, t.b, t.c, t.d]);
+    assert_eq!(near.len(), 5);
+    let from_near: Vec<_> = near
+        .get_recursive(&t.root.digest())
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(from_near, got);
+}
+
+/// A far blob service that counts chunk reads and answers slowly.
+struct SlowCounting {
+    inner: MemoryBlobService,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl BlobService for SlowCounting {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.inner.has(digest).await
+    }
+    async fn chunks(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        self.inner.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.inner.read_chunk(digest).await
+    }
+    async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        self.inner.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.inner.open_write().await
+    }
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_fetch() {
+    let inner = MemoryBlobService::new();
+    let data = common::noise(10_000, 31); // below `min`: one chunk
+    let d = common::write_blob(&inner, &data, 1 << 16).await;
+    let far = Arc::new(SlowCounting {
+        inner,
+        reads: Default::default(),
+    });
+    let cache = CachedBlobService::new(Arc::new(MemoryBlobService::new()), far.clone());
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.read_chunk(&d).await })
+        })
+        .collect();
+    for r in readers {
+        assert_eq!(r.await.unwrap().unwrap().unwrap().as_ref(), &data[..]);
+    }
+    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Later reads come from near.
+    cache.read_chunk(&d).await.unwrap().unwrap();
+    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A missing chunk is None for everyone, and not remembered.
+    let missing = B3Digest::of(b"missing");
+    assert_eq!(cache.read_chunk(&missing).await.unwrap(), None);
+    assert_eq!(cache.read_chunk(&missing).await.unwrap(), None);
+    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

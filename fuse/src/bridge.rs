@@ -1,0 +1,183 @@
+//! The one boundary between FUSE callbacks and async work.
+//!
+//! fuser calls the filesystem on its own threads. Every operation is an
+//! async function of [`crate::ops`]; [`Bridge::run`] polls it once on the
+//! calling thread (inside the runtime's context) and, if it is already done
+//! (everything it needed was in memory), replies at once. Otherwise the
+//! future and the `Reply*` move into a task on the tokio runtime, which
+//! replies when the future finishes, so a slow fetch blocks no other
+//! operation and no FUSE thread ever waits. A semaphore bounds the tasks
+//! working at once, and every task has a deadline: a hung remote turns
+//! into EIO after the mount's timeout, never a hang. Nothing here calls
+//! `block_on`.
+//!
+//! Errors become errno here, through [`FsError::errno`], and failures that
+//! are not ordinary answers are logged once.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use fuser::Errno;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use crate::error::FsError;
+use crate::stats::{self, MountStats};
+
+/// Runs operations for the FUSE callbacks.
+pub(crate) struct Bridge {
+    handle: Handle,
+    /// Bounds operations in flight on the runtime.
+    permits: Arc<Semaphore>,
+    timeout: Duration,
+    stats: Arc<MountStats>,
+}
+
+impl Bridge {
+    /// A bridge onto `handle`'s runtime, with at most `max_in_flight`
+    /// operations working at once, each given `timeout`.
+    pub(crate) fn new(
+        handle: Handle,
+        max_in_flight: usize,
+        timeout: Duration,
+        stats: Arc<MountStats>,
+    ) -> Self {
+        Self {
+            handle,
+            permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            timeout,
+            stats,
+        }
+    }
+
+    /// Run `op` and hand its result to `respond` together with `reply`.
+    /// `what` names the operation in logs.
+    pub(crate) fn run<T, R, F>(
+        &self,
+        what: &'static str,
+        op: F,
+        reply: R,
+        respond: impl FnOnce(R, Result<T, Errno>) + Send + 'static,
+    ) where
+        F: Future<Output = Result<T, FsError>> + Send + 'static,
+        T: Send + 'static,
+        R: Send + 'static,
+    {
+        let mut op = Box::pin(op);
+        let first = {
+            // Inside the runtime's context, so that timers and spawns made
+            // during this first poll find their runtime.
+            let _entered = self.handle.enter();
+            let mut cx = Context::from_waker(Waker::noop());
+            op.as_mut().poll(&mut cx)
+        };
+        if let Poll::Ready(res) = first {
+            respond(reply, finish(&self.stats, what, res));
+            return;
+        }
+        // Not done: whatever it waits on was registered with a no-op waker,
+        // but a spawned task is always polled at least once, which
+        // registers the task's real waker.
+        let permits = Arc::clone(&self.permits);
+        let stats = Arc::clone(&self.stats);
+        let timeout = self.timeout;
+        self.handle.spawn(async move {
+            let work = async move {
+                // The semaphore is never closed; should it be, run anyway.
+                let _permit = permits.acquire_owned().await.ok();
+                op.await
+            };
+            let res = match tokio::time::timeout(timeout, pin!(work)).await {
+                Ok(res) => res,
+                Err(_) => {
+                    stats::add(&stats.timeouts, 1);
+                    Err(FsError::Timeout {
+                        what,
+                        after: timeout,
+                    })
+                }
+            };
+            respond(reply, finish(&stats, what, res));
+        });
+    }
+}
+
+fn finish<T>(stats: &MountStats, what: &'static str, res: Result<T, FsError>) -> Result<T, Errno> {
+    res.map_err(|e| {
+        if !e.is_expected() {
+            stats::add(&stats.errors, 1);
+            tracing::warn!(op = what, error = %e, "storefs mount: operation failed");
+        }
+        e.errno()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    fn bridge(rt: &tokio::runtime::Runtime, timeout: Duration) -> Bridge {
+        Bridge::new(
+            rt.handle().clone(),
+            4,
+            timeout,
+            Arc::new(MountStats::default()),
+        )
+    }
+
+    #[test]
+    fn ready_operations_answer_on_the_calling_thread() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let b = bridge(&rt, Duration::from_secs(5));
+        let (tx, rx) = mpsc::channel();
+        let caller = std::thread::current().id();
+        b.run("t", async { Ok(7) }, tx, move |tx, r| {
+            tx.send((r, std::thread::current().id())).unwrap()
+        });
+        let (r, thread) = rx.try_recv().expect("answered before run returned");
+        assert_eq!(r, Ok(7));
+        assert_eq!(thread, caller);
+    }
+
+    #[test]
+    fn pending_operations_finish_on_the_runtime() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let b = bridge(&rt, Duration::from_secs(5));
+        let (tx, rx) = mpsc::channel();
+        b.run(
+            "t",
+            async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, FsError>("late")
+            },
+            tx,
+            |tx, r| tx.send(r).unwrap(),
+        );
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), Ok("late"));
+    }
+
+    #[test]
+    fn hung_operations_become_eio_within_the_timeout() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let b = bridge(&rt, Duration::from_millis(100));
+        let (tx, rx) = mpsc::channel();
+        let started = std::time::Instant::now();
+        b.run(
+            "hang",
+            futures::future::pending::<Result<(), FsError>>(),
+            tx,
+            |tx, r| tx.send(r).unwrap(),
+        );
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            Err(Errno::EIO)
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(b.stats.snapshot().timeouts, 1);
+    }
+}

@@ -1,0 +1,412 @@
+//! Getting chunks: an in-memory LRU of recent chunks (bounded in bytes) in
+//! front of the blob service, single-flight fetches (concurrent readers of
+//! one chunk share one request), bounded read-ahead, and the chunk lists of
+//! open files.
+//!
+//! The blob service the mount is given verifies what it returns; here each
+//! chunk is also checked against the length its chunk list announces before
+//! it is cached or handed out.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use lru::LruCache;
+use parking_lot::Mutex;
+use storefs_castore::B3Digest;
+use storefs_castore::blobservice::{BlobService, ChunkMeta};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use crate::error::FsError;
+use crate::stats::{self, MountStats};
+
+/// Unchunked blobs up to this size are fetched whole, verified and cached
+/// as one chunk. Larger ones are streamed (see [`BlobLayout::Stream`]).
+pub(crate) const WHOLE_BLOB_MAX: u64 = 16 * 1024 * 1024;
+
+/// How many chunk lists are kept in memory.
+const CHUNK_LISTS: usize = 16 * 1024;
+
+/// Where a file's bytes are.
+#[derive(Debug)]
+pub(crate) enum BlobLayout {
+    /// In chunks (a blob read whole counts as one chunk with the blob's
+    /// digest). `ends[i]` is the offset just past chunk `i`.
+    Chunks {
+        /// The chunks, in order.
+        chunks: Vec<ChunkMeta>,
+        /// Cumulative end offsets, for binary search.
+        ends: Vec<u64>,
+    },
+    /// A large blob stored unchunked: read through `open_read`, skipping to
+    /// the offset. Limitation: such a blob is verified only when a reader
+    /// reaches its end, so a read in its middle hands out bytes before the
+    /// whole blob has been checked, and random access costs a re-read from
+    /// the start (sequential readers keep their position per open file).
+    Stream {
+        /// The blob.
+        digest: B3Digest,
+        /// Its length.
+        size: u64,
+    },
+}
+
+impl BlobLayout {
+    /// The layout of a blob of `size` bytes whose chunk list is `chunks`.
+    fn new(digest: B3Digest, size: u64, chunks: Vec<ChunkMeta>) -> Result<Self, FsError> {
+        if chunks.is_empty() {
+            if size == 0 {
+                return Ok(BlobLayout::Chunks {
+                    chunks: Vec::new(),
+                    ends: Vec::new(),
+                });
+            }
+            if size > WHOLE_BLOB_MAX {
+                return Ok(BlobLayout::Stream { digest, size });
+            }
+            return Ok(BlobLayout::Chunks {
+                chunks: vec![ChunkMeta { digest, size }],
+                ends: vec![size],
+            });
+        }
+        let mut ends = Vec::with_capacity(chunks.len());
+        let mut total: u64 = 0;
+        for c in &chunks {
+            total = total.saturating_add(c.size);
+            ends.push(total);
+        }
+        if total != size {
+            return Err(FsError::SizeMismatch {
+                what: "chunk list of blob",
+                digest,
+                expected: size,
+                actual: total,
+            });
+        }
+        Ok(BlobLayout::Chunks { chunks, ends })
+    }
+}
+
+/// The chunks (by index) that hold bytes `offset..end` of a chunked blob.
+pub(crate) fn covering(ends: &[u64], offset: u64, end: u64) -> std::ops::Range<usize> {
+    if offset >= end {
+        return 0..0;
+    }
+    let first = ends.partition_point(|&e| e <= offset);
+    let last = ends.partition_point(|&e| e < end);
+    first..(last + 1).min(ends.len())
+}
+
+/// Where chunk `i` starts.
+pub(crate) fn chunk_start(ends: &[u64], i: usize) -> u64 {
+    if i == 0 {
+        0
+    } else {
+        ends.get(i - 1).copied().unwrap_or(0)
+    }
+}
+
+type ChunkFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
+
+#[derive(Debug)]
+struct ChunkLru {
+    lru: LruCache<B3Digest, Bytes>,
+    bytes: u64,
+}
+
+/// Fetches and caches chunks. The locks are `parking_lot` mutexes, held for
+/// one map operation each and never across an await.
+pub(crate) struct Fetcher {
+    blobs: Arc<dyn BlobService>,
+    stats: Arc<MountStats>,
+    handle: Handle,
+    timeout: Duration,
+    cache: Mutex<ChunkLru>,
+    cache_max_bytes: u64,
+    chunk_lists: Mutex<LruCache<B3Digest, Arc<BlobLayout>>>,
+    inflight: Mutex<HashMap<B3Digest, ChunkFuture>>,
+    /// Bounds read-ahead fetches in flight; read-ahead is skipped when none
+    /// is free rather than queued.
+    readahead: Arc<Semaphore>,
+}
+
+impl Fetcher {
+    /// A fetcher over `blobs`, caching up to `cache_max_bytes` of chunks.
+    pub(crate) fn new(
+        blobs: Arc<dyn BlobService>,
+        stats: Arc<MountStats>,
+        handle: Handle,
+        timeout: Duration,
+        cache_max_bytes: u64,
+        readahead_in_flight: usize,
+    ) -> Self {
+        Self {
+            blobs,
+            stats,
+            handle,
+            timeout,
+            cache: Mutex::new(ChunkLru {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+            }),
+            cache_max_bytes,
+            chunk_lists: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CHUNK_LISTS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            inflight: Mutex::new(HashMap::new()),
+            readahead: Arc::new(Semaphore::new(readahead_in_flight.max(1))),
+        }
+    }
+
+    /// The blob service, for the streaming fallback.
+    pub(crate) fn blobs(&self) -> &Arc<dyn BlobService> {
+        &self.blobs
+    }
+
+    /// The layout of blob `digest` (`size` bytes, as its file entry says):
+    /// from memory if known, else one `chunks` call.
+    pub(crate) async fn layout(
+        &self,
+        digest: B3Digest,
+        size: u64,
+    ) -> Result<Arc<BlobLayout>, FsError> {
+        if let Some(l) = self.chunk_lists.lock().get(&digest).cloned() {
+            stats::add(&self.stats.chunk_list_hits, 1);
+            return Ok(l);
+        }
+        stats::add(&self.stats.chunk_list_misses, 1);
+        let chunks = if size == 0 {
+            // The empty blob need not even be stored.
+            Vec::new()
+        } else {
+            match self.blobs.chunks(&digest).await? {
+                Some(c) => c,
+                None => {
+                    return Err(FsError::Missing {
+                        what: "blob",
+                        digest,
+                    });
+                }
+            }
+        };
+        let layout = Arc::new(BlobLayout::new(digest, size, chunks)?);
+        self.chunk_lists.lock().put(digest, layout.clone());
+        Ok(layout)
+    }
+
+    fn cache_get(&self, digest: &B3Digest) -> Option<Bytes> {
+        self.cache.lock().lru.get(digest).cloned()
+    }
+
+    fn cache_put(&self, digest: B3Digest, data: Bytes) {
+        let len = data.len() as u64;
+        if len > self.cache_max_bytes {
+            return;
+        }
+        let mut c = self.cache.lock();
+        if let Some(old) = c.lru.put(digest, data) {
+            c.bytes = c.bytes.saturating_sub(old.len() as u64);
+        }
+        c.bytes += len;
+        while c.bytes > self.cache_max_bytes {
+            match c.lru.pop_lru() {
+                Some((_, old)) => c.bytes = c.bytes.saturating_sub(old.len() as u64),
+                None => break,
+            }
+        }
+        stats::set(&self.stats.chunk_cache_bytes, c.bytes);
+    }
+
+    /// Whether the chunk is cached or being fetched already.
+    fn is_known(&self, digest: &B3Digest) -> bool {
+        self.cache.lock().lru.contains(digest) || self.inflight.lock().contains_key(digest)
+    }
+
+    /// The bytes of one chunk: from the cache, else by joining the fetch
+    /// already in flight, else by starting one. Ready at once on a hit.
+    pub(crate) fn chunk(
+        self: &Arc<Self>,
+        meta: ChunkMeta,
+    ) -> BoxFuture<'static, Result<Bytes, FsError>> {
+        if let Some(b) = self.cache_get(&meta.digest) {
+            stats::add(&self.stats.chunk_cache_hits, 1);
+            return futures::future::ready(Ok(b)).boxed();
+        }
+        stats::add(&self.stats.chunk_cache_misses, 1);
+        self.join_or_start(meta)
+    }
+
+    fn join_or_start(
+        self: &Arc<Self>,
+        meta: ChunkMeta,
+    ) -> BoxFuture<'static, Result<Bytes, FsError>> {
+        let mut inflight = self.inflight.lock();
+        // Check the cache again under the in-flight lock: a fetch caches its
+        // chunk before it leaves the map, so the chunk is in one or the other
+        // and is never fetched twice.
+        if let Some(b) = self.cache_get(&meta.digest) {
+            return futures::future::ready(Ok(b)).boxed();
+        }
+        inflight
+            .entry(meta.digest)
+            .or_insert_with(|| {
+                let this = Arc::clone(self);
+                async move { this.fetch(meta).await }.boxed().shared()
+            })
+            .clone()
+            .boxed()
+    }
+
+    /// One fetch from the blob service, with its own deadline so that a
+    /// hung request leaves the in-flight map even if every waiter gave up.
+    async fn fetch(self: Arc<Self>, meta: ChunkMeta) -> Result<Bytes, FsError> {
+        let res = match tokio::time::timeout(self.timeout, self.blobs.read_chunk(&meta.digest))
+            .await
+        {
+            Err(_) => {
+                stats::add(&self.stats.timeouts, 1);
+                Err(FsError::Timeout {
+                    what: "chunk fetch",
+                    after: self.timeout,
+                })
+            }
+            Ok(Err(e)) => Err(FsError::from(e)),
+            Ok(Ok(None)) => Err(FsError::Missing {
+                what: "chunk",
+                digest: meta.digest,
+            }),
+            Ok(Ok(Some(data))) if data.len() as u64 != meta.size => Err(FsError::SizeMismatch {
+                what: "chunk",
+                digest: meta.digest,
+                expected: meta.size,
+                actual: data.len() as u64,
+            }),
+            Ok(Ok(Some(data))) => {
+                stats::add(&self.stats.chunks_fetched, 1);
+                stats::add(&self.stats.bytes_fetched, data.len() as u64);
+                self.cache_put(meta.digest, data.clone());
+                Ok(data)
+            }
+        };
+        self.inflight.lock().remove(&meta.digest);
+        res
+    }
+
+    /// Start fetching `metas` in the background (read-ahead), skipping what
+    /// is cached or in flight, as far as read-ahead permits are free.
+    pub(crate) fn prefetch(self: &Arc<Self>, metas: impl Iterator<Item = ChunkMeta>) {
+        for meta in metas {
+            if self.is_known(&meta.digest) {
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&self.readahead).try_acquire_owned() else {
+                return;
+            };
+            stats::add(&self.stats.readahead_chunks, 1);
+            let fut = self.join_or_start(meta);
+            self.handle.spawn(async move {
+                // A failed read-ahead is not an error: the reader that needs
+                // the chunk will fetch it again and see the error itself.
+                let _ = fut.await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Bytes `offset..offset+len` of a chunked blob, clipped to its end.
+    /// Fetches the covering chunks concurrently.
+    pub(crate) fn read_chunks(
+        self: &Arc<Self>,
+        chunks: &[ChunkMeta],
+        ends: &[u64],
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Bytes, FsError>> + Send + 'static {
+        let total = ends.last().copied().unwrap_or(0);
+        let end = offset.saturating_add(len).min(total);
+        let range = covering(ends, offset, end);
+        let first_start = chunk_start(ends, range.start);
+        let futs: Vec<_> = chunks[range.clone()]
+            .iter()
+            .map(|m| self.chunk(*m))
+            .collect();
+        async move {
+            if futs.is_empty() {
+                return Ok(Bytes::new());
+            }
+            let parts = futures::future::try_join_all(futs).await?;
+            // Offsets into the concatenation of the covering chunks.
+            let skip = offset.saturating_sub(first_start) as usize;
+            let want = (end - offset) as usize;
+            if parts.len() == 1 {
+                let p = &parts[0];
+                return Ok(p.slice(skip.min(p.len())..(skip + want).min(p.len())));
+            }
+            let mut out = Vec::with_capacity(want);
+            let mut pos = 0usize; // offset of the current part in the concatenation
+            for p in &parts {
+                let from = skip.saturating_sub(pos).min(p.len());
+                let to = (skip + want).saturating_sub(pos).min(p.len());
+                if from < to {
+                    out.extend_from_slice(&p[from..to]);
+                }
+                pos += p.len();
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn covering_finds_the_chunks_of_a_range() {
+        let ends = [10, 20, 30];
+        assert_eq!(covering(&ends, 0, 10), 0..1);
+        assert_eq!(covering(&ends, 0, 11), 0..2);
+        assert_eq!(covering(&ends, 9, 10), 0..1);
+        assert_eq!(covering(&ends, 10, 20), 1..2);
+        assert_eq!(covering(&ends, 15, 25), 1..3);
+        assert_eq!(covering(&ends, 0, 30), 0..3);
+        assert_eq!(covering(&ends, 29, 30), 2..3);
+        assert_eq!(covering(&ends, 30, 30), 0..0);
+        assert_eq!(chunk_start(&ends, 0), 0);
+        assert_eq!(chunk_start(&ends, 2), 20);
+    }
+
+    #[test]
+    fn layouts() {
+        let d = B3Digest::of(b"blob");
+        match BlobLayout::new(d, 5, vec![]).unwrap() {
+            BlobLayout::Chunks { chunks, ends } => {
+                assert_eq!(chunks, vec![ChunkMeta { digest: d, size: 5 }]);
+                assert_eq!(ends, vec![5]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            BlobLayout::new(d, WHOLE_BLOB_MAX + 1, vec![]).unwrap(),
+            BlobLayout::Stream { .. }
+        ));
+        let c = ChunkMeta {
+            digest: B3Digest::of(b"c"),
+            size: 3,
+        };
+        assert!(matches!(
+            BlobLayout::new(d, 7, vec![c, c]),
+            Err(FsError::SizeMismatch {
+                expected: 7,
+                actual: 6,
+                ..
+            })
+        ));
+    }
+}

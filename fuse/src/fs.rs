@@ -1,0 +1,258 @@
+//! The `fuser::Filesystem` implementation: thin callbacks that hand each
+//! operation of [`crate::ops`] to the [`Bridge`] together with its reply.
+//!
+//! `batch_forget` keeps fuser's default, which calls [`Filesystem::forget`]
+//! for each node (fuser does not export the type its signature names).
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fuser::{
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+};
+
+use crate::attr::{BLKSIZE, TTL};
+use crate::bridge::Bridge;
+use crate::ops::FsInner;
+use crate::reader::MAX_READ;
+
+/// The filesystem fuser runs.
+pub(crate) struct StoreFs {
+    inner: Arc<FsInner>,
+    bridge: Bridge,
+}
+
+impl StoreFs {
+    /// A filesystem over `inner`, running operations through `bridge`.
+    pub(crate) fn new(inner: Arc<FsInner>, bridge: Bridge) -> Self {
+        Self { inner, bridge }
+    }
+}
+
+/// Answer an xattr request of `size` bytes with `value` (the size alone
+/// when `size` is 0, ERANGE when it is too small).
+fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, crate::error::FsError>) {
+    match value {
+        Err(e) => reply.error(e.errno()),
+        Ok(v) if size == 0 => reply.size(u32::try_from(v.len()).unwrap_or(u32::MAX)),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+    }
+}
+
+impl Filesystem for StoreFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // Each capability on its own: an old kernel lacking one still mounts.
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_MAX_PAGES,
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                tracing::debug!(?flag, "kernel lacks FUSE capability");
+            }
+        }
+        // max_write also sets max_pages, which bounds reads: 1 MiB reads.
+        let max = u32::try_from(MAX_READ).unwrap_or(u32::MAX);
+        if let Err(nearest) = config.set_max_write(max) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(max) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = Bytes::copy_from_slice(name.as_bytes());
+        let op = Arc::clone(&self.inner).lookup(parent.0, name);
+        self.bridge.run("lookup", op, reply, |reply, r| match r {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inner.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.inner.getattr(ino.0) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.inner.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let op = Arc::clone(&self.inner).open(ino.0, write);
+        self.bridge.run("open", op, reply, |reply, r| match r {
+            // Immutable content: the kernel may keep its page cache across opens.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let op = self.inner.read(fh.0, offset, size);
+        self.bridge.run("read", op, reply, |reply, r| match r {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.inner.release(fh.0);
+        reply.ok();
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let op = Arc::clone(&self.inner).opendir(ino.0);
+        self.bridge.run("opendir", op, reply, |reply, r| match r {
+            Ok((fh, true)) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(e),
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        let op = Arc::clone(&self.inner).readdir(ino.0, fh.0, offset);
+        self.bridge
+            .run("readdir", op, reply, |mut reply, r| match r {
+                Ok(items) => {
+                    for item in items {
+                        let name = OsStr::from_bytes(&item.name);
+                        if reply.add(INodeNo(item.ino), item.next_offset, item.kind, name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(e),
+            });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let inner = Arc::clone(&self.inner);
+        let op = Arc::clone(&self.inner).readdirplus(ino.0, fh.0, offset);
+        self.bridge
+            .run("readdirplus", op, reply, move |mut reply, r| match r {
+                Ok(items) => {
+                    let mut full = false;
+                    for item in items {
+                        if !full {
+                            let name = OsStr::from_bytes(&item.name);
+                            full = reply.add(
+                                item.attr.ino,
+                                item.next_offset,
+                                name,
+                                &TTL,
+                                &item.attr,
+                                Generation(0),
+                            );
+                        }
+                        // What did not fit never reaches the kernel: take its
+                        // lookup back.
+                        if full && item.counted {
+                            inner.forget(item.attr.ino.0, 1);
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(e),
+            });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.inner.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let files = self.inner.stats.snapshot().inodes;
+        reply.statfs(0, 0, 0, files, 0, BLKSIZE, 255, BLKSIZE);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, size, self.inner.xattr(ino.0, name.as_bytes()));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        reply_xattr(reply, size, self.inner.xattr_names(ino.0));
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        match self.inner.kind(ino.0) {
+            Some(_) => reply.ok(),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+}

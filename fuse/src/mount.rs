@@ -1,0 +1,341 @@
+//! Mounting: the configuration the CLI fills in, [`mount`], and the handle
+//! that waits for or ends the mount.
+//!
+//! A stale mount at the mountpoint (its `stat` fails with `ENOTCONN`, left
+//! by a process that died without unmounting) is detached first. As root
+//! fuser mounts with mount(2); otherwise it goes through `fusermount3`.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{BackgroundSession, MountOption, SessionACL};
+use storefs_castore::blobservice::BlobService;
+use storefs_castore::directoryservice::DirectoryService;
+use storefs_store::pathinfoservice::PathInfoService;
+use tokio::runtime::Handle;
+
+use crate::bridge::Bridge;
+use crate::fetch::Fetcher;
+use crate::fs::StoreFs;
+use crate::ops::{FsInner, InnerConfig};
+use crate::stats::MountStats;
+
+/// How to mount. Build it with [`MountConfig::new`] and change the fields
+/// you need.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MountConfig {
+    /// Where to mount (an existing directory).
+    pub mountpoint: PathBuf,
+    /// Whether `readdir` of the root lists every store path the path info
+    /// service knows (`--list-root`); otherwise the root lists nothing and
+    /// store paths appear only when looked up by name.
+    pub list_root: bool,
+    /// FUSE threads reading requests from the kernel (`--threads`). Slow
+    /// work never runs on them, so a few suffice.
+    pub threads: usize,
+    /// Deadline of every operation that waits on a service (`--timeout`):
+    /// past it the operation fails with EIO.
+    pub timeout: Duration,
+    /// Whether users other than the one mounting may use the mount
+    /// (`--allow-other`; unprivileged, needs `user_allow_other` in
+    /// /etc/fuse.conf).
+    pub allow_other: bool,
+    /// The store directory the mount serves (`--store-dir`), shown as the
+    /// mount's source in /proc/mounts. The mount does not rewrite paths.
+    pub store_dir: String,
+    /// Operations working on the tokio runtime at once.
+    pub max_in_flight: usize,
+    /// Bytes of recently read chunks kept in memory.
+    pub chunk_cache_bytes: u64,
+    /// Chunks fetched ahead of a sequential reader.
+    pub readahead_chunks: usize,
+    /// Read-ahead fetches in flight at once, over all files.
+    pub readahead_in_flight: usize,
+    /// Directory entries kept in memory (beyond that, directories are asked
+    /// of the directory service again, which the CLI backs with a local
+    /// cache).
+    pub dir_cache_entries: usize,
+}
+
+impl MountConfig {
+    /// The defaults, mounting at `mountpoint`.
+    pub fn new(mountpoint: impl Into<PathBuf>) -> Self {
+        Self {
+            mountpoint: mountpoint.into(),
+            list_root: false,
+            threads: 2,
+            timeout: Duration::from_secs(10),
+            allow_other: false,
+            store_dir: "/nix/store".to_owned(),
+            max_in_flight: 256,
+            chunk_cache_bytes: 64 * 1024 * 1024,
+            readahead_chunks: 8,
+            readahead_in_flight: 16,
+            dir_cache_entries: 200_000,
+        }
+    }
+}
+
+/// Why mounting or unmounting failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    /// The configuration cannot work.
+    #[error("invalid mount configuration: {0}")]
+    Config(String),
+    /// A stale mount at the mountpoint could not be detached.
+    #[error("cannot clear the stale mount at {path}: {message}")]
+    Stale {
+        /// The mountpoint.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The mount itself failed (no /dev/fuse, no fusermount3, not a
+    /// directory, no permission).
+    #[error("cannot mount at {path}: {source}")]
+    Mount {
+        /// The mountpoint.
+        path: PathBuf,
+        /// The error from mount(2) or fusermount3.
+        source: std::io::Error,
+    },
+    /// Unmounting failed.
+    #[error("cannot unmount {path}: {message}")]
+    Unmount {
+        /// The mountpoint.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// The session ended with an error reading from the kernel.
+    #[error("the mount at {path} ended with an error: {source}")]
+    Session {
+        /// The mountpoint.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Mount the store given by `blobs`, `directories` and `path_infos` at
+/// `config.mountpoint`, running async work on `runtime`.
+///
+/// Returns once the kernel has initialised the mount: from then on it
+/// serves requests on its own threads. You must keep the [`MountHandle`]
+/// (dropping it unmounts) and call [`MountHandle::wait`] or
+/// [`MountHandle::unmount`]; both block, so call them outside the runtime's
+/// worker threads (e.g. in `spawn_blocking`). Signals are the caller's: on
+/// SIGINT/SIGTERM call [`Unmounter::unmount`] (from
+/// [`MountHandle::unmounter`]) and `wait` returns.
+pub fn mount(
+    config: MountConfig,
+    blobs: Arc<dyn BlobService>,
+    directories: Arc<dyn DirectoryService>,
+    path_infos: Arc<dyn PathInfoService>,
+    runtime: Handle,
+) -> Result<MountHandle, MountError> {
+    if config.timeout.is_zero() {
+        return Err(MountError::Config("timeout must be more than zero".into()));
+    }
+    clear_stale(&config.mountpoint)?;
+    let stats = Arc::new(MountStats::default());
+    let fetcher = Arc::new(Fetcher::new(
+        blobs,
+        Arc::clone(&stats),
+        runtime.clone(),
+        config.timeout,
+        config.chunk_cache_bytes,
+        config.readahead_in_flight,
+    ));
+    let inner = Arc::new(FsInner::new(
+        directories,
+        path_infos,
+        fetcher,
+        Arc::clone(&stats),
+        InnerConfig {
+            list_root: config.list_root,
+            readahead_chunks: config.readahead_chunks,
+            dir_cache_entries: config.dir_cache_entries,
+        },
+    ));
+    let bridge = Bridge::new(
+        runtime,
+        config.max_in_flight,
+        config.timeout,
+        Arc::clone(&stats),
+    );
+    let fs = StoreFs::new(inner, bridge);
+
+    let mut fuse_config = fuser::Config::default();
+    fuse_config.mount_options = vec![
+        MountOption::FSName("storefs".to_owned()),
+        MountOption::Subtype("storefs".to_owned()),
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+        MountOption::Exec,
+        MountOption::DefaultPermissions,
+    ];
+    fuse_config.acl = if config.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    let threads = config.threads.max(1);
+    fuse_config.n_threads = Some(threads);
+    fuse_config.clone_fd = threads > 1;
+
+    let session = fuser::spawn_mount(fs, &config.mountpoint, &fuse_config).map_err(|source| {
+        MountError::Mount {
+            path: config.mountpoint.clone(),
+            source,
+        }
+    })?;
+    tracing::info!(
+        mountpoint = %config.mountpoint.display(),
+        store_dir = %config.store_dir,
+        "storefs mount ready"
+    );
+    Ok(MountHandle {
+        mountpoint: config.mountpoint,
+        session: Some(session),
+        stats,
+    })
+}
+
+/// A live mount. Dropping it unmounts (lazily) and waits for the session.
+#[derive(Debug)]
+pub struct MountHandle {
+    mountpoint: PathBuf,
+    session: Option<BackgroundSession>,
+    stats: Arc<MountStats>,
+}
+
+impl MountHandle {
+    /// Where it is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The mount's live figures.
+    pub fn stats(&self) -> Arc<MountStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Something that unmounts this mount from any thread (a signal
+    /// handler task, say), making [`MountHandle::wait`] return.
+    pub fn unmounter(&self) -> Unmounter {
+        Unmounter {
+            mountpoint: self.mountpoint.clone(),
+        }
+    }
+
+    /// Block until the mount goes away (through [`Unmounter::unmount`],
+    /// `umount`, `fusermount3 -u`, or the kernel aborting the connection).
+    pub fn wait(mut self) -> Result<(), MountError> {
+        self.join()
+    }
+
+    /// Unmount (lazily: programs still inside keep working until they leave)
+    /// and wait for the session to end.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        lazy_unmount(&self.mountpoint)?;
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<(), MountError> {
+        match self.session.take() {
+            Some(session) => session.join().map_err(|source| MountError::Session {
+                path: self.mountpoint.clone(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if self.session.is_some() {
+            if let Err(e) = lazy_unmount(&self.mountpoint) {
+                tracing::warn!(error = %e, "storefs mount: unmount on drop failed");
+            }
+            if let Err(e) = self.join() {
+                tracing::warn!(error = %e, "storefs mount: session ended with an error");
+            }
+        }
+    }
+}
+
+/// Unmounts a mount from anywhere. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Unmounter {
+    mountpoint: PathBuf,
+}
+
+impl Unmounter {
+    /// Detach the mount (lazy unmount). Unmounting a mountpoint that is no
+    /// longer mounted is not an error.
+    pub fn unmount(&self) -> Result<(), MountError> {
+        lazy_unmount(&self.mountpoint)
+    }
+}
+
+/// Detach a stale FUSE mount at `path`, if there is one.
+fn clear_stale(path: &Path) -> Result<(), MountError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::info!(mountpoint = %path.display(), "clearing stale mount");
+            lazy_unmount(path).map_err(|e| MountError::Stale {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Lazily unmount `path`: umount2(MNT_DETACH) when we may (root), else
+/// `fusermount3 -uz` (or `fusermount -uz`).
+fn lazy_unmount(path: &Path) -> Result<(), MountError> {
+    let err = |message: String| MountError::Unmount {
+        path: path.to_owned(),
+        message,
+    };
+    let c_path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| err("the path contains NUL".to_owned()))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the
+    // call; umount2 reads it and touches no memory of ours otherwise.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let errno = std::io::Error::last_os_error();
+    if errno.raw_os_error() == Some(libc::EINVAL) {
+        // Not a mount point (any more): nothing to do.
+        return Ok(());
+    }
+    let mut last = format!("umount2: {errno}");
+    for helper in ["fusermount3", "fusermount"] {
+        match Command::new(helper)
+            .args(["-u", "-z", "-q", "--"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+        {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => last = format!("{helper}: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            Err(e) => last = format!("{helper}: {e}"),
+        }
+    }
+    Err(err(last))
+}

@@ -1,0 +1,567 @@
+//! The filesystem's operations, as async functions over shared state.
+//!
+//! Each returns `Result<_, FsError>`; [`crate::bridge`] runs them for the
+//! FUSE callbacks. They are written so that when everything they need is in
+//! memory they finish without ever yielding, and the bridge answers on the
+//! FUSE thread at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use fuser::{FileAttr, FileType};
+use futures::TryStreamExt;
+use parking_lot::Mutex;
+use storefs_castore::directoryservice::DirectoryService;
+use storefs_castore::{B3Digest, Directory, Node};
+use storefs_store::pathinfoservice::PathInfoService;
+use storefs_store::store_path::{HASH_PART_LEN, parse_hash_part};
+
+use crate::attr::{attr, dir_nlink, kind};
+use crate::error::FsError;
+use crate::fetch::Fetcher;
+use crate::inodes::{InodeData, InodeKey, InodeTable, ROOT_INO};
+use crate::reader::{self, OpenFile};
+use crate::stats::{self, MountStats};
+
+/// The xattr naming a file's blob digest (hex).
+pub(crate) const XATTR_BLOB: &str = "user.storefs.blob.digest";
+/// The xattr naming a directory's digest (hex).
+pub(crate) const XATTR_DIRECTORY: &str = "user.storefs.directory.digest";
+/// The xattr of the root holding the mount's figures (JSON).
+pub(crate) const XATTR_STATS: &str = "user.storefs.stats";
+
+/// At most this many entries go into one readdirplus answer: each creates
+/// an inode (and counts a lookup) before we know whether the kernel's buffer
+/// holds it; those that do not fit are forgotten again at once.
+const READDIRPLUS_BATCH: usize = 32;
+
+/// Bound on the set of store paths whose closure was fetched; cleared when
+/// it grows past this (a refetch costs one round trip, nothing more).
+const CLOSURES_REMEMBERED: usize = 64 * 1024;
+
+/// The `d_ino` of a readdir entry that has no inode yet (libfuse's
+/// `FUSE_UNKNOWN_INO`): plain readdir does not count lookups, so it must
+/// not create inodes.
+const UNKNOWN_INO: u64 = 0xffff_ffff;
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone)]
+pub(crate) struct ListItem {
+    /// The offset of the entry after this one.
+    pub(crate) next_offset: u64,
+    /// The name.
+    pub(crate) name: Bytes,
+    /// For readdir: the inode number (maybe [`UNKNOWN_INO`]) and type.
+    pub(crate) ino: u64,
+    /// The entry's type.
+    pub(crate) kind: FileType,
+}
+
+/// An entry of a readdirplus answer: the inode was looked up once.
+#[derive(Debug, Clone)]
+pub(crate) struct PlusItem {
+    /// The offset of the entry after this one.
+    pub(crate) next_offset: u64,
+    /// The name.
+    pub(crate) name: Bytes,
+    /// Its attributes (`attr.ino` is its inode).
+    pub(crate) attr: FileAttr,
+    /// Whether a lookup was counted for it (not for `.` and `..`).
+    pub(crate) counted: bool,
+}
+
+/// A snapshot of the root's entries: base name and root node, sorted.
+type RootListing = Vec<(Bytes, Node)>;
+
+/// The state every operation shares.
+pub(crate) struct FsInner {
+    pub(crate) inodes: InodeTable,
+    dirs: crate::dircache::DirCache,
+    dir_service: Arc<dyn DirectoryService>,
+    pathinfo: Arc<dyn PathInfoService>,
+    pub(crate) fetcher: Arc<Fetcher>,
+    pub(crate) stats: Arc<MountStats>,
+    /// Open files by handle. `parking_lot`: held for one map operation.
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Snapshots of the root listing, by directory handle.
+    listings: Mutex<HashMap<u64, Arc<RootListing>>>,
+    next_fh: AtomicU64,
+    /// Store paths (by root directory digest) whose closure was fetched.
+    closures: Mutex<HashSet<B3Digest>>,
+    list_root: bool,
+    readahead_chunks: usize,
+}
+
+/// What [`FsInner::new`] needs beyond the services.
+pub(crate) struct InnerConfig {
+    pub(crate) list_root: bool,
+    pub(crate) readahead_chunks: usize,
+    pub(crate) dir_cache_entries: usize,
+}
+
+impl FsInner {
+    /// Shared state over these services.
+    pub(crate) fn new(
+        dir_service: Arc<dyn DirectoryService>,
+        pathinfo: Arc<dyn PathInfoService>,
+        fetcher: Arc<Fetcher>,
+        stats: Arc<MountStats>,
+        config: InnerConfig,
+    ) -> Self {
+        stats::set(&stats.inodes, 1);
+        Self {
+            inodes: InodeTable::new(),
+            dirs: crate::dircache::DirCache::new(config.dir_cache_entries),
+            dir_service,
+            pathinfo,
+            fetcher,
+            stats,
+            files: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            closures: Mutex::new(HashSet::new()),
+            list_root: config.list_root,
+            readahead_chunks: config.readahead_chunks,
+        }
+    }
+
+    fn inode(&self, ino: u64) -> Result<Arc<InodeData>, FsError> {
+        self.inodes.get(ino).ok_or(FsError::UnknownInode(ino))
+    }
+
+    fn count_inodes(&self) {
+        stats::set(&self.stats.inodes, self.inodes.len() as u64);
+    }
+
+    /// One directory: from memory, else from the directory service
+    /// (checked against its digest).
+    async fn dir(&self, digest: B3Digest) -> Result<Arc<Directory>, FsError> {
+        if let Some(d) = self.dirs.get(&digest) {
+            return Ok(d);
+        }
+        stats::add(&self.stats.directories_fetched, 1);
+        let dir = self
+            .dir_service
+            .get(&digest)
+            .await?
+            .ok_or(FsError::Missing {
+                what: "directory",
+                digest,
+            })?;
+        let actual = dir.digest();
+        if actual != digest {
+            return Err(FsError::DirectoryDigest {
+                expected: digest,
+                actual,
+            });
+        }
+        let dir = Arc::new(dir);
+        self.dirs.insert(digest, dir.clone());
+        Ok(dir)
+    }
+
+    /// Fetch the whole closure of a store path's root directory in one
+    /// recursive call, once per store path.
+    async fn ensure_closure(&self, root: B3Digest) -> Result<(), FsError> {
+        if self.closures.lock().contains(&root) {
+            return Ok(());
+        }
+        stats::add(&self.stats.closures_fetched, 1);
+        let mut stream = self.dir_service.get_recursive(&root);
+        let mut seen = 0usize;
+        while let Some(dir) = stream.try_next().await? {
+            let digest = dir.digest();
+            self.dirs.insert(digest, Arc::new(dir));
+            seen += 1;
+        }
+        if seen == 0 {
+            return Err(FsError::Missing {
+                what: "directory",
+                digest: root,
+            });
+        }
+        let mut closures = self.closures.lock();
+        if closures.len() >= CLOSURES_REMEMBERED {
+            closures.clear();
+        }
+        closures.insert(root);
+        Ok(())
+    }
+
+    /// The inode data for `node`, loading a directory for its link count.
+    async fn node_data(&self, parent: u64, node: &Node) -> Result<InodeData, FsError> {
+        Ok(match node {
+            Node::Directory { digest, .. } => {
+                let dir = self.dir(*digest).await?;
+                InodeData::Directory {
+                    digest: *digest,
+                    nlink: dir_nlink(dir.child_directories().count()),
+                    parent,
+                }
+            }
+            Node::File {
+                digest,
+                size,
+                executable,
+            } => InodeData::File {
+                digest: *digest,
+                size: *size,
+                executable: *executable,
+            },
+            Node::Symlink { target } => InodeData::Symlink {
+                target: target.clone(),
+            },
+        })
+    }
+
+    /// Count one lookup of the child `name` (which is `node`) of `parent`.
+    async fn child(&self, parent: u64, name: &[u8], node: &Node) -> Result<FileAttr, FsError> {
+        let key = InodeKey::for_node(parent, name, node);
+        let data = match self.inodes.find(&key) {
+            Some((_, data)) => (*data).clone(),
+            None => self.node_data(parent, node).await?,
+        };
+        let (ino, data) = self.inodes.lookup(key, || data);
+        self.count_inodes();
+        Ok(attr(ino, &data))
+    }
+
+    /// `lookup`: the child `name` of `parent`.
+    pub(crate) async fn lookup(
+        self: Arc<Self>,
+        parent: u64,
+        name: Bytes,
+    ) -> Result<FileAttr, FsError> {
+        if parent == ROOT_INO {
+            return self.lookup_root(name).await;
+        }
+        let data = self.inode(parent)?;
+        let InodeData::Directory { digest, .. } = &*data else {
+            return Err(FsError::NotDirectory(parent));
+        };
+        let dir = self.dir(*digest).await?;
+        let node = dir.get(&name).ok_or(FsError::NotFound)?.clone();
+        self.child(parent, &name, &node).await
+    }
+
+    /// A store path by its base name: the hash part is asked of the path
+    /// info service, and the name must match.
+    async fn lookup_root(&self, name: Bytes) -> Result<FileAttr, FsError> {
+        let (digest, path_name) = parse_root_name(&name).ok_or(FsError::NotFound)?;
+        let key = InodeKey::Child {
+            parent: ROOT_INO,
+            name: name.clone(),
+        };
+        if let Some((_, data)) = self.inodes.find(&key) {
+            // Known already; make sure its closure was fetched (readdirplus
+            // of the root creates inodes without it).
+            if let InodeData::Directory { digest, .. } = &*data {
+                self.ensure_closure(*digest).await?;
+            }
+            let (ino, data) = self.inodes.lookup(key, || (*data).clone());
+            self.count_inodes();
+            return Ok(attr(ino, &data));
+        }
+        stats::add(&self.stats.path_infos_fetched, 1);
+        let info = self.pathinfo.get(digest).await?.ok_or(FsError::NotFound)?;
+        if info.store_path.name() != path_name {
+            return Err(FsError::NotFound);
+        }
+        if let Node::Directory { digest, .. } = &info.node {
+            self.ensure_closure(*digest).await?;
+        }
+        self.child(ROOT_INO, &name, &info.node).await
+    }
+
+    /// `getattr`.
+    pub(crate) fn getattr(&self, ino: u64) -> Result<FileAttr, FsError> {
+        Ok(attr(ino, &*self.inode(ino)?))
+    }
+
+    /// `readlink`.
+    pub(crate) fn readlink(&self, ino: u64) -> Result<Bytes, FsError> {
+        match &*self.inode(ino)? {
+            InodeData::Symlink { target } => Ok(target.to_bytes()),
+            _ => Err(FsError::WrongType(ino)),
+        }
+    }
+
+    /// `forget`.
+    pub(crate) fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+        self.count_inodes();
+    }
+
+    /// `open`: learn the file's chunk list (from memory if known) and hand
+    /// out a handle.
+    pub(crate) async fn open(self: Arc<Self>, ino: u64, write: bool) -> Result<u64, FsError> {
+        let data = self.inode(ino)?;
+        let (digest, size) = match &*data {
+            InodeData::File { digest, size, .. } => (*digest, *size),
+            InodeData::Root | InodeData::Directory { .. } => return Err(FsError::IsDirectory(ino)),
+            InodeData::Symlink { .. } => return Err(FsError::WrongType(ino)),
+        };
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        let layout = self.fetcher.layout(digest, size).await?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let mut files = self.files.lock();
+        files.insert(fh, Arc::new(OpenFile::new(layout)));
+        stats::set(&self.stats.open_files, files.len() as u64);
+        Ok(fh)
+    }
+
+    /// `read`.
+    pub(crate) fn read(
+        self: &Arc<Self>,
+        fh: u64,
+        offset: u64,
+        size: u32,
+    ) -> futures::future::BoxFuture<'static, Result<Bytes, FsError>> {
+        use futures::FutureExt;
+        let Some(file) = self.files.lock().get(&fh).cloned() else {
+            return futures::future::ready(Err(FsError::UnknownHandle(fh))).boxed();
+        };
+        reader::read(
+            &self.fetcher,
+            &self.stats,
+            &file,
+            offset,
+            u64::from(size),
+            self.readahead_chunks,
+        )
+    }
+
+    /// `release`.
+    pub(crate) fn release(&self, fh: u64) {
+        let mut files = self.files.lock();
+        files.remove(&fh);
+        stats::set(&self.stats.open_files, files.len() as u64);
+    }
+
+    /// `opendir`: a handle, and whether the kernel may cache the listing.
+    /// The root's listing is a snapshot taken here (`--list-root`) or empty.
+    pub(crate) async fn opendir(self: Arc<Self>, ino: u64) -> Result<(u64, bool), FsError> {
+        match &*self.inode(ino)? {
+            InodeData::Root => {
+                let mut entries = Vec::new();
+                if self.list_root {
+                    let mut list = self.pathinfo.list();
+                    while let Some(info) = list.try_next().await? {
+                        entries.push((Bytes::from(info.store_path.base_name()), info.node));
+                    }
+                    entries.sort_by(|a, b| a.0.cmp(&b.0));
+                    entries.dedup_by(|a, b| a.0 == b.0);
+                }
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                self.listings.lock().insert(fh, Arc::new(entries));
+                // New store paths may appear: the root is not cached.
+                Ok((fh, false))
+            }
+            InodeData::Directory { .. } => Ok((0, true)),
+            _ => Err(FsError::NotDirectory(ino)),
+        }
+    }
+
+    /// `releasedir`.
+    pub(crate) fn releasedir(&self, fh: u64) {
+        self.listings.lock().remove(&fh);
+    }
+
+    /// The children of directory `ino` (with `.` and `..` first), from
+    /// position `offset` on, as `(next_offset, name, node)`; `.` and `..`
+    /// have no node.
+    async fn children(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+    ) -> Result<(u64, Vec<(u64, Bytes, Option<Node>)>), FsError> {
+        let data = self.inode(ino)?;
+        let (parent, nodes): (u64, Vec<(Bytes, Node)>) = match &*data {
+            InodeData::Root => {
+                let listing = self.listings.lock().get(&fh).cloned();
+                let listing = listing.unwrap_or_default();
+                let skip = (offset.saturating_sub(2)) as usize;
+                (ROOT_INO, listing.iter().skip(skip).cloned().collect())
+            }
+            InodeData::Directory { digest, parent, .. } => {
+                let dir = self.dir(*digest).await?;
+                let skip = (offset.saturating_sub(2)) as usize;
+                (
+                    *parent,
+                    dir.entries()
+                        .skip(skip)
+                        .map(|(n, node)| (n.to_bytes(), node.clone()))
+                        .collect(),
+                )
+            }
+            _ => return Err(FsError::NotDirectory(ino)),
+        };
+        let mut out = Vec::with_capacity(nodes.len() + 2);
+        if offset == 0 {
+            out.push((1, Bytes::from_static(b"."), None));
+        }
+        if offset <= 1 {
+            out.push((2, Bytes::from_static(b".."), None));
+        }
+        let first = offset.max(2);
+        for (i, (name, node)) in nodes.into_iter().enumerate() {
+            out.push((first + i as u64 + 1, name, Some(node)));
+        }
+        Ok((parent, out))
+    }
+
+    /// `readdir`: does not create inodes (plain readdir counts no lookups);
+    /// entries without one carry `UNKNOWN_INO`.
+    pub(crate) async fn readdir(
+        self: Arc<Self>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+    ) -> Result<Vec<ListItem>, FsError> {
+        let (parent, children) = self.children(ino, fh, offset).await?;
+        Ok(children
+            .into_iter()
+            .map(|(next_offset, name, node)| {
+                let (ino, kind) = match &node {
+                    None if name.as_ref() == b"." => (ino, FileType::Directory),
+                    None => (parent, FileType::Directory),
+                    Some(node) => {
+                        let key = InodeKey::for_node(ino, &name, node);
+                        let kind = match node {
+                            Node::Directory { .. } => FileType::Directory,
+                            Node::File { .. } => FileType::RegularFile,
+                            Node::Symlink { .. } => FileType::Symlink,
+                        };
+                        (self.inodes.find(&key).map_or(UNKNOWN_INO, |(i, _)| i), kind)
+                    }
+                };
+                ListItem {
+                    next_offset,
+                    name,
+                    ino,
+                    kind,
+                }
+            })
+            .collect())
+    }
+
+    /// `readdirplus`: every entry but `.` and `..` counts one lookup.
+    pub(crate) async fn readdirplus(
+        self: Arc<Self>,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+    ) -> Result<Vec<PlusItem>, FsError> {
+        let (parent, children) = self.children(ino, fh, offset).await?;
+        let mut out = Vec::with_capacity(children.len().min(READDIRPLUS_BATCH));
+        for (next_offset, name, node) in children.into_iter().take(READDIRPLUS_BATCH) {
+            let item = match node {
+                None => {
+                    let which = if name.as_ref() == b"." { ino } else { parent };
+                    let data = self.inode(which).or_else(|_| self.inode(ino))?;
+                    PlusItem {
+                        next_offset,
+                        name,
+                        attr: attr(which, &data),
+                        counted: false,
+                    }
+                }
+                Some(node) => match self.child(ino, &name, &node).await {
+                    Ok(attr) => PlusItem {
+                        next_offset,
+                        name,
+                        attr,
+                        counted: true,
+                    },
+                    Err(e) => {
+                        // Undo the lookups counted so far: none reaches the kernel.
+                        for item in out.iter().filter(|i: &&PlusItem| i.counted) {
+                            self.forget(item.attr.ino.0, 1);
+                        }
+                        return Err(e);
+                    }
+                },
+            };
+            out.push(item);
+        }
+        Ok(out)
+    }
+
+    /// The value of xattr `name` of `ino`.
+    pub(crate) fn xattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        let data = self.inode(ino)?;
+        match (&*data, name) {
+            (InodeData::File { digest, .. }, n) if n == XATTR_BLOB.as_bytes() => {
+                Ok(digest.to_hex().into_bytes())
+            }
+            (InodeData::Directory { digest, .. }, n) if n == XATTR_DIRECTORY.as_bytes() => {
+                Ok(digest.to_hex().into_bytes())
+            }
+            (InodeData::Root, n) if n == XATTR_STATS.as_bytes() => {
+                Ok(self.stats.snapshot().to_json().into_bytes())
+            }
+            _ => Err(FsError::NoXattr),
+        }
+    }
+
+    /// The xattr names of `ino`, each followed by NUL.
+    pub(crate) fn xattr_names(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        let name = match &*self.inode(ino)? {
+            InodeData::File { .. } => Some(XATTR_BLOB),
+            InodeData::Directory { .. } => Some(XATTR_DIRECTORY),
+            InodeData::Root => Some(XATTR_STATS),
+            InodeData::Symlink { .. } => None,
+        };
+        Ok(name
+            .map(|n| {
+                let mut v = n.as_bytes().to_vec();
+                v.push(0);
+                v
+            })
+            .unwrap_or_default())
+    }
+
+    /// The type of `ino`, if held.
+    pub(crate) fn kind(&self, ino: u64) -> Option<FileType> {
+        self.inodes.get(ino).map(|d| kind(&d))
+    }
+}
+
+/// Split a root entry name `<32 nixbase32 chars>-<name>` into the store
+/// path digest and the name; `None` if it is not of that form.
+pub(crate) fn parse_root_name(name: &[u8]) -> Option<([u8; 20], &str)> {
+    let name = std::str::from_utf8(name).ok()?;
+    let hash = name.get(..HASH_PART_LEN)?;
+    let rest = name.get(HASH_PART_LEN..)?.strip_prefix('-')?;
+    if rest.is_empty() {
+        return None;
+    }
+    let digest = parse_hash_part(hash).ok()?;
+    Some((digest, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_names_parse() {
+        let (d, n) =
+            parse_root_name(b"00bgd045z0d4icpbc2yyz4gx48ak44la-net-tools-1.60_p20170221182432")
+                .unwrap();
+        assert_eq!(n, "net-tools-1.60_p20170221182432");
+        assert_eq!(d.len(), 20);
+        assert!(parse_root_name(b"00bgd045z0d4icpbc2yyz4gx48ak44la").is_none());
+        assert!(parse_root_name(b"00bgd045z0d4icpbc2yyz4gx48ak44la-").is_none());
+        assert!(parse_root_name(b"00bgd045z0d4icpbc2yyz4gx48ak44la_x").is_none());
+        assert!(parse_root_name(b"short-x").is_none());
+        assert!(parse_root_name(b"\xff\xfe").is_none());
+        // 'e', 'o', 't', 'u' are not nixbase32 digits.
+        assert!(parse_root_name(b"eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x").is_none());
+    }
+}

@@ -1,0 +1,553 @@
+//! Real FUSE mounts (as root, with /dev/fuse) of trees held in memory
+//! services: contents, attributes, xattrs, laziness, concurrency, exec,
+//! timeouts, forget, root listing, stale mounts.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use common::*;
+use storefs_castore::B3Digest;
+use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
+
+fn sample_tree() -> T {
+    T::Dir(vec![
+        (
+            b"abs-link".to_vec(),
+            T::Link(b"/nix/store/somewhere".to_vec()),
+        ),
+        (
+            b"big.bin".to_vec(),
+            T::File(content(2, 3_000_000), false, 256 * 1024),
+        ),
+        (
+            b"bin".to_vec(),
+            T::Dir(vec![(
+                b"tool".to_vec(),
+                T::File(b"#!/bin/sh\necho hi\n".to_vec(), true, 65536),
+            )]),
+        ),
+        (
+            b"caf\xe9-latin1".to_vec(),
+            file(b"not utf-8 name\n".to_vec()),
+        ),
+        (
+            b"cdc.bin".to_vec(),
+            T::File(content(4, 1_500_000), false, 0),
+        ),
+        (b"empty".to_vec(), file(Vec::new())),
+        (b"emptydir".to_vec(), T::Dir(vec![])),
+        (b"link".to_vec(), T::Link(b"small.txt".to_vec())),
+        (b"medium.bin".to_vec(), file(content(1, 100_000))),
+        (
+            b"odd-chunks.bin".to_vec(),
+            T::File(content(3, 1_000_003), false, 7777),
+        ),
+        (b"small.txt".to_vec(), file(b"hello\n".to_vec())),
+        (
+            b"sub".to_vec(),
+            T::Dir(vec![
+                (
+                    b"a".to_vec(),
+                    T::Dir(vec![(b"x".to_vec(), file(b"x".to_vec()))]),
+                ),
+                (b"b".to_vec(), T::Dir(vec![])),
+                (b"c.txt".to_vec(), file(b"c".to_vec())),
+            ]),
+        ),
+    ])
+}
+
+/// Check that `path` in the mount is exactly `tree`.
+fn check_tree(path: &Path, tree: &T) {
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "{path:?}");
+    assert_eq!(meta.mtime(), 1, "{path:?}");
+    assert_eq!(meta.atime(), 1, "{path:?}");
+    assert_eq!(meta.ctime(), 1, "{path:?}");
+    match tree {
+        T::File(data, executable, _) => {
+            let mode = if *executable { 0o100555 } else { 0o100444 };
+            assert_eq!(meta.mode(), mode, "{path:?}");
+            assert_eq!(meta.size(), data.len() as u64, "{path:?}");
+            assert_eq!(meta.blocks(), (data.len() as u64).div_ceil(512), "{path:?}");
+            assert_eq!(meta.nlink(), 1, "{path:?}");
+            assert!(std::fs::read(path).unwrap() == *data, "{path:?} differs");
+            let hex = getxattr(path, storefs_fuse::xattr::BLOB_DIGEST).unwrap();
+            assert_eq!(hex, B3Digest::of(data).to_hex().into_bytes());
+            assert_eq!(listxattr(path), vec![storefs_fuse::xattr::BLOB_DIGEST]);
+        }
+        T::Link(target) => {
+            assert_eq!(meta.mode(), 0o120777, "{path:?}");
+            assert_eq!(meta.size(), target.len() as u64);
+            assert_eq!(
+                std::fs::read_link(path).unwrap().as_os_str().as_bytes(),
+                target
+            );
+        }
+        T::Dir(children) => {
+            assert_eq!(meta.mode(), 0o40555, "{path:?}");
+            let subdirs = children
+                .iter()
+                .filter(|(_, c)| matches!(c, T::Dir(_)))
+                .count();
+            assert_eq!(meta.nlink(), 2 + subdirs as u64, "{path:?}");
+            let listed: BTreeSet<Vec<u8>> = std::fs::read_dir(path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+                .collect();
+            let expected: BTreeSet<Vec<u8>> = children.iter().map(|(n, _)| n.clone()).collect();
+            assert_eq!(listed, expected, "{path:?}");
+            assert!(getxattr(path, storefs_fuse::xattr::DIRECTORY_DIGEST).is_ok());
+            for (name, child) in children {
+                check_tree(&path.join(OsStr::from_bytes(name)), child);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tree_reads_back_exactly_with_nix_attributes() {
+    let rt = runtime();
+    let svc = Services::default();
+    let tree = sample_tree();
+    let (sp, root) = rt.block_on(async {
+        let sp = svc.add_path("sample-1.0", &tree).await;
+        let root = svc.put_tree(&tree).await;
+        (sp, root)
+    });
+    let m = mount(rt, &svc, |_| {});
+    let p = m.store_path(&sp);
+    check_tree(&p, &tree);
+
+    // The directory xattr is the root directory's digest.
+    let storefs_castore::Node::Directory { digest, .. } = root else {
+        panic!("root is a directory")
+    };
+    assert_eq!(
+        getxattr(&p, storefs_fuse::xattr::DIRECTORY_DIGEST).unwrap(),
+        digest.to_hex().into_bytes()
+    );
+    // An unknown xattr is ENODATA.
+    assert_eq!(getxattr(&p, "user.nope"), Err(libc::ENODATA));
+
+    // Positional reads across odd chunk boundaries.
+    let data = content(3, 1_000_003);
+    let f = std::fs::File::open(p.join("odd-chunks.bin")).unwrap();
+    for (offset, len) in [
+        (0, 1),
+        (7776, 2),
+        (7777, 7777),
+        (500_000, 100_000),
+        (999_990, 100),
+    ] {
+        let mut buf = vec![0u8; len];
+        let n = f.read_at(&mut buf, offset as u64).unwrap();
+        let end = (offset + len).min(data.len());
+        assert_eq!(&buf[..n], &data[offset..end], "read_at({offset}, {len})");
+    }
+    // A read past the end reads nothing.
+    let mut buf = [0u8; 16];
+    assert_eq!(f.read_at(&mut buf, 2_000_000).unwrap(), 0);
+
+    // Writing is refused.
+    let err = std::fs::OpenOptions::new()
+        .write(true)
+        .open(p.join("small.txt"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+
+    // The figures are readable in-process and through the root's xattr.
+    let json = xattr_stats(m.path());
+    let snap = m.stats();
+    assert!(snap.bytes_fetched > 0);
+    assert_eq!(json["closures_fetched"], 1);
+    assert!(json["bytes_fetched"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_wrong_name_with_a_right_hash_is_enoent() {
+    let rt = runtime();
+    let svc = Services::default();
+    let sp = rt.block_on(svc.add_path("hello-2.12", &file(b"hi".to_vec())));
+    let m = mount(rt, &svc, |_| {});
+    // A single-file store path.
+    assert_eq!(std::fs::read(m.store_path(&sp)).unwrap(), b"hi");
+    let wrong = m.path().join(format!("{}-hello-2.13", sp.hash_part()));
+    assert_eq!(
+        std::fs::metadata(&wrong).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    for garbage in ["nothing", "x-y", &sp.hash_part()] {
+        assert_eq!(
+            std::fs::metadata(m.path().join(garbage))
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::ENOENT),
+            "{garbage}"
+        );
+    }
+    // Without --list-root the root lists nothing.
+    assert_eq!(std::fs::read_dir(m.path()).unwrap().count(), 0);
+    // The root's own attributes.
+    let meta = std::fs::metadata(m.path()).unwrap();
+    assert_eq!(meta.mode(), 0o40555);
+}
+
+#[test]
+fn list_root_lists_every_store_path() {
+    let rt = runtime();
+    let svc = Services::default();
+    let names: BTreeSet<String> = rt.block_on(async {
+        let mut names = BTreeSet::new();
+        for i in 0..5 {
+            let sp = svc
+                .add_path(
+                    &format!("pkg-{i}"),
+                    &T::Dir(vec![(b"f".to_vec(), file(vec![i]))]),
+                )
+                .await;
+            names.insert(sp.base_name());
+        }
+        names
+    });
+    let m = mount(rt, &svc, |c| c.list_root = true);
+    let listed: BTreeSet<String> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, names);
+    // Entries of the listing are usable.
+    for n in &names {
+        let meta = std::fs::metadata(m.path().join(n)).unwrap();
+        assert_eq!(meta.nlink(), 2);
+        assert_eq!(std::fs::read(m.path().join(n).join("f")).unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn reading_one_small_file_fetches_only_its_chunks() {
+    let rt = runtime();
+    let svc = Services::default();
+    let small = content(9, 10_000);
+    let tree = T::Dir(vec![
+        (b"huge.bin".to_vec(), file(content(7, 8 * 1024 * 1024))),
+        (b"other.bin".to_vec(), file(content(8, 2 * 1024 * 1024))),
+        (b"small.txt".to_vec(), file(small.clone())),
+    ]);
+    let sp = rt.block_on(svc.add_path("large-path", &tree));
+    let m = mount(rt, &svc, |_| {});
+    let p = m.store_path(&sp);
+    assert_eq!(std::fs::read(p.join("small.txt")).unwrap(), small);
+    let s = m.stats();
+    assert_eq!(s.bytes_fetched, small.len() as u64, "{s:?}");
+    assert_eq!(s.chunks_fetched, 1);
+    assert_eq!(s.closures_fetched, 1);
+
+    // A small read in the middle of the huge file fetches a few chunks
+    // (the kernel reads ahead a little), not the file.
+    let f = std::fs::File::open(p.join("huge.bin")).unwrap();
+    let mut buf = [0u8; 100];
+    f.read_at(&mut buf, 4 * 1024 * 1024).unwrap();
+    assert_eq!(
+        &buf[..],
+        &content(7, 8 * 1024 * 1024)[4 * 1024 * 1024..][..100]
+    );
+    let s2 = m.stats();
+    let fetched = s2.bytes_fetched - s.bytes_fetched;
+    assert!(
+        fetched <= 1024 * 1024,
+        "fetched {fetched} bytes for a 100-byte read"
+    );
+
+    // Re-opening and re-reading the small file costs nothing more.
+    let before = m.stats();
+    std::fs::read(p.join("small.txt")).unwrap();
+    let after = m.stats();
+    assert_eq!(after.bytes_fetched, before.bytes_fetched);
+}
+
+#[test]
+fn sequential_reads_trigger_read_ahead() {
+    let rt = runtime();
+    let svc = Services::default();
+    let data = content(11, 4 * 1024 * 1024);
+    let sp = rt.block_on(svc.add_path("seq", &T::Dir(vec![(b"f".to_vec(), file(data.clone()))])));
+    let m = mount(rt, &svc, |_| {});
+    assert_eq!(std::fs::read(m.store_path(&sp).join("f")).unwrap(), data);
+    let s = m.stats();
+    assert!(s.readahead_chunks > 0, "{s:?}");
+    // Every chunk was fetched once: read-ahead and demand reads shared fetches.
+    assert_eq!(s.chunks_fetched, 64, "{s:?}");
+    assert_eq!(s.bytes_fetched, data.len() as u64);
+}
+
+#[test]
+fn sixteen_parallel_readers_get_correct_bytes() {
+    let rt = runtime();
+    let svc = Services::default();
+    let big = content(21, 6 * 1024 * 1024 + 17);
+    let mut children = vec![(b"big.bin".to_vec(), T::File(big.clone(), false, 50_000))];
+    let mut smalls = Vec::new();
+    for i in 0..200u64 {
+        let data = content(100 + i, 1000 + (i as usize * 37) % 5000);
+        children.push((format!("s{i:03}").into_bytes(), file(data.clone())));
+        smalls.push((format!("s{i:03}"), data));
+    }
+    let sp = rt.block_on(svc.add_path("parallel", &T::Dir(children)));
+    let m = mount(rt, &svc, |_| {});
+    let p = m.store_path(&sp);
+    let big = Arc::new(big);
+    let smalls = Arc::new(smalls);
+    let mut threads = Vec::new();
+    for t in 0..16usize {
+        let (p, big, smalls) = (p.clone(), big.clone(), smalls.clone());
+        threads.push(std::thread::spawn(move || {
+            if t % 2 == 0 {
+                // Whole-file reads of the big file, and positional reads.
+                assert!(std::fs::read(p.join("big.bin")).unwrap() == *big);
+                let f = std::fs::File::open(p.join("big.bin")).unwrap();
+                for k in 0..20usize {
+                    let offset = (k * 311_111 + t * 7919) % big.len();
+                    let mut buf = vec![0u8; 70_000];
+                    let n = f.read_at(&mut buf, offset as u64).unwrap();
+                    let end = (offset + 70_000).min(big.len());
+                    assert!(buf[..n] == big[offset..end], "offset {offset}");
+                }
+            } else {
+                for (name, data) in smalls.iter().skip(t).chain(smalls.iter().take(t)) {
+                    assert!(std::fs::read(p.join(name)).unwrap() == *data, "{name}");
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_program_runs_from_the_mount() {
+    let rt = runtime();
+    let svc = Services::default();
+    let true_bin = std::fs::read("/bin/true").unwrap();
+    let tree = T::Dir(vec![(
+        b"bin".to_vec(),
+        T::Dir(vec![
+            (
+                b"script".to_vec(),
+                T::File(b"#!/bin/sh\nexit 3\n".to_vec(), true, 65536),
+            ),
+            (b"true".to_vec(), T::File(true_bin, true, 16 * 1024)),
+        ]),
+    )]);
+    let sp = rt.block_on(svc.add_path("coreutils-true", &tree));
+    let m = mount(rt, &svc, |_| {});
+    let bin = m.store_path(&sp).join("bin");
+    let status = std::process::Command::new(bin.join("true"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = std::process::Command::new(bin.join("script"))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+}
+
+/// A blob service that never answers `read_chunk` for one digest.
+struct Hanging {
+    inner: MemoryBlobService,
+    hang: B3Digest,
+}
+
+#[async_trait]
+impl BlobService for Hanging {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.inner.has(digest).await
+    }
+    async fn chunks(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        self.inner.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
+        if *digest == self.hang {
+            futures::future::pending::<()>().await;
+        }
+        self.inner.read_chunk(digest).await
+    }
+    async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        self.inner.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.inner.open_write().await
+    }
+}
+
+#[test]
+fn a_hung_blob_fails_with_eio_within_the_timeout_while_others_read() {
+    let rt = runtime();
+    let svc = Services::default();
+    let slow = content(31, 5000);
+    let fast = content(32, 5000);
+    let tree = T::Dir(vec![
+        (b"fast.bin".to_vec(), file(fast.clone())),
+        (b"slow.bin".to_vec(), file(slow.clone())),
+    ]);
+    let sp = rt.block_on(svc.add_path("flaky", &tree));
+    let hanging = Hanging {
+        inner: svc.blobs.clone(),
+        hang: B3Digest::of(&slow),
+    };
+    let timeout = Duration::from_secs(1);
+    let m = mount_with(
+        rt,
+        Arc::new(hanging),
+        Arc::new(svc.dirs.clone()),
+        Arc::new(svc.infos.clone()),
+        |c| c.timeout = timeout,
+    );
+    let p = m.store_path(&sp);
+    std::fs::metadata(&p).unwrap();
+    let slow_path = p.join("slow.bin");
+    let started = Instant::now();
+    let slow_reader = std::thread::spawn(move || std::fs::read(slow_path));
+    std::thread::sleep(Duration::from_millis(100));
+    // The hung fetch blocks nothing else.
+    let t = Instant::now();
+    assert_eq!(std::fs::read(p.join("fast.bin")).unwrap(), fast);
+    assert!(t.elapsed() < timeout, "fast read took {:?}", t.elapsed());
+    let err = slow_reader.join().unwrap().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    // The kernel may retry a failed page read once; either way it is bounded.
+    assert!(
+        started.elapsed() < 3 * timeout + Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(m.stats().timeouts >= 1);
+}
+
+#[test]
+fn forgotten_inodes_leave_the_table() {
+    let rt = runtime();
+    let svc = Services::default();
+    let mut dirs = Vec::new();
+    for d in 0..40u64 {
+        let files = (0..50u64)
+            .map(|f| (format!("f{f}").into_bytes(), file(content(d * 100 + f, 10))))
+            .collect();
+        dirs.push((format!("d{d}").into_bytes(), T::Dir(files)));
+    }
+    let sp = rt.block_on(svc.add_path("many", &T::Dir(dirs)));
+    let m = mount(rt, &svc, |_| {});
+    let mut seen = 0;
+    for entry in walkdir::WalkDir::new(m.store_path(&sp)) {
+        entry.unwrap().metadata().unwrap();
+        seen += 1;
+    }
+    assert_eq!(seen, 1 + 40 + 40 * 50);
+    let walked = m.stats().inodes;
+    assert!(walked > 2000, "{walked} inodes after the walk");
+    let shrunk = eventually(Duration::from_secs(10), || {
+        std::fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+        m.stats().inodes < 100
+    });
+    assert!(
+        shrunk,
+        "still {} inodes after dropping caches",
+        m.stats().inodes
+    );
+    // And the tree is still there, with the same content.
+    let again = std::fs::read(m.store_path(&sp).join("d3/f7")).unwrap();
+    assert_eq!(again, content(307, 10));
+}
+
+#[test]
+fn a_large_unchunked_blob_is_streamed() {
+    let rt = runtime();
+    let svc = Services::default();
+    let data = content(41, 20 * 1024 * 1024 + 3);
+    let sp = rt.block_on(svc.add_path(
+        "unchunked",
+        &T::Dir(vec![(
+            b"whole.bin".to_vec(),
+            T::File(data.clone(), false, usize::MAX),
+        )]),
+    ));
+    let m = mount(rt, &svc, |_| {});
+    let p = m.store_path(&sp).join("whole.bin");
+    assert!(std::fs::read(&p).unwrap() == data);
+    let f = std::fs::File::open(&p).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = f.read_at(&mut buf, 10_000_000).unwrap();
+    assert!(buf[..n] == data[10_000_000..10_000_000 + n]);
+    assert!(m.stats().streamed_bytes >= data.len() as u64);
+}
+
+#[test]
+fn a_stale_mount_is_cleared() {
+    let rt = runtime();
+    let svc = Services::default();
+    let sp = rt.block_on(svc.add_path("after-crash", &file(b"back".to_vec())));
+    let dir = tempfile::tempdir().unwrap();
+    make_stale_mount(dir.path());
+    assert_eq!(
+        std::fs::metadata(dir.path()).unwrap_err().raw_os_error(),
+        Some(libc::ENOTCONN),
+        "precondition: the mountpoint is stale"
+    );
+    let mut config = storefs_fuse::MountConfig::new(dir.path());
+    config.timeout = Duration::from_secs(5);
+    let handle = storefs_fuse::mount(
+        config,
+        Arc::new(svc.blobs.clone()),
+        Arc::new(svc.dirs.clone()),
+        Arc::new(svc.infos.clone()),
+        rt.handle().clone(),
+    )
+    .unwrap();
+    let m = Mounted {
+        handle: Some(handle),
+        dir,
+        rt,
+    };
+    assert_eq!(std::fs::read(m.store_path(&sp)).unwrap(), b"back");
+}
+
+/// Leave a FUSE mount whose server is gone at `dir`: mount with a fresh
+/// /dev/fuse descriptor and close it, as a killed process would.
+fn make_stale_mount(dir: &Path) {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .unwrap();
+    let target = CString::new(dir.as_os_str().as_bytes()).unwrap();
+    let opts = CString::new(format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0",
+        dev.as_raw_fd()
+    ))
+    .unwrap();
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::mount(
+            c"storefs-stale".as_ptr(),
+            target.as_ptr(),
+            c"fuse".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            opts.as_ptr().cast(),
+        )
+    };
+    assert_eq!(rc, 0, "mount: {}", std::io::Error::last_os_error());
+    drop(dev);
+}

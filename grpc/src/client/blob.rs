@@ -1,0 +1,348 @@
+//! [`BlobService`] over gRPC.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
+use storefs_castore::{B3Digest, Error, Result};
+use tokio::io::AsyncWrite;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::io::StreamReader;
+use tokio_util::sync::PollSender;
+use tonic::{Code, Status, Streaming};
+
+use super::Conn;
+use super::call::{deadline, error, next_message, request, retry};
+use crate::limits::{MAX_READ_CHUNK_LEN, READ_MESSAGE_SIZE, WRITE_QUEUE_MESSAGES};
+use crate::proto::castore::{BlobChunk, PutBlobResponse, ReadBlobRequest, StatBlobRequest};
+
+/// Blobs of a remote service. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct GrpcBlobService {
+    conn: Conn,
+}
+
+impl GrpcBlobService {
+    pub(crate) fn new(conn: Conn) -> Self {
+        Self { conn }
+    }
+
+    /// Stat, `None` for NOT_FOUND.
+    async fn stat(
+        &self,
+        digest: &B3Digest,
+        send_chunks: bool,
+    ) -> Result<Option<Vec<crate::proto::castore::stat_blob_response::ChunkMeta>>> {
+        let op = format!("BlobService/Stat {digest}");
+        let answer = retry(&self.conn, || {
+            let mut client = self.conn.blob_client();
+            let req = request(
+                &self.conn,
+                StatBlobRequest {
+                    digest: digest.to_bytes(),
+                    send_chunks,
+                    send_bao: false,
+                },
+            );
+            async move { client.stat(req).await }
+        })
+        .await;
+        match answer {
+            Ok(r) => Ok(Some(r.into_inner().chunks)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(error(&self.conn, &op, &s)),
+        }
+    }
+
+    /// Start a `Read` and wait for its first message (retrying while the
+    /// service is unreachable). `None` for NOT_FOUND.
+    async fn open(
+        &self,
+        digest: &B3Digest,
+    ) -> Result<Option<(Option<BlobChunk>, Streaming<BlobChunk>)>, Status> {
+        let answer = retry(&self.conn, || {
+            let mut client = self.conn.blob_client();
+            let conn = self.conn.clone();
+            let req = tonic::Request::new(ReadBlobRequest {
+                digest: digest.to_bytes(),
+            });
+            async move {
+                let mut stream = client.read(req).await?.into_inner();
+                let first = next_message(&conn, &mut stream).await?;
+                Ok((first, stream))
+            }
+        })
+        .await;
+        match answer {
+            Ok(v) => Ok(Some(v)),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
+    }
+}
+
+/// The bytes of a `Read` stream, hashed as they pass; at the end, an
+/// `InvalidData` error unless they hash to `digest`.
+fn verified_stream(
+    conn: Conn,
+    digest: B3Digest,
+    first: Option<BlobChunk>,
+    mut rest: Streaming<BlobChunk>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    async_stream::stream! {
+        let op = format!("BlobService/Read {digest}");
+        let mut hasher = blake3::Hasher::new();
+        let mut next = first;
+        loop {
+            let Some(msg) = next.take() else { break };
+            hasher.update(&msg.data);
+            if !msg.data.is_empty() {
+                yield Ok(msg.data);
+            }
+            match next_message(&conn, &mut rest).await {
+                Ok(m) => next = m,
+                Err(s) => {
+                    yield Err(io::Error::from(error(&conn, &op, &s)));
+                    return;
+                }
+            }
+        }
+        let actual = B3Digest::from(hasher.finalize());
+        if actual != digest {
+            yield Err(io::Error::from(Error::Integrity { what: "blob", expected: digest, actual }));
+        }
+    }
+}
+
+#[async_trait]
+impl BlobService for GrpcBlobService {
+    async fn has(&self, digest: &B3Digest) -> Result<bool> {
+        Ok(self.stat(digest, false).await?.is_some())
+    }
+
+    async fn chunks(&self, digest: &B3Digest) -> Result<Option<Vec<ChunkMeta>>> {
+        let Some(raw) = self.stat(digest, true).await? else {
+            return Ok(None);
+        };
+        // Returned as received: whoever reads a chunk checks it then.
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let d = B3Digest::try_from(&c.digest).map_err(|e| {
+                    Error::Remote(format!(
+                        "{} BlobService/Stat {digest}: chunk #{i}: {e}",
+                        self.conn.name
+                    ))
+                })?;
+                Ok(ChunkMeta {
+                    digest: d,
+                    size: c.size,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
+        let op = format!("BlobService/Read {digest}");
+        let conn = &self.conn;
+        let Some((first, mut rest)) = self.open(digest).await.map_err(|s| error(conn, &op, &s))?
+        else {
+            return Ok(None);
+        };
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut total: usize = 0;
+        let mut next = first;
+        while let Some(msg) = next.take() {
+            total = total.saturating_add(msg.data.len());
+            if total > MAX_READ_CHUNK_LEN {
+                return Err(Error::InvalidRequest(format!(
+                    "{} {op}: larger than {MAX_READ_CHUNK_LEN} bytes; read it with open_read",
+                    conn.name
+                )));
+            }
+            parts.push(msg.data);
+            next = next_message(conn, &mut rest)
+                .await
+                .map_err(|s| error(conn, &op, &s))?;
+        }
+        // One message (the usual chunk) is returned without a copy.
+        let data = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.swap_remove(0),
+            _ => {
+                let mut buf = BytesMut::with_capacity(total);
+                parts.iter().for_each(|p| buf.extend_from_slice(p));
+                buf.freeze()
+            }
+        };
+        let actual = B3Digest::of(&data);
+        if actual != *digest {
+            return Err(Error::Integrity {
+                what: "chunk",
+                expected: *digest,
+                actual,
+            });
+        }
+        Ok(Some(data))
+    }
+
+    async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
+        let op = format!("BlobService/Read {digest}");
+        let Some((first, rest)) = self
+            .open(digest)
+            .await
+            .map_err(|s| error(&self.conn, &op, &s))?
+        else {
+            return Ok(None);
+        };
+        let stream = verified_stream(self.conn.clone(), *digest, first, rest);
+        Ok(Some(Box::new(StreamReader::new(Box::pin(stream)))))
+    }
+
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        Box::new(GrpcBlobWriter::start(self.conn.clone()))
+    }
+}
+
+/// Streams a blob to `Put` as it is written, hashing it on the way; `close`
+/// checks the service's digest against the local one.
+struct GrpcBlobWriter {
+    conn: Conn,
+    /// Bytes not yet sent, up to one message.
+    buf: BytesMut,
+    hasher: blake3::Hasher,
+    /// Sends messages to the `Put` call; `None` once closed.
+    tx: Option<PollSender<BlobChunk>>,
+    /// The `Put` call, running on its own task.
+    call: Option<JoinHandle<Result<PutBlobResponse, Status>>>,
+    /// The digest, once closed successfully.
+    digest: Option<B3Digest>,
+}
+
+impl GrpcBlobWriter {
+    fn start(conn: Conn) -> Self {
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_MESSAGES);
+        let mut client = conn.blob_client();
+        let call = tokio::spawn(async move {
+            client
+                .put(tonic::Request::new(ReceiverStream::new(rx)))
+                .await
+                .map(|r| r.into_inner())
+        });
+        Self {
+            conn,
+            buf: BytesMut::new(),
+            hasher: blake3::Hasher::new(),
+            tx: Some(PollSender::new(tx)),
+            call: Some(call),
+            digest: None,
+        }
+    }
+
+    fn broken() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the blob upload ended early; close() tells why",
+        )
+    }
+
+    /// Send the buffer as one message, waiting for room in the queue.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let tx = self.tx.as_mut().ok_or_else(Self::broken)?;
+        ready!(tx.poll_reserve(cx)).map_err(|_| Self::broken())?;
+        let data = self.buf.split().freeze();
+        tx.send_item(BlobChunk { data })
+            .map_err(|_| Self::broken())?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for GrpcBlobWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.digest.is_some() {
+            return Poll::Ready(Err(io::Error::other("write to a closed blob writer")));
+        }
+        if this.buf.len() >= READ_MESSAGE_SIZE {
+            ready!(this.poll_send(cx))?;
+        }
+        if this.buf.capacity() == 0 {
+            this.buf.reserve(READ_MESSAGE_SIZE);
+        }
+        let n = data.len().min(READ_MESSAGE_SIZE - this.buf.len());
+        this.buf.extend_from_slice(&data[..n]);
+        this.hasher.update(&data[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.buf.is_empty() {
+            ready!(this.poll_send(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+impl Drop for GrpcBlobWriter {
+    fn drop(&mut self) {
+        // Dropped unclosed: reset the upload, so the service stores nothing
+        // half-written under a digest nobody asked for.
+        if let Some(call) = self.call.take() {
+            call.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl BlobWriter for GrpcBlobWriter {
+    async fn close(&mut self) -> Result<B3Digest> {
+        if let Some(d) = self.digest {
+            return Ok(d);
+        }
+        let op = "BlobService/Put";
+        let flushed = futures::future::poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await;
+        // Closing the queue ends the request stream.
+        self.tx = None;
+        let call = self.call.take().ok_or_else(|| {
+            Error::Remote(format!(
+                "{} {op}: the upload already failed",
+                self.conn.name
+            ))
+        })?;
+        let answer = deadline(&self.conn, async {
+            call.await
+                .unwrap_or_else(|e| Err(Status::internal(format!("upload task: {e}"))))
+        })
+        .await
+        .map_err(|s| error(&self.conn, op, &s))?;
+        flushed?;
+        let remote = B3Digest::try_from(&answer.digest)
+            .map_err(|e| Error::Remote(format!("{} {op}: digest in reply: {e}", self.conn.name)))?;
+        let local = B3Digest::from(self.hasher.finalize());
+        if remote != local {
+            return Err(Error::Integrity {
+                what: "blob",
+                expected: local,
+                actual: remote,
+            });
+        }
+        self.digest = Some(local);
+        Ok(local)
+    }
+}

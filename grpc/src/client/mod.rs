@@ -1,0 +1,204 @@
+//! Clients: the castore and store service traits implemented over one
+//! shared tonic channel (HTTP/2, connected lazily, reconnected on demand).
+//!
+//! Everything received is checked before it is returned: each directory
+//! against its digest (and, for a closure, against the directories that name
+//! it), each chunk against its digest, a blob read whole against the blob's
+//! digest once its last byte has been read. Unary calls have a deadline,
+//! streams an idle timeout between messages, and reads are retried with
+//! exponential backoff when the service is unreachable.
+
+mod blob;
+mod call;
+mod directory;
+mod pathinfo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use storefs_castore::blobservice::BlobService;
+use storefs_castore::directoryservice::DirectoryService;
+use storefs_store::pathinfoservice::{NarCalculationService, PathInfoService};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub use blob::GrpcBlobService;
+pub use directory::GrpcDirectoryService;
+pub use pathinfo::GrpcPathInfoService;
+
+use crate::auth::{BearerInterceptor, Token};
+use crate::endpoint::{Endpoint, EndpointError};
+use crate::limits;
+
+/// How a client talks to a service.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Sent as `authorization: Bearer <token>` on every call.
+    pub token: Option<Token>,
+    /// Bound on establishing the connection.
+    pub connect_timeout: Duration,
+    /// Deadline of a unary call, and of the wait for a stream's first
+    /// message.
+    pub call_timeout: Duration,
+    /// Longest wait for the next message of a stream.
+    pub idle_timeout: Duration,
+    /// Extra attempts of a read after the service was unreachable.
+    pub retries: u32,
+    /// Wait before the first retry; doubled after each attempt.
+    pub initial_backoff: Duration,
+    /// Cap on the wait between retries.
+    pub max_backoff: Duration,
+    /// Largest message decoded from the service.
+    pub max_decoding_message_size: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            retries: 4,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            max_decoding_message_size: limits::MAX_DECODING_MESSAGE_SIZE,
+        }
+    }
+}
+
+/// Why a client could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The URL is not a gRPC store URL.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The endpoint was refused by the transport (a host name it cannot use,
+    /// a socket path that is not UTF-8).
+    #[error("{endpoint}: {reason}")]
+    Transport {
+        /// The endpoint.
+        endpoint: String,
+        /// What the transport said.
+        reason: String,
+    },
+    /// Called outside a tokio runtime.
+    #[error("the gRPC client must be created inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// The four services of one remote store, sharing one connection.
+#[derive(Clone)]
+pub struct GrpcServices {
+    /// Blobs and chunks.
+    pub blob: Arc<dyn BlobService>,
+    /// Directories.
+    pub directory: Arc<dyn DirectoryService>,
+    /// Path infos.
+    pub path_info: Arc<dyn PathInfoService>,
+    /// NAR size and hash of castore nodes, computed by the service.
+    pub nar_calculation: Arc<dyn NarCalculationService>,
+}
+
+/// The transport every generated client is built on.
+pub(crate) type Transport = InterceptedService<Channel, BearerInterceptor>;
+
+/// What the three clients share: the channel, the token, the config.
+#[derive(Clone)]
+pub(crate) struct Conn {
+    channel: Channel,
+    interceptor: BearerInterceptor,
+    pub(crate) config: Arc<ClientConfig>,
+    /// The endpoint, for error messages.
+    pub(crate) name: Arc<str>,
+}
+
+impl Conn {
+    /// A lazily connecting channel to `endpoint`. Must run inside a tokio
+    /// runtime (the channel spawns its worker).
+    pub(crate) fn new(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, ConnectError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(ConnectError::NoRuntime);
+        }
+        let transport_err = |reason: String| ConnectError::Transport {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let target = match endpoint {
+            Endpoint::Tcp { host, port } => format!("http://{host}:{port}"),
+            Endpoint::Unix(path) => {
+                let p = path
+                    .to_str()
+                    .ok_or_else(|| transport_err("the socket path is not UTF-8".into()))?;
+                format!("unix:{p}")
+            }
+        };
+        let keepalive = config.idle_timeout.max(Duration::from_secs(1));
+        let channel = tonic::transport::Endpoint::from_shared(target)
+            .map_err(|e| transport_err(e.to_string()))?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(limits::STREAM_WINDOW)
+            .initial_connection_window_size(limits::CONNECTION_WINDOW)
+            .http2_keep_alive_interval(keepalive)
+            .keep_alive_timeout(keepalive)
+            .keep_alive_while_idle(false)
+            .connect_lazy();
+        Ok(Self {
+            channel,
+            interceptor: BearerInterceptor::new(config.token.as_ref()),
+            config: Arc::new(config),
+            name: endpoint.to_string().into(),
+        })
+    }
+
+    pub(crate) fn blob_client(
+        &self,
+    ) -> crate::proto::castore::blob_service_client::BlobServiceClient<Transport> {
+        crate::proto::castore::blob_service_client::BlobServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.interceptor.clone(),
+        )
+        .max_decoding_message_size(self.config.max_decoding_message_size)
+    }
+
+    pub(crate) fn directory_client(
+        &self,
+    ) -> crate::proto::castore::directory_service_client::DirectoryServiceClient<Transport> {
+        crate::proto::castore::directory_service_client::DirectoryServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.interceptor.clone(),
+        )
+        .max_decoding_message_size(self.config.max_decoding_message_size)
+    }
+
+    pub(crate) fn path_info_client(
+        &self,
+    ) -> crate::proto::store::path_info_service_client::PathInfoServiceClient<Transport> {
+        crate::proto::store::path_info_service_client::PathInfoServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.interceptor.clone(),
+        )
+        .max_decoding_message_size(self.config.max_decoding_message_size)
+    }
+}
+
+/// Clients for the store at `url` (`grpc://HOST:PORT`, `grpc+http://…`,
+/// `grpc+unix:///PATH`, `grpc+unix:/PATH`), sharing one connection that is
+/// opened on first use.
+///
+/// You must call it inside a tokio runtime. Nothing is sent until a service
+/// is used, so an unreachable service shows as errors from the calls (after
+/// their retries), not here.
+pub fn connect(url: &str, config: ClientConfig) -> Result<GrpcServices, ConnectError> {
+    let endpoint = Endpoint::parse(url)?;
+    let conn = Conn::new(&endpoint, config)?;
+    let path_info = Arc::new(GrpcPathInfoService::new(conn.clone()));
+    Ok(GrpcServices {
+        blob: Arc::new(GrpcBlobService::new(conn.clone())),
+        directory: Arc::new(GrpcDirectoryService::new(conn)),
+        path_info: path_info.clone(),
+        nar_calculation: path_info,
+    })
+}

@@ -1,0 +1,46 @@
+//! The Nix daemon ("worker") protocol, as a server on a unix socket beside
+//! the mount and as a client of a running nix-daemon. PROTOCOL.md beside
+//! DESIGN.md is the reference.
+//!
+//! # Layout
+//! - [`wire`]: the primitives, with no I/O of their own, and the limits.
+//! - [`protocol`]: magics, op numbers, STDERR codes, versions.
+//! - `handshake`: both sides of the handshake.
+//! - `conn`, `ops`: one server connection and the per-op handlers.
+//! - `server`: the socket, its tasks and its configuration.
+//! - `client`: [`DaemonClient`], the same protocol from the other end.
+//! - `import`: [`import_from_daemon`], closures copied in from a daemon.
+//!
+//! # Serving
+//! ```no_run
+//! # async fn run(services: storefs_store::daemon::DaemonServices) -> std::io::Result<()> {
+//! use storefs_store::daemon::{bind_socket, serve_daemon, DaemonConfig, DEFAULT_SOCKET_MODE};
+//! let listener = bind_socket("/run/storefs/daemon.sock".as_ref(), DEFAULT_SOCKET_MODE).await?;
+//! serve_daemon(listener, services, DaemonConfig::default(), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+
+mod client;
+mod conn;
+mod error;
+mod handshake;
+mod import;
+mod ops;
+mod path_info;
+pub mod protocol;
+mod server;
+mod trust;
+pub mod wire;
+
+pub use client::DaemonClient;
+pub use error::{ConnectionError, OpError};
+pub use handshake::{Dialect, Negotiated, TrustLevel};
+pub use import::{ImportError, ImportSelection, ImportStats, import_from_daemon};
+pub use path_info::RawPathInfo;
+pub use server::{
+    DEFAULT_SOCKET_MODE, DaemonConfig, DaemonServices, TrustPolicy, bind_socket, serve_daemon,
+    serve_stream,
+};

@@ -1,0 +1,37 @@
+//! NarFromPath 38: the NAR of a path, rendered from castore as it streams.
+
+use tokio::io::AsyncWriteExt;
+
+use super::read_path;
+use crate::daemon::conn::Conn;
+use crate::daemon::error::ConnectionError;
+use crate::daemon::protocol::STDERR_LAST;
+use crate::daemon::server::Ctx;
+use crate::nar::write_nar;
+
+/// P → STDERR_LAST, then the raw NAR (no length, no framing). Validity is
+/// checked before STDERR_LAST, since an error inside the NAR cannot be
+/// reported: a failure there ends the connection.
+pub(super) async fn nar_from_path(conn: &mut Conn, ctx: &Ctx) -> Result<(), ConnectionError> {
+    let path = read_path(conn).await?;
+    let info = match async { ctx.require(&ctx.parse_path(&path)?).await }.await {
+        Ok(info) => info,
+        Err(e) => return conn.error(&e.0).await,
+    };
+    conn.w
+        .write_all(&STDERR_LAST.to_le_bytes())
+        .await
+        .map_err(ConnectionError::Write)?;
+    write_nar(
+        &mut conn.w,
+        &info.node,
+        ctx.services.blob_service.as_ref(),
+        ctx.services.directory_service.as_ref(),
+    )
+    .await
+    .map_err(|e| ConnectionError::NarStream {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    conn.flush().await
+}

@@ -1,0 +1,306 @@
+//! The daemon socket: accepts connections, runs the handshake and the op
+//! loop of each in its own task, caps how many run at once, and stops on
+//! shutdown after the connections in flight finish their current request.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use storefs_castore::blobservice::BlobService;
+use storefs_castore::directoryservice::DirectoryService;
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::conn::Conn;
+use super::error::{ConnectionError, OpError};
+use super::handshake::{TrustLevel, server_handshake};
+use super::ops;
+use super::wire;
+use crate::pathinfo::PathInfo;
+use crate::pathinfoservice::PathInfoService;
+use crate::signing::TrustedKeys;
+use crate::store_path::{StoreDir, StorePath};
+
+/// The services the daemon answers from: the same ones the mount and the
+/// gRPC server use.
+#[derive(Clone)]
+pub struct DaemonServices {
+    /// File contents, for NarFromPath and uploads.
+    pub blob_service: Arc<dyn BlobService>,
+    /// Directories, for NarFromPath and uploads.
+    pub directory_service: Arc<dyn DirectoryService>,
+    /// Which paths exist and what Nix knows of them.
+    pub path_info_service: Arc<dyn PathInfoService>,
+}
+
+/// Who counts as a trusted client (Nix's `trusted-users`): trusted clients
+/// may upload paths without signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustPolicy {
+    /// Every client is trusted (a socket only its owner can open).
+    Everyone,
+    /// No client is trusted.
+    Nobody,
+    /// Clients whose peer uid is in the set.
+    Uids(BTreeSet<u32>),
+}
+
+impl Default for TrustPolicy {
+    /// root only, as Nix's default `trusted-users = root`.
+    fn default() -> Self {
+        TrustPolicy::Uids(BTreeSet::from([0]))
+    }
+}
+
+/// How the daemon socket behaves.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The store directory that full paths on the wire must be in.
+    pub store_dir: StoreDir,
+    /// Which clients are trusted.
+    pub trust: TrustPolicy,
+    /// Public keys (Nix's `trusted-public-keys`) whose signatures make an
+    /// upload acceptable.
+    pub trusted_public_keys: TrustedKeys,
+    /// Whether uploads must be content-addressed or signed by one of
+    /// `trusted_public_keys` unless a trusted client waives the check
+    /// (Nix's `require-sigs`, true by default).
+    pub require_sigs: bool,
+    /// Whether uploads (AddToStoreNar, AddMultipleToStore, AddToStore,
+    /// AddSignatures) are accepted at all.
+    pub allow_writes: bool,
+    /// Most connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// The version string sent to clients of 1.33 and later.
+    pub daemon_version: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            store_dir: StoreDir::default(),
+            trust: TrustPolicy::default(),
+            trusted_public_keys: TrustedKeys::default(),
+            require_sigs: true,
+            allow_writes: true,
+            max_connections: wire::limits::DEFAULT_MAX_CONNECTIONS,
+            daemon_version: format!("storefs {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// What every op handler gets: the services and the configuration.
+pub(crate) struct Ctx {
+    pub services: DaemonServices,
+    pub config: DaemonConfig,
+}
+
+impl Ctx {
+    /// Parse a full store path (or base name) sent by the client.
+    pub fn parse_path(&self, s: &str) -> Result<StorePath, OpError> {
+        self.config
+            .store_dir
+            .parse_path(s)
+            .map_err(|e| OpError(format!("path '{s}' is not a valid store path: {e}")))
+    }
+
+    /// The full path in our store directory.
+    pub fn abs(&self, p: &StorePath) -> String {
+        p.to_absolute(&self.config.store_dir)
+    }
+
+    /// The path info of `p`, if it is valid (the name must match too).
+    pub async fn lookup(&self, p: &StorePath) -> Result<Option<PathInfo>, OpError> {
+        let info = self.services.path_info_service.get(*p.digest()).await?;
+        Ok(info.filter(|i| i.store_path == *p))
+    }
+
+    /// The path info of `p`, or the error Nix gives for an invalid path
+    /// (clients turn "is not valid" into InvalidPath).
+    pub async fn require(&self, p: &StorePath) -> Result<PathInfo, OpError> {
+        self.lookup(p)
+            .await?
+            .ok_or_else(|| OpError(format!("path '{}' is not valid", self.abs(p))))
+    }
+}
+
+/// Bind the daemon socket at `path` with permissions `mode` (use
+/// [`DEFAULT_SOCKET_MODE`], 0660, unless told otherwise). A stale socket
+/// file (nobody listening) is removed first; a live one is an
+/// `AddrInUse` error, and so is any other kind of file at `path`.
+pub async fn bind_socket(path: &Path, mode: u32) -> io::Result<UnixListener> {
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).await.is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{}: a daemon is already listening there", path.display()),
+                ));
+            }
+            tokio::fs::remove_file(path).await?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: exists and is not a socket", path.display()),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await?;
+    Ok(listener)
+}
+
+/// The socket mode [`bind_socket`] is given by default: owner and group.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+
+/// Serve the daemon protocol on `listener` until `shutdown` completes, then
+/// stop accepting, let each open connection finish the request it is in,
+/// and return. At most `config.max_connections` run at once.
+pub async fn serve_daemon(
+    listener: UnixListener,
+    services: DaemonServices,
+    config: DaemonConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let ctx = Arc::new(Ctx { services, config });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: wait a little rather than spin.
+                    tracing::warn!(error = %e, "daemon socket: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let trusted = peer_trusted(&stream, &ctx.config.trust);
+        let ctx = ctx.clone();
+        let stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let (r, w) = stream.into_split();
+            serve_one(Box::new(r), Box::new(w), &ctx, trusted, stop).await;
+            drop(permit);
+        });
+        // Reap finished tasks so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+    }
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Serve one connection on an arbitrary byte stream (a socket accepted
+/// elsewhere, or stdin/stdout for `--stdio`), until the peer hangs up.
+pub async fn serve_stream<R, W>(
+    reader: R,
+    writer: W,
+    services: DaemonServices,
+    config: DaemonConfig,
+    trusted: bool,
+) where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let ctx = Ctx { services, config };
+    let (_tx, rx) = watch::channel(false);
+    serve_one(Box::new(reader), Box::new(writer), &ctx, trusted, rx).await;
+}
+
+fn peer_trusted(stream: &UnixStream, policy: &TrustPolicy) -> bool {
+    match policy {
+        TrustPolicy::Everyone => true,
+        TrustPolicy::Nobody => false,
+        TrustPolicy::Uids(uids) => match stream.peer_cred() {
+            Ok(cred) => uids.contains(&cred.uid()),
+            Err(e) => {
+                tracing::warn!(error = %e, "daemon socket: no peer credentials; not trusted");
+                false
+            }
+        },
+    }
+}
+
+async fn serve_one(
+    r: Box<dyn AsyncRead + Send + Unpin>,
+    w: Box<dyn AsyncWrite + Send + Unpin>,
+    ctx: &Ctx,
+    trusted: bool,
+    stop: watch::Receiver<bool>,
+) {
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut w = BufWriter::with_capacity(64 * 1024, w);
+    let trust = if trusted {
+        TrustLevel::Trusted
+    } else {
+        TrustLevel::NotTrusted
+    };
+    let negotiated = match server_handshake(&mut r, &mut w, &ctx.config.daemon_version, trust).await
+    {
+        Ok(n) => n,
+        Err(e) => {
+            log_end(&e, "handshake");
+            return;
+        }
+    };
+    tracing::debug!(version = %negotiated.version, dialect = ?negotiated.dialect, trusted, "daemon client connected");
+    let mut conn = Conn {
+        r,
+        w,
+        version: negotiated.version,
+        dialect: negotiated.dialect,
+        trusted,
+    };
+    if let Err(e) = op_loop(&mut conn, ctx, stop).await {
+        log_end(&e, "request");
+    }
+}
+
+async fn op_loop(
+    conn: &mut Conn,
+    ctx: &Ctx,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    loop {
+        let op = tokio::select! {
+            op = wire::read_u64(&mut conn.r, "op") => op,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let op = match op {
+            Ok(op) => op,
+            // A clean hang-up between requests is how every session ends.
+            Err(e) if e.is_disconnect() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        ops::dispatch(conn, ctx, op).await?;
+    }
+}
+
+fn log_end(e: &ConnectionError, phase: &str) {
+    if e.is_disconnect() {
+        tracing::debug!(error = %e, phase, "daemon client went away");
+    } else {
+        tracing::warn!(error = %e, phase, "daemon connection dropped");
+    }
+}

@@ -1,0 +1,21 @@
+//! NAR (Nix ARchive): the writer that renders castore nodes as NARs, the
+//! strict streaming reader that stores NARs in castore, and NAR hashing.
+//!
+//! # Layout
+//! - [`wire`]: the grammar and its tokens (no I/O), shared by both sides.
+//! - [`limits`]: the bounds the reader applies and the writer respects.
+//! - [`write_nar`], [`nar_hash_and_size`], [`NarCalculator`]: castore → NAR.
+//! - [`read_nar`], [`read_nar_to_end`]: NAR → castore.
+
+mod calculate;
+pub mod limits;
+mod reader;
+pub mod wire;
+mod writer;
+
+pub use calculate::{HashingSink, NarCalculator, nar_hash_and_size};
+pub use reader::{NarIngested, NarReadError, read_nar, read_nar_to_end};
+pub use writer::{NarWriteError, write_nar};
+
+#[cfg(test)]
+mod test_support;

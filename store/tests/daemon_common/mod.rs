@@ -1,0 +1,208 @@
+//! Shared by the daemon tests: a server on a socket in a temp dir, a
+//! raw-byte client, and fixtures.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use parking_lot::RwLock;
+use storefs_castore::{B3Digest, Node};
+use storefs_store::daemon::wire;
+use storefs_store::daemon::{
+    DEFAULT_SOCKET_MODE, DaemonConfig, DaemonServices, bind_socket, serve_daemon,
+};
+use storefs_store::pathinfo::PathInfo;
+use storefs_store::pathinfoservice::PathInfoService;
+use storefs_store::store_path::{DIGEST_LEN, StorePath};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// A path info store in a map, until the memory backend lands in main.
+#[derive(Default)]
+pub struct MapPathInfoService(RwLock<BTreeMap<[u8; DIGEST_LEN], PathInfo>>);
+
+#[async_trait]
+impl PathInfoService for MapPathInfoService {
+    async fn get(&self, digest: [u8; DIGEST_LEN]) -> storefs_castore::Result<Option<PathInfo>> {
+        Ok(self.0.read().get(&digest).cloned())
+    }
+    async fn put(&self, info: PathInfo) -> storefs_castore::Result<PathInfo> {
+        self.0
+            .write()
+            .insert(*info.store_path.digest(), info.clone());
+        Ok(info)
+    }
+    fn list(&self) -> BoxStream<'static, storefs_castore::Result<PathInfo>> {
+        let all: Vec<_> = self.0.read().values().cloned().map(Ok).collect();
+        Box::pin(futures::stream::iter(all))
+    }
+}
+
+pub const HELLO: &str = "925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt";
+pub const HELLO_NAR_SHA256: &str =
+    "03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040";
+pub const TEXT: &str = "r4mvpxzh7rgrm4j831b2yi90zq64grqm-hello.txt";
+pub const BAZ: &str = "w2hzasm68w0bfrwg61385vhfcqqrpnm9-baz";
+
+pub fn sp(base: &str) -> StorePath {
+    StorePath::from_base_name(base).unwrap()
+}
+
+pub fn full(base: &str) -> String {
+    format!("/nix/store/{base}")
+}
+
+/// Fixture metadata: `hello.txt` added with `nix-store --add`, and `baz`
+/// referring to the `builtins.toFile` hello.txt (which is not itself valid).
+pub async fn fixture_infos(svc: &dyn PathInfoService) {
+    let file = Node::File {
+        digest: B3Digest::of(b"Hello World!"),
+        size: 12,
+        executable: false,
+    };
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(HELLO_NAR_SHA256, &mut sha).unwrap();
+    svc.put(PathInfo {
+        store_path: sp(HELLO),
+        node: file.clone(),
+        references: vec![],
+        nar_size: 128,
+        nar_sha256: sha,
+        signatures: vec![],
+        deriver: None,
+        ca: Some(storefs_store::pathinfo::ContentAddress::Recursive(
+            storefs_store::pathinfo::NixHash::new(storefs_store::pathinfo::HashAlgo::Sha256, &sha)
+                .unwrap(),
+        )),
+    })
+    .await
+    .unwrap();
+    svc.put(PathInfo {
+        store_path: sp(BAZ),
+        node: file,
+        references: vec![sp(TEXT), sp(HELLO)],
+        nar_size: 168,
+        nar_sha256: [7; 32],
+        signatures: vec![],
+        deriver: Some(sp(HELLO)),
+        ca: None,
+    })
+    .await
+    .unwrap();
+}
+
+/// A daemon serving `services` on a socket in a temp dir.
+pub struct TestDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestDaemon {
+    pub async fn start(services: DaemonServices, config: DaemonConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("daemon.sock");
+        let listener = bind_socket(&socket, DEFAULT_SOCKET_MODE).await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve_daemon(listener, services, config, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            dir,
+            socket,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A client that speaks raw bytes.
+pub struct Raw {
+    pub s: UnixStream,
+}
+
+impl Raw {
+    pub async fn connect(socket: &std::path::Path) -> Self {
+        Self {
+            s: UnixStream::connect(socket).await.unwrap(),
+        }
+    }
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.unwrap();
+    }
+    pub async fn u64(&mut self) -> u64 {
+        wire::read_u64(&mut self.s, "test").await.unwrap()
+    }
+    pub async fn string(&mut self) -> String {
+        wire::read_string(&mut self.s, 1 << 20, "test")
+            .await
+            .unwrap()
+    }
+    pub async fn strings(&mut self) -> Vec<String> {
+        wire::read_strings(&mut self.s, 1 << 20, 1 << 20, "test")
+            .await
+            .unwrap()
+    }
+    /// Whether the server closed the connection (EOF on the next read).
+    pub async fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.s.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
+
+pub fn msg() -> Vec<u8> {
+    Vec::new()
+}
+
+/// Services in memory with the fixture path infos.
+pub async fn memory_services() -> (DaemonServices, Arc<MapPathInfoService>) {
+    let pis = Arc::new(MapPathInfoService::default());
+    fixture_infos(pis.as_ref()).await;
+    let services = DaemonServices {
+        blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
+        directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
+        path_info_service: pis.clone(),
+    };
+    (services, pis)
+}
+
+/// Handshake bytes a client of `version` sends after the magic and its
+/// version: features at 1.38, cpu affinity and reserveSpace.
+pub fn handshake_tail(minor: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    if minor >= 38 {
+        wire::put_u64(&mut v, 0); // no features
+    }
+    wire::put_u64(&mut v, 0); // sendCpu
+    wire::put_u64(&mut v, 0); // reserveSpace
+    v
+}
+
+/// Structured STDERR_ERROR (≥ 1.26): returns the message.
+pub async fn read_structured_error(c: &mut Raw) -> String {
+    assert_eq!(c.string().await, "Error");
+    assert_eq!(c.u64().await, 0);
+    assert_eq!(c.string().await, "Error");
+    let msg = c.string().await;
+    assert_eq!(c.u64().await, 0); // havePos
+    assert_eq!(c.u64().await, 0); // traces
+    msg
+}
+
+pub mod nix;

@@ -1,0 +1,120 @@
+//! Our NAR of an ingested tree equals `nix-store --dump` of the same tree,
+//! byte for byte. Needs Nix (Debian's nix-bin): the README's test command
+//! (`scripts/test`) installs it. `nix-store --dump` reads any path, so no
+//! Nix store is touched.
+
+mod common;
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Command;
+
+use proptest::prelude::*;
+
+/// `nix-store --dump path`. Fails the test (never skips it) if Nix is
+/// missing.
+fn nix_dump(path: &Path) -> Vec<u8> {
+    let out = Command::new("nix-store")
+        .arg("--dump")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run nix-store ({e}); these tests compare with real Nix: \
+                 run the README's test command, scripts/test, which installs nix-bin"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "nix-store --dump {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn ours(path: &Path) -> Vec<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (bs, ds) = common::services();
+        common::ingest_and_dump(path, &bs, &ds).await.1
+    })
+}
+
+/// First differing offset, for a readable failure.
+fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .or((a.len() != b.len()).then(|| a.len().min(b.len())))
+}
+
+fn assert_same_as_nix(path: &Path) {
+    let nix = nix_dump(path);
+    let mine = ours(path);
+    assert!(
+        nix == mine,
+        "NAR of {} differs from nix-store --dump at byte {:?} (ours {} bytes, Nix {})",
+        path.display(),
+        first_diff(&mine, &nix),
+        mine.len(),
+        nix.len()
+    );
+}
+
+#[test]
+fn handmade_tree_equals_nix_store_dump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("tree");
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+    std::fs::write(root.join("a/b/c/deep.txt"), b"deep\n").unwrap();
+    std::fs::write(root.join("empty-file"), b"").unwrap();
+    std::fs::write(root.join("hello.txt"), b"Hello World!").unwrap();
+    for (name, mode) in [("exe", 0o755), ("owner-x", 0o700), ("group-other-x", 0o611)] {
+        let p = root.join("bin").join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"#!/bin/sh\necho hi\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let big = common::contents(7, 300 * 1024 + 3);
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    for name in [
+        &b"with space"[..],
+        b"new\nline",
+        b"\xff\xfe-not-utf8",
+        b"UPPER",
+        b"_under",
+    ] {
+        std::fs::write(root.join(std::ffi::OsStr::from_bytes(name)), name).unwrap();
+    }
+    std::fs::write(root.join("n".repeat(255)), b"long name").unwrap();
+    symlink("/absolute/dangling", root.join("abs-link")).unwrap();
+    symlink("hello.txt", root.join("rel-link")).unwrap();
+    symlink("../../nowhere", root.join("a/b/up-link")).unwrap();
+    assert_same_as_nix(&root);
+    // Roots that are not directories.
+    assert_same_as_nix(&root.join("hello.txt"));
+    assert_same_as_nix(&root.join("bin/exe"));
+    assert_same_as_nix(&root.join("abs-link"));
+    assert_same_as_nix(&root.join("empty-dir"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_trees_equal_nix_store_dump(tree in common::tree()) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        common::write_tree(&root, &tree);
+        let nix = nix_dump(&root);
+        let mine = ours(&root);
+        prop_assert!(nix == mine, "differs at byte {:?}", first_diff(&mine, &nix));
+    }
+}

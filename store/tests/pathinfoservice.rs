@@ -1,0 +1,253 @@
+//! One conformance suite for every PathInfoService backend: memory, redb in
+//! a file of its own, redb sharing a database with other tables, and a
+//! service that keeps only the trait's default `referrers` (scanning).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use storefs_castore::{B3Digest, Node, Result};
+use storefs_store::pathinfo::{ContentAddress, NixHash, PathInfo, Signature};
+use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService, RedbPathInfoService};
+use storefs_store::store_path::{StoreDir, StorePath, make_text_path};
+
+/// A text path named `name` with these references, its contents `name`.
+fn info(name: &str, refs: &[&PathInfo], self_ref: bool) -> PathInfo {
+    let sd = StoreDir::default();
+    let h: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(name.as_bytes()).into()
+    };
+    let refs: Vec<StorePath> = refs.iter().map(|i| i.store_path.clone()).collect();
+    let mut store_path = make_text_path(name, &h, &refs, &sd).unwrap();
+    if self_ref {
+        // Not a real text path, but services do not recompute paths.
+        store_path = StorePath::from_parts([name.len() as u8; 20], name).unwrap();
+    }
+    let mut references = refs;
+    if self_ref {
+        references.push(store_path.clone());
+    }
+    PathInfo {
+        store_path,
+        node: Node::File {
+            digest: B3Digest::of(name.as_bytes()),
+            size: name.len() as u64,
+            executable: false,
+        },
+        references,
+        nar_size: 100 + name.len() as u64,
+        nar_sha256: h,
+        signatures: vec![Signature {
+            name: "k-1".into(),
+            bytes: [7; 64],
+        }],
+        deriver: None,
+        ca: Some(ContentAddress::Recursive(NixHash::sha256(h))),
+    }
+}
+
+fn names(paths: &[StorePath]) -> Vec<String> {
+    paths.iter().map(|p| p.name().to_owned()).collect()
+}
+
+async fn conformance(svc: &dyn PathInfoService) {
+    let a = info("a", &[], false);
+    let b = info("b", &[&a], false);
+    let c = info("c", &[&a, &b], false);
+    let s = info("selfref", &[&a], true);
+
+    assert_eq!(svc.get(*a.store_path.digest()).await.unwrap(), None);
+    assert_eq!(svc.list().try_collect::<Vec<_>>().await.unwrap(), vec![]);
+    assert_eq!(svc.referrers(*a.store_path.digest()).await.unwrap(), vec![]);
+
+    for i in [&a, &b, &c, &s] {
+        assert_eq!(&svc.put(i.clone()).await.unwrap(), i);
+    }
+    for i in [&a, &b, &c, &s] {
+        assert_eq!(
+            svc.get(*i.store_path.digest()).await.unwrap().as_ref(),
+            Some(i)
+        );
+    }
+    let mut all: Vec<PathInfo> = svc.list().try_collect().await.unwrap();
+    all.sort_by_key(|i| i.store_path.name().to_owned());
+    assert_eq!(all, vec![a.clone(), b.clone(), c.clone(), s.clone()]);
+
+    let mut expect = vec![
+        b.store_path.clone(),
+        c.store_path.clone(),
+        s.store_path.clone(),
+    ];
+    expect.sort_by_key(|p| p.base_name());
+    assert_eq!(svc.referrers(*a.store_path.digest()).await.unwrap(), expect);
+    assert_eq!(
+        names(&svc.referrers(*b.store_path.digest()).await.unwrap()),
+        ["c"]
+    );
+    assert_eq!(svc.referrers(*c.store_path.digest()).await.unwrap(), vec![]);
+    assert_eq!(
+        names(&svc.referrers(*s.store_path.digest()).await.unwrap()),
+        ["selfref"]
+    );
+
+    // Replacing c with a version that refers only to b drops c from a's
+    // referrers, in the same step.
+    let mut c2 = c.clone();
+    c2.references = vec![b.store_path.clone()];
+    c2.signatures.clear();
+    svc.put(c2.clone()).await.unwrap();
+    assert_eq!(
+        svc.get(*c.store_path.digest()).await.unwrap(),
+        Some(c2.clone())
+    );
+    let mut expect = vec![b.store_path.clone(), s.store_path.clone()];
+    expect.sort_by_key(|p| p.base_name());
+    assert_eq!(svc.referrers(*a.store_path.digest()).await.unwrap(), expect);
+    assert_eq!(
+        names(&svc.referrers(*b.store_path.digest()).await.unwrap()),
+        ["c"]
+    );
+    assert_eq!(svc.list().try_collect::<Vec<_>>().await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn memory() {
+    conformance(&MemoryPathInfoService::new()).await;
+}
+
+#[tokio::test]
+async fn redb_file_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    {
+        let svc = RedbPathInfoService::open(&path).await.unwrap();
+        conformance(&svc).await;
+    }
+    let svc = RedbPathInfoService::open(&path).await.unwrap();
+    let all: Vec<PathInfo> = svc.list().try_collect().await.unwrap();
+    assert_eq!(all.len(), 4);
+    let a = info("a", &[], false);
+    assert_eq!(
+        svc.referrers(*a.store_path.digest()).await.unwrap().len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn redb_shares_a_database_with_other_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("shared.redb")).unwrap());
+    // Another service's table in the same file.
+    let other: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("castore.other");
+    let txn = db.begin_write().unwrap();
+    txn.open_table(other).unwrap().insert("k", "v").unwrap();
+    txn.commit().unwrap();
+
+    let svc = RedbPathInfoService::new(db.clone()).await.unwrap();
+    conformance(&svc).await;
+    let txn = db.begin_read().unwrap();
+    assert_eq!(
+        txn.open_table(other)
+            .unwrap()
+            .get("k")
+            .unwrap()
+            .unwrap()
+            .value(),
+        "v"
+    );
+}
+
+#[tokio::test]
+async fn redb_list_pages_through_many_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = RedbPathInfoService::open(dir.path().join("s.redb"))
+        .await
+        .unwrap();
+    let mut want = Vec::new();
+    for n in 0..600 {
+        let i = info(&format!("p{n}"), &[], false);
+        svc.put(i.clone()).await.unwrap();
+        want.push(i.store_path);
+    }
+    let mut got: Vec<StorePath> = svc
+        .list()
+        .map_ok(|i| i.store_path)
+        .try_collect()
+        .await
+        .unwrap();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn redb_refuses_corrupt_records_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(redb::Database::create(dir.path().join("c.redb")).unwrap());
+    let svc = RedbPathInfoService::new(db.clone()).await.unwrap();
+    let a = info("a", &[], false);
+    let b = info("b", &[&a], false);
+    svc.put(a.clone()).await.unwrap();
+    svc.put(b.clone()).await.unwrap();
+    assert_eq!(
+        names(&svc.referrers(*a.store_path.digest()).await.unwrap()),
+        ["b"]
+    );
+    // File b's record under a's digest, and garbage under b's.
+    let table: redb::TableDefinition<[u8; 20], &[u8]> =
+        redb::TableDefinition::new("store.pathinfo.v1");
+    let txn = db.begin_write().unwrap();
+    {
+        use prost::Message;
+        let mut t = txn.open_table(table).unwrap();
+        t.insert(
+            *a.store_path.digest(),
+            b.to_proto().encode_to_vec().as_slice(),
+        )
+        .unwrap();
+        t.insert(*b.store_path.digest(), &b"\xff\xff"[..]).unwrap();
+    }
+    txn.commit().unwrap();
+    for d in [a.store_path.digest(), b.store_path.digest()] {
+        let err = svc.get(*d).await.unwrap_err();
+        assert!(
+            matches!(err, storefs_castore::Error::Storage(ref m) if m.contains("corrupt record")),
+            "{err}"
+        );
+    }
+    assert!(svc.list().try_collect::<Vec<_>>().await.is_err());
+    // A put over a corrupt record still cleans the reference index.
+    let c = info("c", &[], false);
+    let mut b2 = info("b", &[&c], false);
+    b2.store_path = b.store_path.clone();
+    svc.put(b2.clone()).await.unwrap();
+    assert_eq!(svc.get(*b.store_path.digest()).await.unwrap(), Some(b2));
+    assert_eq!(svc.referrers(*a.store_path.digest()).await.unwrap(), vec![]);
+    assert_eq!(
+        names(&svc.referrers(*c.store_path.digest()).await.unwrap()),
+        ["b"]
+    );
+}
+
+/// A service that keeps only the trait's default `referrers`.
+struct ScanOnly(MemoryPathInfoService);
+
+#[async_trait]
+impl PathInfoService for ScanOnly {
+    async fn get(&self, digest: [u8; 20]) -> Result<Option<PathInfo>> {
+        self.0.get(digest).await
+    }
+    async fn put(&self, info: PathInfo) -> Result<PathInfo> {
+        self.0.put(info).await
+    }
+    fn list(&self) -> BoxStream<'static, Result<PathInfo>> {
+        self.0.list()
+    }
+}
+
+#[tokio::test]
+async fn default_referrers_scans() {
+    conformance(&ScanOnly(MemoryPathInfoService::new())).await;
+}
