@@ -182,7 +182,7 @@ impl NixStore {
         std::fs::write(tree.join("sub/deep/deeper/we ird=+name,ü"), "odd\n").unwrap();
         std::fs::write(tree.join("-dash"), "x").unwrap();
         std::fs::write(tree.join("seven77"), "1234567").unwrap();
-        std::fs::write(tree.join(&"n".repeat(200)), "long name").unwrap();
+        std::fs::write(tree.join("n".repeat(200)), "long name").unwrap();
         std::os::unix::fs::symlink("a", tree.join("link")).unwrap();
         std::os::unix::fs::symlink("sub/deep", tree.join("dirlink")).unwrap();
         std::os::unix::fs::symlink("/nonexistent/target", tree.join("dangling")).unwrap();
@@ -259,7 +259,7 @@ pub struct PyHttpServer {
 impl PyHttpServer {
     pub fn start(dir: &Path) -> Self {
         let port = free_port();
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(port.to_string())
             .arg("--directory")
@@ -275,6 +275,8 @@ impl PyHttpServer {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("python3 http.server did not start on port {port}");
     }
 
