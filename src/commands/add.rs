@@ -42,6 +42,7 @@ pub async fn add_one(
         name: Some(PathComponent::try_from(name.as_str())?),
         ..IngestOptions::default()
     };
+    let started = std::time::Instant::now();
     let ingested = ingest_path_with(
         services.blob.clone(),
         services.directory.as_ref(),
@@ -49,15 +50,23 @@ pub async fn add_one(
         &options,
     )
     .await?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), stats = ?ingested.stats, "ingested");
     let node = ingested.entry.node;
+    let started = std::time::Instant::now();
     let (nar_size, nar_sha256) = services
         .nar_calculation
         .calculate_nar(&node)
         .await
         .context("computing the NAR hash")?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis(),
+        nar_size,
+        "NAR hash computed"
+    );
     let store_path = make_source_path(&name, &nar_sha256, &[], false, store_dir)?;
     let hash = NixHash::new(HashAlgo::Sha256, &nar_sha256)
         .ok_or_else(|| anyhow!("a sha256 digest is 32 bytes"))?;
+    let started = std::time::Instant::now();
     let info = PathInfo {
         store_path: store_path.clone(),
         node,
@@ -73,6 +82,10 @@ pub async fn add_one(
         .put(info)
         .await
         .context("recording the path info")?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis(),
+        "path info recorded"
+    );
     Ok(store_path)
 }
 
