@@ -140,20 +140,43 @@ pub(crate) fn storage<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) ->
 }
 
 /// Encode a chunk record: zstd (level 1) only when that makes it smaller.
+///
+/// The compressed frame is written straight after the flag byte, into
+/// room as long as the raw chunk: if zstd cannot fit the frame there, it
+/// would not have been smaller, and the chunk is stored raw. One zstd
+/// context per thread is reused (making one costs more than compressing a
+/// small file).
 pub(crate) fn encode_chunk(data: &[u8]) -> Vec<u8> {
-    if let Ok(compressed) = zstd::bulk::compress(data, 1)
-        && compressed.len() < data.len()
-    {
-        let mut out = Vec::with_capacity(compressed.len() + 1);
-        out.push(CHUNK_ZSTD);
-        out.extend_from_slice(&compressed);
-        return out;
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
     }
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(CHUNK_RAW);
-    out.extend_from_slice(data);
+    let mut out = vec![0u8; data.len() + 1];
+    let compressed = COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        let compressor = slot.as_mut()?;
+        // A frame longer than `data` fails here (dstSize_tooSmall) and
+        // the chunk goes raw.
+        compressor.compress_to_buffer(data, &mut out[1..]).ok()
+    });
+    match compressed {
+        Some(n) if n < data.len() => {
+            out[0] = CHUNK_ZSTD;
+            out.truncate(n + 1);
+        }
+        _ => {
+            out[0] = CHUNK_RAW;
+            out[1..].copy_from_slice(data);
+        }
+    }
     out
 }
+
+/// zstd level of stored chunks: the fastest of the normal levels.
+const ZSTD_LEVEL: i32 = 1;
 
 /// Decode a chunk record and check it hashes to `digest`.
 pub(crate) fn decode_chunk(digest: &B3Digest, record: &[u8]) -> Result<bytes::Bytes> {

@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow};
-use storefs_castore::{IngestOptions, PathComponent, ingest_path_with};
+use anyhow::{Context, anyhow, bail};
+use storefs_castore::{IngestOptions, IngestStats, PathComponent, ingest_path_with};
+use storefs_store::nar::nar_hash_of_path;
 use storefs_store::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo};
 use storefs_store::store_path::{StoreDir, StorePath, make_source_path};
 
@@ -42,27 +43,55 @@ pub async fn add_one(
         name: Some(PathComponent::try_from(name.as_str())?),
         ..IngestOptions::default()
     };
+    // The NAR hash comes from the file system, computed while the same
+    // tree is ingested: one more read of each file, from the page cache,
+    // rather than a second pass over the store (or over the network, with
+    // a gRPC store) once the ingest is done.
     let started = std::time::Instant::now();
-    let ingested = ingest_path_with(
-        services.blob.clone(),
-        services.directory.as_ref(),
-        path,
-        &options,
-    )
-    .await?;
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis(), stats = ?ingested.stats, "ingested");
-    let node = ingested.entry.node;
-    let started = std::time::Instant::now();
-    let (nar_size, nar_sha256) = services
-        .nar_calculation
-        .calculate_nar(&node)
-        .await
-        .context("computing the NAR hash")?;
+    let nar_path = path.to_owned();
+    let nar = async move {
+        tokio::task::spawn_blocking(move || nar_hash_of_path(&nar_path))
+            .await
+            .context("the NAR hashing task failed")?
+            .context("computing the NAR hash")
+    };
+    let ingest = async {
+        let ingested = ingest_path_with(
+            services.blob.clone(),
+            services.directory.as_ref(),
+            path,
+            &options,
+        )
+        .await?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis(), stats = ?ingested.stats, "ingested");
+        anyhow::Ok(ingested)
+    };
+    let (ingested, nar) = tokio::try_join!(ingest, nar)?;
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis(),
-        nar_size,
-        "NAR hash computed"
+        nar_size = nar.nar_size,
+        "ingested and NAR hashed"
     );
+    // Both passes read the tree on their own: if it changed meanwhile, the
+    // NAR hash may not describe what was stored. Counts catch most changes
+    // (files added, removed or resized); like `nix-store --add`, this
+    // expects a tree that is not being written to.
+    let seen = IngestStats {
+        files: nar.stats.files,
+        bytes: nar.stats.bytes,
+        directories: nar.stats.directories,
+        symlinks: nar.stats.symlinks,
+    };
+    if seen != ingested.stats {
+        bail!(
+            "{} changed while it was added (ingest saw {:?}, the NAR hash {:?})",
+            path.display(),
+            ingested.stats,
+            seen
+        );
+    }
+    let node = ingested.entry.node;
+    let (nar_size, nar_sha256) = (nar.nar_size, nar.nar_sha256);
     let store_path = make_source_path(&name, &nar_sha256, &[], false, store_dir)?;
     let hash = NixHash::new(HashAlgo::Sha256, &nar_sha256)
         .ok_or_else(|| anyhow!("a sha256 digest is 32 bytes"))?;

@@ -54,8 +54,24 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
         .or((a.len() != b.len()).then(|| a.len().min(b.len())))
 }
 
+/// The NAR `storefs add` hashes: straight from the file system.
+fn local(path: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    storefs_store::nar::dump_path(path, &mut out).unwrap();
+    out
+}
+
 fn assert_same_as_nix(path: &Path) {
     let nix = nix_dump(path);
+    let from_fs = local(path);
+    assert!(
+        nix == from_fs,
+        "local NAR of {} differs from nix-store --dump at byte {:?} (ours {} bytes, Nix {})",
+        path.display(),
+        first_diff(&from_fs, &nix),
+        from_fs.len(),
+        nix.len()
+    );
     let mine = ours(path);
     assert!(
         nix == mine,
@@ -116,5 +132,7 @@ proptest! {
         let nix = nix_dump(&root);
         let mine = ours(&root);
         prop_assert!(nix == mine, "differs at byte {:?}", first_diff(&mine, &nix));
+        let from_fs = local(&root);
+        prop_assert!(nix == from_fs, "local NAR differs at byte {:?}", first_diff(&from_fs, &nix));
     }
 }

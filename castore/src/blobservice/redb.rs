@@ -110,18 +110,25 @@ fn write_chunks(
     durability: Durability,
     existing: Existing,
 ) -> Result<()> {
+    // Compress before taking redb's one write lock, so that writers on
+    // other threads compress while this one commits. A chunk that turns
+    // out to be stored already was compressed for nothing; that is rare
+    // next to the cost of compressing under the lock every time.
+    let records: Vec<(B3Digest, Vec<u8>)> = chunks
+        .into_iter()
+        .map(|(digest, data)| (digest, encode_chunk(&data)))
+        .collect();
     let mut txn = db.begin_write().map_err(storage("begin write"))?;
     txn.set_durability(durability);
     {
         let mut table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
-        for (digest, data) in chunks {
+        for (digest, record) in records {
             let key = *digest.as_bytes();
             if existing == Existing::Keep
                 && table.get(key).map_err(storage("read chunk"))?.is_some()
             {
                 continue;
             }
-            let record = encode_chunk(&data);
             table
                 .insert(key, record.as_slice())
                 .map_err(storage("insert chunk"))?;

@@ -258,20 +258,38 @@ async fn upload_file(
         path: path.clone(),
         source,
     };
-    let mut file = tokio::fs::File::open(&path).await.map_err(io_err)?;
+    // Open the file and read its first buffer in one blocking call: most
+    // files of a tree fit in it, and then this is their only hop to the
+    // blocking pool before the blob is stored (tokio's File would take one
+    // for the open and one per read, the final empty read included).
+    let open_path = path.clone();
+    let (file, mut buf, at_end) = tokio::task::spawn_blocking(move || read_first(&open_path))
+        .await
+        .map_err(|e| IngestError::TaskFailed {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?
+        .map_err(io_err)?;
     let mut writer = blob_service.open_write().await;
-    let mut buf = vec![0u8; READ_BUF_LEN];
-    let mut size: u64 = 0;
-    loop {
-        let n = file.read(&mut buf).await.map_err(io_err)?;
-        if n == 0 {
-            break;
+    writer
+        .write_all(&buf)
+        .await
+        .map_err(|e| blob_err(crate::Error::Io(e)))?;
+    let mut size = buf.len() as u64;
+    if !at_end {
+        let mut file = tokio::fs::File::from_std(file);
+        buf.resize(READ_BUF_LEN, 0);
+        loop {
+            let n = file.read(&mut buf).await.map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            writer
+                .write_all(&buf[..n])
+                .await
+                .map_err(|e| blob_err(crate::Error::Io(e)))?;
+            size += n as u64;
         }
-        writer
-            .write_all(&buf[..n])
-            .await
-            .map_err(|e| blob_err(crate::Error::Io(e)))?;
-        size += n as u64;
     }
     writer
         .flush()
@@ -279,6 +297,27 @@ async fn upload_file(
         .map_err(|e| blob_err(crate::Error::Io(e)))?;
     let digest = writer.close().await.map_err(blob_err)?;
     Ok((digest, size))
+}
+
+/// Open `path` and read up to [`READ_BUF_LEN`] bytes of it. Returns the
+/// file, what was read, and whether that is the whole file. Blocking.
+fn read_first(path: &Path) -> std::io::Result<(std::fs::File, Vec<u8>, bool)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; READ_BUF_LEN];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => {
+                buf.truncate(filled);
+                return Ok((file, buf, true));
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((file, buf, false))
 }
 
 /// Build the directories bottom-up and send them, leaves first and root
