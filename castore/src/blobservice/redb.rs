@@ -1,8 +1,14 @@
 //! [`RedbBlobService`]: blobs in the embedded redb store ([`RedbStore`]).
 //!
 //! Writers buffer chunks and commit them in batches of [`WRITE_BATCH_BYTES`]
-//! (and at close), never one transaction per chunk. Chunks are stored once
-//! per digest. Every read decompresses and re-hashes.
+//! (and at close), never one transaction per chunk. Batches of all the
+//! writers of a service go through one group commit ([`CommitQueue`]):
+//! while a transaction commits, the batches that arrive queue up, and the
+//! next transaction takes them all. redb has one write transaction at a
+//! time and every durable commit syncs the file, so without this, writers
+//! storing many small blobs at once wait on each other's syncs (52k files
+//! meant 52k serialised commits). Chunks are stored once per digest. Every
+//! read decompresses and re-hashes.
 
 use std::sync::Arc;
 
@@ -19,7 +25,7 @@ use crate::redb_store::{
     BLOB_CHUNKS, CHUNKS, RedbStore, blocking, decode_chunk, decode_chunk_list, encode_chunk,
     encode_chunk_list, storage,
 };
-use crate::{B3Digest, Result};
+use crate::{B3Digest, Error, Result};
 
 /// How many chunk bytes a writer buffers before it commits them.
 pub const WRITE_BATCH_BYTES: usize = 8 * 1024 * 1024;
@@ -30,14 +36,19 @@ pub struct RedbBlobService {
     store: RedbStore,
     /// A fresh chunker, cloned for every writer (validated once, here).
     chunker: Chunker,
+    /// The group commit every writer of this service (and its clones)
+    /// stores through.
+    commits: Arc<CommitQueue>,
 }
 
 impl RedbBlobService {
     /// The blob service of `store`, with the default chunking.
     pub fn new(store: RedbStore) -> Self {
+        let commits = Arc::new(CommitQueue::new(store.database().clone()));
         Self {
             store,
             chunker: Chunker::default(),
+            commits,
         }
     }
 
@@ -46,9 +57,11 @@ impl RedbBlobService {
         store: RedbStore,
         config: ChunkerConfig,
     ) -> Result<Self, ChunkerConfigError> {
+        let commits = Arc::new(CommitQueue::new(store.database().clone()));
         Ok(Self {
             store,
             chunker: Chunker::new(config)?,
+            commits,
         })
     }
 
@@ -101,6 +114,17 @@ enum Existing {
     Replace,
 }
 
+/// Chunks ready to store: digest and encoded record.
+type Records = Vec<(B3Digest, Vec<u8>)>;
+
+/// Encode chunk records. Blocking: compression.
+fn encode_records(chunks: Vec<(B3Digest, Bytes)>) -> Records {
+    chunks
+        .into_iter()
+        .map(|(digest, data)| (digest, encode_chunk(&data)))
+        .collect()
+}
+
 /// Store chunks (each once) and optionally one chunk list, in one
 /// transaction. `durability` is relaxed for cache fills.
 fn write_chunks(
@@ -111,38 +135,177 @@ fn write_chunks(
     existing: Existing,
 ) -> Result<()> {
     // Compress before taking redb's one write lock, so that writers on
-    // other threads compress while this one commits. A chunk that turns
-    // out to be stored already was compressed for nothing; that is rare
-    // next to the cost of compressing under the lock every time.
-    let records: Vec<(B3Digest, Vec<u8>)> = chunks
-        .into_iter()
-        .map(|(digest, data)| (digest, encode_chunk(&data)))
-        .collect();
+    // other threads compress while this one commits.
+    let batch = Batch {
+        records: encode_records(chunks),
+        list,
+    };
+    write_batches(db, std::slice::from_ref(&batch), durability, existing)
+}
+
+/// Store several batches in one transaction: their chunks (each once) and
+/// chunk lists.
+fn write_batches(
+    db: &Database,
+    batches: &[Batch],
+    durability: Durability,
+    existing: Existing,
+) -> Result<()> {
     let mut txn = db.begin_write().map_err(storage("begin write"))?;
     txn.set_durability(durability);
     {
         let mut table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
-        for (digest, record) in records {
-            let key = *digest.as_bytes();
-            if existing == Existing::Keep
-                && table.get(key).map_err(storage("read chunk"))?.is_some()
-            {
-                continue;
+        let mut lists = txn
+            .open_table(BLOB_CHUNKS)
+            .map_err(storage("open chunk lists"))?;
+        for batch in batches {
+            for (digest, record) in &batch.records {
+                let key = *digest.as_bytes();
+                // A chunk already stored is kept (dedup); it may have been
+                // compressed for nothing, which is rare next to the cost of
+                // compressing under the write lock every time.
+                if existing == Existing::Keep
+                    && table.get(key).map_err(storage("read chunk"))?.is_some()
+                {
+                    continue;
+                }
+                table
+                    .insert(key, record.as_slice())
+                    .map_err(storage("insert chunk"))?;
             }
-            table
-                .insert(key, record.as_slice())
-                .map_err(storage("insert chunk"))?;
-        }
-        if let Some((blob, list)) = list.filter(|(_, l)| !l.is_empty()) {
-            let mut lists = txn
-                .open_table(BLOB_CHUNKS)
-                .map_err(storage("open chunk lists"))?;
-            lists
-                .insert(*blob.as_bytes(), encode_chunk_list(&list).as_slice())
-                .map_err(storage("insert chunk list"))?;
+            if let Some((blob, list)) = batch.list.as_ref().filter(|(_, l)| !l.is_empty()) {
+                lists
+                    .insert(*blob.as_bytes(), encode_chunk_list(list).as_slice())
+                    .map_err(storage("insert chunk list"))?;
+            }
         }
     }
     txn.commit().map_err(storage("commit chunks"))
+}
+
+/// What one writer hands the group commit: encoded chunks and, at close,
+/// its blob's chunk list.
+struct Batch {
+    records: Records,
+    list: Option<(B3Digest, Vec<ChunkMeta>)>,
+}
+
+/// A batch waiting for its transaction, and who to tell when it is in.
+struct Queued {
+    batch: Batch,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// Group commit of writers' batches. Durability is unchanged: each
+/// transaction is committed with [`Durability::Immediate`], and a writer
+/// hears back only after the transaction holding its batch is durable.
+struct CommitQueue {
+    db: Arc<Database>,
+    /// Batches waiting, and whether a committer is running. A std mutex:
+    /// it is held only to push or take, never across an `.await`, and the
+    /// committer takes it from a blocking thread.
+    state: std::sync::Mutex<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    waiting: Vec<Queued>,
+    /// A committer task is running; it takes `waiting` before it stops.
+    running: bool,
+}
+
+/// Most chunk bytes a small batch may hold to be compressed on the calling
+/// task rather than in the blocking pool: compressing 16 KiB takes some
+/// tens of microseconds, less than a round trip to the pool.
+const INLINE_ENCODE_BYTES: usize = 16 * 1024;
+
+impl CommitQueue {
+    fn new(db: Arc<Database>) -> Self {
+        Self {
+            db,
+            state: std::sync::Mutex::new(QueueState::default()),
+        }
+    }
+
+    /// Encode `chunks`, queue them with `list`, and wait until they are
+    /// committed durably.
+    async fn store(
+        self: Arc<Self>,
+        chunks: Vec<(B3Digest, Bytes)>,
+        list: Option<(B3Digest, Vec<ChunkMeta>)>,
+    ) -> Result<()> {
+        let bytes: usize = chunks.iter().map(|(_, d)| d.len()).sum();
+        let records = if bytes <= INLINE_ENCODE_BYTES {
+            encode_records(chunks)
+        } else {
+            blocking(move || Ok(encode_records(chunks))).await?
+        };
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut state = self.lock();
+            state.waiting.push(Queued {
+                batch: Batch { records, list },
+                done,
+            });
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start {
+            let queue = Arc::clone(&self);
+            // Detached: it ends when the queue is empty. Its results go to
+            // the writers through their channels.
+            drop(tokio::task::spawn_blocking(move || queue.run()));
+        }
+        rx.await
+            .map_err(|_| Error::Storage("redb committer stopped before our commit".into()))?
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // A panic while the lock is held leaves only plain data behind
+        // (no invariant spans a push or a take), so a poisoned lock is
+        // still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Commit whatever is waiting, one transaction per round, until
+    /// nothing is. Blocking.
+    fn run(&self) {
+        // If a commit panics, the waiting writers must not wait forever:
+        // on unwinding, the guard drops their senders (they get an error)
+        // and lets the next batch start a new committer.
+        struct Stopped<'a>(&'a CommitQueue);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut state = self.0.lock();
+                    state.running = false;
+                    state.waiting.clear();
+                }
+            }
+        }
+        let _guard = Stopped(self);
+        loop {
+            let taken = {
+                let mut state = self.lock();
+                if state.waiting.is_empty() {
+                    state.running = false;
+                    return;
+                }
+                std::mem::take(&mut state.waiting)
+            };
+            let (batches, senders): (Vec<Batch>, Vec<_>) =
+                taken.into_iter().map(|q| (q.batch, q.done)).unzip();
+            let result = write_batches(&self.db, &batches, Durability::Immediate, Existing::Keep);
+            for done in senders {
+                // A writer that went away does not care.
+                let _ = done.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(Error::Storage(e.to_string())),
+                });
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -213,7 +376,7 @@ impl BlobService for RedbBlobService {
     async fn open_write(&self) -> Box<dyn BlobWriter> {
         Box::new(ChunkingWriter::new(
             RedbSink {
-                db: self.db(),
+                commits: Arc::clone(&self.commits),
                 batch: Vec::new(),
                 batch_bytes: 0,
             },
@@ -261,9 +424,9 @@ impl ChunkStore for RedbBlobService {
     }
 }
 
-/// Buffers chunks and commits them in batches.
+/// Buffers chunks and commits them in batches, through the group commit.
 struct RedbSink {
-    db: Arc<Database>,
+    commits: Arc<CommitQueue>,
     batch: Vec<(B3Digest, Bytes)>,
     batch_bytes: usize,
 }
@@ -286,23 +449,11 @@ impl ChunkSink for RedbSink {
             return None;
         }
         let batch = self.take_batch();
-        let db = self.db.clone();
-        Some(Box::pin(blocking(move || {
-            write_chunks(&db, batch, None, Durability::Immediate, Existing::Keep)
-        })))
+        Some(Box::pin(Arc::clone(&self.commits).store(batch, None)))
     }
 
     fn finish(&mut self, blob: B3Digest, chunks: Vec<ChunkMeta>) -> BoxFuture<'static, Result<()>> {
         let batch = self.take_batch();
-        let db = self.db.clone();
-        Box::pin(blocking(move || {
-            write_chunks(
-                &db,
-                batch,
-                Some((blob, chunks)),
-                Durability::Immediate,
-                Existing::Keep,
-            )
-        }))
+        Box::pin(Arc::clone(&self.commits).store(batch, Some((blob, chunks))))
     }
 }

@@ -19,6 +19,8 @@ pub(super) enum Kind {
     File {
         /// Whether the owner's execute bit is set.
         executable: bool,
+        /// Its length when it was walked, to choose how to upload it.
+        size: u64,
     },
     /// A symlink with its (already checked) target.
     Symlink(SymlinkTarget),
@@ -56,6 +58,7 @@ fn kind_of(path: &Path, meta: &fs::Metadata) -> Result<Kind, IngestError> {
         // our NARs, and so our store paths, equal its own.
         Ok(Kind::File {
             executable: meta.permissions().mode() & 0o100 != 0,
+            size: meta.len(),
         })
     } else if ft.is_symlink() {
         let target = fs::read_link(path).map_err(io_err(path))?;
