@@ -4,6 +4,7 @@
 mod common;
 
 use common::nix::{Fixtures, NixStore, write_odd_tree};
+use common::procs::Service;
 use common::{nix_sha256, ok, ok_str, storefs};
 
 #[test]
@@ -46,6 +47,37 @@ fn add_gives_the_path_nix_store_add_gives() {
     assert!(out.ends_with("-renamed"), "{out}");
     let two = ok_str(storefs(data.path()).arg("add").arg(&single).arg(&src));
     assert_eq!(two.lines().count(), 2);
+}
+
+/// With a gRPC store the NAR hash is computed on the client, from the
+/// files: the path, the NAR the service renders and the hash it records
+/// still agree with Nix's.
+#[test]
+fn add_over_grpc_gives_the_path_nix_store_add_gives() {
+    let nix = NixStore::new();
+    let served = tempfile::tempdir().unwrap();
+    let service = Service::start(served.path(), &served.path().join("grpc.sock"));
+    let client = tempfile::tempdir().unwrap();
+    let grpc = |cmd: &str| {
+        let mut c = storefs(client.path());
+        c.args(["--store", &service.url(), cmd]);
+        c
+    };
+    let src = nix.dir.path().join("odd");
+    std::fs::create_dir_all(&src).unwrap();
+    write_odd_tree(&src);
+    let single = nix.dir.path().join("hello.txt");
+    std::fs::write(&single, b"Hello World!").unwrap();
+    for path in [&src, &single] {
+        let ours = ok_str(grpc("add").arg(path));
+        let theirs = nix.add(path);
+        assert_eq!(ours, theirs, "store path of {}", path.display());
+        let nar = ok(grpc("nar").arg(&ours));
+        assert_eq!(nar, nix.dump(&theirs), "NAR of {}", path.display());
+        let info = ok_str(grpc("info").arg(&ours));
+        let want = format!("NarHash: {}", nix.hash(&theirs));
+        assert!(info.lines().any(|l| l == want), "{want} not in:\n{info}");
+    }
 }
 
 #[test]

@@ -116,6 +116,44 @@ async fn two_services_on_one_store_write_concurrently() {
     common::check_blob(&s1, &db, &b).await;
 }
 
+/// Many writers at once go through the group commit (several blobs per
+/// transaction); every blob, small or spanning several write batches, is
+/// there after the database is closed and reopened, and a blob written
+/// twice at once is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_writers_all_survive_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("store");
+    let mut contents: Vec<Vec<u8>> = (0..200u64)
+        .map(|i| common::noise(1 + (i as usize * 97) % 5000, i))
+        .collect();
+    // Larger than one write batch (8 MiB), so it is flushed midway.
+    contents.push(common::noise(9 << 20, 1000));
+    contents.push(b"the same twice".to_vec());
+    contents.push(b"the same twice".to_vec());
+    let digests = {
+        let store = RedbStore::open_dir(&path).unwrap();
+        let svc = Arc::new(store.blob_service());
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, data) in contents.iter().cloned().enumerate() {
+            let svc = svc.clone();
+            tasks.spawn(async move { (i, common::write_blob(svc.as_ref(), &data, 4096).await) });
+        }
+        let mut digests = vec![None; contents.len()];
+        while let Some(joined) = tasks.join_next().await {
+            let (i, d) = joined.unwrap();
+            digests[i] = Some(d);
+        }
+        digests
+    };
+    let store = RedbStore::open_dir(&path).unwrap();
+    let svc = store.blob_service();
+    for (data, digest) in contents.iter().zip(&digests) {
+        common::check_blob(&svc, digest.as_ref().unwrap(), data).await;
+    }
+    assert_eq!(digests[201], digests[202]);
+}
+
 #[tokio::test]
 async fn corrupt_chunk_is_an_integrity_error() {
     let (store, _tmp) = store();
