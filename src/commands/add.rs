@@ -124,8 +124,7 @@ fn base_name(path: &Path) -> anyhow::Result<String> {
     let abs = std::path::absolute(path)?;
     let last = abs
         .components()
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .next_back()
+        .rfind(|c| !matches!(c, std::path::Component::CurDir))
         .and_then(|c| c.as_os_str().to_str())
         .ok_or_else(|| anyhow!("cannot name a store path after {}", path.display()))?;
     Ok(last.to_owned())
