@@ -24,6 +24,11 @@ use crate::{B3Digest, Result};
 /// The `META` key of the total size of tracked chunk records.
 const CHUNK_BYTES: &str = "quota.chunk_bytes";
 
+/// Most uses noted between two write transactions. A mount that only reads
+/// would otherwise grow the notes without end; beyond this, uses of chunks
+/// not yet noted are dropped (their recency is then a little stale).
+pub(crate) const MAX_NOTED_USES: usize = 1 << 16;
+
 /// The quota state shared by clones of one service.
 pub(crate) struct Quota {
     /// Most bytes of chunk records to keep.
@@ -64,7 +69,10 @@ impl Quota {
     /// Note that `digest` was just used.
     pub(crate) fn touch(&self, digest: B3Digest) {
         let t = self.tick();
-        self.recent.lock().insert(digest, t);
+        let mut recent = self.recent.lock();
+        if recent.len() < MAX_NOTED_USES || recent.contains_key(&digest) {
+            recent.insert(digest, t);
+        }
     }
 
     /// Inside write transaction `txn` (with no table open): track the
