@@ -1,11 +1,119 @@
 //! Building services from store URLs: the embedded default, `memory:`,
-//! `redb://`, and remote gRPC stores.
+//! `redb://`, and remote gRPC stores. This is the one place that knows
+//! which backend a URL means.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use storefs_castore::{BlobService, DirectoryService, StoreUrl, open_castore};
+use storefs_grpc::{ClientConfig, Token};
+use storefs_store::nar::NarCalculator;
+use storefs_store::pathinfoservice::{
+    MemoryPathInfoService, NarCalculationService, PathInfoService, RedbPathInfoService,
+};
+use storefs_store::store_path::StoreDir;
+
+use crate::cli::GlobalArgs;
+
+/// The four services every command works on.
+#[derive(Clone)]
+pub struct Services {
+    /// File contents.
+    pub blob: Arc<dyn BlobService>,
+    /// Directories.
+    pub directory: Arc<dyn DirectoryService>,
+    /// What is known of each store path.
+    pub path_info: Arc<dyn PathInfoService>,
+    /// NAR hashes and sizes of castore nodes.
+    pub nar_calculation: Arc<dyn NarCalculationService>,
+}
+
+/// The resolved global flags.
+pub struct Globals {
+    /// Which store.
+    pub url: StoreUrl,
+    /// The store directory paths are named in.
+    pub store_dir: StoreDir,
+    /// The bearer token for a gRPC store.
+    pub token: Option<Token>,
+}
+
+impl Globals {
+    /// Check the global flags.
+    pub fn from_args(args: &GlobalArgs) -> anyhow::Result<Self> {
+        let url = match &args.store {
+            Some(s) => StoreUrl::parse(s).with_context(|| format!("--store {s}"))?,
+            None => StoreUrl::Redb {
+                dir: default_data_dir(),
+            },
+        };
+        let store_dir = StoreDir::new(&args.store_dir)
+            .with_context(|| format!("--store-dir {}", args.store_dir))?;
+        let token = read_token(args.token_file.as_deref())?;
+        Ok(Self {
+            url,
+            store_dir,
+            token,
+        })
+    }
+}
+
+/// The token from `--token-file`, else `$STOREFS_TOKEN`, else none.
+pub fn read_token(file: Option<&Path>) -> anyhow::Result<Option<Token>> {
+    let text = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading token file {}", f.display()))?,
+        None => match std::env::var("STOREFS_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => t,
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some(Token::new(text.trim()).context("the token")?))
+}
+
+/// Open the services `url` names. Must run inside a tokio runtime.
+pub async fn open(url: &StoreUrl, token: Option<Token>) -> anyhow::Result<Services> {
+    match url {
+        StoreUrl::Grpc { .. } => {
+            let config = ClientConfig {
+                token,
+                ..ClientConfig::default()
+            };
+            let g = storefs_grpc::connect(&url.to_string(), config)
+                .with_context(|| format!("connecting to {url}"))?;
+            Ok(Services {
+                blob: g.blob,
+                directory: g.directory,
+                path_info: g.path_info,
+                nar_calculation: g.nar_calculation,
+            })
+        }
+        _ => {
+            let local = open_castore(url).await?;
+            let blob: Arc<dyn BlobService> = local.blobs.clone();
+            let directory: Arc<dyn DirectoryService> = local.directories.clone();
+            let path_info: Arc<dyn PathInfoService> = match &local.redb {
+                Some(redb) => Arc::new(
+                    RedbPathInfoService::new(redb.database().clone())
+                        .await
+                        .context("opening the path info table")?,
+                ),
+                None => Arc::new(MemoryPathInfoService::new()),
+            };
+            let nar_calculation = Arc::new(NarCalculator::new(blob.clone(), directory.clone()));
+            Ok(Services {
+                blob,
+                directory,
+                path_info,
+                nar_calculation,
+            })
+        }
+    }
+}
 
 /// The embedded store's directory: `$STOREFS_DATA`, else
 /// `$XDG_DATA_HOME/storefs`, else `~/.local/share/storefs`.
-#[allow(dead_code)] // used once the commands are wired
 pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("STOREFS_DATA").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);

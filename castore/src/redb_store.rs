@@ -61,8 +61,13 @@ impl RedbStore {
     /// and process (redb refuses a second open); share clones instead.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::create(&path).map_err(|e| {
-            Error::Storage(format!("opening redb database {}: {e}", path.display()))
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
+                "{} is in use by another process (a running `storefs serve` or `storefs mount`?); \
+                 use --store grpc://... to reach it through that process",
+                path.display()
+            )),
+            e => Error::Storage(format!("opening redb database {}: {e}", path.display())),
         })?;
         let store = Self {
             db: Arc::new(db),

@@ -1,25 +1,88 @@
-//! One module per command; `run` dispatches.
+//! One module per command; `run` builds the runtime and dispatches.
+
+mod add;
+mod import;
+mod info;
+mod mount;
+mod nar;
+mod serve;
+
+use anyhow::{Context, anyhow, bail};
+use storefs_store::pathinfo::PathInfo;
+use storefs_store::store_path::StoreDir;
 
 use crate::Failure;
 use crate::cli::{Cli, Command};
+use crate::services::{self, Globals, Services};
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let name = match &cli.command {
-        Command::Add { .. } => "add",
-        Command::Nar { .. } => "nar",
-        Command::Info { .. } => "info",
-        Command::Import { .. } => "import",
-        Command::Serve(_) => "serve",
-        Command::Mount(_) => "mount",
-    };
-    Err(not_built(name))
+    let globals = Globals::from_args(&cli.global).map_err(usage)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(dispatch(cli.command, globals))?;
+    Ok(())
 }
 
-/// The answer of a command that does not exist yet: one line, exit 2.
-fn not_built(name: &str) -> Failure {
+async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
+    let open = || services::open(&globals.url, globals.token.clone());
+    let sd = &globals.store_dir;
+    match command {
+        Command::Add { name, paths } => {
+            add::run(&open().await?, sd, name.as_deref(), &paths).await?
+        }
+        Command::Nar { path } => nar::run(&open().await?, sd, &path).await?,
+        Command::Info { json, paths } => info::run(&open().await?, sd, json, &paths).await?,
+        Command::Serve(args) => serve::run(open().await?, sd.clone(), &args).await?,
+        Command::Import {
+            from,
+            trusted_public_keys,
+            no_check_sigs,
+            paths,
+        } => {
+            let args = import::ImportArgs {
+                from,
+                trusted_public_keys,
+                no_check_sigs,
+                paths,
+            };
+            import::run(&open().await?, sd, args).await?
+        }
+        Command::Mount(args) => mount::run(&globals, &args).await?,
+    }
+    Ok(())
+}
+
+/// The path info of `path` (a full store path or a base name), or an error
+/// that says it is not in the store.
+pub async fn lookup(
+    services: &Services,
+    store_dir: &StoreDir,
+    path: &str,
+) -> anyhow::Result<PathInfo> {
+    let sp = store_dir.parse_path(path)?;
+    let info = services
+        .path_info
+        .get(*sp.digest())
+        .await
+        .with_context(|| format!("looking up {path}"))?
+        .ok_or_else(|| anyhow!("{} is not in the store", sp.to_absolute(store_dir)))?;
+    if info.store_path != sp {
+        bail!(
+            "{} is not in the store (its hash names {})",
+            sp.to_absolute(store_dir),
+            info.store_path.to_absolute(store_dir)
+        );
+    }
+    Ok(info)
+}
+
+/// A usage error: exit 2.
+fn usage(e: anyhow::Error) -> Failure {
     Failure {
         code: 2,
-        message: format!("`storefs {name}` is not built yet in this version"),
+        message: crate::one_line(&e),
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod nix;
+pub mod procs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -31,7 +32,10 @@ pub fn ok(cmd: &mut Command) -> Vec<u8> {
 
 /// Run and insist on success, returning stdout as a trimmed string.
 pub fn ok_str(cmd: &mut Command) -> String {
-    String::from_utf8(ok(cmd)).expect("utf-8 stdout").trim().to_owned()
+    String::from_utf8(ok(cmd))
+        .expect("utf-8 stdout")
+        .trim()
+        .to_owned()
 }
 
 /// Panic with the command's stderr unless it succeeded.

@@ -38,7 +38,10 @@ pub struct Fixtures {
 /// installs it.
 pub fn require_nix() {
     let found = Command::new("nix-store").arg("--version").output().is_ok();
-    assert!(found, "nix-store not found: run the README's test command (scripts/test), which installs nix-bin");
+    assert!(
+        found,
+        "nix-store not found: run the README's test command (scripts/test), which installs nix-bin"
+    );
 }
 
 impl NixStore {
@@ -54,7 +57,9 @@ impl NixStore {
     /// `nix-store --store ROOT` with the network and substituters off.
     pub fn nix_store(&self) -> Command {
         let mut c = Command::new("nix-store");
-        c.arg("--store").arg(&self.root).args(["--option", "substituters", ""]);
+        c.arg("--store")
+            .arg(&self.root)
+            .args(["--option", "substituters", ""]);
         c
     }
 
@@ -81,7 +86,9 @@ impl NixStore {
 
     /// The NAR of a store path, as `nix-store --dump` writes it.
     pub fn dump(&self, store_path: &str) -> Vec<u8> {
-        ok(Command::new("nix-store").arg("--dump").arg(self.real_path(store_path)))
+        ok(Command::new("nix-store")
+            .arg("--dump")
+            .arg(self.real_path(store_path)))
     }
 
     /// `nix-store -q --hash`: `sha256:<nixbase32>`.
@@ -98,10 +105,14 @@ impl NixStore {
 
     /// `nix-store -q --references`.
     pub fn references(&self, store_path: &str) -> Vec<String> {
-        let mut v: Vec<String> = ok_str(self.nix_store().args(["-q", "--references"]).arg(store_path))
-            .lines()
-            .map(str::to_owned)
-            .collect();
+        let mut v: Vec<String> = ok_str(
+            self.nix_store()
+                .args(["-q", "--references"])
+                .arg(store_path),
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect();
         v.sort();
         v
     }
@@ -163,17 +174,30 @@ pub fn write_odd_tree(dir: &Path) {
     w(&dir.join("name with spaces"), b"spaces\n");
     w(&dir.join("new\nline"), b"newline\n");
     w(&dir.join("ünïcödé"), "ünïcödé\n".as_bytes());
-    w(&dir.join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff\xfe")), b"bytes\n");
+    w(
+        &dir.join(std::ffi::OsStr::from_bytes(b"not-utf8-\xff\xfe")),
+        b"bytes\n",
+    );
     w(&dir.join("x".repeat(255)), b"long name\n");
     w(&dir.join("nested/deeper/deepest/leaf"), b"leaf\n");
     w(&dir.join("bin/tool"), b"#!/bin/sh\necho tool\n");
-    std::fs::set_permissions(dir.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(dir.join("bin/tool"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
     // Sizes around the chunker's bounds (16/64/256 KiB) and a multi-chunk file.
-    for (i, size) in [16 * 1024 - 1, 16 * 1024, 64 * 1024 + 1, 256 * 1024, 3 * 1024 * 1024 + 7]
-        .into_iter()
-        .enumerate()
+    for (i, size) in [
+        16 * 1024 - 1,
+        16 * 1024,
+        64 * 1024 + 1,
+        256 * 1024,
+        3 * 1024 * 1024 + 7,
+    ]
+    .into_iter()
+    .enumerate()
     {
-        w(&dir.join(format!("blob-{size}")), &pseudo_random(size, i as u64 + 7));
+        w(
+            &dir.join(format!("blob-{size}")),
+            &pseudo_random(size, i as u64 + 7),
+        );
     }
     symlink("a", dir.join("rel-link")).expect("symlink");
     symlink("/etc/hostname", dir.join("abs-link")).expect("symlink");

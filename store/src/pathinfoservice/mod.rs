@@ -12,9 +12,11 @@ use storefs_castore::{Node, Result};
 use crate::pathinfo::PathInfo;
 use crate::store_path::{DIGEST_LEN, StorePath};
 
+mod cache;
 mod memory;
 mod redb;
 
+pub use cache::CachedPathInfoService;
 pub use memory::MemoryPathInfoService;
 pub use redb::RedbPathInfoService;
 
