@@ -12,6 +12,7 @@
 //! - [`nar`]: NAR layout and streaming, whole or by range.
 //! - [`listing`]: the `.ls` listing with `narOffset`s.
 //! - [`range`]: the `Range` header.
+//! - `upload`: `PUT`s from `nix copy --to http://…`, with a write token.
 //!
 //! ```no_run
 //! # async fn run(services: storefs_http::HttpServices) -> std::io::Result<()> {
@@ -27,6 +28,6 @@ pub mod listing;
 pub mod nar;
 pub mod range;
 mod server;
-pub mod upload;
+mod upload;
 
 pub use server::{HttpConfig, HttpServices, router, serve_http};

@@ -15,10 +15,9 @@
 //! configured token every `PUT` is refused.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use futures::TryStreamExt;
 use parking_lot::Mutex;
 use storefs_castore::Node;
@@ -48,7 +47,7 @@ struct PendingNar {
 
 /// NARs uploaded and not yet named by a narinfo, by URL.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     // std-style lock (parking_lot): held only to insert or take an entry,
     // never across an await.
     inner: Mutex<(HashMap<String, PendingNar>, VecDeque<String>)>,
@@ -77,7 +76,7 @@ impl Pending {
 }
 
 /// Whether `headers` carry `token`.
-pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -109,7 +108,7 @@ fn body_reader(body: Body) -> impl AsyncRead + Send + Unpin {
 }
 
 /// `PUT /nar/<file>`: store the NAR, remember it under `nar/<file>`.
-pub async fn put_nar(
+pub(crate) async fn put_nar(
     services: &HttpServices,
     pending: &Pending,
     file: &str,
@@ -150,7 +149,7 @@ pub async fn put_nar(
 }
 
 /// `PUT /<hash>.narinfo`: check it against its uploaded NAR and record it.
-pub async fn put_narinfo(
+pub(crate) async fn put_narinfo(
     services: &HttpServices,
     config_store_dir: &storefs_store::store_path::StoreDir,
     pending: &Pending,
@@ -217,7 +216,7 @@ pub async fn put_narinfo(
 }
 
 /// Drain and drop a body we accept but do not keep (listings, logs).
-pub async fn discard(body: Body) -> Result<(), Failure> {
+pub(crate) async fn discard(body: Body) -> Result<(), Failure> {
     tokio::io::copy(&mut body_reader(body), &mut tokio::io::sink())
         .await
         .map_err(|e| Failure::bad_request(format!("reading upload: {e}")))?;

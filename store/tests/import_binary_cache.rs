@@ -35,7 +35,7 @@ struct World {
 fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
-        let nix = NixStore::fresh(Path::new(env!("CARGO_TARGET_TMPDIR")).join("import-world"));
+        let nix = NixStore::fresh(Path::new(env!("CARGO_TARGET_TMPDIR")), "import-world");
         let fx = nix.fixtures();
         let (sk, public_key) = nix.keys("test-1");
         let (_, other_public_key) = nix.keys("other-1");
@@ -276,8 +276,10 @@ async fn unsigned_needs_no_check_sigs() {
     )
     .await
     .unwrap();
+    // An untrusted narinfo's references are not followed: only the roots
+    // are tried, and refused.
     assert!(report.imported.is_empty());
-    assert_eq!(failed_paths(&report), all_paths(w));
+    assert_eq!(failed_paths(&report), roots.iter().cloned().collect());
     let untrusted = report
         .failed
         .iter()
@@ -318,10 +320,7 @@ async fn wrong_key_is_refused() {
     .await
     .unwrap();
     assert!(report.imported.is_empty());
-    assert_eq!(
-        failed_paths(&report),
-        w.nix.closure(&w.fx.built).into_iter().collect()
-    );
+    assert_eq!(failed_paths(&report), BTreeSet::from([w.fx.built.clone()]));
     for f in &report.failed {
         assert!(
             matches!(&f.error, PathImportError::Untrusted { signers } if signers == "test-1"),
@@ -382,8 +381,12 @@ async fn tampered_nar_is_refused_and_spares_the_rest() {
     let narinfo = std::fs::read_to_string(&ni_path).unwrap();
     let nar = cache.join(narinfo_field(&narinfo, "URL"));
     let mut bytes = std::fs::read(&nar).unwrap();
-    let last = bytes.len() - 20;
-    bytes[last] ^= 0x20;
+    // Change the contents, not the framing: the NAR stays well-formed.
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"I am")
+        .expect("text in NAR");
+    bytes[at] = b'i';
     std::fs::write(&nar, &bytes).unwrap();
 
     let s = Services::new();

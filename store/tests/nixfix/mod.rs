@@ -47,9 +47,23 @@ pub struct Fixtures {
 }
 
 impl NixStore {
-    /// A fresh store in `dir`, which is emptied first. Tests keep one per
-    /// test binary under `CARGO_TARGET_TMPDIR`, so nothing piles up in /tmp.
-    pub fn fresh(dir: PathBuf) -> Self {
+    /// A fresh store in `<parent>/<label>-<pid>`. A test binary keeps its
+    /// store for its whole run (in a static, never dropped), so stores of
+    /// runs whose process is gone are removed here instead; runs of other
+    /// checkouts sharing the target directory are left alone.
+    pub fn fresh(parent: &Path, label: &str) -> Self {
+        std::fs::create_dir_all(parent).unwrap();
+        for entry in std::fs::read_dir(parent).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&format!("{label}-")) else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                make_writable(&entry.path());
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = parent.join(format!("{label}-{}", std::process::id()));
         if dir.exists() {
             make_writable(&dir);
             std::fs::remove_dir_all(&dir).unwrap();
@@ -168,7 +182,7 @@ impl NixStore {
         std::fs::write(tree.join("sub/deep/deeper/we ird=+name,ü"), "odd\n").unwrap();
         std::fs::write(tree.join("-dash"), "x").unwrap();
         std::fs::write(tree.join("seven77"), "1234567").unwrap();
-        std::fs::write(tree.join(&"n".repeat(200)), "long name").unwrap();
+        std::fs::write(tree.join("n".repeat(200)), "long name").unwrap();
         std::os::unix::fs::symlink("a", tree.join("link")).unwrap();
         std::os::unix::fs::symlink("sub/deep", tree.join("dirlink")).unwrap();
         std::os::unix::fs::symlink("/nonexistent/target", tree.join("dangling")).unwrap();
@@ -186,7 +200,8 @@ impl NixStore {
                 name = "withrefs";
                 system = builtins.currentSystem;
                 builder = "/bin/sh";
-                args = [ "-c" "mkdir $out; echo {text} > $out/refs; ln -s {tree}/sub $out/sub; echo {tree} >> $out/refs" ];
+                PATH = "/bin:/usr/bin";
+                args = [ "-c" "mkdir $out; echo ${{builtins.storePath "{text}"}} > $out/refs; ln -s ${{builtins.storePath "{tree}"}}/sub $out/sub" ];
             }}"#
         ));
         Fixtures {
@@ -244,7 +259,7 @@ pub struct PyHttpServer {
 impl PyHttpServer {
     pub fn start(dir: &Path) -> Self {
         let port = free_port();
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .args(["-m", "http.server", "--bind", "127.0.0.1"])
             .arg(port.to_string())
             .arg("--directory")
@@ -260,6 +275,8 @@ impl PyHttpServer {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("python3 http.server did not start on port {port}");
     }
 
