@@ -126,10 +126,12 @@ impl CacheSource {
     }
 
     /// Open a file of the cache as a stream; `None` if there is no such file.
+    /// Over HTTP the name may carry a query (`nar/x.nar?hash=…`, as harmonia
+    /// writes NAR URLs); a local cache has no queries.
     pub async fn open(&self, rel: &str) -> Result<Option<CacheReader>, SourceError> {
-        let rel = check_relative(rel)?;
         match self {
             CacheSource::File(dir) => {
+                let rel = check_relative(rel)?;
                 let path = dir.join(rel);
                 match tokio::fs::File::open(&path).await {
                     Ok(f) => Ok(Some(Box::new(f))),
@@ -141,6 +143,14 @@ impl CacheSource {
                 }
             }
             CacheSource::Http { base, client } => {
+                let (path, query) = match rel.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (rel, None),
+                };
+                check_relative(path)?;
+                if query.is_some_and(|q| q.contains(['#', '\\', '\0'])) {
+                    return Err(SourceError::BadRelativePath(rel.to_owned()));
+                }
                 let url = base
                     .join(rel)
                     .map_err(|_| SourceError::BadRelativePath(rel.to_owned()))?;
