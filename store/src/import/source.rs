@@ -7,6 +7,7 @@
 //! of it (`..`, absolute paths), whatever a narinfo's `URL` says.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -14,6 +15,13 @@ use url::Url;
 
 /// Largest `nix-cache-info` or narinfo read; real ones are well under 64 KiB.
 pub const MAX_SMALL_FILE: u64 = 1 << 20;
+
+/// Longest wait for a TCP connection to an HTTP cache.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest silence while reading a response; a stalled server fails the
+/// path instead of hanging the import.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A stream of one file of the cache.
 pub type CacheReader = Box<dyn AsyncRead + Send + Unpin>;
@@ -86,6 +94,8 @@ impl CacheSource {
                 }
                 let client = reqwest::Client::builder()
                     .user_agent(concat!("storefs/", env!("CARGO_PKG_VERSION")))
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
                     .build()
                     .map_err(|e| SourceError::Http {
                         url: url.to_owned(),
