@@ -14,6 +14,7 @@
 //!   Backends: [`MemoryBlobService`] / [`MemoryDirectoryService`], and
 //!   [`RedbBlobService`] / [`RedbDirectoryService`] over one shared
 //!   [`RedbStore`] database file.
+//! - [`ingest_path`]: store a local file, symlink or directory tree.
 //! - [`Chunker`], [`ChunkerConfig`]: FastCDC 2020 chunking of streamed bytes.
 //! - [`CachedBlobService`], [`CachedDirectoryService`]: a near store in front
 //!   of a far one; the near side implements [`ChunkStore`] /

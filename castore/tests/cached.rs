@@ -36,6 +36,25 @@ fn dirs() -> (Arc<dyn DirectoryService>, TempDir) {
 blob_suite!(crate::blobs());
 directory_suite!(crate::dirs());
 
+/// The production shape: a redb cache in front of a remote (here memory).
+fn blobs_redb_near() -> (Arc<dyn BlobService>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let near = RedbStore::open_dir(dir.path()).unwrap().blob_service();
+    let cached = CachedBlobService::new(Arc::new(near), Arc::new(MemoryBlobService::new()));
+    (Arc::new(cached), dir)
+}
+
+fn dirs_redb_near() -> (Arc<dyn DirectoryService>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let near = RedbStore::open_dir(dir.path()).unwrap().directory_service();
+    let cached =
+        CachedDirectoryService::new(Arc::new(near), Arc::new(MemoryDirectoryService::new()));
+    (Arc::new(cached), dir)
+}
+
+blob_suite!(blob_conformance_redb_near, crate::blobs_redb_near());
+directory_suite!(directory_conformance_redb_near, crate::dirs_redb_near());
+
 #[tokio::test]
 async fn reads_fill_near() {
     let near = MemoryBlobService::new();
@@ -287,4 +306,118 @@ async fn concurrent_misses_share_one_fetch() {
     assert_eq!(cache.read_chunk(&missing).await.unwrap(), None);
     assert_eq!(cache.read_chunk(&missing).await.unwrap(), None);
     assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A near store whose writers fail on the first write.
+struct BrokenNearWrites(MemoryBlobService);
+
+struct FailingWriter;
+
+impl tokio::io::AsyncWrite for FailingWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("disk full")))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait]
+impl BlobWriter for FailingWriter {
+    async fn close(&mut self) -> storefs_castore::Result<B3Digest> {
+        Err(Error::Storage("disk full".into()))
+    }
+}
+
+#[async_trait]
+impl BlobService for BrokenNearWrites {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.0.has(digest).await
+    }
+    async fn chunks(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        self.0.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
+        self.0.read_chunk(digest).await
+    }
+    async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        self.0.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        Box::new(FailingWriter)
+    }
+}
+
+#[async_trait]
+impl storefs_castore::ChunkStore for BrokenNearWrites {
+    async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> storefs_castore::Result<()> {
+        self.0.insert_chunk(digest, data).await
+    }
+    async fn insert_chunk_list(
+        &self,
+        blob: &B3Digest,
+        chunks: &[ChunkMeta],
+    ) -> storefs_castore::Result<()> {
+        self.0.insert_chunk_list(blob, chunks).await
+    }
+}
+
+#[tokio::test]
+async fn a_failing_near_does_not_fail_writes() {
+    let near = MemoryBlobService::new();
+    let far = MemoryBlobService::new();
+    let cache = CachedBlobService::new(
+        Arc::new(BrokenNearWrites(near.clone())),
+        Arc::new(far.clone()),
+    );
+    let data = common::noise(700_000, 13);
+    let d = common::write_blob(&cache, &data, 50_000).await;
+    common::check_blob(&far, &d, &data).await;
+    assert_eq!(near.chunk_count(), 0);
+    // Reads still fill near through insert_chunk.
+    common::check_blob(&cache, &d, &data).await;
+    assert!(near.chunk_count() > 0);
+}
+
+#[tokio::test]
+async fn a_corrupt_near_chunk_is_fetched_again_and_repaired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let near = RedbStore::open_dir(tmp.path()).unwrap().blob_service();
+    let far = MemoryBlobService::new();
+    let data = common::noise(5000, 17);
+    let d = common::write_blob(&far, &data, 5000).await;
+    let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far));
+    assert_eq!(
+        cache.read_chunk(&d).await.unwrap().unwrap().as_ref(),
+        &data[..]
+    );
+    near.danger_overwrite_chunk_record(&d, b"\x00garbage".to_vec())
+        .await
+        .unwrap();
+    assert!(matches!(
+        near.read_chunk(&d).await,
+        Err(Error::Integrity { .. })
+    ));
+    // The cache never hands out the bad bytes, and mends near.
+    assert_eq!(
+        cache.read_chunk(&d).await.unwrap().unwrap().as_ref(),
+        &data[..]
+    );
+    assert_eq!(
+        near.read_chunk(&d).await.unwrap().unwrap().as_ref(),
+        &data[..]
+    );
 }

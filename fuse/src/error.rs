@@ -35,6 +35,10 @@ pub(crate) enum FsError {
     /// The extended attribute does not exist on this inode.
     #[error("no such extended attribute")]
     NoXattr,
+    /// Not an error: `open` answers ENOSYS so that the kernel stops sending
+    /// FUSE_OPEN for files (it agreed to with FUSE_NO_OPEN_SUPPORT).
+    #[error("open handled by the kernel")]
+    NoOpen,
     /// Opening for writing on a read-only filesystem.
     #[error("read-only filesystem")]
     ReadOnly,
@@ -105,6 +109,7 @@ impl FsError {
             FsError::WrongType(_) => Errno::EINVAL,
             FsError::NoXattr => Errno::NO_XATTR,
             FsError::ReadOnly => Errno::EROFS,
+            FsError::NoOpen => Errno::ENOSYS,
             // Remote, integrity and timeout failures all look the same to a
             // program: the data cannot be had right now.
             FsError::Missing { .. }
@@ -121,7 +126,7 @@ impl FsError {
     pub(crate) fn is_expected(&self) -> bool {
         matches!(
             self,
-            FsError::NotFound | FsError::NoXattr | FsError::ReadOnly
+            FsError::NotFound | FsError::NoXattr | FsError::ReadOnly | FsError::NoOpen
         )
     }
 }

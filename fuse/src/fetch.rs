@@ -30,6 +30,10 @@ use crate::stats::{self, MountStats};
 /// as one chunk. Larger ones are streamed (see [`BlobLayout::Stream`]).
 pub(crate) const WHOLE_BLOB_MAX: u64 = 16 * 1024 * 1024;
 
+/// Blobs up to this size are first asked for whole (see
+/// [`Fetcher::layout`]); the default chunker's average chunk size.
+pub(crate) const SMALL_BLOB: u64 = 64 * 1024;
+
 /// How many chunk lists are kept in memory.
 const CHUNK_LISTS: usize = 16 * 1024;
 
@@ -172,7 +176,7 @@ impl Fetcher {
     /// The layout of blob `digest` (`size` bytes, as its file entry says):
     /// from memory if known, else one `chunks` call.
     pub(crate) async fn layout(
-        &self,
+        self: &Arc<Self>,
         digest: B3Digest,
         size: u64,
     ) -> Result<Arc<BlobLayout>, FsError> {
@@ -183,6 +187,9 @@ impl Fetcher {
         stats::add(&self.stats.chunk_list_misses, 1);
         let chunks = if size == 0 {
             // The empty blob need not even be stored.
+            Vec::new()
+        } else if size <= SMALL_BLOB && self.small_blob_whole(digest, size).await? {
+            // Fetched whole (and cached): no chunk list needed.
             Vec::new()
         } else {
             match self.blobs.chunks(&digest).await? {
@@ -198,6 +205,22 @@ impl Fetcher {
         let layout = Arc::new(BlobLayout::new(digest, size, chunks)?);
         self.chunk_lists.lock().put(digest, layout.clone());
         Ok(layout)
+    }
+
+    /// Try to read a small blob whole, by its own digest, instead of asking
+    /// for its chunk list first: most small blobs are one chunk, so one
+    /// round trip fetches what the reader is about to read. `false` if the
+    /// service holds it only in chunks.
+    async fn small_blob_whole(
+        self: &Arc<Self>,
+        digest: B3Digest,
+        size: u64,
+    ) -> Result<bool, FsError> {
+        match self.chunk(ChunkMeta { digest, size }).await {
+            Ok(_) => Ok(true),
+            Err(FsError::Missing { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     fn cache_get(&self, digest: &B3Digest) -> Option<Bytes> {

@@ -25,12 +25,18 @@ use crate::reader::MAX_READ;
 pub(crate) struct StoreFs {
     inner: Arc<FsInner>,
     bridge: Bridge,
+    /// Whether to ask the kernel for FUSE_NO_OPEN_SUPPORT.
+    no_open: bool,
 }
 
 impl StoreFs {
     /// A filesystem over `inner`, running operations through `bridge`.
-    pub(crate) fn new(inner: Arc<FsInner>, bridge: Bridge) -> Self {
-        Self { inner, bridge }
+    pub(crate) fn new(inner: Arc<FsInner>, bridge: Bridge, no_open: bool) -> Self {
+        Self {
+            inner,
+            bridge,
+            no_open,
+        }
     }
 }
 
@@ -48,6 +54,15 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, crate::error
 impl Filesystem for StoreFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Each capability on its own: an old kernel lacking one still mounts.
+        // Open files without a round trip: the kernel asks once, we answer
+        // ENOSYS, and from then on it opens files itself (with keep-cache).
+        if self.no_open
+            && config
+                .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT)
+                .is_ok()
+        {
+            self.inner.set_no_open();
+        }
         for flag in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_CACHE_SYMLINKS,
@@ -101,8 +116,12 @@ impl Filesystem for StoreFs {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let op = Arc::clone(&self.inner).open(ino.0, write);
         self.bridge.run("open", op, reply, |reply, r| match r {
-            // Immutable content: the kernel may keep its page cache across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            // Immutable content: the kernel may keep its page cache across
+            // opens, and closing needs no flush.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            ),
             Err(e) => reply.error(e),
         });
     }
@@ -110,7 +129,7 @@ impl Filesystem for StoreFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -118,7 +137,7 @@ impl Filesystem for StoreFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let op = self.inner.read(fh.0, offset, size);
+        let op = self.inner.read(ino.0, fh.0, offset, size);
         self.bridge.run("read", op, reply, |reply, r| match r {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(e),
@@ -147,7 +166,10 @@ impl Filesystem for StoreFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Nothing to flush, ever. ENOSYS makes the kernel stop sending
+        // FLUSH on every close (files opened without FUSE_OPEN cannot carry
+        // FOPEN_NOFLUSH), which saves a round trip per close.
+        reply.error(Errno::ENOSYS);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

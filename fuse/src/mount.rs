@@ -56,6 +56,11 @@ pub struct MountConfig {
     pub readahead_chunks: usize,
     /// Read-ahead fetches in flight at once, over all files.
     pub readahead_in_flight: usize,
+    /// Let the kernel open files without asking us (FUSE_NO_OPEN_SUPPORT,
+    /// where the kernel has it): a warm open then costs no round trip. The
+    /// price: a file whose blob is missing fails at its first read rather
+    /// than at open.
+    pub no_open: bool,
     /// Directory entries kept in memory (beyond that, directories are asked
     /// of the directory service again, which the CLI backs with a local
     /// cache).
@@ -77,6 +82,7 @@ impl MountConfig {
             readahead_chunks: 8,
             readahead_in_flight: 16,
             dir_cache_entries: 200_000,
+            no_open: true,
         }
     }
 }
@@ -170,7 +176,7 @@ pub fn mount(
         config.timeout,
         Arc::clone(&stats),
     );
-    let fs = StoreFs::new(inner, bridge);
+    let fs = StoreFs::new(inner, bridge, config.no_open);
 
     let mut fuse_config = fuser::Config::default();
     fuse_config.mount_options = vec![
@@ -289,16 +295,42 @@ impl Unmounter {
 }
 
 /// Detach a stale FUSE mount at `path`, if there is one.
+///
+/// `stat` alone cannot tell: a dead mount's root attributes may still be in
+/// the kernel's attribute cache (we give them long timeouts), so `stat`
+/// succeeds from the cache. `statfs` is never cached and reaches the
+/// connection, which answers `ENOTCONN` once its daemon is gone.
 fn clear_stale(path: &Path) -> Result<(), MountError> {
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::info!(mountpoint = %path.display(), "clearing stale mount");
-            lazy_unmount(path).map_err(|e| MountError::Stale {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })
-        }
-        _ => Ok(()),
+    let stale = std::fs::metadata(path)
+        .err()
+        .and_then(|e| e.raw_os_error())
+        .or_else(|| statfs_errno(path))
+        == Some(libc::ENOTCONN);
+    if !stale {
+        return Ok(());
+    }
+    tracing::info!(mountpoint = %path.display(), "clearing stale mount");
+    lazy_unmount(path).map_err(|e| MountError::Stale {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The errno of `statfs(path)`, or `None` if it succeeds.
+fn statfs_errno(path: &Path) -> Option<i32> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: all-zero bytes are a valid `libc::statfs` (plain integers).
+    #[allow(unsafe_code)]
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a valid NUL-terminated string and `buf` a valid,
+    // exclusively borrowed statfs struct; both outlive the call, which only
+    // writes into `buf`.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut buf) };
+    if rc == 0 {
+        None
+    } else {
+        std::io::Error::last_os_error().raw_os_error()
     }
 }
 

@@ -6,12 +6,14 @@
 //! FUSE thread at once.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use fuser::{FileAttr, FileType};
 use futures::TryStreamExt;
+use lru::LruCache;
 use parking_lot::Mutex;
 use storefs_castore::directoryservice::DirectoryService;
 use storefs_castore::{B3Digest, Directory, Node};
@@ -40,6 +42,9 @@ const READDIRPLUS_BATCH: usize = 32;
 /// Bound on the set of store paths whose closure was fetched; cleared when
 /// it grows past this (a refetch costs one round trip, nothing more).
 const CLOSURES_REMEMBERED: usize = 64 * 1024;
+
+/// How many blobs keep open-file state for handle-less reads.
+const BLOB_FILES: usize = 4096;
 
 /// The `d_ino` of a readdir entry that has no inode yet (libfuse's
 /// `FUSE_UNKNOWN_INO`): plain readdir does not count lookups, so it must
@@ -85,6 +90,12 @@ pub(crate) struct FsInner {
     pub(crate) stats: Arc<MountStats>,
     /// Open files by handle. `parking_lot`: held for one map operation.
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Open-file state by blob, for reads without a handle: once the
+    /// kernel runs without FUSE_OPEN (see [`FsInner::set_no_open`]) every
+    /// read arrives with handle 0. `parking_lot`: one map operation.
+    blob_files: Mutex<LruCache<B3Digest, Arc<OpenFile>>>,
+    /// Whether the kernel agreed to skip FUSE_OPEN/RELEASE for files.
+    no_open: AtomicBool,
     /// Snapshots of the root listing, by directory handle.
     listings: Mutex<HashMap<u64, Arc<RootListing>>>,
     next_fh: AtomicU64,
@@ -119,6 +130,10 @@ impl FsInner {
             fetcher,
             stats,
             files: Mutex::new(HashMap::new()),
+            blob_files: Mutex::new(LruCache::new(
+                NonZeroUsize::new(BLOB_FILES).unwrap_or(NonZeroUsize::MIN),
+            )),
+            no_open: AtomicBool::new(false),
             listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             closures: Mutex::new(HashSet::new()),
@@ -307,6 +322,13 @@ impl FsInner {
             return Err(FsError::ReadOnly);
         }
         let layout = self.fetcher.layout(digest, size).await?;
+        if self.no_open.load(Ordering::Relaxed) {
+            // The chunk list is in memory now. Answering ENOSYS tells the
+            // kernel to open files without asking us from now on (it then
+            // keeps its page cache across opens): a warm open costs no round
+            // trip at all, and reads arrive with handle 0.
+            return Err(FsError::NoOpen);
+        }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let mut files = self.files.lock();
         files.insert(fh, Arc::new(OpenFile::new(layout)));
@@ -314,14 +336,55 @@ impl FsInner {
         Ok(fh)
     }
 
-    /// `read`.
+    /// The kernel agreed to open files without FUSE_OPEN (it asked with
+    /// FUSE_NO_OPEN_SUPPORT): the next `open` answers ENOSYS to switch over.
+    pub(crate) fn set_no_open(&self) {
+        self.no_open.store(true, Ordering::Relaxed);
+    }
+
+    /// Open-file state of inode `ino` for reads without a handle, shared by
+    /// all readers of its blob.
+    async fn blob_file(&self, ino: u64) -> Result<Arc<OpenFile>, FsError> {
+        let (digest, size) = match &*self.inode(ino)? {
+            InodeData::File { digest, size, .. } => (*digest, *size),
+            _ => return Err(FsError::WrongType(ino)),
+        };
+        if let Some(f) = self.blob_files.lock().get(&digest).cloned() {
+            return Ok(f);
+        }
+        let layout = self.fetcher.layout(digest, size).await?;
+        let file = Arc::new(OpenFile::new(layout));
+        self.blob_files.lock().put(digest, file.clone());
+        Ok(file)
+    }
+
+    /// `read` of `ino` through handle `fh` (0: no handle, see
+    /// [`FsInner::set_no_open`]).
     pub(crate) fn read(
         self: &Arc<Self>,
+        ino: u64,
         fh: u64,
         offset: u64,
         size: u32,
     ) -> futures::future::BoxFuture<'static, Result<Bytes, FsError>> {
         use futures::FutureExt;
+        let len = u64::from(size);
+        if fh == 0 {
+            let this = Arc::clone(self);
+            return async move {
+                let file = this.blob_file(ino).await?;
+                reader::read(
+                    &this.fetcher,
+                    &this.stats,
+                    &file,
+                    offset,
+                    len,
+                    this.readahead_chunks,
+                )
+                .await
+            }
+            .boxed();
+        }
         let Some(file) = self.files.lock().get(&fh).cloned() else {
             return futures::future::ready(Err(FsError::UnknownHandle(fh))).boxed();
         };
@@ -330,7 +393,7 @@ impl FsInner {
             &self.stats,
             &file,
             offset,
-            u64::from(size),
+            len,
             self.readahead_chunks,
         )
     }

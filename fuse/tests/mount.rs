@@ -43,6 +43,11 @@ fn sample_tree() -> T {
             b"cdc.bin".to_vec(),
             T::File(content(4, 1_500_000), false, 0),
         ),
+        // Small enough to be asked for whole first, but stored in chunks.
+        (
+            b"small-chunked.bin".to_vec(),
+            T::File(content(5, 50_000), false, 7777),
+        ),
         (b"empty".to_vec(), file(Vec::new())),
         (b"emptydir".to_vec(), T::Dir(vec![])),
         (b"link".to_vec(), T::Link(b"small.txt".to_vec())),
@@ -171,6 +176,22 @@ fn a_tree_reads_back_exactly_with_nix_attributes() {
     assert!(snap.bytes_fetched > 0);
     assert_eq!(json["closures_fetched"], 1);
     assert!(json["bytes_fetched"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn reads_through_file_handles_when_the_kernel_asks_on_every_open() {
+    let rt = runtime();
+    let svc = Services::default();
+    let tree = sample_tree();
+    let sp = rt.block_on(svc.add_path("sample-handles", &tree));
+    let m = mount(rt, &svc, |c| c.no_open = false);
+    check_tree(&m.store_path(&sp), &tree);
+    let f = std::fs::File::open(m.store_path(&sp).join("big.bin")).unwrap();
+    assert_eq!(m.stats().open_files, 1);
+    drop(f);
+    assert!(eventually(Duration::from_secs(5), || m.stats().open_files == 0));
+    // Each open after the first found the chunk list in memory.
+    assert!(m.stats().chunk_list_hits > 0);
 }
 
 #[test]

@@ -8,12 +8,50 @@
 //! blob's digest.
 //!
 //! # Layout
-//! - [`endpoint`]: parsing `grpc://`, `grpc+http://`, `grpc+unix://` URLs.
 //! - [`auth`]: bearer tokens, on both sides.
 //! - [`limits`]: message sizes, windows, queue lengths.
 //! - `server/`: the tonic service implementations, listeners, shutdown.
 //! - `client/`: the trait implementations over a tonic channel.
 //! - [`proto`]: the generated tonic code.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use storefs_castore::blobservice::{BlobService, MemoryBlobService};
+//! use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
+//! use storefs_grpc::{ClientConfig, ListenAddr, Listener, ServerConfig, Services};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! // A server over memory backends, on a unix socket.
+//! let blob: Arc<dyn BlobService> = Arc::new(MemoryBlobService::new());
+//! let directory: Arc<dyn DirectoryService> = Arc::new(MemoryDirectoryService::new());
+//! let services = Services {
+//!     blob: blob.clone(),
+//!     directory: directory.clone(),
+//!     path_info: Arc::new(storefs_store::pathinfoservice::MemoryPathInfoService::new()),
+//!     nar_calculation: Arc::new(storefs_store::nar::NarCalculator::new(blob, directory)),
+//! };
+//! let dir = tempfile::tempdir().unwrap();
+//! let listener = Listener::bind(&ListenAddr::Unix(dir.path().join("s.sock"))).await.unwrap();
+//! let url = listener.client_url(); // "grpc+unix:///…/s.sock"
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = tokio::spawn(storefs_grpc::serve(
+//!     vec![listener], services, ServerConfig::default(), async { let _ = stopped.await; },
+//! ));
+//!
+//! // A client: write a blob, read it back (verified).
+//! let remote = storefs_grpc::connect(&url, ClientConfig::default()).unwrap();
+//! let mut w = remote.blob.open_write().await;
+//! w.write_all(b"Hello World!").await.unwrap();
+//! let digest = w.close().await.unwrap();
+//! let mut back = Vec::new();
+//! remote.blob.open_read(&digest).await.unwrap().unwrap().read_to_end(&mut back).await.unwrap();
+//! assert_eq!(back, b"Hello World!");
+//!
+//! stop.send(()).unwrap();
+//! server.await.unwrap().unwrap();
+//! # });
+//! ```
 //!
 //! [`BlobService`]: storefs_castore::blobservice::BlobService
 //! [`DirectoryService`]: storefs_castore::directoryservice::DirectoryService
@@ -24,7 +62,6 @@
 
 pub mod auth;
 mod client;
-pub mod endpoint;
 pub mod limits;
 mod pathinfo_conv;
 mod server;
@@ -33,9 +70,8 @@ mod status;
 pub use auth::{AuthPolicy, Token, TokenError};
 pub use client::{
     ClientConfig, ConnectError, GrpcBlobService, GrpcDirectoryService, GrpcPathInfoService,
-    GrpcServices, connect,
+    GrpcServices, connect, connect_endpoint,
 };
-pub use endpoint::{Endpoint, EndpointError};
 pub use server::{
     ListenAddr, Listener, ServeError, ServerConfig, Services, UNIX_SOCKET_MODE, serve,
 };

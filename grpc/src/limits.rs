@@ -35,6 +35,11 @@ pub const STREAM_WINDOW: u32 = 4 << 20;
 /// HTTP/2 flow-control window per connection (both sides): 16 MiB.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
 
+/// Largest HTTP/2 frame either side accepts: 1 MiB (the protocol's
+/// default is 16 KiB), so that a blob message crosses in one or a few frames
+/// rather than 64.
+pub const MAX_FRAME_SIZE: u32 = 1 << 20;
+
 /// Number of `BlobChunk` / `Directory` messages a client writer queues
 /// before a `write` waits for the network.
 pub const WRITE_QUEUE_MESSAGES: usize = 4;

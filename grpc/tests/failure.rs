@@ -20,22 +20,28 @@ use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 /// Start a server on its own runtime (its own threads), so that dropping
 /// that runtime kills it the way a crash would: tasks gone, sockets closed.
 fn server_on_own_runtime(services: Services) -> (tokio::runtime::Runtime, String) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(Listener::bind(&ListenAddr::parse("127.0.0.1:0").unwrap()))
-        .unwrap();
-    let url = listener.client_url();
-    rt.spawn(storefs_grpc::serve(
-        vec![listener],
-        services,
-        ServerConfig::default(),
-        futures::future::pending(),
-    ));
-    (rt, url)
+    // Built on a plain thread: a runtime cannot be started from inside the
+    // test's runtime.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt
+            .block_on(Listener::bind(&ListenAddr::parse("127.0.0.1:0").unwrap()))
+            .unwrap();
+        let url = listener.client_url();
+        rt.spawn(storefs_grpc::serve(
+            vec![listener],
+            services,
+            ServerConfig::default(),
+            futures::future::pending(),
+        ));
+        (rt, url)
+    })
+    .join()
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use common::{Kind, TestServer, client, memory_services, put_blob, random_bytes, read_blob};
-use futures::TryStreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use storefs_castore::directoryservice::{DirectoryPutter, DirectoryService};
 use storefs_castore::{B3Digest, Directory, Error, Node, PathComponent, Result};
@@ -149,7 +149,6 @@ impl DirectoryService for LyingDirectories {
 
 #[tokio::test]
 async fn a_wrong_directory_is_refused() {
-    use futures::StreamExt as _;
     let honest = memory_services();
     let mut root = Directory::new();
     root.add(

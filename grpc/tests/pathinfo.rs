@@ -6,7 +6,7 @@ use common::{Kind, TestServer, client, memory_services, put_blob};
 use futures::TryStreamExt;
 use storefs_castore::{Directory, Node, PathComponent};
 use storefs_grpc::ServerConfig;
-use storefs_store::nar::calculate::NarCalculator;
+use storefs_store::nar::NarCalculator;
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::NarCalculationService;
 use storefs_store::store_path::StorePath;

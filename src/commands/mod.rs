@@ -1,6 +1,7 @@
 //! One module per command; `run` builds the runtime and dispatches.
 
 mod add;
+mod import;
 mod info;
 mod mount;
 mod nar;
@@ -35,7 +36,20 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
         Command::Nar { path } => nar::run(&open().await?, sd, &path).await?,
         Command::Info { json, paths } => info::run(&open().await?, sd, json, &paths).await?,
         Command::Serve(args) => serve::run(open().await?, sd.clone(), &args).await?,
-        Command::Import { .. } => return Err(not_built("import")),
+        Command::Import {
+            from,
+            trusted_public_keys,
+            no_check_sigs,
+            paths,
+        } => {
+            let args = import::ImportArgs {
+                from,
+                trusted_public_keys,
+                no_check_sigs,
+                paths,
+            };
+            import::run(&open().await?, sd, args).await?
+        }
         Command::Mount(args) => mount::run(&globals, &args).await?,
     }
     Ok(())
@@ -70,13 +84,5 @@ fn usage(e: anyhow::Error) -> Failure {
     Failure {
         code: 2,
         message: crate::one_line(&e),
-    }
-}
-
-/// The answer of a command that does not exist yet: one line, exit 2.
-fn not_built(name: &str) -> Failure {
-    Failure {
-        code: 2,
-        message: format!("`storefs {name}` is not built yet in this version"),
     }
 }

@@ -21,38 +21,8 @@ use storefs_store::daemon::{
     DEFAULT_SOCKET_MODE, DaemonClient, DaemonConfig, DaemonServices, ImportSelection, TrustPolicy,
     bind_socket, import_from_daemon, serve_daemon,
 };
+use storefs_store::pathinfoservice::MemoryPathInfoService;
 use storefs_store::store_path::StoreDir;
-
-mod map_service {
-    //! A path info store in a map (until a memory backend is in main).
-    use std::collections::BTreeMap;
-
-    use async_trait::async_trait;
-    use futures::stream::BoxStream;
-    use parking_lot::RwLock;
-    use storefs_store::pathinfo::PathInfo;
-    use storefs_store::pathinfoservice::PathInfoService;
-
-    #[derive(Default)]
-    pub struct MapPathInfoService(RwLock<BTreeMap<[u8; 20], PathInfo>>);
-
-    #[async_trait]
-    impl PathInfoService for MapPathInfoService {
-        async fn get(&self, d: [u8; 20]) -> storefs_castore::Result<Option<PathInfo>> {
-            Ok(self.0.read().get(&d).cloned())
-        }
-        async fn put(&self, info: PathInfo) -> storefs_castore::Result<PathInfo> {
-            self.0
-                .write()
-                .insert(*info.store_path.digest(), info.clone());
-            Ok(info)
-        }
-        fn list(&self) -> BoxStream<'static, storefs_castore::Result<PathInfo>> {
-            let all: Vec<_> = self.0.read().values().cloned().map(Ok).collect();
-            Box::pin(futures::stream::iter(all))
-        }
-    }
-}
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
@@ -138,7 +108,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let services = DaemonServices {
         blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
         directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
-        path_info_service: Arc::new(map_service::MapPathInfoService::default()),
+        path_info_service: Arc::new(MemoryPathInfoService::new()),
     };
     import_from_daemon(
         &real_sock,

@@ -16,7 +16,7 @@ use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StoreDir;
 
 fn empty_services() -> (DaemonServices, Arc<MapPathInfoService>) {
-    let pis = Arc::new(MapPathInfoService::default());
+    let pis = Arc::new(MapPathInfoService::new());
     let services = DaemonServices {
         blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
         directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
@@ -243,6 +243,33 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
     let (ok, _, err) =
         try_run(nix_cmd("nix-store").args(["--store", &ours_url, "-q", "--hash", &missing]));
     assert!(!ok && err.contains("is not valid"), "{err}");
+    // With the files reachable (`?root=`), Nix verifies paths and copies
+    // them out of our socket (BuildPathsWithResults, QueryPathInfo).
+    let with_root = format!("{ours_url}?root={}", fx.root.display());
+    for p in &expected {
+        let (ok, _, err) =
+            try_run(nix_cmd("nix-store").args(["--store", &with_root, "--verify-path", p]));
+        assert!(ok, "nix-store --verify-path {p}: {err}");
+    }
+    let cache = fx.dir.path().join("cache");
+    let cache_url = format!("file://{}?compression=none", cache.display());
+    run(nix_cmd("nix").args([
+        "copy",
+        "--from",
+        &with_root,
+        "--to",
+        &cache_url,
+        &fx.withrefs,
+    ]));
+    for p in [&fx.withrefs, &fx.hello, &fx.small] {
+        let hash_part = &p["/nix/store/".len()..][..32];
+        let narinfo = std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).unwrap();
+        let real_hash = run(nix_cmd("nix-store").args(["--store", &real_url, "-q", "--hash", p]));
+        assert!(
+            narinfo.contains(&format!("NarHash: {}", real_hash.trim())),
+            "{p}: {narinfo}"
+        );
+    }
     // `nix store ping` only needs the handshake.
     run(nix_cmd("nix").args(["store", "ping", "--store", &ours_url]));
     ours.stop().await;
@@ -304,6 +331,34 @@ async fn nix_copy_to_our_socket() {
             info.references.iter().map(|r| r.to_absolute(&sd)).collect();
         ours_refs.sort();
         assert_eq!(ours_refs, refs, "references of {p}");
+    }
+    // `nix-store --add-fixed` (flat, AddToStore fixed:sha256) and
+    // `builtins.toFile` (text:sha256) through the socket give Nix's paths.
+    let f = fx.dir.path().join("flat.txt");
+    std::fs::write(&f, b"a flat file\n").unwrap();
+    let ours_flat = run(nix_cmd("nix-store")
+        .args(["--store", &url, "--add-fixed", "sha256"])
+        .arg(&f));
+    let nix_flat = run(nix_cmd("nix-store")
+        .args(["--store", &root, "--add-fixed", "sha256"])
+        .arg(&f));
+    assert_eq!(ours_flat, nix_flat);
+    let expr = r#"builtins.toFile "note.txt" "written by builtins.toFile\n""#;
+    let ours_text = run(nix_cmd("nix").args(["eval", "--raw", "--store", &url, "--expr", expr]));
+    let nix_text = run(nix_cmd("nix").args(["eval", "--raw", "--store", &root, "--expr", expr]));
+    assert_eq!(ours_text, nix_text);
+    for p in [ours_flat.trim(), ours_text.trim()] {
+        assert_eq!(our_nar(&services, p).await, fx.dump(p), "NAR of {p}");
+        let sp = sd.parse_path(p).unwrap();
+        let info = pis.get(*sp.digest()).await.unwrap().unwrap();
+        let nix_hash = run(nix_cmd("nix-store").args(["--store", &root, "-q", "--hash", p]));
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                storefs_store::nixbase32::encode(&info.nar_sha256)
+            ),
+            nix_hash.trim()
+        );
     }
     // And `nix-store --add` through the socket gives Nix's path.
     let f = fx.dir.path().join("added.txt");

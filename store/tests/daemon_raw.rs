@@ -446,3 +446,34 @@ async fn socket_mode_and_stale_socket() {
     assert!(path.exists());
     d.stop().await;
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_their_turn() {
+    let (services, _) = memory_services().await;
+    let d = TestDaemon::start(
+        services,
+        DaemonConfig {
+            trust: TrustPolicy::Everyone,
+            max_connections: 2,
+            ..DaemonConfig::default()
+        },
+    )
+    .await;
+    let a = hello(&d, 0x122).await;
+    let _b = hello(&d, 0x122).await;
+    let mut third = Raw::connect(&d.socket).await;
+    third.send(&WORKER_MAGIC_1.to_le_bytes()).await;
+    let mut word = [0u8; 8];
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        tokio::io::AsyncReadExt::read_exact(&mut third.s, &mut word),
+    )
+    .await;
+    assert!(
+        waited.is_err(),
+        "a third connection is not served while two are open"
+    );
+    drop(a);
+    assert_eq!(third.u64().await, WORKER_MAGIC_2);
+    d.stop().await;
+}

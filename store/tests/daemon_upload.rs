@@ -46,13 +46,15 @@ async fn hello(d: &TestDaemon, version: u64) -> Raw {
     c.send(&m).await;
     assert_eq!(c.u64().await, WORKER_MAGIC_2);
     assert_eq!(c.u64().await, 0x126);
-    if version & 0xff >= 38 {
+    let minor = version & 0xff;
+    let nix = minor < 0x60;
+    if nix && minor >= 38 {
         assert!(c.strings().await.is_empty());
     }
-    if version & 0xff >= 33 {
+    if nix && minor >= 33 {
         c.string().await;
     }
-    if version & 0xff >= 35 {
+    if nix && minor >= 35 {
         c.u64().await;
     }
     assert_eq!(c.u64().await, STDERR_LAST);
@@ -358,5 +360,63 @@ async fn add_multiple_to_store_all_or_error() {
             .contains("hash mismatch")
     );
     assert!(is_valid(&mut c, &full(a)).await);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn guix_adds_text_and_old_style_nars() {
+    let d = start(TrustPolicy::Everyone).await;
+    let mut c = hello(&d, 0x164).await;
+    // AddTextToStore: builtins.toFile "hello.txt" "Hello World!".
+    let mut m = msg();
+    wire::put_u64(&mut m, Op::AddTextToStore.to_wire());
+    wire::put_str(&mut m, "hello.txt");
+    wire::put_str(&mut m, "Hello World!");
+    wire::put_u64(&mut m, 0);
+    c.send(&m).await;
+    assert_eq!(c.u64().await, STDERR_LAST);
+    assert_eq!(c.string().await, full(TEXT));
+    // Old AddToStore, recursive sha256: `nix-store --add hello.txt`.
+    let nar = nar_of_file(b"Hello World!");
+    let old_add = |recursive: u64| {
+        let mut m = msg();
+        wire::put_u64(&mut m, Op::AddToStore.to_wire());
+        wire::put_str(&mut m, "hello.txt");
+        wire::put_u64(&mut m, 1); // fixed
+        wire::put_u64(&mut m, recursive);
+        wire::put_str(&mut m, "sha256");
+        m.extend_from_slice(&nar); // a raw NAR, self-delimiting
+        m
+    };
+    c.send(&old_add(1)).await;
+    assert_eq!(c.u64().await, STDERR_LAST);
+    assert_eq!(c.string().await, full(HELLO));
+    // Flat: `nix-store --add-fixed sha256 hello.txt` (PROTOCOL.md §10).
+    c.send(&old_add(0)).await;
+    assert_eq!(c.u64().await, STDERR_LAST);
+    assert_eq!(
+        c.string().await,
+        full("z304n4ccbya3lf8bq20sl2zhmzd3lx1a-hello.txt")
+    );
+    // The text path's NAR is the NAR of its contents.
+    let mut m = msg();
+    wire::put_u64(&mut m, Op::QueryPathHash.to_wire());
+    wire::put_str(&mut m, &full(TEXT));
+    c.send(&m).await;
+    assert_eq!(c.u64().await, STDERR_LAST);
+    assert_eq!(c.string().await, HELLO_NAR_SHA256);
+    // A bad old-style NAR cannot be skipped: an error, then the end.
+    let mut m = msg();
+    wire::put_u64(&mut m, Op::AddToStore.to_wire());
+    wire::put_str(&mut m, "bad");
+    wire::put_u64(&mut m, 1);
+    wire::put_u64(&mut m, 1);
+    wire::put_str(&mut m, "sha256");
+    wire::put_str(&mut m, "not-a-nar-magic");
+    c.send(&m).await;
+    assert_eq!(c.u64().await, STDERR_ERROR);
+    assert!(c.string().await.contains("invalid NAR"));
+    assert!(c.u64().await >= 1);
+    assert!(c.closed().await);
     d.stop().await;
 }

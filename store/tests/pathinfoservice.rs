@@ -160,6 +160,23 @@ async fn redb_shares_a_database_with_other_tables() {
 }
 
 #[tokio::test]
+async fn redb_lives_beside_castore_in_one_file() {
+    use storefs_castore::blobservice::BlobService;
+    let dir = tempfile::tempdir().unwrap();
+    let store = storefs_castore::RedbStore::open_dir(dir.path()).unwrap();
+    let svc = RedbPathInfoService::from_store(&store).await.unwrap();
+    conformance(&svc).await;
+    // castore's services on the same handle still work beside ours.
+    let blobs = store.blob_service();
+    assert!(!blobs.has(&B3Digest::of(b"nothing")).await.unwrap());
+    drop((svc, blobs, store));
+    // Reopened through castore's handle, the path infos are there.
+    let store = storefs_castore::RedbStore::open_dir(dir.path()).unwrap();
+    let svc = RedbPathInfoService::from_store(&store).await.unwrap();
+    assert_eq!(svc.list().try_collect::<Vec<_>>().await.unwrap().len(), 4);
+}
+
+#[tokio::test]
 async fn redb_list_pages_through_many_records() {
     let dir = tempfile::tempdir().unwrap();
     let svc = RedbPathInfoService::open(dir.path().join("s.redb"))

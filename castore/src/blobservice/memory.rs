@@ -93,7 +93,7 @@ impl BlobService for MemoryBlobService {
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
-        super::reader::open_read(Arc::new(self.clone()), *digest).await
+        super::reader::open_read_via_chunks(Arc::new(self.clone()), *digest).await
     }
 
     async fn open_write(&self) -> Box<dyn BlobWriter> {

@@ -16,13 +16,14 @@ use crate::{B3Digest, Result};
 
 mod chunk_store;
 mod memory;
-pub(crate) mod reader;
+mod reader;
 mod redb;
 mod writer;
 
 pub use self::redb::{RedbBlobService, WRITE_BATCH_BYTES};
 pub use chunk_store::ChunkStore;
 pub use memory::MemoryBlobService;
+pub use reader::open_read_via_chunks;
 
 /// One chunk of a blob: its digest and length, in blob order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,14 +11,19 @@ use tokio_util::io::StreamReader;
 use super::{BlobReader, BlobService};
 use crate::{B3Digest, Error, Result};
 
-/// A reader of blob `digest` from `service`, `None` if the blob is absent.
+/// A reader of blob `digest` from `service`, `None` if the blob is absent:
+/// an `open_read` for any service that has `chunks` and `read_chunk` (every
+/// local backend and the cache use it; a remote client may too).
 ///
 /// A single-chunk blob is read whole (its `read_chunk` is verified against
 /// the blob digest). A chunked blob is fetched one chunk at a time, so
 /// memory stays at about one chunk; the reader fails with `InvalidData`
 /// after the last chunk if the bytes do not hash to `digest`, and with
 /// `NotFound` if a listed chunk is missing.
-pub(crate) async fn open_read<S>(service: Arc<S>, digest: B3Digest) -> Result<Option<BlobReader>>
+pub async fn open_read_via_chunks<S>(
+    service: Arc<S>,
+    digest: B3Digest,
+) -> Result<Option<BlobReader>>
 where
     S: BlobService + ?Sized,
 {

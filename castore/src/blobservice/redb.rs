@@ -91,6 +91,16 @@ impl RedbBlobService {
     }
 }
 
+/// What [`write_chunks`] does with a chunk that already has a record.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Leave it (dedup: the usual case for writers).
+    Keep,
+    /// Overwrite it: a cache fill of a chunk whose record failed its check
+    /// must repair it, or every read would fetch it again.
+    Replace,
+}
+
 /// Store chunks (each once) and optionally one chunk list, in one
 /// transaction. `durability` is relaxed for cache fills.
 fn write_chunks(
@@ -98,6 +108,7 @@ fn write_chunks(
     chunks: Vec<(B3Digest, Bytes)>,
     list: Option<(B3Digest, Vec<ChunkMeta>)>,
     durability: Durability,
+    existing: Existing,
 ) -> Result<()> {
     let mut txn = db.begin_write().map_err(storage("begin write"))?;
     txn.set_durability(durability);
@@ -105,7 +116,9 @@ fn write_chunks(
         let mut table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
         for (digest, data) in chunks {
             let key = *digest.as_bytes();
-            if table.get(key).map_err(storage("read chunk"))?.is_some() {
+            if existing == Existing::Keep
+                && table.get(key).map_err(storage("read chunk"))?.is_some()
+            {
                 continue;
             }
             let record = encode_chunk(&data);
@@ -187,7 +200,7 @@ impl BlobService for RedbBlobService {
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
-        super::reader::open_read(Arc::new(self.clone()), *digest).await
+        super::reader::open_read_via_chunks(Arc::new(self.clone()), *digest).await
     }
 
     async fn open_write(&self) -> Box<dyn BlobWriter> {
@@ -205,12 +218,22 @@ impl BlobService for RedbBlobService {
 #[async_trait]
 impl ChunkStore for RedbBlobService {
     /// Committed with eventual durability: a cache fill lost in a crash is
-    /// fetched again.
+    /// fetched again. Replaces an existing record (which may be the corrupt
+    /// one that sent the cache to far in the first place).
     async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> Result<()> {
         verify_chunk(digest, &data)?;
         let db = self.db();
         let digest = *digest;
-        blocking(move || write_chunks(&db, vec![(digest, data)], None, Durability::Eventual)).await
+        blocking(move || {
+            write_chunks(
+                &db,
+                vec![(digest, data)],
+                None,
+                Durability::Eventual,
+                Existing::Replace,
+            )
+        })
+        .await
     }
 
     /// Committed with eventual durability, like `insert_chunk`.
@@ -218,7 +241,16 @@ impl ChunkStore for RedbBlobService {
         check_chunk_list(blob, chunks)?;
         let db = self.db();
         let list = (*blob, chunks.to_vec());
-        blocking(move || write_chunks(&db, Vec::new(), Some(list), Durability::Eventual)).await
+        blocking(move || {
+            write_chunks(
+                &db,
+                Vec::new(),
+                Some(list),
+                Durability::Eventual,
+                Existing::Keep,
+            )
+        })
+        .await
     }
 }
 
@@ -249,7 +281,7 @@ impl ChunkSink for RedbSink {
         let batch = self.take_batch();
         let db = self.db.clone();
         Some(Box::pin(blocking(move || {
-            write_chunks(&db, batch, None, Durability::Immediate)
+            write_chunks(&db, batch, None, Durability::Immediate, Existing::Keep)
         })))
     }
 
@@ -257,7 +289,13 @@ impl ChunkSink for RedbSink {
         let batch = self.take_batch();
         let db = self.db.clone();
         Box::pin(blocking(move || {
-            write_chunks(&db, batch, Some((blob, chunks)), Durability::Immediate)
+            write_chunks(
+                &db,
+                batch,
+                Some((blob, chunks)),
+                Durability::Immediate,
+                Existing::Keep,
+            )
         }))
     }
 }

@@ -143,7 +143,7 @@ impl BlobService for CachedBlobService {
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
-        crate::blobservice::reader::open_read(Arc::new(self.clone()), *digest).await
+        crate::blobservice::open_read_via_chunks(Arc::new(self.clone()), *digest).await
     }
 
     async fn open_write(&self) -> Box<dyn BlobWriter> {

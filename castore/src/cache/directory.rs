@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::directoryservice::{DirectoryPutter, DirectoryService, PartialDirectoryStore};
 use crate::{B3Digest, Directory, Error, Result};
@@ -51,7 +51,7 @@ async fn near_closure(
         match item {
             Ok(d) => out.push(d),
             Err(e) => {
-                warn!(%root, error = %e, "near closure incomplete; fetching from far");
+                debug!(%root, error = %e, "near closure incomplete; fetching from far");
                 return None;
             }
         }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 pub use error::IngestError;
@@ -91,6 +91,14 @@ pub struct Ingested {
 /// Ingest the file, symlink or directory tree at `path` with default
 /// options: the entry is named after the path's last component.
 ///
+/// Symlinks are not followed, not even at the root. Files are streamed
+/// into the blob service a few at a time through fixed-size buffers;
+/// directories are sent leaves first, root last, through one putter, so a
+/// failed ingest leaves no directory closure visible (blobs already written
+/// may remain as unreferenced data). A file is executable iff its owner
+/// execute bit is set, as Nix decides. Fifos, sockets and device files are
+/// refused with [`IngestError::UnsupportedFileType`] naming the path.
+///
 /// The blob service is an `Arc` because file uploads run in their own
 /// tasks; the directory service is only used from the calling task.
 pub async fn ingest_path(
@@ -107,8 +115,7 @@ pub async fn ingest_path(
     .await
 }
 
-/// Ingest the file, symlink or directory tree at `path` (symlinks are not
-/// followed, not even at the root). See the [module docs](self).
+/// [`ingest_path`] with options: a given entry name, another concurrency.
 pub async fn ingest_path_with(
     blob_service: Arc<dyn BlobService>,
     directory_service: &dyn DirectoryService,
@@ -218,7 +225,7 @@ async fn upload_files(
             break;
         };
         let (index, executable, result) = joined.map_err(|e| IngestError::TaskFailed {
-            path: PathBuf::new(),
+            path: walked[0].path.clone(),
             reason: e.to_string(),
         })?;
         let (digest, size) = result?;
@@ -247,17 +254,30 @@ async fn upload_file(
         path: path.clone(),
         source,
     };
-    let file = tokio::fs::File::open(&path).await.map_err(io_err)?;
-    let mut reader = tokio::io::BufReader::with_capacity(READ_BUF_LEN, file);
-    let mut writer = blob_service.open_write().await;
-    let size = tokio::io::copy_buf(&mut reader, &mut writer)
-        .await
-        .map_err(io_err)?;
-    writer.flush().await.map_err(io_err)?;
-    let digest = writer.close().await.map_err(|source| IngestError::Blob {
+    let blob_err = |source| IngestError::Blob {
         path: path.clone(),
         source,
-    })?;
+    };
+    let mut file = tokio::fs::File::open(&path).await.map_err(io_err)?;
+    let mut writer = blob_service.open_write().await;
+    let mut buf = vec![0u8; READ_BUF_LEN];
+    let mut size: u64 = 0;
+    loop {
+        let n = file.read(&mut buf).await.map_err(io_err)?;
+        if n == 0 {
+            break;
+        }
+        writer
+            .write_all(&buf[..n])
+            .await
+            .map_err(|e| blob_err(crate::Error::Io(e)))?;
+        size += n as u64;
+    }
+    writer
+        .flush()
+        .await
+        .map_err(|e| blob_err(crate::Error::Io(e)))?;
+    let digest = writer.close().await.map_err(blob_err)?;
     Ok((digest, size))
 }
 

@@ -390,10 +390,15 @@ pub async fn dir_concurrent_putters(svc: Arc<dyn DirectoryService>) {
 
 /// Instantiate the blob suite for a backend. `$make` is an expression
 /// giving `(Arc<dyn BlobService>, guard)`; the guard lives for the test.
+/// An optional first argument names the test module (default
+/// `blob_conformance`), so one file can run the suite on several setups.
 #[macro_export]
 macro_rules! blob_suite {
     ($make:expr) => {
-        mod blob_conformance {
+        blob_suite!(blob_conformance, $make);
+    };
+    ($module:ident, $make:expr) => {
+        mod $module {
             macro_rules! t {
                 ($n:ident) => {
                     #[tokio::test]
@@ -419,7 +424,10 @@ macro_rules! blob_suite {
 #[macro_export]
 macro_rules! directory_suite {
     ($make:expr) => {
-        mod directory_conformance {
+        directory_suite!(directory_conformance, $make);
+    };
+    ($module:ident, $make:expr) => {
+        mod $module {
             macro_rules! t {
                 ($n:ident) => {
                     #[tokio::test]

@@ -2,8 +2,6 @@
 //! mounting in a temp dir with a guard that always unmounts, xattrs.
 #![allow(dead_code)] // each test binary uses a different part
 
-pub mod mem;
-
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -18,9 +16,9 @@ use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StorePath;
 
-pub use mem::MemPathInfos;
 pub use storefs_castore::blobservice::MemoryBlobService;
 pub use storefs_castore::directoryservice::MemoryDirectoryService;
+pub use storefs_store::pathinfoservice::MemoryPathInfoService;
 
 /// Chunk size the tests store most files with.
 pub const CHUNK: usize = 64 * 1024;
@@ -62,7 +60,7 @@ pub fn content(seed: u64, n: usize) -> Vec<u8> {
 pub struct Services {
     pub blobs: MemoryBlobService,
     pub dirs: MemoryDirectoryService,
-    pub infos: MemPathInfos,
+    pub infos: MemoryPathInfoService,
 }
 
 impl Services {

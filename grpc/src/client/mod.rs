@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use storefs_castore::blobservice::BlobService;
 use storefs_castore::directoryservice::DirectoryService;
+use storefs_castore::{GrpcEndpoint, StoreUrl, StoreUrlError};
 use storefs_store::pathinfoservice::{NarCalculationService, PathInfoService};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -27,7 +28,6 @@ pub use directory::GrpcDirectoryService;
 pub use pathinfo::GrpcPathInfoService;
 
 use crate::auth::{BearerInterceptor, Token};
-use crate::endpoint::{Endpoint, EndpointError};
 use crate::limits;
 
 /// How a client talks to a service.
@@ -71,9 +71,12 @@ impl Default for ClientConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
-    /// The URL is not a gRPC store URL.
+    /// The URL cannot be parsed.
     #[error(transparent)]
-    Endpoint(#[from] EndpointError),
+    Url(#[from] StoreUrlError),
+    /// The URL names a store that is not a gRPC service.
+    #[error("{0} is not a gRPC store URL (grpc://HOST:PORT or grpc+unix:///PATH)")]
+    NotGrpc(String),
     /// The endpoint was refused by the transport (a host name it cannot use,
     /// a socket path that is not UTF-8).
     #[error("{endpoint}: {reason}")]
@@ -117,21 +120,30 @@ pub(crate) struct Conn {
 impl Conn {
     /// A lazily connecting channel to `endpoint`. Must run inside a tokio
     /// runtime (the channel spawns its worker).
-    pub(crate) fn new(endpoint: &Endpoint, config: ClientConfig) -> Result<Self, ConnectError> {
+    pub(crate) fn new(endpoint: &GrpcEndpoint, config: ClientConfig) -> Result<Self, ConnectError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(ConnectError::NoRuntime);
         }
+        let name = StoreUrl::Grpc {
+            endpoint: endpoint.clone(),
+        }
+        .to_string();
         let transport_err = |reason: String| ConnectError::Transport {
-            endpoint: endpoint.to_string(),
+            endpoint: name.clone(),
             reason,
         };
         let target = match endpoint {
-            Endpoint::Tcp { host, port } => format!("http://{host}:{port}"),
-            Endpoint::Unix(path) => {
+            GrpcEndpoint::Tcp { host, port } => format!("http://{host}:{port}"),
+            GrpcEndpoint::Unix { path } => {
                 let p = path
                     .to_str()
                     .ok_or_else(|| transport_err("the socket path is not UTF-8".into()))?;
                 format!("unix:{p}")
+            }
+            _ => {
+                return Err(transport_err(
+                    "this kind of endpoint is not supported".into(),
+                ));
             }
         };
         let keepalive = config.idle_timeout.max(Duration::from_secs(1));
@@ -141,6 +153,7 @@ impl Conn {
             .tcp_nodelay(true)
             .initial_stream_window_size(limits::STREAM_WINDOW)
             .initial_connection_window_size(limits::CONNECTION_WINDOW)
+            .max_frame_size(limits::MAX_FRAME_SIZE)
             .http2_keep_alive_interval(keepalive)
             .keep_alive_timeout(keepalive)
             .keep_alive_while_idle(false)
@@ -149,7 +162,7 @@ impl Conn {
             channel,
             interceptor: BearerInterceptor::new(config.token.as_ref()),
             config: Arc::new(config),
-            name: endpoint.to_string().into(),
+            name: name.into(),
         })
     }
 
@@ -186,14 +199,24 @@ impl Conn {
 
 /// Clients for the store at `url` (`grpc://HOST:PORT`, `grpc+http://…`,
 /// `grpc+unix:///PATH`, `grpc+unix:/PATH`), sharing one connection that is
-/// opened on first use.
+/// opened on first use. The URL is parsed by [`StoreUrl`].
 ///
 /// You must call it inside a tokio runtime. Nothing is sent until a service
 /// is used, so an unreachable service shows as errors from the calls (after
 /// their retries), not here.
 pub fn connect(url: &str, config: ClientConfig) -> Result<GrpcServices, ConnectError> {
-    let endpoint = Endpoint::parse(url)?;
-    let conn = Conn::new(&endpoint, config)?;
+    match StoreUrl::parse(url)? {
+        StoreUrl::Grpc { endpoint } => connect_endpoint(&endpoint, config),
+        _ => Err(ConnectError::NotGrpc(url.to_string())),
+    }
+}
+
+/// Like [`connect`], for a URL already parsed (`StoreUrl::Grpc { endpoint }`).
+pub fn connect_endpoint(
+    endpoint: &GrpcEndpoint,
+    config: ClientConfig,
+) -> Result<GrpcServices, ConnectError> {
+    let conn = Conn::new(endpoint, config)?;
     let path_info = Arc::new(GrpcPathInfoService::new(conn.clone()));
     Ok(GrpcServices {
         blob: Arc::new(GrpcBlobService::new(conn.clone())),
@@ -201,4 +224,31 @@ pub fn connect(url: &str, config: ClientConfig) -> Result<GrpcServices, ConnectE
         path_info: path_info.clone(),
         nar_calculation: path_info,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_grpc_urls_connect() {
+        assert!(connect("grpc://127.0.0.1:1", ClientConfig::default()).is_ok());
+        assert!(connect("grpc+unix:///tmp/x.sock", ClientConfig::default()).is_ok());
+        assert!(matches!(
+            connect("memory:", ClientConfig::default()),
+            Err(ConnectError::NotGrpc(_))
+        ));
+        assert!(matches!(
+            connect("grpc://nohost", ClientConfig::default()),
+            Err(ConnectError::Url(_))
+        ));
+    }
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        assert!(matches!(
+            connect("grpc://127.0.0.1:1", ClientConfig::default()),
+            Err(ConnectError::NoRuntime)
+        ));
+    }
 }

@@ -114,7 +114,10 @@ impl Listener {
     pub fn client_url(&self) -> String {
         match &self.kind {
             ListenerKind::Tcp(_, a) => format!("grpc://{a}"),
-            ListenerKind::Unix(_, p) => format!("grpc+unix://{}", p.display()),
+            ListenerKind::Unix(_, p) => storefs_castore::StoreUrl::Grpc {
+                endpoint: storefs_castore::GrpcEndpoint::Unix { path: p.clone() },
+            }
+            .to_string(),
         }
     }
 }

@@ -127,6 +127,7 @@ fn router(services: &Services, config: &ServerConfig) -> Router {
         .max_concurrent_streams(config.max_concurrent_streams)
         .initial_stream_window_size(limits::STREAM_WINDOW)
         .initial_connection_window_size(limits::CONNECTION_WINDOW)
+        .max_frame_size(limits::MAX_FRAME_SIZE)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(Authorized::new(blob, policy.clone()))

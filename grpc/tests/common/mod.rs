@@ -9,7 +9,7 @@ use storefs_castore::B3Digest;
 use storefs_castore::blobservice::{BlobService, MemoryBlobService};
 use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
 use storefs_grpc::{ClientConfig, GrpcServices, ListenAddr, Listener, ServerConfig, Services};
-use storefs_store::nar::calculate::NarCalculator;
+use storefs_store::nar::NarCalculator;
 use storefs_store::pathinfoservice::MemoryPathInfoService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::BufReader;
 
 use super::client::DaemonClient;
 use super::error::ConnectionError;
@@ -164,23 +164,22 @@ pub async fn import_from_daemon(
             .nar_from_path(&abs, info.nar_size)
             .await
             .map_err(conn_err)?;
+        // The reader ends after the declared size: a shorter NAR fails
+        // to parse, a longer one is cut and fails too. On any error the
+        // client is dropped with the import, so nothing is left unread on
+        // a connection that is used again.
         let mut nar = BufReader::new(nar);
         let ingested = read_nar(
             &mut nar,
             services.blob_service.as_ref(),
             services.directory_service.as_ref(),
         )
-        .await;
-        // Whatever happened, the stream must be at the NAR's end for the
-        // connection to stay usable; a failure here leaves it unusable,
-        // and the error below ends the import anyway.
-        let mut rest = Vec::new();
-        let left = nar.read_to_end(&mut rest).await.map(|_| rest.len());
-        let ingested = ingested.map_err(|e| ImportError::BadNar {
+        .await
+        .map_err(|e| ImportError::BadNar {
             path: abs.clone(),
             reason: e.to_string(),
         })?;
-        if ingested.nar_size != info.nar_size || !matches!(left, Ok(0)) {
+        if ingested.nar_size != info.nar_size {
             return Err(ImportError::BadNar {
                 path: abs,
                 reason: format!(

@@ -26,6 +26,8 @@
 mod client;
 mod conn;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod import;
 mod ops;

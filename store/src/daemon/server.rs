@@ -158,6 +158,9 @@ pub async fn bind_socket(path: &Path, mode: u32) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// How long shutdown waits for connections inside a request.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The socket mode [`bind_socket`] is given by default: owner and group.
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
@@ -207,7 +210,19 @@ pub async fn serve_daemon(
         while tasks.try_join_next().is_some() {}
     }
     let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
+    // Connections between requests stop at once; one stuck inside a
+    // request (a client that stopped sending) gets a grace period.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = tasks.len(),
+            "daemon socket: aborting connections still busy after shutdown"
+        );
+        tasks.shutdown().await;
+    }
     Ok(())
 }
 
@@ -256,13 +271,16 @@ async fn serve_one(
     } else {
         TrustLevel::NotTrusted
     };
-    let negotiated = match server_handshake(&mut r, &mut w, &ctx.config.daemon_version, trust).await
-    {
-        Ok(n) => n,
-        Err(e) => {
-            log_end(&e, "handshake");
-            return;
-        }
+    let mut stop_handshake = stop.clone();
+    let negotiated = tokio::select! {
+        n = server_handshake(&mut r, &mut w, &ctx.config.daemon_version, trust) => match n {
+            Ok(n) => n,
+            Err(e) => {
+                log_end(&e, "handshake");
+                return;
+            }
+        },
+        _ = stop_handshake.wait_for(|s| *s) => return,
     };
     tracing::debug!(version = %negotiated.version, dialect = ?negotiated.dialect, trusted, "daemon client connected");
     let mut conn = Conn {

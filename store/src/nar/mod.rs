@@ -7,7 +7,7 @@
 //! - [`write_nar`], [`nar_hash_and_size`], [`NarCalculator`]: castore → NAR.
 //! - [`read_nar`], [`read_nar_to_end`]: NAR → castore.
 
-mod calculate;
+pub mod calculate;
 pub mod limits;
 mod reader;
 pub mod wire;

@@ -19,7 +19,7 @@ use ::redb::{Database, ReadableTable, TableDefinition};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use prost::Message;
-use storefs_castore::{Error, Result};
+use storefs_castore::{Error, RedbStore, Result};
 
 use super::{PathInfoService, sort_paths};
 use crate::pathinfo::PathInfo;
@@ -85,7 +85,15 @@ impl RedbPathInfoService {
         Ok(Self { db })
     }
 
-    /// Open (or create) a database file of its own at `path`.
+    /// Use castore's shared database handle: path infos then live in the
+    /// same file as the blobs and directories.
+    pub async fn from_store(store: &RedbStore) -> Result<Self> {
+        Self::new(store.database().clone()).await
+    }
+
+    /// Open (or create) a database file of its own at `path`. Prefer
+    /// [`RedbPathInfoService::from_store`] where castore's data is in redb:
+    /// redb allows one open handle per file and process.
     pub async fn open(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref().to_owned();
         let db = blocking(move || {

@@ -2,13 +2,9 @@
 //! raw-byte client, and fixtures.
 #![allow(dead_code)] // each test file uses a different part
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
-use parking_lot::RwLock;
 use storefs_castore::{B3Digest, Node};
 use storefs_store::daemon::wire;
 use storefs_store::daemon::{
@@ -16,29 +12,17 @@ use storefs_store::daemon::{
 };
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::PathInfoService;
-use storefs_store::store_path::{DIGEST_LEN, StorePath};
+use storefs_store::store_path::StorePath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-/// A path info store in a map, until the memory backend lands in main.
-#[derive(Default)]
-pub struct MapPathInfoService(RwLock<BTreeMap<[u8; DIGEST_LEN], PathInfo>>);
+/// The path info service the tests use: the real memory backend.
+pub type MapPathInfoService = storefs_store::pathinfoservice::MemoryPathInfoService;
 
-#[async_trait]
-impl PathInfoService for MapPathInfoService {
-    async fn get(&self, digest: [u8; DIGEST_LEN]) -> storefs_castore::Result<Option<PathInfo>> {
-        Ok(self.0.read().get(&digest).cloned())
-    }
-    async fn put(&self, info: PathInfo) -> storefs_castore::Result<PathInfo> {
-        self.0
-            .write()
-            .insert(*info.store_path.digest(), info.clone());
-        Ok(info)
-    }
-    fn list(&self) -> BoxStream<'static, storefs_castore::Result<PathInfo>> {
-        let all: Vec<_> = self.0.read().values().cloned().map(Ok).collect();
-        Box::pin(futures::stream::iter(all))
-    }
+/// Every path info held.
+pub async fn list_all(svc: &dyn PathInfoService) -> Vec<PathInfo> {
+    use futures::TryStreamExt;
+    svc.list().try_collect().await.unwrap()
 }
 
 pub const HELLO: &str = "925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt";
@@ -172,7 +156,7 @@ pub fn msg() -> Vec<u8> {
 
 /// Services in memory with the fixture path infos.
 pub async fn memory_services() -> (DaemonServices, Arc<MapPathInfoService>) {
-    let pis = Arc::new(MapPathInfoService::default());
+    let pis = Arc::new(MapPathInfoService::new());
     fixture_infos(pis.as_ref()).await;
     let services = DaemonServices {
         blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
@@ -186,8 +170,8 @@ pub async fn memory_services() -> (DaemonServices, Arc<MapPathInfoService>) {
 /// version: features at 1.38, cpu affinity and reserveSpace.
 pub fn handshake_tail(minor: u64) -> Vec<u8> {
     let mut v = Vec::new();
-    if minor >= 38 {
-        wire::put_u64(&mut v, 0); // no features
+    if (38..0x60).contains(&minor) {
+        wire::put_u64(&mut v, 0); // no features (Guix has none)
     }
     wire::put_u64(&mut v, 0); // sendCpu
     wire::put_u64(&mut v, 0); // reserveSpace

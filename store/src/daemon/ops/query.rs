@@ -132,15 +132,14 @@ pub(super) async fn query_referrers(conn: &mut Conn, ctx: &Ctx) -> Result<(), Co
     let path = read_path(conn).await?;
     let outcome = async {
         let p = ctx.parse_path(&path)?;
-        // No reference index yet: scan every path info.
         let mut referrers: Vec<String> = ctx
             .services
             .path_info_service
-            .list()
-            .try_filter(|i| futures::future::ready(i.references.contains(&p)))
-            .map_ok(|i| ctx.abs(&i.store_path))
-            .try_collect()
-            .await?;
+            .referrers(*p.digest())
+            .await?
+            .iter()
+            .map(|r| ctx.abs(r))
+            .collect();
         referrers.sort();
         referrers.dedup();
         let mut out = Vec::new();

@@ -1,0 +1,210 @@
+//! `storefs serve` + `storefs mount` as real processes, against Nix-made
+//! fixtures: the mounted paths are what Nix has, byte for byte and mode for
+//! mode; the mount is lazy, works from its cache with the service down,
+//! survives restarts, and unmounts on signals.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::nix::Fixtures;
+use common::procs::{Mount, Service, is_mounted, libc_sig, wait_for};
+use common::{nix_sha256, ok, ok_str, storefs};
+
+/// Every entry under `a` equals the one under `b`: kind, permission bits,
+/// mtime, size, contents, symlink target, and a directory's link count.
+fn assert_same_tree(a: &Path, b: &Path) {
+    let ma = std::fs::symlink_metadata(a).unwrap_or_else(|e| panic!("{}: {e}", a.display()));
+    let mb = std::fs::symlink_metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+    assert_eq!(ma.file_type(), mb.file_type(), "{}", a.display());
+    assert_eq!(ma.mtime(), 1, "{}", a.display());
+    if ma.file_type().is_symlink() {
+        assert_eq!(
+            std::fs::read_link(a).unwrap(),
+            std::fs::read_link(b).unwrap(),
+            "{}",
+            a.display()
+        );
+        return;
+    }
+    assert_eq!(
+        ma.permissions().mode() & 0o7777,
+        mb.permissions().mode() & 0o7777,
+        "{}",
+        a.display()
+    );
+    assert_eq!(ma.uid(), 0);
+    if ma.is_file() {
+        assert_eq!(ma.len(), mb.len(), "{}", a.display());
+        assert_eq!(ma.blocks(), ma.len().div_ceil(512), "{}", a.display());
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+            "{}",
+            a.display()
+        );
+        return;
+    }
+    assert_eq!(ma.nlink(), mb.nlink(), "{}", a.display());
+    let mut names: Vec<_> = std::fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut ours: Vec<_> = std::fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    ours.sort();
+    assert_eq!(ours, names, "{}", a.display());
+    for n in names {
+        assert_same_tree(&a.join(&n), &b.join(&n));
+    }
+}
+
+/// The fixtures Nix added as sources, added to a storefs store in `data`.
+fn add_sources(fx: &Fixtures, data: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in [&fx.tree, &fx.single_file, &fx.small_tree] {
+        let name = &p[p.find('-').unwrap() + 1..];
+        let ours = ok_str(
+            storefs(data)
+                .args(["add", "--name", name])
+                .arg(fx.store.real_path(p)),
+        );
+        assert_eq!(&ours, p);
+        out.push(p.clone());
+    }
+    out
+}
+
+fn base(p: &str) -> &str {
+    p.rsplit('/').next().unwrap()
+}
+
+#[test]
+fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
+    let fx = Fixtures::build();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("service");
+    let paths = add_sources(&fx, &data);
+    let socket = tmp.path().join("grpc.sock");
+    let mut service = Service::start(&data, &socket);
+    let mnt = tmp.path().join("mnt");
+    let cache = tmp.path().join("cache");
+    let mut mount = Mount::start(&service.url(), &mnt, &cache, &["--timeout", "3"]);
+
+    // Lazy: a store path appears on lookup; nothing is fetched before.
+    assert_eq!(mount.stats()["bytes_fetched"], 0);
+    let tree = mnt.join(base(&fx.tree));
+    assert_eq!(std::fs::read(tree.join("a")).unwrap(), b"a\n");
+    let fetched = mount.stats()["bytes_fetched"].as_u64().unwrap();
+    assert!(
+        fetched <= 64 * 1024,
+        "reading a 2-byte file fetched {fetched} bytes"
+    );
+
+    // The root lists nothing without --list-root, and a wrong name with a
+    // right hash is not there.
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0);
+    let wrong = format!("{}-wrong-name", &base(&fx.tree)[..32]);
+    assert_eq!(
+        std::fs::metadata(mnt.join(wrong)).unwrap_err().kind(),
+        std::io::ErrorKind::NotFound
+    );
+
+    // Byte for byte and mode for mode what Nix has; nix-store --dump of the
+    // mounted path hashes to the NAR hash.
+    for p in &paths {
+        assert_same_tree(&mnt.join(base(p)), &fx.store.real_path(p));
+        let nar = ok(Command::new("nix-store")
+            .arg("--dump")
+            .arg(mnt.join(base(p))));
+        assert_eq!(nix_sha256(&nar), fx.store.hash(p), "{p}");
+    }
+    // A program runs from the mount.
+    let out = ok_str(&mut Command::new(tree.join("bin/tool")));
+    assert_eq!(out, "tool");
+
+    // Service down: what was read is still served; a path never looked up
+    // fails within the timeout (EIO or not found), and does not hang.
+    service.stop();
+    assert_eq!(std::fs::read(tree.join("a")).unwrap(), b"a\n");
+    let unknown = mnt.join("1b8m9aznh1qqrcabmqlmj1whnah08r4r-never-seen");
+    let t = Instant::now();
+    assert!(std::fs::metadata(&unknown).is_err());
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+
+    // SIGTERM unmounts and exits 0.
+    assert_eq!(mount.stop_with(libc_sig::TERM), Some(0));
+    wait_for(Duration::from_secs(5), "the unmount", || !is_mounted(&mnt));
+
+    // Remount on the same cache with no service: what was read reads.
+    let mut mount = Mount::start(&service.url(), &mnt, &cache, &["--timeout", "2"]);
+    assert_eq!(std::fs::read(tree.join("a")).unwrap(), b"a\n");
+    assert_eq!(ok_str(&mut Command::new(tree.join("bin/tool"))), "tool");
+
+    // SIGKILL leaves a stale mount; a new mount there clears it.
+    assert_eq!(mount.stop_with(libc_sig::KILL), None);
+    assert!(is_mounted(&mnt));
+    let service = Service::start(&data, &socket);
+    let mount = Mount::start(&service.url(), &mnt, &cache, &[]);
+    for p in &paths {
+        assert_same_tree(&mnt.join(base(p)), &fx.store.real_path(p));
+    }
+    drop(mount);
+}
+
+#[test]
+fn list_root_lists_every_path_and_sigint_unmounts() {
+    let fx = Fixtures::build();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("service");
+    let paths = add_sources(&fx, &data);
+    let service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let mnt = tmp.path().join("mnt");
+    let mut mount = Mount::start(
+        &service.url(),
+        &mnt,
+        &tmp.path().join("cache"),
+        &["--list-root"],
+    );
+    let mut listed: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    listed.sort();
+    let mut want: Vec<String> = paths.iter().map(|p| base(p).to_owned()).collect();
+    want.sort();
+    assert_eq!(listed, want);
+    // Directories are 0555, files 0444 or 0555, as in Nix's store.
+    let tree = mnt.join(base(&fx.tree));
+    assert_eq!(
+        std::fs::metadata(&tree).unwrap().permissions().mode() & 0o777,
+        0o555
+    );
+    assert_eq!(
+        std::fs::metadata(tree.join("a"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o444
+    );
+    assert_eq!(
+        std::fs::metadata(tree.join("bin/tool"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o555
+    );
+    assert_eq!(mount.stop_with(libc_sig::INT), Some(0));
+    wait_for(Duration::from_secs(5), "the unmount", || !is_mounted(&mnt));
+}
