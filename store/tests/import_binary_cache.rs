@@ -513,7 +513,20 @@ async fn tampered_narinfo_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_over_http() {
     let w = world();
-    let server = PyHttpServer::start(&w.signed[1].1);
+    // NAR URLs with a query, as harmonia writes them; a plain file server
+    // ignores the query.
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    copy_cache(&w.signed[1].1, &cache);
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "narinfo") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let url = narinfo_field(&text, "URL");
+            std::fs::write(&p, text.replace(&url, &format!("{url}?hash=x"))).unwrap();
+        }
+    }
+    let server = PyHttpServer::start(&cache);
     let s = Services::new();
     let report = import_from_binary_cache(
         &server.url(),
