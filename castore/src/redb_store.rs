@@ -10,6 +10,9 @@
 //! - `castore.blob_chunks`: blob digest → its chunk list (blobs of two or
 //!   more chunks only), 40 bytes per chunk: digest, then size as u64 LE.
 //! - `castore.directories`: directory digest → its canonical encoding.
+//! - `castore.chunk_lru`, `castore.chunk_atime`, `castore.meta`: the
+//!   bookkeeping of a size quota, used only by a blob service opened with
+//!   one (a cache): last use of each chunk it stored, and their total size.
 //!
 //! Invariants: a record is written only under the digest of its content
 //! (chunks after decompression, directories as encoded); every read checks
@@ -35,6 +38,15 @@ pub(crate) const BLOB_CHUNKS: TableDefinition<[u8; 32], &[u8]> =
     TableDefinition::new("castore.blob_chunks");
 pub(crate) const DIRECTORIES: TableDefinition<[u8; 32], &[u8]> =
     TableDefinition::new("castore.directories");
+/// Quota bookkeeping (see `blobservice::quota`): (last use, chunk digest) →
+/// record size, oldest first.
+pub(crate) const CHUNK_LRU: TableDefinition<(u64, [u8; 32]), u64> =
+    TableDefinition::new("castore.chunk_lru");
+/// Quota bookkeeping: chunk digest → last use (its key in `CHUNK_LRU`).
+pub(crate) const CHUNK_ATIME: TableDefinition<[u8; 32], u64> =
+    TableDefinition::new("castore.chunk_atime");
+/// Counters, e.g. the bytes of chunk records the quota tracks.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("castore.meta");
 
 /// A shared handle on the embedded store's redb database. Clones share the
 /// same open database.
@@ -119,6 +131,9 @@ impl RedbStore {
         for table in [CHUNKS, BLOB_CHUNKS, DIRECTORIES] {
             txn.open_table(table).map_err(|e| err(&e))?;
         }
+        txn.open_table(CHUNK_LRU).map_err(|e| err(&e))?;
+        txn.open_table(CHUNK_ATIME).map_err(|e| err(&e))?;
+        txn.open_table(META).map_err(|e| err(&e))?;
         txn.commit().map_err(|e| err(&e))
     }
 }
