@@ -653,3 +653,29 @@ async fn uploads_are_checked() {
     // the copy test ran first; never accepted.
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_downloads_all_get_the_whole_nar() {
+    let w = world();
+    let dump = Arc::new(w.nix.dump(&w.fx.tree));
+    let ni = narinfo_of(w, &w.fx.tree).await;
+    let nar_url = format!("{}/{}", url(w.signed_port), ni.url);
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..32u64 {
+        let (client, nar_url, dump) = (client.clone(), nar_url.clone(), dump.clone());
+        tasks.spawn(async move {
+            // Half whole, half a range starting somewhere inside.
+            let start = if i % 2 == 0 { 0 } else { i * 997 };
+            let mut req = client.get(&nar_url);
+            if start > 0 {
+                req = req.header("Range", format!("bytes={start}-"));
+            }
+            let body = req.send().await.unwrap().bytes().await.unwrap();
+            assert!(body[..] == dump[start as usize..], "download {i} differs");
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+}
