@@ -48,12 +48,29 @@ pub(crate) const CHUNK_ATIME: TableDefinition<[u8; 32], u64> =
 /// Counters, e.g. the bytes of chunk records the quota tracks.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("castore.meta");
 
+/// At most this long passes between durable commits of cache fills.
+pub const CACHE_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most this many bytes of cache fills go between durable commits.
+pub const CACHE_SYNC_BYTES: u64 = 4 << 20;
+
+/// Cache fills since the last durable one.
+struct CacheSync {
+    /// When it was.
+    at: std::time::Instant,
+    /// Bytes filled since.
+    bytes: u64,
+}
+
 /// A shared handle on the embedded store's redb database. Clones share the
 /// same open database.
 #[derive(Clone)]
 pub struct RedbStore {
     /// The open database; other crates open their own tables in it.
     db: Arc<Database>,
+    /// When a cache fill last committed durably (see
+    /// [`RedbStore::cache_fill_durability`]). A std mutex: held for an
+    /// instant, never across an await.
+    cache_synced: Arc<std::sync::Mutex<CacheSync>>,
     /// Where it lives, for messages.
     path: Arc<PathBuf>,
 }
@@ -83,6 +100,10 @@ impl RedbStore {
         })?;
         let store = Self {
             db: Arc::new(db),
+            cache_synced: Arc::new(std::sync::Mutex::new(CacheSync {
+                at: std::time::Instant::now(),
+                bytes: 0,
+            })),
             path: Arc::new(path),
         };
         store.create_tables()?;
@@ -103,6 +124,45 @@ impl RedbStore {
     /// The database, for crates that keep their own tables in it.
     pub fn database(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    /// The durability for a cache fill (a chunk, chunk list or directory
+    /// that a cache keeps of what it fetched). On Linux every durable redb
+    /// commit is an `fdatasync`; one per fetched chunk made a cold mount
+    /// read several times slower. So fills commit without durability,
+    /// except one every [`CACHE_SYNC_INTERVAL`] or [`CACHE_SYNC_BYTES`] of
+    /// fills, whichever comes first, which makes all before it durable too.
+    /// The byte bound matters as much as the time: redb frees pages only in
+    /// durable commits, so unsynced fills grow the file. A crash loses at
+    /// most that much of the cache, which is fetched again; redb stays
+    /// consistent. You must call [`RedbStore::flush`] before a clean exit.
+    pub(crate) fn cache_fill_durability(&self, bytes: u64) -> redb::Durability {
+        let mut sync = match self.cache_synced.lock() {
+            Ok(g) => g,
+            // A poisoned lock only means another fill panicked mid-check;
+            // the counters inside are still valid numbers.
+            Err(p) => p.into_inner(),
+        };
+        sync.bytes = sync.bytes.saturating_add(bytes);
+        if sync.at.elapsed() >= CACHE_SYNC_INTERVAL || sync.bytes >= CACHE_SYNC_BYTES {
+            sync.at = std::time::Instant::now();
+            sync.bytes = 0;
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        }
+    }
+
+    /// Make every commit so far durable (an empty durable commit). Blocks:
+    /// call it from `spawn_blocking` or at exit.
+    pub fn flush(&self) -> Result<()> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| Error::Storage(format!("flush {}: {e}", self.path.display())))?;
+        txn.set_durability(redb::Durability::Immediate);
+        txn.commit()
+            .map_err(|e| Error::Storage(format!("flush {}: {e}", self.path.display())))
     }
 
     /// The database file's path.

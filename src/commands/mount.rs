@@ -23,9 +23,12 @@ use crate::services::{self, Globals, Services};
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let far = services::open(&globals.url, globals.token.clone()).await?;
-    let services = match &globals.url {
-        StoreUrl::Grpc { .. } => with_local_cache(far, args).await?,
-        _ => far,
+    let (services, cache) = match &globals.url {
+        StoreUrl::Grpc { .. } => {
+            let (services, cache) = with_local_cache(far, args).await?;
+            (services, Some(cache))
+        }
+        _ => (far, None),
     };
 
     let mut config = MountConfig::new(&args.mountpoint);
@@ -82,16 +85,27 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let result = tokio::task::spawn_blocking(move || handle.wait())
         .await
         .context("the mount task failed")?;
-    // Unmounted (by a signal or by umount): stop the daemon socket too.
+    // Unmounted (by a signal or by umount): stop the daemon socket too, and
+    // make the cache's last fills durable.
     stop.cancel();
     while tasks.join_next().await.is_some() {}
+    if let Some(cache) = cache {
+        tokio::task::spawn_blocking(move || cache.flush())
+            .await
+            .context("the cache flush task failed")?
+            .context("flushing the cache")?;
+    }
     result.context("the mount")?;
     Ok(())
 }
 
 /// Front `far` with the local redb cache under `--cache` (default: the
-/// data directory's `cache/`).
-async fn with_local_cache(far: Services, args: &MountArgs) -> anyhow::Result<Services> {
+/// data directory's `cache/`); also returns the cache's store, to flush at
+/// exit.
+async fn with_local_cache(
+    far: Services,
+    args: &MountArgs,
+) -> anyhow::Result<(Services, RedbStore)> {
     let dir = args
         .cache
         .clone()
@@ -114,12 +128,13 @@ async fn with_local_cache(far: Services, args: &MountArgs) -> anyhow::Result<Ser
         Arc::new(CachedDirectoryService::new(near_dirs, far.directory));
     let path_info: Arc<dyn PathInfoService> =
         Arc::new(CachedPathInfoService::new(near_infos, far.path_info));
-    Ok(Services {
+    let services = Services {
         blob,
         directory,
         path_info,
         nar_calculation: far.nar_calculation,
-    })
+    };
+    Ok((services, store))
 }
 
 /// Parse a size: a number of bytes, optionally with a binary suffix

@@ -252,12 +252,14 @@ impl BlobService for RedbBlobService {
 
 #[async_trait]
 impl ChunkStore for RedbBlobService {
-    /// Committed with eventual durability: a cache fill lost in a crash is
+    /// Committed with cache-fill durability
+    /// ([`RedbStore::cache_fill_durability`]): a fill lost in a crash is
     /// fetched again. Replaces an existing record (which may be the corrupt
     /// one that sent the cache to far in the first place).
     async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> Result<()> {
         verify_chunk(digest, &data)?;
         let db = self.db();
+        let durability = self.store.cache_fill_durability(data.len() as u64);
         let digest = *digest;
         let quota = self.quota.clone();
         blocking(move || {
@@ -265,7 +267,7 @@ impl ChunkStore for RedbBlobService {
                 &db,
                 vec![(digest, data)],
                 None,
-                Durability::Eventual,
+                durability,
                 Existing::Replace,
                 quota.as_deref(),
             )
@@ -273,18 +275,19 @@ impl ChunkStore for RedbBlobService {
         .await
     }
 
-    /// Committed with eventual durability, like `insert_chunk`.
+    /// Committed with cache-fill durability, like `insert_chunk`.
     async fn insert_chunk_list(&self, blob: &B3Digest, chunks: &[ChunkMeta]) -> Result<()> {
         check_chunk_list(blob, chunks)?;
         let db = self.db();
         let list = (*blob, chunks.to_vec());
         let quota = self.quota.clone();
+        let durability = self.store.cache_fill_durability(40 * chunks.len() as u64);
         blocking(move || {
             write_chunks(
                 &db,
                 Vec::new(),
                 Some(list),
-                Durability::Eventual,
+                durability,
                 Existing::Keep,
                 quota.as_deref(),
             )
