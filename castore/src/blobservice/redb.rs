@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 
 use super::chunk_store::{ChunkStore, check_chunk_list, verify_chunk};
+use super::quota::{Quota, tracked_bytes};
 use super::writer::{ChunkSink, ChunkingWriter};
 use super::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
@@ -30,6 +31,8 @@ pub struct RedbBlobService {
     store: RedbStore,
     /// A fresh chunker, cloned for every writer (validated once, here).
     chunker: Chunker,
+    /// The size quota, for a service that is a cache; `None`: keep all.
+    quota: Option<Arc<Quota>>,
 }
 
 impl RedbBlobService {
@@ -38,7 +41,23 @@ impl RedbBlobService {
         Self {
             store,
             chunker: Chunker::default(),
+            quota: None,
         }
+    }
+
+    /// Keep at most about `max_bytes` of chunk records, evicting the least
+    /// recently used chunks when a write goes beyond it (see
+    /// `blobservice/quota.rs`). For a cache only: you must not put a quota
+    /// on a store that holds the only copy of its data.
+    pub fn with_quota(mut self, max_bytes: u64) -> Self {
+        self.quota = Some(Arc::new(Quota::new(max_bytes)));
+        self
+    }
+
+    /// The bytes of chunk records the quota tracks (0 without a quota).
+    pub async fn quota_tracked_bytes(&self) -> Result<u64> {
+        let db = self.db();
+        blocking(move || tracked_bytes(&db)).await
     }
 
     /// The blob service of `store`, cutting new blobs with `config`.
@@ -49,6 +68,7 @@ impl RedbBlobService {
         Ok(Self {
             store,
             chunker: Chunker::new(config)?,
+            quota: None,
         })
     }
 
@@ -109,9 +129,12 @@ fn write_chunks(
     list: Option<(B3Digest, Vec<ChunkMeta>)>,
     durability: Durability,
     existing: Existing,
+    quota: Option<&Quota>,
 ) -> Result<()> {
     let mut txn = db.begin_write().map_err(storage("begin write"))?;
     txn.set_durability(durability);
+    // (digest, record length) of each record written, for the quota.
+    let mut stored = Vec::new();
     {
         let mut table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
         for (digest, data) in chunks {
@@ -119,12 +142,16 @@ fn write_chunks(
             if existing == Existing::Keep
                 && table.get(key).map_err(storage("read chunk"))?.is_some()
             {
+                if let Some(q) = quota {
+                    q.touch(digest);
+                }
                 continue;
             }
             let record = encode_chunk(&data);
             table
                 .insert(key, record.as_slice())
                 .map_err(storage("insert chunk"))?;
+            stored.push((digest, record.len() as u64));
         }
         if let Some((blob, list)) = list.filter(|(_, l)| !l.is_empty()) {
             let mut lists = txn
@@ -134,6 +161,9 @@ fn write_chunks(
                 .insert(*blob.as_bytes(), encode_chunk_list(&list).as_slice())
                 .map_err(storage("insert chunk list"))?;
         }
+    }
+    if let Some(q) = quota {
+        q.apply(&txn, &stored)?;
     }
     txn.commit().map_err(storage("commit chunks"))
 }
@@ -185,7 +215,7 @@ impl BlobService for RedbBlobService {
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
         let db = self.db();
         let digest = *digest;
-        blocking(move || {
+        let found = blocking(move || {
             let txn = db.begin_read().map_err(storage("begin read"))?;
             let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
             match chunks
@@ -196,7 +226,11 @@ impl BlobService for RedbBlobService {
                 None => Ok(None),
             }
         })
-        .await
+        .await?;
+        if let (Some(q), Some(_)) = (&self.quota, &found) {
+            q.touch(digest);
+        }
+        Ok(found)
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
@@ -207,6 +241,7 @@ impl BlobService for RedbBlobService {
         Box::new(ChunkingWriter::new(
             RedbSink {
                 db: self.db(),
+                quota: self.quota.clone(),
                 batch: Vec::new(),
                 batch_bytes: 0,
             },
@@ -217,37 +252,44 @@ impl BlobService for RedbBlobService {
 
 #[async_trait]
 impl ChunkStore for RedbBlobService {
-    /// Committed with eventual durability: a cache fill lost in a crash is
+    /// Committed with cache-fill durability
+    /// ([`RedbStore::cache_fill_durability`]): a fill lost in a crash is
     /// fetched again. Replaces an existing record (which may be the corrupt
     /// one that sent the cache to far in the first place).
     async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> Result<()> {
         verify_chunk(digest, &data)?;
         let db = self.db();
+        let durability = self.store.cache_fill_durability(data.len() as u64);
         let digest = *digest;
+        let quota = self.quota.clone();
         blocking(move || {
             write_chunks(
                 &db,
                 vec![(digest, data)],
                 None,
-                Durability::Eventual,
+                durability,
                 Existing::Replace,
+                quota.as_deref(),
             )
         })
         .await
     }
 
-    /// Committed with eventual durability, like `insert_chunk`.
+    /// Committed with cache-fill durability, like `insert_chunk`.
     async fn insert_chunk_list(&self, blob: &B3Digest, chunks: &[ChunkMeta]) -> Result<()> {
         check_chunk_list(blob, chunks)?;
         let db = self.db();
         let list = (*blob, chunks.to_vec());
+        let quota = self.quota.clone();
+        let durability = self.store.cache_fill_durability(40 * chunks.len() as u64);
         blocking(move || {
             write_chunks(
                 &db,
                 Vec::new(),
                 Some(list),
-                Durability::Eventual,
+                durability,
                 Existing::Keep,
+                quota.as_deref(),
             )
         })
         .await
@@ -257,6 +299,7 @@ impl ChunkStore for RedbBlobService {
 /// Buffers chunks and commits them in batches.
 struct RedbSink {
     db: Arc<Database>,
+    quota: Option<Arc<Quota>>,
     batch: Vec<(B3Digest, Bytes)>,
     batch_bytes: usize,
 }
@@ -280,14 +323,23 @@ impl ChunkSink for RedbSink {
         }
         let batch = self.take_batch();
         let db = self.db.clone();
+        let quota = self.quota.clone();
         Some(Box::pin(blocking(move || {
-            write_chunks(&db, batch, None, Durability::Immediate, Existing::Keep)
+            write_chunks(
+                &db,
+                batch,
+                None,
+                Durability::Immediate,
+                Existing::Keep,
+                quota.as_deref(),
+            )
         })))
     }
 
     fn finish(&mut self, blob: B3Digest, chunks: Vec<ChunkMeta>) -> BoxFuture<'static, Result<()>> {
         let batch = self.take_batch();
         let db = self.db.clone();
+        let quota = self.quota.clone();
         Box::pin(blocking(move || {
             write_chunks(
                 &db,
@@ -295,6 +347,7 @@ impl ChunkSink for RedbSink {
                 Some((blob, chunks)),
                 Durability::Immediate,
                 Existing::Keep,
+                quota.as_deref(),
             )
         }))
     }
