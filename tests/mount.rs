@@ -128,18 +128,36 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     let out = ok_str(&mut Command::new(tree.join("bin/tool")));
     assert_eq!(out, "tool");
 
-    // Service down: what was read is still served; a path never looked up
-    // fails within the timeout (EIO or not found), and does not hang.
+    // A path the mount has never seen, added to the service now.
+    let late_src = tmp.path().join("late.txt");
+    std::fs::write(&late_src, b"late\n").unwrap();
+    let late = {
+        let mut c = std::process::Command::new(common::storefs_bin());
+        c.env("RUST_LOG", "warn")
+            .args(["--store", &service.url(), "add"])
+            .arg(&late_src);
+        ok_str(&mut c)
+    };
+
+    // Service down: what was read is still served; what was never fetched
+    // fails within the timeout, and does not hang.
     service.stop();
     assert_eq!(std::fs::read(tree.join("a")).unwrap(), b"a\n");
-    let unknown = mnt.join("1b8m9aznh1qqrcabmqlmj1whnah08r4r-never-seen");
     let t = Instant::now();
-    assert!(std::fs::metadata(&unknown).is_err());
+    assert!(std::fs::read(mnt.join(base(&late))).is_err());
     assert!(
         t.elapsed() < Duration::from_secs(15),
         "took {:?}",
         t.elapsed()
     );
+
+    // Service back: the same mount reconnects by itself and reads it.
+    service = Service::start(&data, &socket);
+    wait_for(Duration::from_secs(20), "the mount to reconnect", || {
+        std::fs::read(mnt.join(base(&late))).is_ok()
+    });
+    assert_eq!(std::fs::read(mnt.join(base(&late))).unwrap(), b"late\n");
+    service.stop();
 
     // SIGTERM unmounts and exits 0.
     assert_eq!(mount.stop_with(libc_sig::TERM), Some(0));

@@ -81,4 +81,6 @@ pub use names::{
     MAX_NAME_LEN, MAX_SYMLINK_TARGET_LEN, NameError, PathComponent, SymlinkTarget,
     SymlinkTargetError,
 };
-pub use redb_store::{CHUNK_RAW, CHUNK_ZSTD, RedbStore, STORE_FILE_NAME};
+pub use redb_store::{
+    CACHE_SYNC_BYTES, CACHE_SYNC_INTERVAL, CHUNK_RAW, CHUNK_ZSTD, RedbStore, STORE_FILE_NAME,
+};

@@ -10,6 +10,9 @@
 //! - `castore.blob_chunks`: blob digest → its chunk list (blobs of two or
 //!   more chunks only), 40 bytes per chunk: digest, then size as u64 LE.
 //! - `castore.directories`: directory digest → its canonical encoding.
+//! - `castore.chunk_lru`, `castore.chunk_atime`, `castore.meta`: the
+//!   bookkeeping of a size quota, used only by a blob service opened with
+//!   one (a cache): last use of each chunk it stored, and their total size.
 //!
 //! Invariants: a record is written only under the digest of its content
 //! (chunks after decompression, directories as encoded); every read checks
@@ -35,6 +38,33 @@ pub(crate) const BLOB_CHUNKS: TableDefinition<[u8; 32], &[u8]> =
     TableDefinition::new("castore.blob_chunks");
 pub(crate) const DIRECTORIES: TableDefinition<[u8; 32], &[u8]> =
     TableDefinition::new("castore.directories");
+/// Quota bookkeeping (see `blobservice::quota`): (last use, chunk digest) →
+/// record size, oldest first.
+pub(crate) const CHUNK_LRU: TableDefinition<(u64, [u8; 32]), u64> =
+    TableDefinition::new("castore.chunk_lru");
+/// Quota bookkeeping: chunk digest → last use (its key in `CHUNK_LRU`).
+pub(crate) const CHUNK_ATIME: TableDefinition<[u8; 32], u64> =
+    TableDefinition::new("castore.chunk_atime");
+/// Counters, e.g. the bytes of chunk records the quota tracks.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("castore.meta");
+
+/// redb's own page cache, per open database. redb's default (1 GiB) made a
+/// mount's resident memory grow past 400 MB on one toolchain; the kernel's
+/// page cache holds the file's hot pages anyway.
+pub const REDB_CACHE_BYTES: usize = 32 << 20;
+
+/// At most this long passes between durable commits of cache fills.
+pub const CACHE_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most this many bytes of cache fills go between durable commits.
+pub const CACHE_SYNC_BYTES: u64 = 4 << 20;
+
+/// Cache fills since the last durable one.
+struct CacheSync {
+    /// When it was.
+    at: std::time::Instant,
+    /// Bytes filled since.
+    bytes: u64,
+}
 
 /// A shared handle on the embedded store's redb database. Clones share the
 /// same open database.
@@ -42,6 +72,10 @@ pub(crate) const DIRECTORIES: TableDefinition<[u8; 32], &[u8]> =
 pub struct RedbStore {
     /// The open database; other crates open their own tables in it.
     db: Arc<Database>,
+    /// When a cache fill last committed durably (see
+    /// [`RedbStore::cache_fill_durability`]). A std mutex: held for an
+    /// instant, never across an await.
+    cache_synced: Arc<std::sync::Mutex<CacheSync>>,
     /// Where it lives, for messages.
     path: Arc<PathBuf>,
 }
@@ -61,7 +95,10 @@ impl RedbStore {
     /// and process (redb refuses a second open); share clones instead.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::create(&path).map_err(|e| match e {
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
                 "{} is in use by another process (a running `storefs serve` or `storefs mount`?); \
                  use --store grpc://... to reach it through that process",
@@ -71,6 +108,10 @@ impl RedbStore {
         })?;
         let store = Self {
             db: Arc::new(db),
+            cache_synced: Arc::new(std::sync::Mutex::new(CacheSync {
+                at: std::time::Instant::now(),
+                bytes: 0,
+            })),
             path: Arc::new(path),
         };
         store.create_tables()?;
@@ -91,6 +132,45 @@ impl RedbStore {
     /// The database, for crates that keep their own tables in it.
     pub fn database(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    /// The durability for a cache fill (a chunk, chunk list or directory
+    /// that a cache keeps of what it fetched). On Linux every durable redb
+    /// commit is an `fdatasync`; one per fetched chunk made a cold mount
+    /// read several times slower. So fills commit without durability,
+    /// except one every [`CACHE_SYNC_INTERVAL`] or [`CACHE_SYNC_BYTES`] of
+    /// fills, whichever comes first, which makes all before it durable too.
+    /// The byte bound matters as much as the time: redb frees pages only in
+    /// durable commits, so unsynced fills grow the file. A crash loses at
+    /// most that much of the cache, which is fetched again; redb stays
+    /// consistent. You must call [`RedbStore::flush`] before a clean exit.
+    pub(crate) fn cache_fill_durability(&self, bytes: u64) -> redb::Durability {
+        let mut sync = match self.cache_synced.lock() {
+            Ok(g) => g,
+            // A poisoned lock only means another fill panicked mid-check;
+            // the counters inside are still valid numbers.
+            Err(p) => p.into_inner(),
+        };
+        sync.bytes = sync.bytes.saturating_add(bytes);
+        if sync.at.elapsed() >= CACHE_SYNC_INTERVAL || sync.bytes >= CACHE_SYNC_BYTES {
+            sync.at = std::time::Instant::now();
+            sync.bytes = 0;
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        }
+    }
+
+    /// Make every commit so far durable (an empty durable commit). Blocks:
+    /// call it from `spawn_blocking` or at exit.
+    pub fn flush(&self) -> Result<()> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| Error::Storage(format!("flush {}: {e}", self.path.display())))?;
+        txn.set_durability(redb::Durability::Immediate);
+        txn.commit()
+            .map_err(|e| Error::Storage(format!("flush {}: {e}", self.path.display())))
     }
 
     /// The database file's path.
@@ -119,6 +199,9 @@ impl RedbStore {
         for table in [CHUNKS, BLOB_CHUNKS, DIRECTORIES] {
             txn.open_table(table).map_err(|e| err(&e))?;
         }
+        txn.open_table(CHUNK_LRU).map_err(|e| err(&e))?;
+        txn.open_table(CHUNK_ATIME).map_err(|e| err(&e))?;
+        txn.open_table(META).map_err(|e| err(&e))?;
         txn.commit().map_err(|e| err(&e))
     }
 }

@@ -74,6 +74,11 @@ proptest! {
     }
 
     #[test]
+    fn blob_model_holds_under_injected_faults(ops in proptest::collection::vec(any::<u8>(), 0..90)) {
+        fuzzing::blob_service_model(&ops);
+    }
+
+    #[test]
     fn directory_fuzz_entry_never_panics_on_noise(data in proptest::collection::vec(any::<u8>(), 0..200)) {
         fuzzing::directory_from_proto(&data);
     }

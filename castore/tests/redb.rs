@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use storefs_castore::{
-    BlobService, CHUNK_RAW, DirectoryService, Error, RedbStore, STORE_FILE_NAME,
+    B3Digest, BlobService, CHUNK_RAW, DirectoryService, Error, RedbStore, STORE_FILE_NAME,
 };
 use tempfile::TempDir;
 
@@ -245,4 +245,77 @@ async fn recursive_get_over_a_partial_closure_fails_and_early_drop_is_fine() {
     let all: Vec<_> = svc.get_recursive(&t.root.digest()).collect().await;
     assert_eq!(all.len(), 5);
     assert!(all.iter().all(|r| r.is_ok()));
+}
+
+#[tokio::test]
+async fn quota_evicts_least_recently_used_chunks() {
+    use storefs_castore::ChunkStore;
+    let tmp = tempfile::tempdir().unwrap();
+    const SIZE: usize = 200 * 1024;
+    // Noise does not compress: each record is the chunk plus its flag byte.
+    let record = (SIZE + 1) as u64;
+    let quota = 5 * record;
+    let chunks: Vec<Vec<u8>> = (0..7).map(|i| common::noise(SIZE, 100 + i)).collect();
+    let digests: Vec<B3Digest> = chunks.iter().map(|c| B3Digest::of(c)).collect();
+    {
+        let store = RedbStore::open_dir(tmp.path()).unwrap();
+        let svc = store.blob_service().with_quota(quota);
+        for i in 0..5 {
+            svc.insert_chunk(&digests[i], chunks[i].clone().into())
+                .await
+                .unwrap();
+        }
+        assert_eq!(svc.quota_tracked_bytes().await.unwrap(), quota);
+        // Use chunk 0, so chunk 1 is now the least recently used.
+        assert!(svc.read_chunk(&digests[0]).await.unwrap().is_some());
+        svc.insert_chunk(&digests[5], chunks[5].clone().into())
+            .await
+            .unwrap();
+        assert_eq!(svc.read_chunk(&digests[1]).await.unwrap(), None);
+        assert!(svc.read_chunk(&digests[0]).await.unwrap().is_some());
+        assert_eq!(svc.quota_tracked_bytes().await.unwrap(), quota);
+    }
+    // The bookkeeping survives a reopen.
+    let store = RedbStore::open_dir(tmp.path()).unwrap();
+    let svc = store.blob_service().with_quota(quota);
+    assert_eq!(svc.quota_tracked_bytes().await.unwrap(), quota);
+    svc.insert_chunk(&digests[6], chunks[6].clone().into())
+        .await
+        .unwrap();
+    // Chunk 2 was the oldest use left (0 was read after it).
+    assert_eq!(svc.read_chunk(&digests[2]).await.unwrap(), None);
+    for i in [0, 3, 4, 5, 6] {
+        assert_eq!(
+            svc.read_chunk(&digests[i]).await.unwrap().as_deref(),
+            Some(&chunks[i][..]),
+            "chunk {i}"
+        );
+    }
+    assert_eq!(svc.chunk_count().await.unwrap(), 5);
+}
+
+#[tokio::test]
+async fn a_cache_with_a_quota_stays_within_it_and_refetches() {
+    use storefs_castore::{CachedBlobService, MemoryBlobService};
+    let tmp = tempfile::tempdir().unwrap();
+    let quota = 1 << 20;
+    let near = RedbStore::open_dir(tmp.path())
+        .unwrap()
+        .blob_service()
+        .with_quota(quota);
+    let far = MemoryBlobService::new();
+    let blobs: Vec<Vec<u8>> = (0..4).map(|i| common::noise(600_000, 200 + i)).collect();
+    let mut digests = Vec::new();
+    for b in &blobs {
+        digests.push(common::write_blob(&far, b, 1 << 16).await);
+    }
+    let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far));
+    for _round in 0..2 {
+        for (d, b) in digests.iter().zip(&blobs) {
+            common::check_blob(&cache, d, b).await;
+            let tracked = near.quota_tracked_bytes().await.unwrap();
+            assert!(tracked <= quota, "{tracked} > {quota}");
+            assert!(tracked > 0);
+        }
+    }
 }

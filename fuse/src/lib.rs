@@ -11,7 +11,7 @@
 //! cache entries, attributes, pages, directories and symlinks for long.
 //!
 //! # Layout
-//! - `mount`: [`MountConfig`], [`mount`], [`MountHandle`], [`Unmounter`]
+//! - `mount`: [`MountConfig`], [`mount()`], [`MountHandle`], [`Unmounter`]
 //!   (stale mount clearing, lazy unmount).
 //! - `fs`: the `fuser::Filesystem` callbacks, each a few lines.
 //! - `bridge`: the one boundary between FUSE threads and the tokio runtime
@@ -25,6 +25,17 @@
 //! - `stats`: [`MountStats`] / [`StatsSnapshot`], also readable as the
 //!   `user.storefs.stats` xattr of the root.
 //! - `error`: the one mapping of failures to errno.
+//!
+//! # Limits worth knowing
+//! - A large blob stored unchunked (over 16 MiB, as snix may store one) is
+//!   streamed through `open_read` and skipped to the offset; its bytes are
+//!   checked against the blob digest only when a reader reaches its end.
+//! - With `no_open` (the default) the kernel opens files without asking, so
+//!   a file whose blob is missing fails at its first read, not at open.
+//! - The root reports `st_nlink` 1 ("unknown", as btrfs does): its
+//!   subdirectories are not known without listing every store path.
+//! - Plain `readdir` (rare: readdirplus is on) reports entries not yet
+//!   looked up with `d_ino` 0xffffffff, as libfuse does.
 //!
 //! ```no_run
 //! use std::sync::Arc;

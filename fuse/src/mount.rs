@@ -251,6 +251,12 @@ impl MountHandle {
 
     /// Unmount (lazily: programs still inside keep working until they leave)
     /// and wait for the session to end.
+    ///
+    /// The mount leaves the namespace at once, but the session ends only
+    /// when the kernel lets go of it, which with files still open inside is
+    /// when they are closed. A caller that must exit now can simply exit
+    /// after [`Unmounter::unmount`]: the mount is already detached, and the
+    /// process's exit closes the connection.
     pub fn unmount(mut self) -> Result<(), MountError> {
         lazy_unmount(&self.mountpoint)?;
         self.join()

@@ -353,6 +353,12 @@ fn sixteen_parallel_readers_get_correct_bytes() {
     for t in threads {
         t.join().unwrap();
     }
+    // However many readers wanted a chunk at once, it was fetched once.
+    let s = m.stats();
+    let big_chunks = big.len().div_ceil(50_000) as u64;
+    assert_eq!(s.chunks_fetched, big_chunks + smalls.len() as u64, "{s:?}");
+    let small_bytes: usize = smalls.iter().map(|(_, d)| d.len()).sum();
+    assert_eq!(s.bytes_fetched, (big.len() + small_bytes) as u64, "{s:?}");
 }
 
 #[test]
@@ -453,6 +459,73 @@ fn a_hung_blob_fails_with_eio_within_the_timeout_while_others_read() {
         started.elapsed()
     );
     assert!(m.stats().timeouts >= 1);
+}
+
+/// A path info service that never answers for one store path.
+struct HangingInfos {
+    inner: MemoryPathInfoService,
+    hang: [u8; 20],
+}
+
+#[async_trait]
+impl storefs_store::pathinfoservice::PathInfoService for HangingInfos {
+    async fn get(
+        &self,
+        digest: [u8; 20],
+    ) -> storefs_castore::Result<Option<storefs_store::pathinfo::PathInfo>> {
+        if digest == self.hang {
+            futures::future::pending::<()>().await;
+        }
+        self.inner.get(digest).await
+    }
+    async fn put(
+        &self,
+        info: storefs_store::pathinfo::PathInfo,
+    ) -> storefs_castore::Result<storefs_store::pathinfo::PathInfo> {
+        self.inner.put(info).await
+    }
+    fn list(
+        &self,
+    ) -> futures::stream::BoxStream<
+        'static,
+        storefs_castore::Result<storefs_store::pathinfo::PathInfo>,
+    > {
+        self.inner.list()
+    }
+}
+
+#[test]
+fn a_hung_lookup_fails_with_eio_within_the_timeout_while_others_answer() {
+    let rt = runtime();
+    let svc = Services::default();
+    let (slow, fast) = rt.block_on(async {
+        (
+            svc.add_path("slow-1", &file(b"s".to_vec())).await,
+            svc.add_path("fast-1", &file(b"f".to_vec())).await,
+        )
+    });
+    let timeout = Duration::from_secs(1);
+    let m = mount_with(
+        rt,
+        Arc::new(svc.blobs.clone()),
+        Arc::new(svc.dirs.clone()),
+        Arc::new(HangingInfos {
+            inner: svc.infos.clone(),
+            hang: *slow.digest(),
+        }),
+        |c| c.timeout = timeout,
+    );
+    let slow_path = m.store_path(&slow);
+    let started = Instant::now();
+    let looker = std::thread::spawn(move || std::fs::metadata(slow_path));
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    assert_eq!(std::fs::read(m.store_path(&fast)).unwrap(), b"f");
+    assert!(t.elapsed() < timeout, "fast lookup took {:?}", t.elapsed());
+    let err = looker.join().unwrap().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    assert!(started.elapsed() < 2 * timeout + Duration::from_secs(2));
+    assert_eq!(m.stats().timeouts, 1);
 }
 
 #[test]

@@ -28,12 +28,12 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Default time the server lets in-flight streams run after shutdown starts.
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 
-/// HTTP/2 flow-control window per stream (both sides): 4 MiB, so that one
+/// HTTP/2 flow-control window per stream (both sides): 8 MiB, so that one
 /// stream can keep a fast link busy without waiting for window updates.
-pub const STREAM_WINDOW: u32 = 4 << 20;
+pub const STREAM_WINDOW: u32 = 8 << 20;
 
-/// HTTP/2 flow-control window per connection (both sides): 16 MiB.
-pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// HTTP/2 flow-control window per connection (both sides): 32 MiB.
+pub const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// Largest HTTP/2 frame either side accepts: 1 MiB (the protocol's
 /// default is 16 KiB), so that a blob message crosses in one or a few frames
@@ -47,3 +47,9 @@ pub const WRITE_QUEUE_MESSAGES: usize = 4;
 /// Largest number of directories the client accepts in one recursive `Get`
 /// (a bound on the memory used to track the closure).
 pub const MAX_CLOSURE_DIRECTORIES: usize = 1 << 22;
+
+/// Most digests in one `ReadChunks` request.
+pub const MAX_BATCH_DIGESTS: usize = 1024;
+
+/// Most bytes one `read_chunks` call of the client collects.
+pub const MAX_BATCH_BYTES: usize = 256 << 20;

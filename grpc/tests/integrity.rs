@@ -116,6 +116,17 @@ async fn a_corrupted_chunk_is_an_integrity_error() {
         other => panic!("expected an integrity error, got {other:?}"),
     }
 
+    // In a batch too.
+    let batch = [chunks[0].digest, victim, chunks[2].digest];
+    match c.grpc_blob.read_chunks(&batch).await {
+        Err(Error::Integrity {
+            what: "chunk",
+            expected,
+            ..
+        }) => assert_eq!(expected, victim),
+        other => panic!("expected an integrity error, got {other:?}"),
+    }
+
     // Read whole, the blob fails at its end with InvalidData.
     let err = read_blob(c.blob.as_ref(), &digest).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
@@ -207,5 +218,66 @@ async fn a_wrong_directory_is_refused() {
     assert!(s.next().await.is_none());
     let all: Result<Vec<_>> = c.directory.get_recursive(&digest).try_collect().await;
     assert!(all.is_err());
+    server.stop().await.unwrap();
+}
+
+/// Lost one chunk of a blob it still lists.
+struct LosingBlobs {
+    inner: Arc<dyn BlobService>,
+    lost: B3Digest,
+}
+
+#[async_trait]
+impl BlobService for LosingBlobs {
+    async fn has(&self, digest: &B3Digest) -> Result<bool> {
+        Ok(*digest != self.lost && self.inner.has(digest).await?)
+    }
+    async fn chunks(&self, digest: &B3Digest) -> Result<Option<Vec<ChunkMeta>>> {
+        self.inner.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
+        if *digest == self.lost {
+            return Ok(None);
+        }
+        self.inner.read_chunk(digest).await
+    }
+    async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
+        if *digest == self.lost {
+            return Ok(None);
+        }
+        self.inner.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.inner.open_write().await
+    }
+}
+
+#[tokio::test]
+async fn a_missing_chunk_is_data_loss_not_a_short_blob() {
+    let honest = memory_services();
+    let data = random_bytes(2 << 20, 9);
+    let digest = put_blob(honest.blob.as_ref(), &data).await;
+    let chunks = honest.blob.chunks(&digest).await.unwrap().unwrap();
+    let services = Services {
+        blob: Arc::new(LosingBlobs {
+            inner: honest.blob.clone(),
+            lost: chunks[2].digest,
+        }),
+        ..honest.clone()
+    };
+    let server = TestServer::start(Kind::Tcp, services, ServerConfig::default()).await;
+    let c = client(&server.url);
+    let err = read_blob(c.blob.as_ref(), &digest).await.unwrap_err();
+    assert!(
+        err.to_string().contains("DATA_LOSS") && err.to_string().contains("chunk #2"),
+        "{err}"
+    );
+    assert!(
+        c.blob
+            .read_chunk(&chunks[2].digest)
+            .await
+            .unwrap()
+            .is_none()
+    );
     server.stop().await.unwrap();
 }

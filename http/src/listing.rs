@@ -13,26 +13,33 @@
 use serde_json::{Map, Value, json};
 use storefs_castore::{Error, Node};
 
+use storefs_store::nar::wire::{
+    MAGIC, TOK_CLOSE, TOK_DIRECTORY, TOK_ENTRY, TOK_NAME, TOK_NODE, TOK_OPEN, TOK_SYMLINK,
+    TOK_TARGET, TOK_TYPE,
+};
+
 use crate::nar::{Tree, file_header, padding, str_len};
 
 /// Deepest directory nesting listed; a real tree is bounded by `PATH_MAX`
 /// (4096 bytes, so at most 2048 levels of one-letter names).
 pub const MAX_DEPTH: usize = 2048;
 
-/// Length of `str("nix-archive-1")`.
-const MAGIC_LEN: u64 = 24;
+/// Length of a token's `str(token)` in the NAR.
+fn tok(token: &[u8]) -> u64 {
+    str_len(token.len() as u64)
+}
 
 /// The listing of `root` as JSON text.
 pub fn listing(tree: &Tree, root: &Node) -> Result<String, Error> {
-    let (node, _) = list_node(tree, root, MAGIC_LEN, 0)?;
+    let (node, _) = list_node(tree, root, tok(MAGIC), 0)?;
     Ok(json!({"version": 1, "root": node}).to_string())
 }
 
 /// A node's listing and its NAR length, for a node starting at `offset`.
 fn list_node(tree: &Tree, node: &Node, offset: u64, depth: usize) -> Result<(Value, u64), Error> {
     // "(" "type" and the type string, common to all nodes.
-    let open = str_len(1) + str_len(4);
-    let close = str_len(1);
+    let open = tok(TOK_OPEN) + tok(TOK_TYPE);
+    let close = tok(TOK_CLOSE);
     match node {
         Node::File {
             size, executable, ..
@@ -52,8 +59,7 @@ fn list_node(tree: &Tree, node: &Node, offset: u64, depth: usize) -> Result<(Val
                 "type": "symlink",
                 "target": String::from_utf8_lossy(target.as_bytes()),
             });
-            let len =
-                open + str_len(7) + str_len(6) + str_len(target.as_bytes().len() as u64) + close;
+            let len = open + tok(TOK_SYMLINK) + tok(TOK_TARGET) + tok(target.as_bytes()) + close;
             Ok((v, len))
         }
         Node::Directory { digest, .. } => {
@@ -63,12 +69,14 @@ fn list_node(tree: &Tree, node: &Node, offset: u64, depth: usize) -> Result<(Val
                 )));
             }
             let dir = tree.get(digest)?;
-            let mut len = open + str_len(9);
+            let mut len = open + tok(TOK_DIRECTORY);
             let mut entries = Map::new();
             for (name, child) in dir.entries() {
-                let n = name.as_bytes().len() as u64;
-                // "entry" "(" "name" str(name) "node"
-                len += str_len(5) + str_len(1) + str_len(4) + str_len(n) + str_len(4);
+                len += tok(TOK_ENTRY)
+                    + tok(TOK_OPEN)
+                    + tok(TOK_NAME)
+                    + tok(name.as_bytes())
+                    + tok(TOK_NODE);
                 let (v, child_len) = list_node(tree, child, offset + len, depth + 1)?;
                 len += child_len + close;
                 entries.insert(String::from_utf8_lossy(name.as_bytes()).into_owned(), v);

@@ -27,6 +27,10 @@ use futures::{Stream, StreamExt};
 use storefs_castore::blobservice::BlobService;
 use storefs_castore::directoryservice::DirectoryService;
 use storefs_castore::{B3Digest, Directory, Error, Node, PathComponent};
+use storefs_store::nar::wire::{
+    MAGIC, TOK_CLOSE, TOK_CONTENTS, TOK_DIRECTORY, TOK_ENTRY, TOK_EXECUTABLE, TOK_NAME, TOK_NODE,
+    TOK_OPEN, TOK_REGULAR, TOK_SYMLINK, TOK_TARGET, TOK_TYPE, padding_len, put_str,
+};
 use tokio::io::AsyncReadExt;
 
 /// Buffer for reading unchunked blobs, and the most framing gathered into
@@ -99,16 +103,9 @@ impl Segment {
     }
 }
 
-/// Append `str(s)` to `out`.
-pub fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s);
-    out.resize(out.len() + padding(s.len() as u64) as usize, 0);
-}
-
 /// Zero bytes that follow `len` bytes of data.
 pub fn padding(len: u64) -> u64 {
-    (8 - len % 8) % 8
+    padding_len(len)
 }
 
 /// Length of `str(s)` for an `len`-byte `s`.
@@ -120,21 +117,21 @@ pub fn str_len(len: u64) -> u64 {
 /// of its contents; its data starts right after.
 pub fn file_header(size: u64, executable: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(96);
-    put_str(&mut out, b"(");
-    put_str(&mut out, b"type");
-    put_str(&mut out, b"regular");
+    put_str(&mut out, TOK_OPEN);
+    put_str(&mut out, TOK_TYPE);
+    put_str(&mut out, TOK_REGULAR);
     if executable {
-        put_str(&mut out, b"executable");
+        put_str(&mut out, TOK_EXECUTABLE);
         put_str(&mut out, b"");
     }
-    put_str(&mut out, b"contents");
+    put_str(&mut out, TOK_CONTENTS);
     out.extend_from_slice(&size.to_le_bytes());
     out
 }
 
 fn file_trailer(size: u64) -> Vec<u8> {
     let mut out = vec![0; padding(size) as usize];
-    put_str(&mut out, b")");
+    put_str(&mut out, TOK_CLOSE);
     out
 }
 
@@ -154,7 +151,7 @@ impl<'a> Segments<'a> {
     /// The NAR of `root`, magic included.
     pub fn new(tree: &'a Tree, root: &Node) -> Self {
         let mut magic = Vec::new();
-        put_str(&mut magic, b"nix-archive-1");
+        put_str(&mut magic, MAGIC);
         Self {
             tree,
             stack: vec![
@@ -187,12 +184,12 @@ impl<'a> Segments<'a> {
             Work::Node(Node::Symlink { target }) => {
                 let mut out = Vec::new();
                 for tok in [
-                    &b"("[..],
-                    b"type",
-                    b"symlink",
-                    b"target",
+                    TOK_OPEN,
+                    TOK_TYPE,
+                    TOK_SYMLINK,
+                    TOK_TARGET,
                     target.as_bytes(),
-                    b")",
+                    TOK_CLOSE,
                 ] {
                     put_str(&mut out, tok);
                 }
@@ -206,7 +203,7 @@ impl<'a> Segments<'a> {
                     .collect();
                 self.stack.push(Work::DirRest(entries.into_iter()));
                 let mut out = Vec::new();
-                for tok in [&b"("[..], b"type", b"directory"] {
+                for tok in [TOK_OPEN, TOK_TYPE, TOK_DIRECTORY] {
                     put_str(&mut out, tok);
                 }
                 out
@@ -217,14 +214,14 @@ impl<'a> Segments<'a> {
                     Some((name, node)) => {
                         self.stack.push(Work::DirRest(rest));
                         let mut close = Vec::new();
-                        put_str(&mut close, b")");
+                        put_str(&mut close, TOK_CLOSE);
                         self.stack.push(Work::Emit(Segment::Framing(close)));
                         self.stack.push(Work::Node(node));
-                        for tok in [&b"entry"[..], b"(", b"name", name.as_bytes(), b"node"] {
+                        for tok in [TOK_ENTRY, TOK_OPEN, TOK_NAME, name.as_bytes(), TOK_NODE] {
                             put_str(&mut out, tok);
                         }
                     }
-                    None => put_str(&mut out, b")"),
+                    None => put_str(&mut out, TOK_CLOSE),
                 }
                 out
             }

@@ -361,7 +361,9 @@ fn render_narinfo(config: &HttpConfig, info: PathInfo) -> Result<String, String>
 }
 
 async fn nar(state: &AppState, file: &str, range: Option<&str>) -> Result<Answer, Failure> {
-    let malformed = || bad_request(format!("bad NAR file name {file:?}"));
+    // Any other name is a file we do not have, not a bad request: Nix asks
+    // for `nar/<filehash>.nar.xz` before it uploads one, and must hear 404.
+    let malformed = || not_found(format!("no such NAR file {file:?}"));
     let stem = file.strip_suffix(".nar").ok_or_else(malformed)?;
     let (hash, nar_hash) = stem.split_once('-').ok_or_else(malformed)?;
     let nar_sha256 = nixbase32::decode_fixed::<32>(nar_hash.as_bytes()).map_err(|_| malformed())?;

@@ -118,14 +118,39 @@ pub async fn add_one(
     Ok(store_path)
 }
 
-/// The name `nix-store --add` gives: the path's last component, after
-/// resolving `.` and `..` as the shell would not.
+/// The name `nix-store --add` gives: the last component of the path made
+/// absolute, with `.` and `..` resolved lexically (symlinks not followed),
+/// as Nix's `canonPath` does.
 fn base_name(path: &Path) -> anyhow::Result<String> {
+    use std::path::Component;
     let abs = std::path::absolute(path)?;
-    let last = abs
-        .components()
-        .rfind(|c| !matches!(c, std::path::Component::CurDir))
-        .and_then(|c| c.as_os_str().to_str())
-        .ok_or_else(|| anyhow!("cannot name a store path after {}", path.display()))?;
-    Ok(last.to_owned())
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => parts.push(n),
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    parts
+        .last()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("cannot name a store path after {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_dots_like_nix() {
+        assert_eq!(base_name(Path::new("/a/b/tree")).unwrap(), "tree");
+        assert_eq!(base_name(Path::new("/a/b/tree/")).unwrap(), "tree");
+        assert_eq!(base_name(Path::new("/a/b/tree/.")).unwrap(), "tree");
+        assert_eq!(base_name(Path::new("/a/b/tree/..")).unwrap(), "b");
+        assert!(base_name(Path::new("/")).is_err());
+    }
 }

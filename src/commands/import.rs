@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use storefs_store::daemon::{DaemonServices, ImportSelection, import_from_daemon};
+use storefs_store::daemon::{
+    DaemonImportOptions, DaemonServices, ImportSelection, import_from_daemon_with,
+};
 use storefs_store::import::{
     ImportOptions, ImportProgress, ImportServices, NoProgress, import_from_binary_cache,
 };
+use storefs_store::signing::TrustedKeys;
 use storefs_store::store_path::{StoreDir, StorePath};
 
 use crate::services::Services;
@@ -34,14 +37,14 @@ pub async fn run(
     store_dir: &StoreDir,
     args: ImportArgs,
 ) -> anyhow::Result<()> {
-    if let Some(socket) = daemon_socket(&args.from) {
-        return from_daemon(services, store_dir, &socket, args.paths).await;
-    }
     let progress: Arc<dyn ImportProgress> = if std::io::stderr().is_terminal() {
         Arc::new(Bar::new())
     } else {
         Arc::new(NoProgress)
     };
+    if let Some(socket) = daemon_socket(&args.from) {
+        return from_daemon(services, store_dir, &socket, args, progress.as_ref()).await;
+    }
     let options = ImportOptions {
         trusted_keys: args.trusted_public_keys,
         check_sigs: !args.no_check_sigs,
@@ -97,19 +100,27 @@ async fn from_daemon(
     services: &Services,
     store_dir: &StoreDir,
     socket: &std::path::Path,
-    paths: Vec<String>,
+    args: ImportArgs,
+    progress: &dyn ImportProgress,
 ) -> anyhow::Result<()> {
-    let selection = if paths.is_empty() {
+    let selection = if args.paths.is_empty() {
         ImportSelection::All
     } else {
-        ImportSelection::Paths(paths)
+        ImportSelection::Paths(args.paths)
+    };
+    let trusted_keys =
+        TrustedKeys::parse(&args.trusted_public_keys.join(" ")).context("--trusted-public-key")?;
+    let options = DaemonImportOptions {
+        store_dir: store_dir.clone(),
+        check_sigs: !args.no_check_sigs,
+        trusted_keys,
     };
     let daemon_services = DaemonServices {
         blob_service: services.blob.clone(),
         directory_service: services.directory.clone(),
         path_info_service: services.path_info.clone(),
     };
-    let stats = import_from_daemon(socket, selection, &daemon_services, store_dir)
+    let stats = import_from_daemon_with(socket, selection, &daemon_services, &options, progress)
         .await
         .with_context(|| format!("importing from the daemon at {}", socket.display()))?;
     for p in &stats.imported {

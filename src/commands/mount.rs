@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use storefs_castore::{
-    BlobService, CachedBlobService, CachedDirectoryService, DirectoryService, StoreUrl,
-    open_castore,
+    BlobService, CachedBlobService, CachedDirectoryService, DirectoryService, RedbBlobService,
+    RedbStore, StoreUrl,
 };
 use storefs_fuse::MountConfig;
 use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
@@ -23,9 +23,12 @@ use crate::services::{self, Globals, Services};
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let far = services::open(&globals.url, globals.token.clone()).await?;
-    let services = match &globals.url {
-        StoreUrl::Grpc { .. } => with_local_cache(far, args).await?,
-        _ => far,
+    let (services, cache) = match &globals.url {
+        StoreUrl::Grpc { .. } => {
+            let (services, cache) = with_local_cache(far, args).await?;
+            (services, Some(cache))
+        }
+        _ => (far, None),
     };
 
     let mut config = MountConfig::new(&args.mountpoint);
@@ -82,39 +85,105 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let result = tokio::task::spawn_blocking(move || handle.wait())
         .await
         .context("the mount task failed")?;
-    // Unmounted (by a signal or by umount): stop the daemon socket too.
+    // Unmounted (by a signal or by umount): stop the daemon socket too, and
+    // make the cache's last fills durable.
     stop.cancel();
     while tasks.join_next().await.is_some() {}
+    if let Some(cache) = cache {
+        tokio::task::spawn_blocking(move || cache.flush())
+            .await
+            .context("the cache flush task failed")?
+            .context("flushing the cache")?;
+    }
     result.context("the mount")?;
     Ok(())
 }
 
 /// Front `far` with the local redb cache under `--cache` (default: the
-/// data directory's `cache/`).
-async fn with_local_cache(far: Services, args: &MountArgs) -> anyhow::Result<Services> {
+/// data directory's `cache/`); also returns the cache's store, to flush at
+/// exit.
+async fn with_local_cache(
+    far: Services,
+    args: &MountArgs,
+) -> anyhow::Result<(Services, RedbStore)> {
     let dir = args
         .cache
         .clone()
         .unwrap_or_else(|| services::default_data_dir().join("cache"));
-    let near = open_castore(&StoreUrl::Redb { dir: dir.clone() })
+    let open_dir = dir.clone();
+    let store = tokio::task::spawn_blocking(move || RedbStore::open_dir(open_dir))
         .await
+        .context("the cache task failed")?
         .with_context(|| format!("opening the cache at {}", dir.display()))?;
-    let redb = near
-        .redb
-        .as_ref()
-        .context("the cache is a redb store")?
-        .database()
-        .clone();
-    let near_infos = Arc::new(RedbPathInfoService::new(redb).await?);
-    let blob: Arc<dyn BlobService> = Arc::new(CachedBlobService::new(near.blobs, far.blob));
+    let quota = match &args.cache_size {
+        Some(s) => parse_size(s).with_context(|| format!("--cache-size {s}"))?,
+        None => default_quota(&dir),
+    };
+    tracing::info!(cache = %dir.display(), quota, "local cache");
+    let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(quota));
+    let near_dirs = Arc::new(store.directory_service());
+    let near_infos = Arc::new(RedbPathInfoService::new(store.database().clone()).await?);
+    let blob: Arc<dyn BlobService> = Arc::new(CachedBlobService::new(near_blobs, far.blob));
     let directory: Arc<dyn DirectoryService> =
-        Arc::new(CachedDirectoryService::new(near.directories, far.directory));
+        Arc::new(CachedDirectoryService::new(near_dirs, far.directory));
     let path_info: Arc<dyn PathInfoService> =
         Arc::new(CachedPathInfoService::new(near_infos, far.path_info));
-    Ok(Services {
+    let services = Services {
         blob,
         directory,
         path_info,
         nar_calculation: far.nar_calculation,
-    })
+    };
+    Ok((services, store))
+}
+
+/// Parse a size: a number of bytes, optionally with a binary suffix
+/// K, M, G or T (`10G` = 10 GiB); `iB`/`B` suffixes are accepted too.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("not a size (use e.g. 500M or 10G)"))?;
+    n.checked_mul(1u64 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| anyhow::anyhow!("size out of range"))
+}
+
+/// Without `--cache-size`: a quarter of the space free where the cache
+/// lives, at least 256 MiB (and 10 GiB if free space cannot be read).
+fn default_quota(dir: &std::path::Path) -> u64 {
+    const MIN: u64 = 256 << 20;
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => (st.f_bavail.saturating_mul(st.f_frsize) / 4).max(MIN),
+        Err(_) => 10 << 30,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("2T").unwrap(), 2 << 40);
+        for bad in ["", "G", "ten", "-1G", "0", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

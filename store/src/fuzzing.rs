@@ -82,6 +82,23 @@ async fn nar_reader_async(data: &[u8]) {
     }
 }
 
+thread_local! {
+    /// The daemon server needs I/O (duplex pipes) and timers: a runtime of
+    /// its own per fuzzing thread, reused across inputs.
+    static DAEMON_RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime always builds");
+}
+
+/// Feed `data` to the daemon protocol server as a client's bytes: it must
+/// answer and close without panicking, whatever the bytes.
+pub fn daemon_server(data: &[u8]) {
+    DAEMON_RUNTIME.with(|rt| {
+        rt.block_on(crate::daemon::fuzzing::serve_bytes(data));
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

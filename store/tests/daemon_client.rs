@@ -151,3 +151,94 @@ async fn import_checks_nar_hash_and_size() {
     );
     d.stop().await;
 }
+
+/// Records what an import reports.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl storefs_store::import::ImportProgress for Recorder {
+    fn planned(&self, paths: u64, nar_bytes: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("planned {paths} {nar_bytes}"));
+    }
+    fn nar_bytes(&self, n: u64) {
+        self.0.lock().unwrap().push(format!("bytes {n}"));
+    }
+    fn path_done(&self, path: &storefs_store::store_path::StorePath, error: Option<&str>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("done {path} {error:?}"));
+    }
+}
+
+#[tokio::test]
+async fn import_checks_signatures_when_asked() {
+    use storefs_store::daemon::{DaemonImportOptions, import_from_daemon_with};
+    use storefs_store::signing::{SecretKey, TrustedKeys};
+    let source = services_with_contents().await;
+    let sd = StoreDir::default();
+    let key = SecretKey::from_seed("test-1", &[3; 32]).unwrap();
+    // hello.txt's contents under a path that is not content-addressed.
+    let signed = sp("77777777777777777777777777777777-signed");
+    let mut info = source
+        .path_info_service
+        .get(*sp(HELLO).digest())
+        .await
+        .unwrap()
+        .unwrap();
+    info.store_path = signed.clone();
+    info.ca = None;
+    info.sign(&key, &sd).unwrap();
+    source.path_info_service.put(info).await.unwrap();
+    let d = TestDaemon::start(source, DaemonConfig::default()).await;
+    let fresh = || DaemonServices {
+        blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
+        directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
+        path_info_service: Arc::new(MapPathInfoService::new()),
+    };
+    let paths = ImportSelection::Paths(vec![full(HELLO), signed.to_absolute(&sd)]);
+
+    // No trusted key: the content-addressed path would pass, the other not.
+    let no_keys = DaemonImportOptions {
+        store_dir: sd.clone(),
+        check_sigs: true,
+        trusted_keys: TrustedKeys::default(),
+    };
+    let into = fresh();
+    let err = import_from_daemon_with(
+        &d.socket,
+        paths.clone(),
+        &into,
+        &no_keys,
+        &Recorder::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ImportError::Untrusted(ref p) if p.contains("-signed")),
+        "{err}"
+    );
+    assert!(
+        list_all(into.path_info_service.as_ref()).await.is_empty(),
+        "checked before copying"
+    );
+
+    // With the key, both come in, and progress is reported.
+    let with_key = DaemonImportOptions {
+        trusted_keys: TrustedKeys::new([key.to_public()]),
+        ..no_keys
+    };
+    let rec = Recorder::default();
+    let stats = import_from_daemon_with(&d.socket, paths, &into, &with_key, &rec)
+        .await
+        .unwrap();
+    assert_eq!(stats.imported.len(), 2);
+    let events = rec.0.lock().unwrap().clone();
+    assert_eq!(events[0], "planned 2 256");
+    assert_eq!(events.iter().filter(|e| e.starts_with("done")).count(), 2);
+    assert_eq!(events.iter().filter(|e| *e == "bytes 128").count(), 2);
+    d.stop().await;
+}

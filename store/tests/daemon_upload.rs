@@ -420,3 +420,29 @@ async fn guix_adds_text_and_old_style_nars() {
     assert!(c.closed().await);
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_read_only_socket_drains_and_refuses_uploads() {
+    let (services, _) = memory_services().await;
+    let d = TestDaemon::start(
+        services,
+        DaemonConfig {
+            trust: TrustPolicy::Everyone,
+            allow_writes: false,
+            ..DaemonConfig::default()
+        },
+    )
+    .await;
+    let mut c = hello(&d, 0x126).await;
+    let nar = nar_of_file(b"read only");
+    let sha = Sha256::digest(&nar);
+    let mut m = add_nar_request(&full(NOT_CA), &nar, &sha, "", true);
+    m.extend(framed(&nar, 16));
+    c.send(&m).await;
+    assert_eq!(c.u64().await, STDERR_ERROR);
+    assert!(read_structured_error(&mut c).await.contains("read-only"));
+    // The frames were drained: the next request is understood.
+    assert!(!is_valid(&mut c, &full(NOT_CA)).await);
+    assert!(is_valid(&mut c, &full(HELLO)).await);
+    d.stop().await;
+}

@@ -513,7 +513,20 @@ async fn tampered_narinfo_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_over_http() {
     let w = world();
-    let server = PyHttpServer::start(&w.signed[1].1);
+    // NAR URLs with a query, as harmonia writes them; a plain file server
+    // ignores the query.
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    copy_cache(&w.signed[1].1, &cache);
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "narinfo") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let url = narinfo_field(&text, "URL");
+            std::fs::write(&p, text.replace(&url, &format!("{url}?hash=x"))).unwrap();
+        }
+    }
+    let server = PyHttpServer::start(&cache);
     let s = Services::new();
     let report = import_from_binary_cache(
         &server.url(),
@@ -585,4 +598,42 @@ async fn another_store_dir_is_refused() {
     .await
     .unwrap_err();
     assert!(matches!(err, ImportError::StoreDirMismatch { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_reference_fails_only_its_referrers() {
+    let w = world();
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    copy_cache(&w.signed[3].1, &cache);
+    std::fs::remove_file(narinfo_path(&cache, &w.fx.text)).unwrap();
+
+    let s = Services::new();
+    let report = import_from_binary_cache(
+        &file_url(&cache),
+        &[w.fx.built.clone(), w.fx.single.clone()],
+        options(&[&w.public_key], true),
+        s.import(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let failed: Vec<_> = report
+        .failed
+        .iter()
+        .map(|f| (f.path.as_str(), f.error.to_string()))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        report
+            .failed
+            .iter()
+            .any(|f| f.path == w.fx.text && matches!(f.error, PathImportError::NotInCache(_)))
+    );
+    assert!(report.failed.iter().any(|f| f.path == w.fx.built
+        && matches!(&f.error, PathImportError::ReferenceFailed(r) if *r == w.fx.text)));
+    assert_eq!(
+        s.recorded().await,
+        BTreeSet::from([w.fx.tree.clone(), w.fx.single.clone()])
+    );
 }

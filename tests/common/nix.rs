@@ -151,7 +151,8 @@ impl Default for NixStore {
 /// Deterministic pseudo-random bytes (xorshift), so multi-chunk files do not
 /// compress to nothing and differ from each other.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+    // Odd and distinct for every seed (xorshift needs a non-zero state).
+    let mut x = seed.wrapping_mul(2).wrapping_add(1);
     let mut v = Vec::with_capacity(len);
     while v.len() < len {
         x ^= x << 13;

@@ -77,7 +77,7 @@ impl Mount {
         let mut child = Command::new(storefs_bin())
             .env(
                 "RUST_LOG",
-                std::env::var("STOREFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("STOREFS_TEST_LOG").unwrap_or_else(|_| "warn,fuser=error".into()),
             )
             .env("STOREFS_DATA", cache.join("data"))
             .arg("--store")

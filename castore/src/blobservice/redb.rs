@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 
 use super::chunk_store::{ChunkStore, check_chunk_list, verify_chunk};
+use super::quota::{Quota, tracked_bytes};
 use super::writer::{ChunkSink, ChunkingWriter};
 use super::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
@@ -39,17 +40,38 @@ pub struct RedbBlobService {
     /// The group commit every writer of this service (and its clones)
     /// stores through.
     commits: Arc<CommitQueue>,
+    /// The size quota, for a service that is a cache; `None`: keep all.
+    quota: Option<Arc<Quota>>,
 }
 
 impl RedbBlobService {
     /// The blob service of `store`, with the default chunking.
     pub fn new(store: RedbStore) -> Self {
-        let commits = Arc::new(CommitQueue::new(store.database().clone()));
+        let commits = Arc::new(CommitQueue::new(store.database().clone(), None));
         Self {
             store,
             chunker: Chunker::default(),
             commits,
+            quota: None,
         }
+    }
+
+    /// Keep at most about `max_bytes` of chunk records, evicting the least
+    /// recently used chunks when a write goes beyond it (see
+    /// `blobservice/quota.rs`). For a cache only: you must not put a quota
+    /// on a store that holds the only copy of its data.
+    pub fn with_quota(mut self, max_bytes: u64) -> Self {
+        let quota = Arc::new(Quota::new(max_bytes));
+        // Writers of this service commit through a queue that applies it.
+        self.commits = Arc::new(CommitQueue::new(self.db(), Some(quota.clone())));
+        self.quota = Some(quota);
+        self
+    }
+
+    /// The bytes of chunk records the quota tracks (0 without a quota).
+    pub async fn quota_tracked_bytes(&self) -> Result<u64> {
+        let db = self.db();
+        blocking(move || tracked_bytes(&db)).await
     }
 
     /// The blob service of `store`, cutting new blobs with `config`.
@@ -57,11 +79,12 @@ impl RedbBlobService {
         store: RedbStore,
         config: ChunkerConfig,
     ) -> Result<Self, ChunkerConfigError> {
-        let commits = Arc::new(CommitQueue::new(store.database().clone()));
+        let commits = Arc::new(CommitQueue::new(store.database().clone(), None));
         Ok(Self {
             store,
             chunker: Chunker::new(config)?,
             commits,
+            quota: None,
         })
     }
 
@@ -133,6 +156,7 @@ fn write_chunks(
     list: Option<(B3Digest, Vec<ChunkMeta>)>,
     durability: Durability,
     existing: Existing,
+    quota: Option<&Quota>,
 ) -> Result<()> {
     // Compress before taking redb's one write lock, so that writers on
     // other threads compress while this one commits.
@@ -140,7 +164,13 @@ fn write_chunks(
         records: encode_records(chunks),
         list,
     };
-    write_batches(db, std::slice::from_ref(&batch), durability, existing)
+    write_batches(
+        db,
+        std::slice::from_ref(&batch),
+        durability,
+        existing,
+        quota,
+    )
 }
 
 /// Store several batches in one transaction: their chunks (each once) and
@@ -150,9 +180,12 @@ fn write_batches(
     batches: &[Batch],
     durability: Durability,
     existing: Existing,
+    quota: Option<&Quota>,
 ) -> Result<()> {
     let mut txn = db.begin_write().map_err(storage("begin write"))?;
     txn.set_durability(durability);
+    // (digest, record length) of each record written, for the quota.
+    let mut stored = Vec::new();
     {
         let mut table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
         let mut lists = txn
@@ -167,11 +200,15 @@ fn write_batches(
                 if existing == Existing::Keep
                     && table.get(key).map_err(storage("read chunk"))?.is_some()
                 {
+                    if let Some(q) = quota {
+                        q.touch(*digest);
+                    }
                     continue;
                 }
                 table
                     .insert(key, record.as_slice())
                     .map_err(storage("insert chunk"))?;
+                stored.push((*digest, record.len() as u64));
             }
             if let Some((blob, list)) = batch.list.as_ref().filter(|(_, l)| !l.is_empty()) {
                 lists
@@ -179,6 +216,9 @@ fn write_batches(
                     .map_err(storage("insert chunk list"))?;
             }
         }
+    }
+    if let Some(q) = quota {
+        q.apply(&txn, &stored)?;
     }
     txn.commit().map_err(storage("commit chunks"))
 }
@@ -201,6 +241,8 @@ struct Queued {
 /// hears back only after the transaction holding its batch is durable.
 struct CommitQueue {
     db: Arc<Database>,
+    /// The service's quota, applied in each transaction.
+    quota: Option<Arc<Quota>>,
     /// Batches waiting, and whether a committer is running. A std mutex:
     /// it is held only to push or take, never across an `.await`, and the
     /// committer takes it from a blocking thread.
@@ -220,9 +262,10 @@ struct QueueState {
 const INLINE_ENCODE_BYTES: usize = 16 * 1024;
 
 impl CommitQueue {
-    fn new(db: Arc<Database>) -> Self {
+    fn new(db: Arc<Database>, quota: Option<Arc<Quota>>) -> Self {
         Self {
             db,
+            quota,
             state: std::sync::Mutex::new(QueueState::default()),
         }
     }
@@ -296,7 +339,13 @@ impl CommitQueue {
             };
             let (batches, senders): (Vec<Batch>, Vec<_>) =
                 taken.into_iter().map(|q| (q.batch, q.done)).unzip();
-            let result = write_batches(&self.db, &batches, Durability::Immediate, Existing::Keep);
+            let result = write_batches(
+                &self.db,
+                &batches,
+                Durability::Immediate,
+                Existing::Keep,
+                self.quota.as_deref(),
+            );
             for done in senders {
                 // A writer that went away does not care.
                 let _ = done.send(match &result {
@@ -355,7 +404,7 @@ impl BlobService for RedbBlobService {
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
         let db = self.db();
         let digest = *digest;
-        blocking(move || {
+        let found = blocking(move || {
             let txn = db.begin_read().map_err(storage("begin read"))?;
             let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
             match chunks
@@ -366,7 +415,11 @@ impl BlobService for RedbBlobService {
                 None => Ok(None),
             }
         })
-        .await
+        .await?;
+        if let (Some(q), Some(_)) = (&self.quota, &found) {
+            q.touch(digest);
+        }
+        Ok(found)
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
@@ -387,37 +440,44 @@ impl BlobService for RedbBlobService {
 
 #[async_trait]
 impl ChunkStore for RedbBlobService {
-    /// Committed with eventual durability: a cache fill lost in a crash is
+    /// Committed with cache-fill durability
+    /// ([`RedbStore::cache_fill_durability`]): a fill lost in a crash is
     /// fetched again. Replaces an existing record (which may be the corrupt
     /// one that sent the cache to far in the first place).
     async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> Result<()> {
         verify_chunk(digest, &data)?;
         let db = self.db();
+        let durability = self.store.cache_fill_durability(data.len() as u64);
         let digest = *digest;
+        let quota = self.quota.clone();
         blocking(move || {
             write_chunks(
                 &db,
                 vec![(digest, data)],
                 None,
-                Durability::Eventual,
+                durability,
                 Existing::Replace,
+                quota.as_deref(),
             )
         })
         .await
     }
 
-    /// Committed with eventual durability, like `insert_chunk`.
+    /// Committed with cache-fill durability, like `insert_chunk`.
     async fn insert_chunk_list(&self, blob: &B3Digest, chunks: &[ChunkMeta]) -> Result<()> {
         check_chunk_list(blob, chunks)?;
         let db = self.db();
         let list = (*blob, chunks.to_vec());
+        let quota = self.quota.clone();
+        let durability = self.store.cache_fill_durability(40 * chunks.len() as u64);
         blocking(move || {
             write_chunks(
                 &db,
                 Vec::new(),
                 Some(list),
-                Durability::Eventual,
+                durability,
                 Existing::Keep,
+                quota.as_deref(),
             )
         })
         .await

@@ -231,20 +231,25 @@ impl ClosureBackend for RedbDirectoryService {
 
 #[async_trait]
 impl PartialDirectoryStore for RedbDirectoryService {
-    /// Committed with eventual durability: a cache fill lost in a crash is
-    /// fetched again.
+    /// Committed with cache-fill durability
+    /// ([`crate::RedbStore::cache_fill_durability`]): a fill lost in a crash
+    /// is fetched again.
     async fn insert_directory(&self, directory: Directory) -> Result<B3Digest> {
         let db = self.db();
         let digest = directory.digest();
-        blocking(move || write_directories(&db, vec![(digest, directory)], Durability::Eventual))
-            .await?;
+        let durability = self
+            .store
+            .cache_fill_durability(directory.encode().len() as u64);
+        blocking(move || write_directories(&db, vec![(digest, directory)], durability)).await?;
         Ok(digest)
     }
 
-    /// One transaction for all, with eventual durability.
+    /// One transaction for all, with cache-fill durability.
     async fn insert_directories(&self, directories: Vec<Directory>) -> Result<()> {
         let db = self.db();
+        let bytes = directories.iter().map(|d| d.encode().len() as u64).sum();
         let dirs = directories.into_iter().map(|d| (d.digest(), d)).collect();
-        blocking(move || write_directories(&db, dirs, Durability::Eventual)).await
+        let durability = self.store.cache_fill_durability(bytes);
+        blocking(move || write_directories(&db, dirs, durability)).await
     }
 }

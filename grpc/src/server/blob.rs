@@ -161,8 +161,10 @@ impl blob_service_server::BlobService for BlobServer {
         let op = format!("Read {digest}");
         // A chunked blob is sent chunk by chunk: each chunk is verified by
         // `read_chunk` and sent without a copy; the whole-blob digest is the
-        // client's to check. A blob of one chunk streams from its reader; a
-        // digest that names only a chunk is served from the chunk store.
+        // client's to check. A blob of one chunk (its chunk list is empty,
+        // so it is no bigger than a chunk) and a digest that names only a
+        // chunk come from `read_chunk` too. Anything else a backend holds
+        // streams from its reader.
         let chunks = self
             .blobs
             .chunks(&digest)
@@ -175,21 +177,21 @@ impl blob_service_server::BlobService for BlobServer {
                 list,
             )));
         }
-        if let Some(reader) = self
-            .blobs
-            .open_read(&digest)
-            .await
-            .map_err(|e| to_status(&op, e))?
-        {
-            return Ok(Response::new(reader_stream(digest, reader)));
-        }
-        match self
+        if let Some(data) = self
             .blobs
             .read_chunk(&digest)
             .await
             .map_err(|e| to_status(&op, e))?
         {
-            Some(data) => Ok(Response::new(bytes_stream(data))),
+            return Ok(Response::new(bytes_stream(data)));
+        }
+        match self
+            .blobs
+            .open_read(&digest)
+            .await
+            .map_err(|e| to_status(&op, e))?
+        {
+            Some(reader) => Ok(Response::new(reader_stream(digest, reader))),
             None => Err(Status::not_found(format!("{op}: no such blob or chunk"))),
         }
     }

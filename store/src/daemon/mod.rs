@@ -40,7 +40,10 @@ pub mod wire;
 pub use client::DaemonClient;
 pub use error::{ConnectionError, OpError};
 pub use handshake::{Dialect, Negotiated, TrustLevel};
-pub use import::{ImportError, ImportSelection, ImportStats, import_from_daemon};
+pub use import::{
+    DaemonImportOptions, ImportError, ImportSelection, ImportStats, import_from_daemon,
+    import_from_daemon_with,
+};
 pub use path_info::RawPathInfo;
 pub use server::{
     DEFAULT_SOCKET_MODE, DaemonConfig, DaemonServices, TrustPolicy, bind_socket, serve_daemon,

@@ -59,6 +59,22 @@ pub struct ImportOptions {
     pub concurrency: usize,
 }
 
+impl ImportOptions {
+    /// Check signatures, trust no key yet, fetch [`DEFAULT_CONCURRENCY`]
+    /// files at once.
+    pub fn new(store_dir: StoreDir) -> Self {
+        Self {
+            trusted_keys: Vec::new(),
+            check_sigs: true,
+            store_dir,
+            concurrency: DEFAULT_CONCURRENCY,
+        }
+    }
+}
+
+/// How many narinfos and NARs an import fetches at once by default.
+pub const DEFAULT_CONCURRENCY: usize = 8;
+
 /// The services an import writes to.
 #[derive(Clone)]
 pub struct ImportServices {

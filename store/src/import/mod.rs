@@ -15,8 +15,8 @@ pub mod progress;
 pub mod source;
 
 pub use binary_cache::{
-    ImportError, ImportOptions, ImportReport, ImportServices, PathFailure, PathImportError,
-    import_from_binary_cache,
+    DEFAULT_CONCURRENCY, ImportError, ImportOptions, ImportReport, ImportServices, PathFailure,
+    PathImportError, import_from_binary_cache,
 };
 pub use cache_info::{CacheInfo, CacheInfoError};
 pub use progress::{ImportProgress, NoProgress};

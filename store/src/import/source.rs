@@ -7,6 +7,7 @@
 //! of it (`..`, absolute paths), whatever a narinfo's `URL` says.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -14,6 +15,13 @@ use url::Url;
 
 /// Largest `nix-cache-info` or narinfo read; real ones are well under 64 KiB.
 pub const MAX_SMALL_FILE: u64 = 1 << 20;
+
+/// Longest wait for a TCP connection to an HTTP cache.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest silence while reading a response; a stalled server fails the
+/// path instead of hanging the import.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A stream of one file of the cache.
 pub type CacheReader = Box<dyn AsyncRead + Send + Unpin>;
@@ -86,6 +94,8 @@ impl CacheSource {
                 }
                 let client = reqwest::Client::builder()
                     .user_agent(concat!("storefs/", env!("CARGO_PKG_VERSION")))
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
                     .build()
                     .map_err(|e| SourceError::Http {
                         url: url.to_owned(),
@@ -126,10 +136,12 @@ impl CacheSource {
     }
 
     /// Open a file of the cache as a stream; `None` if there is no such file.
+    /// Over HTTP the name may carry a query (`nar/x.nar?hash=…`, as harmonia
+    /// writes NAR URLs); a local cache has no queries.
     pub async fn open(&self, rel: &str) -> Result<Option<CacheReader>, SourceError> {
-        let rel = check_relative(rel)?;
         match self {
             CacheSource::File(dir) => {
+                let rel = check_relative(rel)?;
                 let path = dir.join(rel);
                 match tokio::fs::File::open(&path).await {
                     Ok(f) => Ok(Some(Box::new(f))),
@@ -141,6 +153,14 @@ impl CacheSource {
                 }
             }
             CacheSource::Http { base, client } => {
+                let (path, query) = match rel.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (rel, None),
+                };
+                check_relative(path)?;
+                if query.is_some_and(|q| q.contains(['#', '\\', '\0'])) {
+                    return Err(SourceError::BadRelativePath(rel.to_owned()));
+                }
                 let url = base
                     .join(rel)
                     .map_err(|_| SourceError::BadRelativePath(rel.to_owned()))?;
