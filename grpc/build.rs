@@ -40,6 +40,7 @@ fn main() -> std::io::Result<()> {
                 "snix/castore/v1/rpc_blobstore.proto",
                 "snix/castore/v1/rpc_directory.proto",
                 "snix/store/v1/rpc_pathinfo.proto",
+                "storefs/castore/v1/rpc_chunks.proto",
             ],
             &["../proto"],
         )?;

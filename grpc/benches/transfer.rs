@@ -7,7 +7,9 @@
 //! - Many small blobs (default 5000 × 4 KiB, `STOREFS_BENCH_FILES`), one
 //!   request at a time and 64 in flight, against a raw request/response
 //!   protocol (32-byte digest in, length-prefixed bytes out) over the same
-//!   socket, also one at a time and 64 in flight.
+//!   socket, also one at a time and 64 in flight; and the same blobs through
+//!   storefs's batched `ChunkService/ReadChunks` (1024 a call) against the
+//!   raw protocol with 64 in flight.
 //!
 //! Each figure is the best of `STOREFS_BENCH_ROUNDS` (default 3) runs, so
 //! that other load on the machine disturbs both sides alike.
@@ -355,6 +357,28 @@ async fn run() {
                 "files/s",
             );
         }
+
+        // Small blobs in batches (storefs's ChunkService), against the raw
+        // protocol with 64 in flight.
+        let mut grpc_t = Duration::MAX;
+        let mut raw_t = Duration::MAX;
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let got = client.grpc_blob.read_chunks(&small_digests).await.unwrap();
+            grpc_t = grpc_t.min(t.elapsed());
+            assert!(
+                got.iter()
+                    .all(|g| g.as_ref().map(|b| b.len()) == Some(SMALL_SIZE))
+            );
+            raw_t = raw_t.min(raw_small(kind, &raw_addr, &small_digests, PIPELINE).await);
+        }
+        row(
+            kind,
+            &format!("{files} x 4 KiB blobs, batched read_chunks"),
+            files as f64 / grpc_t.as_secs_f64(),
+            files as f64 / raw_t.as_secs_f64(),
+            "files/s",
+        );
 
         let _ = stop_tx.send(());
         server.await.unwrap().unwrap();

@@ -87,4 +87,8 @@ pub mod proto {
     pub mod store {
         include!(concat!(env!("OUT_DIR"), "/snix.store.v1.rs"));
     }
+    /// `storefs.castore.v1`: storefs's own extensions (batched chunk reads).
+    pub mod storefs {
+        include!(concat!(env!("OUT_DIR"), "/storefs.castore.v1.rs"));
+    }
 }

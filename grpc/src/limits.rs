@@ -47,3 +47,9 @@ pub const WRITE_QUEUE_MESSAGES: usize = 4;
 /// Largest number of directories the client accepts in one recursive `Get`
 /// (a bound on the memory used to track the closure).
 pub const MAX_CLOSURE_DIRECTORIES: usize = 1 << 22;
+
+/// Most digests in one `ReadChunks` request.
+pub const MAX_BATCH_DIGESTS: usize = 1024;
+
+/// Most bytes one `read_chunks` call of the client collects.
+pub const MAX_BATCH_BYTES: usize = 256 << 20;

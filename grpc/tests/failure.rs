@@ -198,3 +198,39 @@ async fn graceful_shutdown_finishes_short_calls_and_cuts_long_ones() {
         "the cut read must fail, not end early"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reconnects_after_the_server_restarts() {
+    let services = memory_services();
+    let data = random_bytes(3 << 20, 11);
+    let outer = tempfile::tempdir().unwrap();
+    let sock = outer.path().join("s.sock");
+    let start = |services: Services| {
+        let sock = sock.clone();
+        async move {
+            TestServer::start_on(
+                ListenAddr::Unix(sock),
+                tempfile::tempdir().unwrap(),
+                services,
+                ServerConfig::default(),
+            )
+            .await
+        }
+    };
+    let server = start(services.clone()).await;
+    let c = client(&server.url);
+    let digest = put_blob(c.blob.as_ref(), &data).await;
+    server.stop().await.unwrap();
+
+    // Down: a read fails (after its retries), it does not hang.
+    let err = c.blob.has(&digest).await.unwrap_err();
+    assert!(err.to_string().contains("UNAVAILABLE"), "{err}");
+
+    // Up again on the same socket: the same client reads again.
+    let server = start(services).await;
+    assert_eq!(
+        common::read_blob(c.blob.as_ref(), &digest).await.unwrap(),
+        data
+    );
+    server.stop().await.unwrap();
+}

@@ -116,6 +116,17 @@ async fn a_corrupted_chunk_is_an_integrity_error() {
         other => panic!("expected an integrity error, got {other:?}"),
     }
 
+    // In a batch too.
+    let batch = [chunks[0].digest, victim, chunks[2].digest];
+    match c.grpc_blob.read_chunks(&batch).await {
+        Err(Error::Integrity {
+            what: "chunk",
+            expected,
+            ..
+        }) => assert_eq!(expected, victim),
+        other => panic!("expected an integrity error, got {other:?}"),
+    }
+
     // Read whole, the blob fails at its end with InvalidData.
     let err = read_blob(c.blob.as_ref(), &digest).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");

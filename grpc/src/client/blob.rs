@@ -19,8 +19,11 @@ use tonic::{Code, Status, Streaming};
 
 use super::Conn;
 use super::call::{deadline, error, next_message, request, retry};
-use crate::limits::{MAX_READ_CHUNK_LEN, READ_MESSAGE_SIZE, WRITE_QUEUE_MESSAGES};
+use crate::limits::{
+    MAX_BATCH_BYTES, MAX_BATCH_DIGESTS, MAX_READ_CHUNK_LEN, READ_MESSAGE_SIZE, WRITE_QUEUE_MESSAGES,
+};
 use crate::proto::castore::{BlobChunk, PutBlobResponse, ReadBlobRequest, StatBlobRequest};
+use crate::proto::storefs::ReadChunksRequest;
 
 /// Blobs of a remote service. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -83,6 +86,132 @@ impl GrpcBlobService {
             Ok(v) => Ok(Some(v)),
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(s),
+        }
+    }
+}
+
+impl GrpcBlobService {
+    /// The chunks (or single-chunk blobs) named by `digests`, in order, each
+    /// verified; `None` for one the service does not hold. Uses storefs's
+    /// `ChunkService/ReadChunks` (one call per
+    /// [`MAX_BATCH_DIGESTS`](crate::limits::MAX_BATCH_DIGESTS) digests) and
+    /// falls back to one `Read` per chunk on a service that lacks it (snix).
+    ///
+    /// You must only batch chunks you expect to fit in memory together: a
+    /// call collecting more than [`MAX_BATCH_BYTES`] fails.
+    pub async fn read_chunks(&self, digests: &[B3Digest]) -> Result<Vec<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(digests.len());
+        let mut total: usize = 0;
+        for batch in digests.chunks(MAX_BATCH_DIGESTS) {
+            match self.read_batch(batch, &mut total).await {
+                Ok(got) => out.extend(got),
+                Err(BatchError::Unimplemented) => {
+                    for d in batch {
+                        out.push(self.read_chunk(d).await?);
+                    }
+                }
+                Err(BatchError::Other(e)) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read_batch(
+        &self,
+        batch: &[B3Digest],
+        total: &mut usize,
+    ) -> Result<Vec<Option<Bytes>>, BatchError> {
+        let conn = &self.conn;
+        let op = format!("ChunkService/ReadChunks ({} digests)", batch.len());
+        let protocol =
+            |why: String| BatchError::Other(Error::Remote(format!("{} {op}: {why}", conn.name)));
+        let opened = retry(conn, || {
+            let mut client = conn.chunk_client();
+            let req = tonic::Request::new(ReadChunksRequest {
+                digests: batch.iter().map(B3Digest::to_bytes).collect(),
+            });
+            async move {
+                let mut stream = client.read_chunks(req).await?.into_inner();
+                let first = next_message(conn, &mut stream).await?;
+                Ok((first, stream))
+            }
+        })
+        .await;
+        let (first, mut rest) = match opened {
+            Ok(v) => v,
+            Err(s) if s.code() == Code::Unimplemented => return Err(BatchError::Unimplemented),
+            Err(s) => return Err(BatchError::Other(error(conn, &op, &s))),
+        };
+        let mut out: Vec<Option<Bytes>> = Vec::with_capacity(batch.len());
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut next = first;
+        while let Some(msg) = next.take() {
+            let index = msg.index as usize;
+            if index != out.len() || index >= batch.len() {
+                return Err(protocol(format!(
+                    "chunk #{index} sent where #{} was due",
+                    out.len()
+                )));
+            }
+            *total = total.saturating_add(msg.data.len());
+            if *total > MAX_BATCH_BYTES {
+                return Err(BatchError::Other(Error::InvalidRequest(format!(
+                    "{} {op}: more than {MAX_BATCH_BYTES} bytes in one call",
+                    conn.name
+                ))));
+            }
+            if msg.missing {
+                if !parts.is_empty() || !msg.last {
+                    return Err(protocol(format!("chunk #{index}: missing after data")));
+                }
+                out.push(None);
+            } else {
+                parts.push(msg.data);
+                if msg.last {
+                    let data = join(std::mem::take(&mut parts));
+                    let expected = batch[index];
+                    let actual = B3Digest::of(&data);
+                    if actual != expected {
+                        return Err(BatchError::Other(Error::Integrity {
+                            what: "chunk",
+                            expected,
+                            actual,
+                        }));
+                    }
+                    out.push(Some(data));
+                }
+            }
+            next = next_message(conn, &mut rest)
+                .await
+                .map_err(|s| BatchError::Other(error(conn, &op, &s)))?;
+        }
+        if out.len() != batch.len() || !parts.is_empty() {
+            return Err(protocol(format!(
+                "the stream ended after {} of {} chunks",
+                out.len(),
+                batch.len()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// Why a batch read did not give its chunks.
+enum BatchError {
+    /// The service does not have `ReadChunks`: read one by one.
+    Unimplemented,
+    Other(Error),
+}
+
+/// Pieces of one chunk as one buffer (no copy for a single piece).
+fn join(mut parts: Vec<Bytes>) -> Bytes {
+    match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => {
+            let mut buf = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            parts.iter().for_each(|p| buf.extend_from_slice(p));
+            buf.freeze()
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct GrpcServices {
     pub path_info: Arc<dyn PathInfoService>,
     /// NAR size and hash of castore nodes, computed by the service.
     pub nar_calculation: Arc<dyn NarCalculationService>,
+    /// The same blob client as `blob`, for what the trait lacks: batched
+    /// chunk reads ([`GrpcBlobService::read_chunks`]).
+    pub grpc_blob: GrpcBlobService,
 }
 
 /// The transport every generated client is built on.
@@ -186,6 +189,16 @@ impl Conn {
         .max_decoding_message_size(self.config.max_decoding_message_size)
     }
 
+    pub(crate) fn chunk_client(
+        &self,
+    ) -> crate::proto::storefs::chunk_service_client::ChunkServiceClient<Transport> {
+        crate::proto::storefs::chunk_service_client::ChunkServiceClient::with_interceptor(
+            self.channel.clone(),
+            self.interceptor.clone(),
+        )
+        .max_decoding_message_size(self.config.max_decoding_message_size)
+    }
+
     pub(crate) fn path_info_client(
         &self,
     ) -> crate::proto::store::path_info_service_client::PathInfoServiceClient<Transport> {
@@ -218,8 +231,10 @@ pub fn connect_endpoint(
 ) -> Result<GrpcServices, ConnectError> {
     let conn = Conn::new(endpoint, config)?;
     let path_info = Arc::new(GrpcPathInfoService::new(conn.clone()));
+    let grpc_blob = GrpcBlobService::new(conn.clone());
     Ok(GrpcServices {
-        blob: Arc::new(GrpcBlobService::new(conn.clone())),
+        blob: Arc::new(grpc_blob.clone()),
+        grpc_blob,
         directory: Arc::new(GrpcDirectoryService::new(conn)),
         path_info: path_info.clone(),
         nar_calculation: path_info,

@@ -6,6 +6,7 @@
 //! before a request reaches a service ([`crate::auth`]).
 
 mod blob;
+mod chunks;
 mod cut;
 mod directory;
 mod listen;
@@ -32,6 +33,7 @@ use crate::limits;
 use crate::proto::castore::blob_service_server::BlobServiceServer;
 use crate::proto::castore::directory_service_server::DirectoryServiceServer;
 use crate::proto::store::path_info_service_server::PathInfoServiceServer;
+use crate::proto::storefs::chunk_service_server::ChunkServiceServer;
 
 /// The services a server exposes.
 #[derive(Clone)]
@@ -117,6 +119,8 @@ fn router(services: &Services, config: &ServerConfig) -> Router {
     let directory =
         DirectoryServiceServer::new(directory::DirectoryServer::new(services.directory.clone()))
             .max_decoding_message_size(max);
+    let chunks = ChunkServiceServer::new(chunks::ChunkServer::new(services.blob.clone()))
+        .max_decoding_message_size(max);
     let path_info = PathInfoServiceServer::new(pathinfo::PathInfoServer::new(
         services.path_info.clone(),
         services.nar_calculation.clone(),
@@ -132,6 +136,7 @@ fn router(services: &Services, config: &ServerConfig) -> Router {
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(Authorized::new(blob, policy.clone()))
         .add_service(Authorized::new(directory, policy.clone()))
+        .add_service(Authorized::new(chunks, policy.clone()))
         .add_service(Authorized::new(path_info, policy))
 }
 
