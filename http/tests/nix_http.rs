@@ -493,6 +493,25 @@ async fn head_matches_get_and_errors_are_clean() {
         nixbase32::encode(&[0u8; 32])
     );
     assert_eq!(status(stale).await, 404);
+    // Odd requests get a 4xx answer, never a dropped connection.
+    let long = format!("{}.narinfo", "a".repeat(10_000));
+    for odd in [
+        "",
+        ".narinfo",
+        ".ls",
+        "nar/",
+        "nar/.nar",
+        "nar/-.nar",
+        "%2e%2e/etc/passwd",
+        "nar/%00.nar",
+        "\u{e9}.narinfo",
+        long.as_str(),
+        "nix-cache-info/extra",
+    ] {
+        let code = status(odd.to_owned()).await;
+        assert!(code.is_client_error(), "{odd:?}: {code}");
+    }
+
     let put = client
         .put(format!("{base}/nix-cache-info"))
         .send()
