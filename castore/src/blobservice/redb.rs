@@ -296,7 +296,12 @@ impl CommitQueue {
             let queue = Arc::clone(&self);
             // Detached: it ends when the queue is empty. Its results go to
             // the writers through their channels.
-            drop(tokio::task::spawn_blocking(move || queue.run()));
+            drop(tokio::task::spawn_blocking(move || {
+                let last = queue.run();
+                // Release the database before the last writers hear back.
+                drop(queue);
+                last.tell();
+            }));
         }
         rx.await
             .map_err(|_| Error::Storage("redb committer stopped before our commit".into()))?
@@ -312,8 +317,12 @@ impl CommitQueue {
     }
 
     /// Commit whatever is waiting, one transaction per round, until
-    /// nothing is. Blocking.
-    fn run(&self) {
+    /// nothing is. Blocking. The writers of every round but the last hear
+    /// back here; those of the last are returned, so that the caller can
+    /// drop its handle on the queue (and so on the database) first: once a
+    /// writer's `close` returns, no committer holds the database any more,
+    /// and a process that dropped every handle can open the file again.
+    fn run(&self) -> LastRound {
         // If a commit panics, the waiting writers must not wait forever:
         // on unwinding, the guard drops their senders (they get an error)
         // and lets the next batch start a new committer.
@@ -328,15 +337,15 @@ impl CommitQueue {
             }
         }
         let _guard = Stopped(self);
+        let mut taken = {
+            let mut state = self.lock();
+            if state.waiting.is_empty() {
+                state.running = false;
+                return LastRound::default();
+            }
+            std::mem::take(&mut state.waiting)
+        };
         loop {
-            let taken = {
-                let mut state = self.lock();
-                if state.waiting.is_empty() {
-                    state.running = false;
-                    return;
-                }
-                std::mem::take(&mut state.waiting)
-            };
             let (batches, senders): (Vec<Batch>, Vec<_>) =
                 taken.into_iter().map(|q| (q.batch, q.done)).unzip();
             let result = write_batches(
@@ -346,13 +355,50 @@ impl CommitQueue {
                 Existing::Keep,
                 self.quota.as_deref(),
             );
-            for done in senders {
-                // A writer that went away does not care.
-                let _ = done.send(match &result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(Error::Storage(e.to_string())),
-                });
+            let next = {
+                let mut state = self.lock();
+                if state.waiting.is_empty() {
+                    state.running = false;
+                    None
+                } else {
+                    Some(std::mem::take(&mut state.waiting))
+                }
+            };
+            match next {
+                None => return LastRound { senders, result },
+                Some(more) => {
+                    LastRound { senders, result }.tell();
+                    taken = more;
+                }
             }
+        }
+    }
+}
+
+/// The writers of one committed round and the round's outcome.
+struct LastRound {
+    senders: Vec<tokio::sync::oneshot::Sender<Result<()>>>,
+    result: Result<()>,
+}
+
+impl Default for LastRound {
+    fn default() -> Self {
+        Self {
+            senders: Vec::new(),
+            result: Ok(()),
+        }
+    }
+}
+
+impl LastRound {
+    /// Tell each writer how its batch fared.
+    fn tell(self) {
+        for done in self.senders {
+            // A writer that went away does not care.
+            let _ = done.send(match &self.result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(Error::Storage(e.to_string())),
+            });
         }
     }
 }
