@@ -75,7 +75,7 @@ pub use directoryservice::{
 pub use error::{Error, Result};
 pub use import::{
     DEFAULT_CONCURRENCY, IngestError, IngestOptions, IngestStats, Ingested, ingest_path,
-    ingest_path_with,
+    ingest_path_with, unsupported_kind,
 };
 pub use names::{
     MAX_NAME_LEN, MAX_SYMLINK_TARGET_LEN, NameError, PathComponent, SymlinkTarget,

@@ -26,6 +26,8 @@
 mod error;
 mod walk;
 
+pub use walk::unsupported_kind;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

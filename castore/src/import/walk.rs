@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -71,20 +71,9 @@ fn kind_of(path: &Path, meta: &fs::Metadata) -> Result<Kind, IngestError> {
     } else if ft.is_dir() {
         Ok(Kind::Directory)
     } else {
-        let kind = if ft.is_fifo() {
-            "fifo"
-        } else if ft.is_socket() {
-            "socket"
-        } else if ft.is_block_device() {
-            "block device"
-        } else if ft.is_char_device() {
-            "character device"
-        } else {
-            "file of unknown type"
-        };
         Err(IngestError::UnsupportedFileType {
             path: path.to_owned(),
-            kind,
+            kind: unsupported_kind(&ft),
         })
     }
 }
@@ -132,4 +121,21 @@ pub(super) fn walk(root: &Path, root_name: PathComponent) -> Result<Vec<Walked>,
         }
     }
     Ok(out)
+}
+
+/// What to call a file that is neither a regular file, a directory nor a
+/// symlink, in an error: "fifo", "socket", "block device", ...
+pub fn unsupported_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_char_device() {
+        "character device"
+    } else {
+        "file of unknown type"
+    }
 }

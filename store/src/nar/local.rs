@@ -12,7 +12,7 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -214,20 +214,9 @@ impl<W: Write + ?Sized> Dumper<'_, W> {
             }
             self.stats.directories += 1;
         } else {
-            let kind = if ft.is_fifo() {
-                "fifo"
-            } else if ft.is_socket() {
-                "socket"
-            } else if ft.is_block_device() {
-                "block device"
-            } else if ft.is_char_device() {
-                "character device"
-            } else {
-                "file of unknown type"
-            };
             return Err(LocalNarError::UnsupportedFileType {
                 path: path.to_owned(),
-                kind,
+                kind: storefs_castore::unsupported_kind(&ft),
             });
         }
         put_str(&mut self.buf, wire::TOK_CLOSE);
