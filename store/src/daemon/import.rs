@@ -11,7 +11,6 @@ use super::client::DaemonClient;
 use super::error::ConnectionError;
 use super::protocol::ProtocolVersion;
 use super::server::DaemonServices;
-use super::trust::{has_valid_signature, is_content_addressed};
 use crate::import::{ImportProgress, NoProgress};
 use crate::nar::read_nar;
 use crate::pathinfo::PathInfo;
@@ -200,10 +199,7 @@ pub async fn import_from_daemon_with(
             continue;
         }
         if let Some(info) = infos.get(&p) {
-            if options.check_sigs
-                && !is_content_addressed(info, store_dir)
-                && !has_valid_signature(info, &options.trusted_keys, store_dir)
-            {
+            if options.check_sigs && !info.is_trusted(&options.trusted_keys, store_dir) {
                 return Err(ImportError::Untrusted(abs));
             }
             to_copy.push(p);

@@ -34,7 +34,6 @@ mod ops;
 mod path_info;
 pub mod protocol;
 mod server;
-mod trust;
 pub mod wire;
 
 pub use client::DaemonClient;

@@ -38,6 +38,17 @@ impl PathInfo {
             .is_some_and(|ca| ca.matches_path(&self.store_path, &self.references, store_dir))
     }
 
+    /// Whether Nix's `require-sigs` lets it in (`pathInfoIsUntrusted`
+    /// negated): it is content-addressed, or some signature verifies under
+    /// one of `trusted` (a path without a NAR size has no fingerprint, so no
+    /// valid signature).
+    pub fn is_trusted(&self, trusted: &TrustedKeys, store_dir: &StoreDir) -> bool {
+        self.is_content_addressed(store_dir)
+            || self
+                .count_valid_signatures(trusted, store_dir)
+                .is_ok_and(|n| n > 0)
+    }
+
     /// How many of its signatures are valid by distinct trusted keys.
     pub fn count_valid_signatures(
         &self,
@@ -176,5 +187,31 @@ mod tests {
         // A self-reference changes the path (`source:…:self`).
         info.references.push(info.store_path.clone());
         assert!(!info.is_content_addressed(&sd));
+    }
+
+    #[test]
+    fn trusted_when_content_addressed_or_signed_by_a_trusted_key() {
+        let sd = StoreDir::default();
+        let key = SecretKey::from_seed("test-1", &[9; 32]).unwrap();
+        let other = SecretKey::from_seed("test-1", &[8; 32]).unwrap();
+        let keys = TrustedKeys::new([key.to_public()]);
+        let mut i = baz();
+        assert!(!i.is_trusted(&keys, &sd));
+        i.sign(&other, &sd).unwrap();
+        assert!(!i.is_trusted(&keys, &sd));
+        i.sign(&key, &sd).unwrap();
+        assert!(i.is_trusted(&keys, &sd));
+        i.nar_size = 169; // the signature no longer matches the fingerprint
+        assert!(!i.is_trusted(&keys, &sd));
+        // `nix-store --add hello.txt`: content-addressed, needs no signature.
+        i.store_path =
+            StorePath::from_base_name("925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt").unwrap();
+        i.references.clear();
+        i.ca = Some(
+            "fixed:r:sha256:0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3"
+                .parse()
+                .unwrap(),
+        );
+        assert!(i.is_trusted(&TrustedKeys::default(), &sd));
     }
 }

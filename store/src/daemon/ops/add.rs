@@ -19,7 +19,6 @@ use crate::daemon::error::{ConnectionError, OpError};
 use crate::daemon::path_info::{RawPathInfo, put_unkeyed};
 use crate::daemon::protocol::STDERR_READ;
 use crate::daemon::server::Ctx;
-use crate::daemon::trust::{has_valid_signature, is_content_addressed};
 use crate::daemon::wire::{self, FramedReader, limits};
 use crate::nar::{nar_hash_and_size, read_nar, read_nar_to_end};
 use crate::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo};
@@ -70,10 +69,7 @@ fn check_trust(
     if (trusted && dont_check_sigs) || !ctx.config.require_sigs {
         return Ok(());
     }
-    if is_content_addressed(info, &ctx.config.store_dir) {
-        return Ok(());
-    }
-    if has_valid_signature(info, &ctx.config.trusted_public_keys, &ctx.config.store_dir) {
+    if info.is_trusted(&ctx.config.trusted_public_keys, &ctx.config.store_dir) {
         Ok(())
     } else {
         Err(OpError(format!(
