@@ -1,7 +1,7 @@
 //! Whether an upload from a client may be recorded, as Nix's
 //! `LocalStore::addToStore` decides it: the path must be content-addressed
 //! (its content address gives exactly its store path) or carry a valid
-//! signature by one of the trusted public keys (PROTOCOL.md §7).
+//! signature by one of the trusted public keys (docs/nix-formats.md).
 
 use crate::pathinfo::PathInfo;
 use crate::signing::TrustedKeys;
@@ -67,7 +67,7 @@ mod tests {
         )
         .unwrap();
         let ca = ContentAddress::Recursive(NixHash::sha256(sha));
-        // nix-store --add hello.txt (PROTOCOL.md §10).
+        // nix-store --add hello.txt (docs/nix-formats.md).
         let good = info(
             "925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt",
             Some(ca.clone()),
