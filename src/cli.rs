@@ -35,7 +35,7 @@ pub struct GlobalArgs {
     pub token_file: Option<PathBuf>,
 }
 
-/// The commands of DESIGN.md.
+/// The commands (README.md, "Usage").
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Ingest local files or directories as store paths; prints one store path a line,

@@ -26,7 +26,7 @@ fn add_gives_the_path_nix_store_add_gives() {
         let ours = ok_str(storefs(data.path()).arg("add").arg(path));
         let theirs = nix.add(path);
         assert_eq!(ours, theirs, "store path of {}", path.display());
-        // PROTOCOL.md §10: this one is pinned.
+        // docs/nix-formats.md, worked example: this one is pinned.
         if path == &single {
             assert_eq!(
                 ours,

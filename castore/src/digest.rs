@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn known_blob_digest() {
-        // DESIGN.md: blob `Hello World!`.
+        // docs/data-model.md, interop vectors: blob `Hello World!`.
         assert_eq!(
             B3Digest::of(b"Hello World!").to_hex(),
             "5ca7815adcb484e9a136c11efe69c1d530176d549b5d18d038eb5280b4b3470c"

@@ -1,6 +1,6 @@
 //! The native directory model: `Node`, `Entry` and `Directory`, with
 //! conversion from and to the protobuf messages that checks every rule of
-//! DESIGN.md, and the canonical digest.
+//! docs/data-model.md, and the canonical digest.
 
 use std::collections::BTreeMap;
 
@@ -47,7 +47,7 @@ pub struct Entry {
 }
 
 /// Why a protobuf `Directory` or `Entry` is not valid. Each broken rule of
-/// DESIGN.md has its own variant, naming the entry at fault.
+/// docs/data-model.md has its own variant, naming the entry at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DirectoryError {

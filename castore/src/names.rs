@@ -1,6 +1,6 @@
 //! Checked byte strings: `PathComponent` (a name in a directory) and
 //! `SymlinkTarget`. Both are built only through constructors that enforce
-//! DESIGN.md's rules, so holding one means it is valid.
+//! docs/data-model.md's rules, so holding one means it is valid.
 
 use std::fmt;
 

@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn single_file_matches_nix() {
-        // PROTOCOL.md §9, recorded from Nix 2.8.
+        // docs/nix-formats.md (binary caches), recorded from Nix 2.8.
         let root = Node::File {
             digest: B3Digest::of(b"Hello World!"),
             size: 12,

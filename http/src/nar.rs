@@ -1,7 +1,7 @@
 //! The NAR of a castore node, laid out from the NAR grammar and streamed,
 //! whole or as one byte range.
 //!
-//! Grammar (PROTOCOL.md §10), with `str(s) = u64 len ‖ s ‖ zero-pad to 8`:
+//! Grammar (docs/nix-formats.md, NAR), with `str(s) = u64 len ‖ s ‖ zero-pad to 8`:
 //! ```text
 //! nar  = str("nix-archive-1") node
 //! node = "(" "type" ( "regular" ["executable" ""] "contents" str(data)
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn hello_world_matches_nix() {
-        // PROTOCOL.md §10: the 128-byte NAR of a file `Hello World!`.
+        // docs/nix-formats.md, worked example: the 128-byte NAR of a file `Hello World!`.
         let data = b"Hello World!".to_vec();
         let digest = B3Digest::of(&data);
         let root = Node::File {

@@ -207,7 +207,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    // PROTOCOL.md §10: NAR sha256 of the file `Hello World!`.
+    // docs/nix-formats.md: NAR sha256 of the file `Hello World!`.
     const HEX: &str = "03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040";
     const NIX32: &str = "0h40zg6hakjv951nyhdad7mv9za56m3za5gnpiw5s1hbwcxzdrq3";
     const SRI: &str = "sha256-A+f2O+MLBl14vPYV9Uc1Rf2062mqQW9DSVtOBc37gEA=";

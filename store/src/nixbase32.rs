@@ -1,5 +1,5 @@
 //! nixbase32: Nix's base-32 encoding of hashes (alphabet without e, o, u, t),
-//! written from the end of the byte string. See PROTOCOL.md §10.
+//! written from the end of the byte string. See docs/nix-formats.md.
 
 /// The 32 characters, in value order.
 pub const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn known_vectors() {
-        // PROTOCOL.md §10: NAR sha256 of `Hello World!` as a file.
+        // docs/nix-formats.md, worked example: NAR sha256 of `Hello World!` as a file.
         let h = hex::decode("03e7f63be30b065d78bcf615f5473545fdb4eb69aa416f43495b4e05cdfb8040")
             .unwrap();
         assert_eq!(

@@ -1,5 +1,5 @@
 //! Nix's ed25519 signing keys and signatures (libstore crypto.cc, with
-//! libsodium's `crypto_sign_detached`). See PROTOCOL.md §7.
+//! libsodium's `crypto_sign_detached`). See docs/nix-formats.md.
 //!
 //! ```text
 //! secret key file = name ":" base64(64 bytes: 32-byte seed ‖ 32-byte public key)
@@ -306,7 +306,7 @@ impl TrustedKeys {
 mod tests {
     use super::*;
 
-    /// PROTOCOL.md §7.
+    /// docs/nix-formats.md, signatures.
     const PUBLIC: &str = "test-1:5iDt6QUYln5qedqaQWEJr8k82cRb37Ae/5JAA7YaO2I=";
     const FINGERPRINT: &str = "1;/nix/store/w2hzasm68w0bfrwg61385vhfcqqrpnm9-baz;sha256:1jv588br4m4ddxl3vjfd0xczmj3cmmpz74r016wryirrs855p581;168;/nix/store/r4mvpxzh7rgrm4j831b2yi90zq64grqm-hello.txt";
     const SIG: &str = "test-1:GR1l5i8X2lYlnemkESyAKb11SvvzXfjlK4v8j70bplXlQsVsPWY78rlMvSxdFecSg1nrSaQl9HBTP7M7JqFEBw==";

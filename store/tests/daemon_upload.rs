@@ -12,7 +12,7 @@ use storefs_store::daemon::{DaemonConfig, TrustPolicy};
 use tokio::io::AsyncReadExt;
 
 /// The NAR of a single regular file, built token by token from the
-/// grammar (PROTOCOL.md §10), independently of our NAR writer.
+/// grammar (docs/nix-formats.md), independently of our NAR writer.
 fn nar_of_file(contents: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
     for t in ["nix-archive-1", "(", "type", "regular", "contents"] {
@@ -391,7 +391,7 @@ async fn guix_adds_text_and_old_style_nars() {
     c.send(&old_add(1)).await;
     assert_eq!(c.u64().await, STDERR_LAST);
     assert_eq!(c.string().await, full(HELLO));
-    // Flat: `nix-store --add-fixed sha256 hello.txt` (PROTOCOL.md §10).
+    // Flat: `nix-store --add-fixed sha256 hello.txt` (docs/nix-formats.md).
     c.send(&old_add(0)).await;
     assert_eq!(c.u64().await, STDERR_LAST);
     assert_eq!(

@@ -1,6 +1,6 @@
 //! One server-side connection after the handshake: owns the buffered
 //! halves of the stream and writes replies and errors in the format the
-//! negotiated version and dialect call for (PROTOCOL.md §3).
+//! negotiated version and dialect call for (docs/daemon-protocol.md).
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 

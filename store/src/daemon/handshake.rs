@@ -1,4 +1,4 @@
-//! The handshake (PROTOCOL.md §2), server and client side.
+//! The handshake (docs/daemon-protocol.md), server and client side.
 //!
 //! ```text
 //! C→S u64 WORKER_MAGIC_1
@@ -24,7 +24,7 @@ use super::protocol::{
 use super::wire::{self, limits};
 
 /// Which family of client is on the other end; the replies of some ops
-/// differ (PROTOCOL.md §8).
+/// differ (docs/daemon-protocol.md, Guix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     /// Nix (and Lix): everything gated on the negotiated version.

@@ -1,5 +1,5 @@
 //! Constants of the worker protocol, named as in Nix's `worker-protocol.hh`
-//! (PROTOCOL.md §2–§4), and the negotiated version.
+//! (docs/daemon-protocol.md), and the negotiated version.
 
 use std::fmt;
 
@@ -76,7 +76,7 @@ impl fmt::Display for ProtocolVersion {
     }
 }
 
-/// The operations, by their numbers in `worker-protocol.hh` (PROTOCOL.md §4),
+/// The operations, by their numbers in `worker-protocol.hh` (docs/daemon-protocol.md),
 /// with Guix's own two at 80 and 81.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -1,6 +1,6 @@
 //! The Nix daemon protocol's wire primitives, with no sockets and no state.
 //!
-//! # Grammar (PROTOCOL.md §1)
+//! # Grammar (docs/daemon-protocol.md)
 //! ```text
 //! u64     = 8 bytes little-endian            ; ints, bools and enums alike
 //! bool    = u64                              ; 0 false, anything else true
@@ -364,7 +364,7 @@ enum FrameState {
 /// You must call [`FramedReader::drain`] before reading anything else from
 /// the underlying stream, whether or not the consumer of the data failed:
 /// the peer sends the whole stream regardless, and anything left unread
-/// desynchronises the connection (PROTOCOL.md §1).
+/// desynchronises the connection (docs/daemon-protocol.md).
 pub struct FramedReader<'a, R: ?Sized> {
     inner: &'a mut R,
     state: FrameState,

@@ -1,5 +1,5 @@
 //! narinfo files: a binary cache's description of one store path
-//! (Nix 2.8 nar-info.cc). See PROTOCOL.md §9.
+//! (Nix 2.8 nar-info.cc). See docs/nix-formats.md.
 //!
 //! ```text
 //! narinfo = line*

@@ -137,7 +137,7 @@ mod tests {
             info.fingerprint(&sd).unwrap(),
             "1;/nix/store/w2hzasm68w0bfrwg61385vhfcqqrpnm9-baz;sha256:1jv588br4m4ddxl3vjfd0xczmj3cmmpz74r016wryirrs855p581;168;/nix/store/r4mvpxzh7rgrm4j831b2yi90zq64grqm-hello.txt"
         );
-        // PROTOCOL.md §7: Nix's signature with test-1 verifies.
+        // docs/nix-formats.md, signatures: Nix's signature with test-1 verifies.
         let nix_sig = crate::pathinfo::Signature::parse("test-1:GR1l5i8X2lYlnemkESyAKb11SvvzXfjlK4v8j70bplXlQsVsPWY78rlMvSxdFecSg1nrSaQl9HBTP7M7JqFEBw==").unwrap();
         info.signatures.push(nix_sig);
         let test1 =
@@ -173,7 +173,7 @@ mod tests {
         let sd = StoreDir::default();
         let mut info = baz();
         assert!(!info.is_content_addressed(&sd));
-        // `nix-store --add hello.txt` (PROTOCOL.md §10).
+        // `nix-store --add hello.txt` (docs/nix-formats.md).
         info.store_path =
             StorePath::from_base_name("925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt").unwrap();
         info.references.clear();

@@ -1,5 +1,5 @@
 //! Computing store paths the way Nix 2.8 does (store-api.cc
-//! `makeStorePath`, `makeFixedOutputPath`, `makeTextPath`). See PROTOCOL.md §10.
+//! `makeStorePath`, `makeFixedOutputPath`, `makeTextPath`). See docs/nix-formats.md.
 //!
 //! ```text
 //! fingerprint = type ":sha256:" hex(inner) ":" storeDir ":" name
@@ -152,7 +152,7 @@ mod tests {
         StoreDir::default()
     }
 
-    /// The NAR of a regular file holding `Hello World!` (PROTOCOL.md §10).
+    /// The NAR of a regular file holding `Hello World!` (docs/nix-formats.md).
     fn hello_nar() -> Vec<u8> {
         let mut nar = Vec::new();
         for s in [

@@ -1,4 +1,4 @@
-//! Read-only queries about paths (PROTOCOL.md §5).
+//! Read-only queries about paths (docs/daemon-protocol.md).
 
 use futures::{StreamExt, TryStreamExt};
 

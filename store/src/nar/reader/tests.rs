@@ -1,4 +1,4 @@
-//! Reader tests: the PROTOCOL.md §10 vector, then one test per malformed
+//! Reader tests: the docs/nix-formats.md vector, then one test per malformed
 //! case asserting the exact error and its offset.
 
 use storefs_castore::{B3Digest, NameError, Node, SymlinkTargetError};
@@ -390,7 +390,7 @@ async fn a_good_directory_nar_is_visible_and_writes_back() {
     let got = read_nar_to_end(&mut r, bs.as_ref(), ds.as_ref())
         .await
         .unwrap();
-    // DESIGN.md's third interop vector is exactly this tree.
+    // docs/data-model.md's third interop vector is exactly this tree.
     let Node::Directory { digest, size } = &got.root else {
         panic!("{:?}", got.root)
     };
