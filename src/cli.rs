@@ -2,6 +2,7 @@
 //! command modules; nothing below `src/` sees argv.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -95,10 +96,17 @@ pub struct ServeArgs {
     /// Answer the Nix daemon protocol on this unix socket.
     #[arg(long)]
     pub daemon_socket: Option<PathBuf>,
+    /// Who may use the daemon socket, its mode and limits.
+    #[command(flatten)]
+    pub daemon_access: DaemonAccessArgs,
+    /// Timeouts and limits of the HTTP view.
+    #[command(flatten)]
+    pub http_limits: HttpLimitArgs,
     /// Require this bearer token (read from the file) for writes.
     #[arg(long)]
     pub write_token_file: Option<PathBuf>,
-    /// Require this bearer token (read from the file) for reads.
+    /// Require this bearer token (read from the file) for reads, over gRPC
+    /// and HTTP (Bearer, or a netrc password).
     #[arg(long)]
     pub read_token_file: Option<PathBuf>,
     /// Sign narinfos served over HTTP with this Nix secret key file.
@@ -132,7 +140,103 @@ pub struct MountArgs {
     /// Answer the Nix daemon protocol on this unix socket too.
     #[arg(long)]
     pub daemon_socket: Option<PathBuf>,
+    /// Who may use the daemon socket, its mode and limits.
+    #[command(flatten)]
+    pub daemon_access: DaemonAccessArgs,
     /// Let users other than the one mounting see the files.
     #[arg(long)]
     pub allow_other: bool,
+}
+
+/// Who may use the daemon socket, and how much of it (docs/access.md).
+#[derive(Debug, Args)]
+pub struct DaemonAccessArgs {
+    /// Users who may upload through the daemon socket: uids, user names,
+    /// @group, * (comma- or space-separated; repeatable). Default: root and
+    /// the user running storefs.
+    #[arg(long, value_name = "USERS")]
+    pub trusted_users: Vec<String>,
+    /// Users who may connect to the daemon socket at all (to query and read
+    /// unless trusted); same forms. Default: *.
+    #[arg(long, value_name = "USERS")]
+    pub allowed_users: Vec<String>,
+    /// Permissions of the daemon socket file, in octal.
+    #[arg(long, value_name = "MODE", default_value = "0660", value_parser = parse_mode)]
+    pub daemon_socket_mode: u32,
+    /// Group owning the daemon socket file (name or gid); default: ours.
+    #[arg(long, value_name = "GROUP")]
+    pub daemon_socket_group: Option<String>,
+    /// Longest time a daemon client may take for its handshake.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub daemon_handshake_timeout: Duration,
+    /// Close a daemon connection on which nothing moved for this long.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub daemon_idle_timeout: Duration,
+    /// Most daemon connections held at once for one uid.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub daemon_max_connections_per_user: usize,
+}
+
+/// Timeouts and limits of the HTTP view (docs/access.md).
+#[derive(Debug, Args)]
+pub struct HttpLimitArgs {
+    /// Longest time a client may take to send a request's head (slowloris).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub http_header_timeout: Duration,
+    /// Close an HTTP connection on which nothing moved for this long.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub http_idle_timeout: Duration,
+    /// Most HTTP connections open at once from one client address.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub http_max_connections_per_ip: usize,
+}
+
+/// A duration: a number with a unit `ms`, `s`, `m` or `h` (no unit: seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. 500ms, 30s, 5m, 1h)"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
+    };
+    if d.is_zero() {
+        return Err(format!("{s:?}: a timeout must be more than zero"));
+    }
+    Ok(d)
+}
+
+/// A file mode in octal, such as `0660` or `660`.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim(), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode (e.g. 0660)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_modes() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "0s", "1d", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_mode("0660"), Ok(0o660));
+        assert_eq!(parse_mode("666"), Ok(0o666));
+        for bad in ["", "8", "0x1", "77777"] {
+            assert!(parse_mode(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -20,6 +20,8 @@
 //!   of a far one; the near side implements [`ChunkStore`] /
 //!   [`PartialDirectoryStore`].
 //! - [`StoreUrl`], [`open_castore`]: `memory:`, `redb:///dir`, `grpc…` URLs.
+//! - [`token`]: the shared secret every front end checks, in constant time.
+//! - [`activity`]: streams that note when bytes moved, for idle timeouts.
 //!
 //! ```
 //! use storefs_castore::{Directory, Node, B3Digest, PathComponent};
@@ -36,9 +38,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod activity;
 pub mod blobservice;
 mod cache;
 mod chunking;
+mod data_loss;
 mod digest;
 mod directory;
 pub mod directoryservice;
@@ -48,6 +52,7 @@ pub mod fuzzing;
 mod import;
 mod names;
 mod redb_store;
+pub mod token;
 mod url;
 
 /// The protobuf messages of `snix.castore.v1`, generated from `proto/`.

@@ -8,71 +8,20 @@
 //! - Reads need the read token (or the write token, which implies it) when a
 //!   read token is configured; otherwise they are open.
 //!
-//! Tokens are compared in constant time (`subtle`). A missing token is
+//! Tokens ([`Token`], shared with the HTTP view) are compared in constant time. A missing token is
 //! `UNAUTHENTICATED`; a wrong one is `PERMISSION_DENIED`.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use subtle::ConstantTimeEq;
 use tonic::Status;
 use tonic::codegen::{Service, http};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::server::NamedService;
 
-/// Longest token accepted, in bytes.
-pub const MAX_TOKEN_LEN: usize = 4096;
-
-/// A shared secret. Its `Debug` output does not show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(Arc<str>);
-
-/// Why a string cannot be a token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TokenError {
-    /// Nothing but whitespace.
-    #[error("the token is empty")]
-    Empty,
-    /// Longer than [`MAX_TOKEN_LEN`].
-    #[error("the token is longer than {MAX_TOKEN_LEN} bytes")]
-    TooLong,
-    /// A byte that cannot go into an HTTP header (only visible ASCII can).
-    #[error("the token holds a character that is not visible ASCII, at byte {0}")]
-    BadChar(usize),
-}
-
-impl Token {
-    /// A token from text, such as the contents of a token file or
-    /// `STOREFS_TOKEN`. Leading and trailing whitespace (the newline a file
-    /// ends with) is dropped.
-    pub fn new(text: &str) -> Result<Self, TokenError> {
-        let t = text.trim();
-        if t.is_empty() {
-            return Err(TokenError::Empty);
-        }
-        if t.len() > MAX_TOKEN_LEN {
-            return Err(TokenError::TooLong);
-        }
-        if let Some(i) = t.bytes().position(|b| !b.is_ascii_graphic()) {
-            return Err(TokenError::BadChar(i));
-        }
-        Ok(Self(t.into()))
-    }
-
-    fn matches(&self, presented: &[u8]) -> bool {
-        self.0.as_bytes().ct_eq(presented).into()
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<redacted>)")
-    }
-}
+pub use storefs_castore::token::{MAX_TOKEN_LEN, Token, TokenError};
 
 /// Which tokens the server asks for (see the module documentation).
 #[derive(Debug, Clone, Default)]
@@ -186,7 +135,8 @@ impl BearerInterceptor {
         // A Token holds only visible ASCII (checked in Token::new), which is
         // always a valid header value, so the conversion cannot fail; a
         // failure would merely send no header.
-        let header = token.and_then(|t| MetadataValue::try_from(format!("Bearer {}", t.0)).ok());
+        let header =
+            token.and_then(|t| MetadataValue::try_from(format!("Bearer {}", t.secret())).ok());
         Self { header }
     }
 }
@@ -214,20 +164,6 @@ mod tests {
 
     const PUT: &str = "/snix.castore.v1.BlobService/Put";
     const READ: &str = "/snix.castore.v1.BlobService/Read";
-
-    #[test]
-    fn token_text_is_trimmed_and_checked() {
-        assert_eq!(
-            Token::new("  s3cret\n").unwrap(),
-            Token::new("s3cret").unwrap()
-        );
-        assert_eq!(Token::new(" \n"), Err(TokenError::Empty));
-        assert_eq!(Token::new("a b"), Err(TokenError::BadChar(1)));
-        assert_eq!(
-            format!("{:?}", Token::new("s3cret").unwrap()),
-            "Token(<redacted>)"
-        );
-    }
 
     #[test]
     fn write_token_guards_puts_only() {

@@ -9,25 +9,35 @@ use tonic::{Code, Status};
 
 /// A castore error raised while serving `op`, as the status sent back.
 ///
-/// Integrity failures are `DataLoss`: the server's own store is damaged.
+/// Integrity failures are `DataLoss`: the server's own store is damaged,
+/// which is logged at error level (see [`data_loss`]).
 /// A request the backend refuses is `InvalidArgument`.
 pub(crate) fn to_status(op: &str, err: Error) -> Status {
     let msg = format!("{op}: {err}");
+    if err.is_data_loss() {
+        return data_loss(msg);
+    }
     match err {
-        Error::Integrity { .. } | Error::InvalidDirectory { .. } => Status::data_loss(msg),
         Error::InvalidRequest(_) => Status::invalid_argument(msg),
         Error::Timeout(_) => Status::deadline_exceeded(msg),
         Error::Remote(_) => Status::unavailable(msg),
-        Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => Status::data_loss(msg),
         _ => Status::internal(msg),
     }
+}
+
+/// `DataLoss` for `msg` (which names the call and the digest): the data in
+/// this server's own store is corrupt or missing. An operator must hear of
+/// it, so it is logged at error level, not only told to the client.
+pub(crate) fn data_loss(msg: String) -> Status {
+    tracing::error!(error = %msg, "DATA_LOSS: corrupt or missing data in this server's own store");
+    Status::data_loss(msg)
 }
 
 /// An I/O error met while streaming a blob out, as a status.
 pub(crate) fn io_to_status(op: &str, err: io::Error) -> Status {
     let msg = format!("{op}: {err}");
     match err.kind() {
-        io::ErrorKind::InvalidData => Status::data_loss(msg),
+        io::ErrorKind::InvalidData => data_loss(msg),
         io::ErrorKind::TimedOut => Status::deadline_exceeded(msg),
         _ => Status::internal(msg),
     }

@@ -13,6 +13,9 @@
 //! - [`listing`]: the `.ls` listing with `narOffset`s.
 //! - [`range`]: the `Range` header.
 //! - `upload`: `PUT`s from `nix copy --to http://…`, with a write token.
+//! - [`HttpAuth`] (`auth`): the read and write tokens, Bearer or netrc Basic.
+//! - [`HttpLimits`] (`limits`, `listen`): header and idle timeouts, per-address
+//!   connection limits, the accept loop.
 //!
 //! ```no_run
 //! # async fn run(services: storefs_http::HttpServices) -> std::io::Result<()> {
@@ -24,10 +27,16 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod auth;
+mod dataloss;
+mod limits;
+mod listen;
 pub mod listing;
 pub mod nar;
 pub mod range;
 mod server;
 mod upload;
 
+pub use auth::HttpAuth;
+pub use limits::HttpLimits;
 pub use server::{HttpConfig, HttpServices, router, serve_http};

@@ -9,6 +9,8 @@
 //!
 //! | `PUT /nar/…`, `PUT /<hashpart>.narinfo` | uploads, with the write token (see [`crate::upload`]) |
 //!
+//! Every read needs the read token when one is set (see [`crate::auth`]).
+//!
 //! A path not in the store is 404, a request we cannot parse is 400, another
 //! method is 405; a store failure is 500 with the error's text. Nothing a
 //! client sends can make a handler panic.
@@ -33,10 +35,12 @@ use storefs_store::store_path::{DIGEST_LEN, HASH_PART_LEN, StoreDir, parse_hash_
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::auth::HttpAuth;
+use crate::limits::HttpLimits;
 use crate::listing::listing;
 use crate::nar::{ByteRange, Tree, nar_stream};
 use crate::range::{RangeRequest, parse_range};
-use crate::upload::{Pending, authorized, discard, put_nar, put_narinfo};
+use crate::upload::{Pending, discard, put_nar, put_narinfo};
 
 /// Requests handled at once; more wait for a slot. Each holds at most a
 /// path's directories and one chunk in memory.
@@ -64,10 +68,11 @@ pub struct HttpConfig {
     /// Signs every narinfo on the fly, beside the signatures recorded with
     /// the path, so clients that trust this key accept our paths.
     pub sign_key: Option<SecretKey>,
-    /// Enables uploads (`PUT`, as `nix copy --to http://…` sends) for
-    /// clients that present it (`Authorization: Bearer`, or Basic with it
-    /// as password). `None`: the view is read-only.
-    pub write_token: Option<String>,
+    /// The read and write tokens (see [`HttpAuth`]); by default reads
+    /// are open and the view is read-only.
+    pub auth: HttpAuth,
+    /// Timeouts and connection limits of the server loop.
+    pub limits: HttpLimits,
 }
 
 impl HttpConfig {
@@ -77,7 +82,8 @@ impl HttpConfig {
             store_dir,
             priority: 40,
             sign_key: None,
-            write_token: None,
+            auth: HttpAuth::default(),
+            limits: HttpLimits::default(),
         }
     }
 }
@@ -102,16 +108,16 @@ pub fn router(services: HttpServices, config: HttpConfig) -> Router {
 }
 
 /// Serve the binary cache view on `listener` until `shutdown` completes,
-/// then finish the requests in flight.
+/// then finish the requests in flight, under `config.limits` (see
+/// [`HttpLimits`]).
 pub async fn serve_http(
     listener: TcpListener,
     services: HttpServices,
     config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(services, config))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = config.limits.clone();
+    crate::listen::serve(listener, router(services, config), limits, shutdown).await
 }
 
 /// An answer that is not a success: a status and a one-line reason.
@@ -154,6 +160,11 @@ fn internal(e: impl std::fmt::Display) -> Failure {
 
 async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let head = req.method() == Method::HEAD;
+    if head || req.method() == Method::GET || req.method() == Method::PUT {
+        if let Err(refused) = state.config.auth.check(req.method(), req.headers()) {
+            return refused;
+        }
+    }
     if req.method() == Method::PUT {
         return match upload(&state, req).await {
             Ok(()) => StatusCode::OK.into_response(),
@@ -263,20 +274,8 @@ async fn route(state: &AppState, path: &str, range: Option<&str>) -> Result<Answ
     Err(not_found(format!("no such file: {path}")))
 }
 
-/// A `PUT`: check the token, then store what it carries.
+/// A `PUT` (its token already checked): store what it carries.
 async fn upload(state: &AppState, req: Request) -> Result<(), Failure> {
-    let Some(token) = &state.config.write_token else {
-        return Err(Failure(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "this binary cache is read-only (start it with a write token to allow uploads)".into(),
-        ));
-    };
-    if !authorized(req.headers(), token) {
-        return Err(Failure(
-            StatusCode::UNAUTHORIZED,
-            "uploads need the write token (Authorization: Bearer, or Basic with the token as password)".into(),
-        ));
-    }
     let _permit = state
         .slots
         .acquire()
@@ -427,7 +426,7 @@ async fn nar(state: &AppState, file: &str, range: Option<&str>) -> Result<Answer
             // The permit lives as long as the body is being sent.
             let _held = &permit;
             r.map_err(|e| {
-                tracing::warn!(error = %e, "NAR body failed");
+                crate::dataloss::log_nar_failure(&e);
                 std::io::Error::other(e)
             })
         });

@@ -10,14 +10,14 @@
 //!    before whose size and hash match `NarSize`/`NarHash`, every reference
 //!    but itself must be present, and only then is the path info recorded.
 //!
-//! Credentials: `Authorization: Bearer <token>`, or Basic with the token as
-//! password (what Nix sends from a `netrc-file` entry). Without a
-//! configured token every `PUT` is refused.
+//! Credentials are checked before a `PUT` gets here (see [`crate::auth`]):
+//! the write token, as Bearer or as a Basic password (what Nix sends from a
+//! `netrc-file` entry). Without a configured write token every `PUT` is
+//! refused.
 
 use std::collections::{HashMap, VecDeque};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, header};
 use futures::TryStreamExt;
 use parking_lot::Mutex;
 use storefs_castore::Node;
@@ -25,7 +25,6 @@ use storefs_store::narinfo::NarInfo;
 use storefs_store::nixbase32;
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::store_path::parse_hash_part;
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use crate::server::{Failure, HttpServices};
@@ -73,34 +72,6 @@ impl Pending {
         order.retain(|u| u != url);
         Some(nar)
     }
-}
-
-/// Whether `headers` carry `token`.
-pub(crate) fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let given = if let Some(t) = value.strip_prefix("Bearer ") {
-        t.trim().to_owned()
-    } else if let Some(b) = value.strip_prefix("Basic ") {
-        use base64::Engine;
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b.trim()) else {
-            return false;
-        };
-        let Ok(text) = String::from_utf8(decoded) else {
-            return false;
-        };
-        match text.split_once(':') {
-            Some((_, password)) => password.to_owned(),
-            None => return false,
-        }
-    } else {
-        return false;
-    };
-    given.as_bytes().ct_eq(token.as_bytes()).into()
 }
 
 fn body_reader(body: Body) -> impl AsyncRead + Send + Unpin {
@@ -221,30 +192,4 @@ pub(crate) async fn discard(body: Body) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::bad_request(format!("reading upload: {e}")))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    #[test]
-    fn accepts_bearer_and_basic() {
-        let mut h = HeaderMap::new();
-        assert!(!authorized(&h, "s3cret"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer s3cret"),
-        );
-        assert!(authorized(&h, "s3cret"));
-        assert!(!authorized(&h, "other"));
-        // "nix:s3cret"
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic bml4OnMzY3JldA=="),
-        );
-        assert!(authorized(&h, "s3cret"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
-        assert!(!authorized(&h, "s3cret"));
-    }
 }

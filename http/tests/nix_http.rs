@@ -98,7 +98,8 @@ fn world() -> &'static World {
                     ))
                     .unwrap();
                     let mut upload_config = HttpConfig::new(StoreDir::default());
-                    upload_config.write_token = Some(WRITE_TOKEN.to_owned());
+                    upload_config.auth.write =
+                        Some(storefs_castore::token::Token::new(WRITE_TOKEN).unwrap());
                     let c = serve_http(
                         uploads,
                         upload_services,

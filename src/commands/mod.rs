@@ -6,6 +6,7 @@ mod info;
 mod mount;
 mod nar;
 mod serve;
+mod startup;
 
 use anyhow::{Context, anyhow, bail};
 use storefs_store::pathinfo::PathInfo;

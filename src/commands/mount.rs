@@ -61,6 +61,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
             &services,
             &globals.store_dir,
             path,
+            &args.daemon_access,
             stop.clone(),
         )
         .await?;

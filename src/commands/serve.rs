@@ -4,14 +4,15 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use storefs_grpc::{AuthPolicy, ListenAddr, Listener, ServerConfig};
-use storefs_store::daemon::{DaemonConfig, DaemonServices, bind_socket, serve_daemon};
+use storefs_store::daemon::{DaemonConfig, DaemonServices, TrustPolicy, bind_socket, serve_daemon};
 use storefs_store::signing::SecretKey;
 use storefs_store::store_path::StoreDir;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServeArgs;
+use crate::cli::{DaemonAccessArgs, ServeArgs};
+use crate::commands::startup;
 use crate::services::{Services, read_token};
 
 /// Where gRPC listens when nothing at all is asked for.
@@ -37,11 +38,19 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
                     .with_context(|| format!("listening on {l}"))?,
             );
         }
+        let auth = AuthPolicy {
+            read: token_from(args.read_token_file.as_deref())?,
+            write: token_from(args.write_token_file.as_deref())?,
+        };
+        for l in &listeners {
+            eprintln!(
+                "storefs: gRPC on {} ({})",
+                l.client_url(),
+                startup::token_summary(auth.read.is_some(), auth.write.is_some(), true)
+            );
+        }
         let config = ServerConfig {
-            auth: AuthPolicy {
-                read: token_from(args.read_token_file.as_deref())?,
-                write: token_from(args.write_token_file.as_deref())?,
-            },
+            auth,
             ..ServerConfig::default()
         };
         let grpc = storefs_grpc::Services {
@@ -72,9 +81,11 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
                     .with_context(|| format!("--sign-key-file {}", f.display()))?,
             );
         }
-        if let Some(f) = &args.write_token_file {
-            config.write_token = Some(read_file_trimmed(f)?);
-        }
+        config.auth = storefs_http::HttpAuth {
+            read: token_from(args.read_token_file.as_deref())?,
+            write: token_from(args.write_token_file.as_deref())?,
+        };
+        config.limits = startup::http_limits(&args.http_limits);
         let http = storefs_http::HttpServices {
             blob: services.blob.clone(),
             directory: services.directory.clone(),
@@ -82,8 +93,13 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
         };
         tracing::info!(listen = %addr, "serving the HTTP binary cache");
         eprintln!(
-            "storefs: HTTP binary cache on http://{}",
-            listener.local_addr()?
+            "storefs: HTTP binary cache on http://{} ({})",
+            listener.local_addr()?,
+            startup::token_summary(
+                config.auth.read.is_some(),
+                config.auth.write.is_some(),
+                false
+            )
         );
         let s = stop.clone();
         tasks.spawn(async move {
@@ -94,7 +110,15 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
     }
 
     if let Some(path) = &args.daemon_socket {
-        spawn_daemon(&mut tasks, &services, &store_dir, path, stop.clone()).await?;
+        spawn_daemon(
+            &mut tasks,
+            &services,
+            &store_dir,
+            path,
+            &args.daemon_access,
+            stop.clone(),
+        )
+        .await?;
     }
 
     // The first server to fail stops the others.
@@ -115,21 +139,40 @@ pub async fn spawn_daemon(
     services: &Services,
     store_dir: &StoreDir,
     path: &Path,
+    access: &DaemonAccessArgs,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = bind_socket(path, storefs_store::daemon::DEFAULT_SOCKET_MODE)
+    let socket = startup::daemon_access(access)?;
+    let listener = bind_socket(path, access.daemon_socket_mode)
         .await
         .with_context(|| format!("--daemon-socket {}", path.display()))?;
+    if let Some(gid) = socket.group {
+        std::os::unix::fs::chown(path, None, Some(gid)).with_context(|| {
+            format!(
+                "giving {} to group {gid} (--daemon-socket-group)",
+                path.display()
+            )
+        })?;
+    }
     let daemon_services = DaemonServices {
         blob_service: services.blob.clone(),
         directory_service: services.directory.clone(),
         path_info_service: services.path_info.clone(),
     };
+    eprintln!(
+        "storefs: Nix daemon socket at {} (mode {:04o}; trusted users: {}; allowed users: {})",
+        path.display(),
+        access.daemon_socket_mode,
+        socket.trusted,
+        socket.allowed
+    );
     let config = DaemonConfig {
         store_dir: store_dir.clone(),
+        trust: TrustPolicy::Users(socket.trusted),
+        allowed_users: socket.allowed,
+        limits: socket.limits,
         ..DaemonConfig::default()
     };
-    eprintln!("storefs: Nix daemon socket at {}", path.display());
     let path = path.to_owned();
     tasks.spawn(async move {
         let r = serve_daemon(listener, daemon_services, config, stop.cancelled_owned()).await;
@@ -164,13 +207,4 @@ fn token_from(file: Option<&Path>) -> anyhow::Result<Option<storefs_grpc::Token>
         Some(f) => read_token(Some(f)),
         None => Ok(None),
     }
-}
-
-fn read_file_trimmed(f: &Path) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-    let t = t.trim().to_owned();
-    if t.is_empty() {
-        bail!("{} is empty", f.display());
-    }
-    Ok(t)
 }

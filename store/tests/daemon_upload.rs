@@ -31,6 +31,9 @@ async fn start(trust: TrustPolicy) -> TestDaemon {
         services,
         DaemonConfig {
             trust,
+            // Nix's rule: untrusted clients may add content-addressed or
+            // signed paths (storefs refuses them unless told otherwise).
+            untrusted_writes: true,
             ..DaemonConfig::default()
         },
     )

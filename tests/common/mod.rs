@@ -4,6 +4,7 @@
 
 pub mod nix;
 pub mod procs;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

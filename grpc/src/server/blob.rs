@@ -83,12 +83,12 @@ fn chunks_stream(
             let op = format!("Read {digest}: chunk #{index} ({})", meta.digest);
             match blobs.read_chunk(&meta.digest).await {
                 Ok(Some(data)) if data.len() as u64 == meta.size => Ok(bytes_stream(data)),
-                Ok(Some(data)) => Err(Status::data_loss(format!(
+                Ok(Some(data)) => Err(crate::status::data_loss(format!(
                     "{op}: {} bytes, the chunk list says {}",
                     data.len(),
                     meta.size
                 ))),
-                Ok(None) => Err(Status::data_loss(format!("{op}: missing"))),
+                Ok(None) => Err(crate::status::data_loss(format!("{op}: missing"))),
                 Err(e) => Err(to_status(&op, e)),
             }
         }

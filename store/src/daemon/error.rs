@@ -74,6 +74,10 @@ pub enum ConnectionError {
         /// The version negotiated.
         have: ProtocolVersion,
     },
+    /// The server refused the client at the end of the handshake (not
+    /// allowed, too many connections); the client was sent this message.
+    #[error("refused at the handshake: {0}")]
+    Refused(String),
 }
 
 impl ConnectionError {
@@ -87,6 +91,8 @@ impl ConnectionError {
                     | io::ErrorKind::BrokenPipe
                     | io::ErrorKind::ConnectionReset
             ),
+            // Logged where the refusal was decided.
+            ConnectionError::Refused(_) => true,
             _ => false,
         }
     }
@@ -108,6 +114,9 @@ impl OpError {
 
 impl From<storefs_castore::Error> for OpError {
     fn from(e: storefs_castore::Error) -> Self {
+        if e.is_data_loss() {
+            tracing::error!(error = %e, "DATA_LOSS: corrupt data in this daemon's own store");
+        }
         OpError(format!("storefs: {e}"))
     }
 }

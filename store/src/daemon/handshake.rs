@@ -69,12 +69,14 @@ pub struct Negotiated {
 }
 
 /// Run the server side of the handshake, up to and including the
-/// STDERR_LAST that ends it.
+/// STDERR_LAST that ends it; or, with a `refusal`, end it with that error
+/// instead (which the client prints) and return [`ConnectionError::Refused`].
 pub async fn server_handshake<R, W>(
     r: &mut R,
     w: &mut W,
     daemon_version: &str,
     trust: TrustLevel,
+    refusal: Option<&str>,
 ) -> Result<Negotiated, ConnectionError>
 where
     R: AsyncRead + Unpin + ?Sized,
@@ -129,6 +131,11 @@ where
         if minor >= 35 {
             wire::put_u64(&mut out, trust.to_wire());
         }
+    }
+    if let Some(msg) = refusal {
+        out.extend(super::conn::encode_error(version, dialect, msg));
+        send(w, &mut out).await?;
+        return Err(ConnectionError::Refused(msg.to_owned()));
     }
     wire::put_u64(&mut out, STDERR_LAST);
     send(w, &mut out).await?;

@@ -8,6 +8,8 @@
 //! - `handshake`: both sides of the handshake.
 //! - `conn`, `ops`: one server connection and the per-op handlers.
 //! - `server`: the socket, its tasks and its configuration.
+//! - [`peer`], `admission`, `gate`: who may connect and upload (peer
+//!   credentials, trusted and allowed users), connection limits, timeouts.
 //! - `client`: [`DaemonClient`], the same protocol from the other end.
 //! - `import`: [`import_from_daemon`], closures copied in from a daemon.
 //!
@@ -23,19 +25,23 @@
 //! # }
 //! ```
 
+mod admission;
 mod client;
 mod conn;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gate;
 mod handshake;
 mod import;
 mod ops;
 mod path_info;
+pub mod peer;
 pub mod protocol;
 mod server;
 pub mod wire;
 
+pub use admission::DaemonLimits;
 pub use client::DaemonClient;
 pub use error::{ConnectionError, OpError};
 pub use handshake::{Dialect, Negotiated, TrustLevel};

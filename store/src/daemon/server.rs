@@ -1,6 +1,7 @@
-//! The daemon socket: accepts connections, runs the handshake and the op
-//! loop of each in its own task, caps how many run at once, and stops on
-//! shutdown after the connections in flight finish their current request.
+//! The daemon socket: accepts connections, hands each to the [`Gate`]
+//! (peer credentials, limits, timeouts), runs the handshake and the op loop
+//! of each in its own task, and stops on shutdown after the connections in
+//! flight finish their current request.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -13,13 +14,16 @@ use storefs_castore::blobservice::BlobService;
 use storefs_castore::directoryservice::DirectoryService;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::admission::DaemonLimits;
 use super::conn::Conn;
 use super::error::{ConnectionError, OpError};
+use super::gate::Gate;
 use super::handshake::{TrustLevel, server_handshake};
 use super::ops;
+use super::peer::{UserList, UserSpec};
 use super::wire;
 use crate::pathinfo::PathInfo;
 use crate::pathinfoservice::PathInfoService;
@@ -48,6 +52,20 @@ pub enum TrustPolicy {
     Nobody,
     /// Clients whose peer uid is in the set.
     Uids(BTreeSet<u32>),
+    /// Clients matching the list (uids, names, `@group`s; see [`UserList`]).
+    Users(UserList),
+}
+
+impl TrustPolicy {
+    /// The same policy as a user list.
+    pub fn to_list(&self) -> UserList {
+        match self {
+            TrustPolicy::Everyone => UserList::anyone(),
+            TrustPolicy::Nobody => UserList::default(),
+            TrustPolicy::Uids(uids) => UserList::of(uids.iter().map(|u| UserSpec::Uid(*u))),
+            TrustPolicy::Users(list) => list.clone(),
+        }
+    }
 }
 
 impl Default for TrustPolicy {
@@ -62,8 +80,15 @@ impl Default for TrustPolicy {
 pub struct DaemonConfig {
     /// The store directory that full paths on the wire must be in.
     pub store_dir: StoreDir,
-    /// Which clients are trusted.
+    /// Which clients are trusted: they may upload (see [`super::peer`]).
     pub trust: TrustPolicy,
+    /// Which clients may connect at all (Nix's `allowed-users`; trusted
+    /// ones always may). Default: anyone.
+    pub allowed_users: UserList,
+    /// Whether clients that are allowed but not trusted may upload paths
+    /// that are content-addressed or signed by a trusted key, as Nix lets
+    /// them. Default: no, untrusted clients are read-only.
+    pub untrusted_writes: bool,
     /// Public keys (Nix's `trusted-public-keys`) whose signatures make an
     /// upload acceptable.
     pub trusted_public_keys: TrustedKeys,
@@ -74,8 +99,11 @@ pub struct DaemonConfig {
     /// Whether uploads (AddToStoreNar, AddMultipleToStore, AddToStore,
     /// AddSignatures) are accepted at all.
     pub allow_writes: bool,
-    /// Most connections served at once; more wait to be accepted.
+    /// Most connections held at once (see [`DaemonLimits`] for how the
+    /// socket makes room).
     pub max_connections: usize,
+    /// Timeouts and the per-user connection limit.
+    pub limits: DaemonLimits,
     /// The version string sent to clients of 1.33 and later.
     pub daemon_version: String,
 }
@@ -85,22 +113,44 @@ impl Default for DaemonConfig {
         Self {
             store_dir: StoreDir::default(),
             trust: TrustPolicy::default(),
+            allowed_users: UserList::anyone(),
+            untrusted_writes: false,
             trusted_public_keys: TrustedKeys::default(),
             require_sigs: true,
             allow_writes: true,
             max_connections: wire::limits::DEFAULT_MAX_CONNECTIONS,
+            limits: DaemonLimits::default(),
             daemon_version: format!("storefs {}", env!("CARGO_PKG_VERSION")),
         }
     }
 }
 
-/// What every op handler gets: the services and the configuration.
+/// What every op handler gets: the services, the configuration and what
+/// this connection may do.
 pub(crate) struct Ctx {
     pub services: DaemonServices,
-    pub config: DaemonConfig,
+    pub config: Arc<DaemonConfig>,
+    /// Why this connection may not upload, if it may not (an untrusted
+    /// peer): the error every upload gets.
+    pub write_refusal: Option<String>,
 }
 
 impl Ctx {
+    /// `Ok` if this connection may record paths or signatures, else the
+    /// error to answer the upload with.
+    pub fn writable(&self) -> Result<(), OpError> {
+        if let Some(why) = &self.write_refusal {
+            return Err(OpError(why.clone()));
+        }
+        if self.config.allow_writes {
+            Ok(())
+        } else {
+            Err(OpError::new(
+                "storefs daemon: this socket is read-only; uploads are refused",
+            ))
+        }
+    }
+
     /// Parse a full store path (or base name) sent by the client.
     pub fn parse_path(&self, s: &str) -> Result<StorePath, OpError> {
         self.config
@@ -166,26 +216,19 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
 /// Serve the daemon protocol on `listener` until `shutdown` completes, then
 /// stop accepting, let each open connection finish the request it is in,
-/// and return. At most `config.max_connections` run at once.
+/// and return. Who may connect and upload, how many connections are held
+/// and for how long: see [`super::peer`] and [`DaemonLimits`].
 pub async fn serve_daemon(
     listener: UnixListener,
     services: DaemonServices,
     config: DaemonConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let limit = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let ctx = Arc::new(Ctx { services, config });
+    let gate = Gate::new(services, config);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break, // the semaphore is never closed
-            },
-        };
         let (stream, _) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -198,14 +241,9 @@ pub async fn serve_daemon(
                 }
             },
         };
-        let trusted = peer_trusted(&stream, &ctx.config.trust);
-        let ctx = ctx.clone();
-        let stop = stop_rx.clone();
-        tasks.spawn(async move {
-            let (r, w) = stream.into_split();
-            serve_one(Box::new(r), Box::new(w), &ctx, trusted, stop).await;
-            drop(permit);
-        });
+        if let Some(task) = gate.accept(stream, stop_rx.clone()) {
+            tasks.spawn(task);
+        }
         // Reap finished tasks so the set does not grow without bound.
         while tasks.try_join_next().is_some() {}
     }
@@ -228,6 +266,7 @@ pub async fn serve_daemon(
 
 /// Serve one connection on an arbitrary byte stream (a socket accepted
 /// elsewhere, or stdin/stdout for `--stdio`), until the peer hangs up.
+/// An untrusted peer may upload only with `config.untrusted_writes`.
 pub async fn serve_stream<R, W>(
     reader: R,
     writer: W,
@@ -238,50 +277,87 @@ pub async fn serve_stream<R, W>(
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let ctx = Ctx { services, config };
+    let write_refusal = (!trusted && !config.untrusted_writes)
+        .then(|| "storefs daemon: this client is not trusted; uploads are refused".to_owned());
+    let ctx = Ctx {
+        services,
+        config: Arc::new(config),
+        write_refusal,
+    };
     let (_tx, rx) = watch::channel(false);
-    serve_one(Box::new(reader), Box::new(writer), &ctx, trusted, rx).await;
+    let greeting = Greeting {
+        trusted,
+        refusal: None,
+        timeout: None,
+    };
+    serve_one(
+        Box::new(reader),
+        Box::new(writer),
+        &ctx,
+        greeting,
+        rx,
+        || {},
+    )
+    .await;
 }
 
-fn peer_trusted(stream: &UnixStream, policy: &TrustPolicy) -> bool {
-    match policy {
-        TrustPolicy::Everyone => true,
-        TrustPolicy::Nobody => false,
-        TrustPolicy::Uids(uids) => match stream.peer_cred() {
-            Ok(cred) => uids.contains(&cred.uid()),
-            Err(e) => {
-                tracing::warn!(error = %e, "daemon socket: no peer credentials; not trusted");
-                false
-            }
-        },
-    }
+/// How a connection's handshake goes.
+pub(crate) struct Greeting {
+    /// What the client is told of its trust.
+    pub trusted: bool,
+    /// Refuse the client at the end of the handshake with this error.
+    pub refusal: Option<String>,
+    /// Longest time the handshake may take.
+    pub timeout: Option<std::time::Duration>,
 }
 
-async fn serve_one(
+/// Run the handshake, then the op loop; `greeted` runs once the handshake
+/// is done.
+pub(crate) async fn serve_one(
     r: Box<dyn AsyncRead + Send + Unpin>,
     w: Box<dyn AsyncWrite + Send + Unpin>,
     ctx: &Ctx,
-    trusted: bool,
+    greeting: Greeting,
     stop: watch::Receiver<bool>,
+    greeted: impl FnOnce(),
 ) {
     let mut r = BufReader::with_capacity(64 * 1024, r);
     let mut w = BufWriter::with_capacity(64 * 1024, w);
+    let trusted = greeting.trusted;
     let trust = if trusted {
         TrustLevel::Trusted
     } else {
         TrustLevel::NotTrusted
     };
     let mut stop_handshake = stop.clone();
+    let handshake = server_handshake(
+        &mut r,
+        &mut w,
+        &ctx.config.daemon_version,
+        trust,
+        greeting.refusal.as_deref(),
+    );
+    let within = async {
+        match greeting.timeout {
+            Some(t) => tokio::time::timeout(t, handshake).await.ok(),
+            None => Some(handshake.await),
+        }
+    };
     let negotiated = tokio::select! {
-        n = server_handshake(&mut r, &mut w, &ctx.config.daemon_version, trust) => match n {
-            Ok(n) => n,
-            Err(e) => {
+        n = within => match n {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
                 log_end(&e, "handshake");
+                return;
+            }
+            None => {
+                tracing::debug!("daemon client did not finish its handshake in time");
                 return;
             }
         },
         _ = stop_handshake.wait_for(|s| *s) => return,
     };
+    greeted();
     tracing::debug!(version = %negotiated.version, dialect = ?negotiated.dialect, trusted, "daemon client connected");
     let mut conn = Conn {
         r,

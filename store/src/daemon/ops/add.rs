@@ -27,13 +27,7 @@ use crate::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo};
 const MAX_TEXT_LEN: u64 = 64 << 20;
 
 fn refuse_if_read_only(ctx: &Ctx) -> Result<(), OpError> {
-    if ctx.config.allow_writes {
-        Ok(())
-    } else {
-        Err(OpError::new(
-            "storefs daemon: this socket is read-only; uploads are refused",
-        ))
-    }
+    ctx.writable()
 }
 
 /// Drain a framed stream after its consumer is done, and fold the outcome:

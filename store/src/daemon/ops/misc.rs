@@ -4,7 +4,7 @@
 
 use super::{read_path, read_paths};
 use crate::daemon::conn::Conn;
-use crate::daemon::error::{ConnectionError, OpError};
+use crate::daemon::error::ConnectionError;
 use crate::daemon::path_info::parse_signature;
 use crate::daemon::server::Ctx;
 use crate::daemon::wire::{self, FramedReader, limits};
@@ -150,11 +150,7 @@ pub(super) async fn add_signatures(conn: &mut Conn, ctx: &Ctx) -> Result<(), Con
     )
     .await?;
     let outcome = async {
-        if !ctx.config.allow_writes {
-            return Err(OpError::new(
-                "storefs daemon: this socket is read-only; cannot add signatures",
-            ));
-        }
+        ctx.writable()?;
         let mut info = ctx.require(&ctx.parse_path(&path)?).await?;
         for s in &sigs {
             let sig = parse_signature(s)?;

@@ -7,7 +7,7 @@ use crate::daemon::conn::Conn;
 use crate::daemon::error::ConnectionError;
 use crate::daemon::protocol::STDERR_LAST;
 use crate::daemon::server::Ctx;
-use crate::nar::write_nar;
+use crate::nar::{NarWriteError, write_nar};
 
 /// P → STDERR_LAST, then the raw NAR (no length, no framing). Validity is
 /// checked before STDERR_LAST, since an error inside the NAR cannot be
@@ -29,9 +29,24 @@ pub(super) async fn nar_from_path(conn: &mut Conn, ctx: &Ctx) -> Result<(), Conn
         ctx.services.directory_service.as_ref(),
     )
     .await
-    .map_err(|e| ConnectionError::NarStream {
-        path: path.clone(),
-        reason: e.to_string(),
+    .map_err(|e| {
+        if is_data_loss(&e) {
+            tracing::error!(path, error = %e, "DATA_LOSS: a NAR could not be rendered from this daemon's own store");
+        }
+        ConnectionError::NarStream {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
     })?;
     conn.flush().await
+}
+
+/// Whether a NAR of a valid path failed because our own store lacks or
+/// holds damaged data for it (not because the client went away).
+fn is_data_loss(e: &NarWriteError) -> bool {
+    match e {
+        NarWriteError::Io(_) => false,
+        NarWriteError::BlobRead { source, .. } => source.kind() == std::io::ErrorKind::InvalidData,
+        _ => true,
+    }
 }
