@@ -51,6 +51,7 @@ mod error;
 pub mod fuzzing;
 mod import;
 mod names;
+mod redb_file;
 mod redb_store;
 pub mod token;
 mod url;
@@ -66,10 +67,14 @@ pub use self::url::{
     open_castore,
 };
 pub use blobservice::{
-    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, MemoryBlobService, RedbBlobService,
-    WRITE_BATCH_BYTES,
+    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, DISK_SLACK_BYTES,
+    DISK_SLACK_PERCENT, MemoryBlobService, RedbBlobService, WRITE_BATCH_BYTES, disk_bound,
+    sync_bytes_for,
 };
-pub use cache::{CachedBlobService, CachedDirectoryService};
+pub use cache::{
+    CacheStats, CacheStatsSnapshot, CachedBlobService, CachedDirectoryService, FIRST_PAUSE,
+    LOG_INTERVAL, MAX_PAUSE,
+};
 pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};
 pub use directory::{Directory, DirectoryError, Entry, Node};
@@ -87,5 +92,6 @@ pub use names::{
     SymlinkTargetError,
 };
 pub use redb_store::{
-    CACHE_SYNC_BYTES, CACHE_SYNC_INTERVAL, CHUNK_RAW, CHUNK_ZSTD, RedbStore, STORE_FILE_NAME,
+    CACHE_SYNC_BYTES, CACHE_SYNC_INTERVAL, CHUNK_RAW, CHUNK_ZSTD, Recovery, RedbStore,
+    STORE_FILE_NAME,
 };

@@ -21,8 +21,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use redb::{Database, TableDefinition};
 
+use crate::redb_file::{DiskFull, FileLock, LockError, StoreFile};
 use crate::{B3Digest, Error, Result};
 
 /// Name of the database file inside a `redb://` store directory.
@@ -64,20 +66,64 @@ struct CacheSync {
     at: std::time::Instant,
     /// Bytes filled since.
     bytes: u64,
+    /// Bytes of fills that make the next one durable
+    /// ([`CACHE_SYNC_BYTES`] unless set lower for a small quota).
+    limit: u64,
+}
+
+impl CacheSync {
+    fn new() -> Self {
+        Self {
+            at: std::time::Instant::now(),
+            bytes: 0,
+            limit: CACHE_SYNC_BYTES,
+        }
+    }
 }
 
 /// A shared handle on the embedded store's redb database. Clones share the
 /// same open database.
+///
+/// The database can be reopened in place ([`RedbStore::recover`]): after an
+/// I/O error (a full disk) redb fails every call until it is opened again.
+/// So the services over a store ask it for the current handle
+/// ([`RedbStore::database`]) for each operation and must not keep it.
 #[derive(Clone)]
 pub struct RedbStore {
-    /// The open database; other crates open their own tables in it.
-    db: Arc<Database>,
+    /// The open database; other crates open their own tables in it. A
+    /// parking_lot (sync) lock: read for an instant to clone the handle,
+    /// written only while [`RedbStore::recover`] swaps in a new one.
+    db: Arc<RwLock<Arc<Database>>>,
     /// When a cache fill last committed durably (see
     /// [`RedbStore::cache_fill_durability`]). A std mutex: held for an
     /// instant, never across an await.
     cache_synced: Arc<std::sync::Mutex<CacheSync>>,
     /// Where it lives, for messages.
     path: Arc<PathBuf>,
+    /// The file's lock and disk-full flag, for a store opened from its
+    /// path (one opened elsewhere cannot be reopened).
+    file: Option<Arc<FileState>>,
+}
+
+/// What a store opened from its path keeps of its file.
+struct FileState {
+    /// Held while any clone of the store lives: one process per file.
+    _lock: FileLock,
+    /// Set when a write met a full disk.
+    full: Arc<DiskFull>,
+}
+
+/// What [`RedbStore::recover`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recovery {
+    /// The database works; nothing was done.
+    Healthy,
+    /// It had failed (after a full disk when `disk_full`) and was reopened.
+    Reopened {
+        /// Whether a write had met a full disk.
+        disk_full: bool,
+    },
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -92,30 +138,72 @@ impl RedbStore {
     /// Open the database file at `path`, creating it if absent, and create
     /// castore's tables. This blocks (it may repair a file left by a crash):
     /// call it at startup or from `spawn_blocking`, and only once per file
-    /// and process (redb refuses a second open); share clones instead.
+    /// and process (a second open is refused); share clones instead.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let db = Database::builder()
-            .set_cache_size(REDB_CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Storage(format!(
+        let lock = FileLock::acquire(&path).map_err(|e| match e {
+            LockError::Busy => Error::Storage(format!(
                 "{} is in use by another process (a running `storefs serve` or `storefs mount`?); \
                  use --store grpc://... to reach it through that process",
                 path.display()
             )),
-            e => Error::Storage(format!("opening redb database {}: {e}", path.display())),
+            LockError::Io(e) => {
+                Error::Storage(format!("opening redb database {}: {e}", path.display()))
+            }
         })?;
+        let full = Arc::new(DiskFull::default());
+        let db = open_database(&path, &full)?;
         let store = Self {
-            db: Arc::new(db),
-            cache_synced: Arc::new(std::sync::Mutex::new(CacheSync {
-                at: std::time::Instant::now(),
-                bytes: 0,
-            })),
+            db: Arc::new(RwLock::new(Arc::new(db))),
+            cache_synced: Arc::new(std::sync::Mutex::new(CacheSync::new())),
             path: Arc::new(path),
+            file: Some(Arc::new(FileState { _lock: lock, full })),
         };
         store.create_tables()?;
         Ok(store)
+    }
+
+    /// A store over a database opened elsewhere (by redb's own means). It
+    /// works like any other but cannot be reopened by
+    /// [`RedbStore::recover`]. `label` names it in messages.
+    pub fn from_database(db: Arc<Database>, label: impl Into<PathBuf>) -> Result<Self> {
+        let store = Self {
+            db: Arc::new(RwLock::new(db)),
+            cache_synced: Arc::new(std::sync::Mutex::new(CacheSync::new())),
+            path: Arc::new(label.into()),
+            file: None,
+        };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    /// If the database has failed (redb answers "Previous I/O error" to
+    /// everything after a write failed, e.g. on a full disk), open it
+    /// again: it comes back as of its last durable commit. Calls in flight
+    /// on the old handle fail; later ones use the new one. Blocks (the
+    /// reopen repairs the file): call it from `spawn_blocking`.
+    ///
+    /// Reopening does not make room: on a disk that is still full the next
+    /// write fails again, so callers must stop writing for a while.
+    pub fn recover(&self) -> Result<Recovery> {
+        let Some(file) = &self.file else {
+            return Ok(Recovery::Healthy);
+        };
+        let mut slot = self.db.write();
+        if !has_failed(&slot) {
+            return Ok(Recovery::Healthy);
+        }
+        let disk_full = file.full.take();
+        let db = open_database(&self.path, &file.full)?;
+        *slot = Arc::new(db);
+        Ok(Recovery::Reopened { disk_full })
+    }
+
+    /// The size of the database file now, in bytes.
+    pub fn file_len(&self) -> Result<u64> {
+        std::fs::metadata(&*self.path)
+            .map(|m| m.len())
+            .map_err(|e| Error::Storage(format!("stat {}: {e}", self.path.display())))
     }
 
     /// Open (creating the directory if needed) the store in directory `dir`:
@@ -129,9 +217,11 @@ impl RedbStore {
         Self::open(dir.join(STORE_FILE_NAME))
     }
 
-    /// The database, for crates that keep their own tables in it.
-    pub fn database(&self) -> &Arc<Database> {
-        &self.db
+    /// The database now, for crates that keep their own tables in it.
+    /// Take it for one operation and let go: after [`RedbStore::recover`]
+    /// it is a new one.
+    pub fn database(&self) -> Arc<Database> {
+        Arc::clone(&self.db.read())
     }
 
     /// The durability for a cache fill (a chunk, chunk list or directory
@@ -145,14 +235,9 @@ impl RedbStore {
     /// most that much of the cache, which is fetched again; redb stays
     /// consistent. You must call [`RedbStore::flush`] before a clean exit.
     pub(crate) fn cache_fill_durability(&self, bytes: u64) -> redb::Durability {
-        let mut sync = match self.cache_synced.lock() {
-            Ok(g) => g,
-            // A poisoned lock only means another fill panicked mid-check;
-            // the counters inside are still valid numbers.
-            Err(p) => p.into_inner(),
-        };
+        let mut sync = self.cache_sync();
         sync.bytes = sync.bytes.saturating_add(bytes);
-        if sync.at.elapsed() >= CACHE_SYNC_INTERVAL || sync.bytes >= CACHE_SYNC_BYTES {
+        if sync.at.elapsed() >= CACHE_SYNC_INTERVAL || sync.bytes >= sync.limit {
             sync.at = std::time::Instant::now();
             sync.bytes = 0;
             redb::Durability::Immediate
@@ -161,11 +246,28 @@ impl RedbStore {
         }
     }
 
+    /// Make cache fills durable after at most `bytes` of them (instead of
+    /// [`CACHE_SYNC_BYTES`]; a store under a small quota needs less
+    /// room for pages redb cannot reuse yet). Values above
+    /// [`CACHE_SYNC_BYTES`] are lowered to it.
+    pub fn set_cache_sync_bytes(&self, bytes: u64) {
+        self.cache_sync().limit = bytes.clamp(1, CACHE_SYNC_BYTES);
+    }
+
+    fn cache_sync(&self) -> std::sync::MutexGuard<'_, CacheSync> {
+        match self.cache_synced.lock() {
+            Ok(g) => g,
+            // A poisoned lock only means another fill panicked mid-check;
+            // the counters inside are still valid numbers.
+            Err(p) => p.into_inner(),
+        }
+    }
+
     /// Make every commit so far durable (an empty durable commit). Blocks:
     /// call it from `spawn_blocking` or at exit.
     pub fn flush(&self) -> Result<()> {
         let mut txn = self
-            .db
+            .database()
             .begin_write()
             .map_err(|e| Error::Storage(format!("flush {}: {e}", self.path.display())))?;
         txn.set_durability(redb::Durability::Immediate);
@@ -195,7 +297,8 @@ impl RedbStore {
                 self.path.display()
             ))
         };
-        let txn = self.db.begin_write().map_err(|e| err(&e))?;
+        let db = self.database();
+        let txn = db.begin_write().map_err(|e| err(&e))?;
         for table in [CHUNKS, BLOB_CHUNKS, DIRECTORIES] {
             txn.open_table(table).map_err(|e| err(&e))?;
         }
@@ -203,6 +306,34 @@ impl RedbStore {
         txn.open_table(CHUNK_ATIME).map_err(|e| err(&e))?;
         txn.open_table(META).map_err(|e| err(&e))?;
         txn.commit().map_err(|e| err(&e))
+    }
+}
+
+/// Open the database file at `path` through a [`StoreFile`] (the caller
+/// holds the file's lock).
+fn open_database(path: &Path, full: &Arc<DiskFull>) -> Result<Database> {
+    let err = |e: &dyn std::fmt::Display| {
+        Error::Storage(format!("opening redb database {}: {e}", path.display()))
+    };
+    let file = StoreFile::open(path, Arc::clone(full)).map_err(|e| err(&e))?;
+    Database::builder()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create_with_backend(file)
+        .map_err(|e| err(&e))
+}
+
+/// Whether `db` has failed for good (a write failed; redb now answers
+/// every call with "Previous I/O error"). Blocks behind a write in
+/// progress.
+fn has_failed(db: &Database) -> bool {
+    match db.begin_write() {
+        Ok(txn) => {
+            // Nothing written: abort cannot fail in a way that matters.
+            let _ = txn.abort();
+            false
+        }
+        Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => true,
+        Err(_) => false,
     }
 }
 

@@ -67,13 +67,16 @@ mod error;
 mod fetch;
 mod fs;
 mod inodes;
+mod memory;
 mod mount;
+mod mountpoint;
 mod ops;
 mod reader;
 mod stats;
 
+pub use memory::{MALLOC_ARENAS, MMAP_THRESHOLD, bound_malloc};
 pub use mount::{MountConfig, MountError, MountHandle, Unmounter, mount};
-pub use stats::{MountStats, StatsSnapshot};
+pub use stats::{BlobOrigin, MountStats, StatsSnapshot};
 
 /// Names of the extended attributes the mount offers.
 pub mod xattr {

@@ -2,8 +2,10 @@
 //! that waits for or ends the mount.
 //!
 //! A stale mount at the mountpoint (its `stat` fails with `ENOTCONN`, left
-//! by a process that died without unmounting) is detached first. As root
-//! fuser mounts with mount(2); otherwise it goes through `fusermount3`.
+//! by a process that died without unmounting) is detached first; a live
+//! mount of any kind there is refused ([`MountError::Busy`]), since a mount
+//! stacked on it would take it away when unmounted. As root fuser mounts
+//! with mount(2); otherwise it goes through `fusermount3`.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -22,7 +24,7 @@ use crate::bridge::Bridge;
 use crate::fetch::Fetcher;
 use crate::fs::StoreFs;
 use crate::ops::{FsInner, InnerConfig};
-use crate::stats::MountStats;
+use crate::stats::{BlobOrigin, MountStats};
 
 /// How to mount. Build it with [`MountConfig::new`] and change the fields
 /// you need.
@@ -65,6 +67,10 @@ pub struct MountConfig {
     /// of the directory service again, which the CLI backs with a local
     /// cache).
     pub dir_cache_entries: usize,
+    /// Where the blob service gets its bytes, so that the figures
+    /// (`user.storefs.stats`) count as fetched only what came from a
+    /// remote. Default: all of it is remote.
+    pub blob_origin: BlobOrigin,
 }
 
 impl MountConfig {
@@ -83,6 +89,7 @@ impl MountConfig {
             readahead_in_flight: 16,
             dir_cache_entries: 200_000,
             no_open: true,
+            blob_origin: BlobOrigin::Remote,
         }
     }
 }
@@ -101,6 +108,19 @@ pub enum MountError {
         path: PathBuf,
         /// What failed.
         message: String,
+    },
+    /// The mountpoint already holds a live mount (storefs or any other).
+    #[error(
+        "{path} already holds a live {fstype} mount{}; unmount it first or choose another mountpoint",
+        device.as_ref().map(|s| format!(" of {s}")).unwrap_or_default()
+    )]
+    Busy {
+        /// The mountpoint.
+        path: PathBuf,
+        /// The type of what is mounted there (`fuse.storefs`, `tmpfs`, ...).
+        fstype: String,
+        /// What is mounted there (the mount's source), if known.
+        device: Option<String>,
     },
     /// The mount itself failed (no /dev/fuse, no fusermount3, not a
     /// directory, no permission).
@@ -149,8 +169,16 @@ pub fn mount(
     if config.timeout.is_zero() {
         return Err(MountError::Config("timeout must be more than zero".into()));
     }
+    crate::memory::bound_malloc();
     clear_stale(&config.mountpoint)?;
-    let stats = Arc::new(MountStats::default());
+    if let Some(live) = crate::mountpoint::live_mount_at(&config.mountpoint) {
+        return Err(MountError::Busy {
+            path: config.mountpoint.clone(),
+            fstype: live.fstype,
+            device: live.source,
+        });
+    }
+    let stats = Arc::new(MountStats::new(config.blob_origin.clone()));
     let fetcher = Arc::new(Fetcher::new(
         blobs,
         Arc::clone(&stats),

@@ -1,17 +1,46 @@
-//! The mount's figures: what was fetched, what the in-memory caches served.
+//! The mount's figures: what was fetched from the remote, what the local
+//! disk cache and the in-memory caches served.
+//!
+//! `bytes_fetched` means bytes received from a remote service, nothing
+//! else. Where the mount's blob service is a local cache in front of a
+//! remote ([`BlobOrigin::Cached`]), the cache tells which chunks came from
+//! where; a mount of a local store fetches nothing. What the mount read
+//! from its blob service, wherever from, is `blob_bytes_read`.
 //!
 //! Counters are relaxed atomics: they are read for reporting only, never to
 //! decide anything.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+use storefs_castore::CacheStats;
+
+/// Where the mount's blob service gets its bytes, so that its figures can
+/// say what crossed to a remote.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum BlobOrigin {
+    /// The blob service is remote: all it returns was fetched.
+    #[default]
+    Remote,
+    /// The blob service is a local store: nothing is fetched.
+    Local,
+    /// A local cache in front of a remote: its figures say what was
+    /// fetched and what came from the disk cache.
+    Cached(Arc<CacheStats>),
+}
 
 /// Live counters of one mount. Shared by every part of the filesystem; read
 /// them with [`MountStats::snapshot`].
 #[derive(Debug, Default)]
 pub struct MountStats {
+    /// Where blob bytes come from (for `bytes_fetched`).
+    origin: BlobOrigin,
+    /// Bytes of chunks (and streamed blobs) the mount read from its blob
+    /// service, from a remote or not.
     pub(crate) bytes_fetched: AtomicU64,
+    /// Chunks the mount read from its blob service.
     pub(crate) chunks_fetched: AtomicU64,
     pub(crate) chunk_cache_hits: AtomicU64,
     pub(crate) chunk_cache_misses: AtomicU64,
@@ -32,11 +61,30 @@ pub struct MountStats {
 /// The counters at one moment, as plain numbers (and as the JSON the
 /// `user.storefs.stats` xattr of the mount's root returns).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct StatsSnapshot {
-    /// Bytes of chunks (and streamed blobs) received from the blob service.
+    /// Bytes of chunks (and streamed blobs) received from a remote service.
     pub bytes_fetched: u64,
-    /// Chunks received from the blob service (whole small blobs count as one).
+    /// Chunks received from a remote service (whole small blobs count as
+    /// one).
     pub chunks_fetched: u64,
+    /// Bytes of chunks served by the local disk cache (0 without one).
+    pub cache_hit_bytes: u64,
+    /// Chunks served by the local disk cache.
+    pub cache_hit_chunks: u64,
+    /// Bytes of chunks the mount read from its blob service: fetched from
+    /// a remote, from the local disk cache, or from a local store.
+    pub blob_bytes_read: u64,
+    /// Chunks the mount read from its blob service.
+    pub blob_chunks_read: u64,
+    /// Writes into the local disk cache that failed (a full disk).
+    pub cache_fill_failures: u64,
+    /// Fetched chunks not kept because filling the cache was paused.
+    pub cache_fills_skipped: u64,
+    /// 1 while filling the disk cache is paused after a failure.
+    pub cache_filling_paused: u64,
+    /// Times the disk cache was reopened after a failed write.
+    pub cache_recoveries: u64,
     /// Chunk reads served by the in-memory chunk cache.
     pub chunk_cache_hits: u64,
     /// Chunk reads that had to ask the blob service (or join a fetch in flight).
@@ -68,12 +116,23 @@ pub struct StatsSnapshot {
 }
 
 impl MountStats {
+    /// Counters for a mount whose blob service gets its bytes from
+    /// `origin`.
+    pub fn new(origin: BlobOrigin) -> Self {
+        Self {
+            origin,
+            ..Self::default()
+        }
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            bytes_fetched: get(&self.bytes_fetched),
-            chunks_fetched: get(&self.chunks_fetched),
+        let (blob_bytes_read, blob_chunks_read) =
+            (get(&self.bytes_fetched), get(&self.chunks_fetched));
+        let mut snap = StatsSnapshot {
+            blob_bytes_read,
+            blob_chunks_read,
             chunk_cache_hits: get(&self.chunk_cache_hits),
             chunk_cache_misses: get(&self.chunk_cache_misses),
             chunk_cache_bytes: get(&self.chunk_cache_bytes),
@@ -88,7 +147,27 @@ impl MountStats {
             open_files: get(&self.open_files),
             timeouts: get(&self.timeouts),
             errors: get(&self.errors),
+            ..StatsSnapshot::default()
+        };
+        match &self.origin {
+            BlobOrigin::Remote => {
+                snap.bytes_fetched = blob_bytes_read;
+                snap.chunks_fetched = blob_chunks_read;
+            }
+            BlobOrigin::Local => {}
+            BlobOrigin::Cached(cache) => {
+                let c = cache.snapshot();
+                snap.bytes_fetched = c.far_bytes;
+                snap.chunks_fetched = c.far_chunks;
+                snap.cache_hit_bytes = c.near_bytes;
+                snap.cache_hit_chunks = c.near_chunks;
+                snap.cache_fill_failures = c.fill_failures;
+                snap.cache_fills_skipped = c.fills_skipped;
+                snap.cache_filling_paused = c.filling_paused;
+                snap.cache_recoveries = c.near_recoveries;
+            }
         }
+        snap
     }
 }
 
@@ -124,9 +203,18 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.bytes_fetched, 4096);
         assert_eq!(snap.chunks_fetched, 2);
+        assert_eq!(snap.blob_bytes_read, 4096);
         assert_eq!(snap.inodes, 5);
         let v: serde_json::Value = serde_json::from_str(&snap.to_json()).unwrap();
         assert_eq!(v["bytes_fetched"], 4096);
         assert_eq!(v["inodes"], 5);
+    }
+
+    #[test]
+    fn a_local_store_fetches_nothing() {
+        let s = MountStats::new(BlobOrigin::Local);
+        add(&s.bytes_fetched, 4096);
+        let snap = s.snapshot();
+        assert_eq!((snap.bytes_fetched, snap.blob_bytes_read), (0, 4096));
     }
 }

@@ -4,6 +4,7 @@ mod add;
 mod import;
 mod info;
 mod mount;
+mod mount_access;
 mod nar;
 mod serve;
 mod startup;

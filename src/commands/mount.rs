@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use storefs_castore::{
-    BlobService, CachedBlobService, CachedDirectoryService, DirectoryService, RedbBlobService,
-    RedbStore, StoreUrl,
+    BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
+    RedbBlobService, RedbStore, StoreUrl,
 };
-use storefs_fuse::MountConfig;
+use storefs_fuse::{BlobOrigin, MountConfig};
 use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
 use tokio_util::sync::CancellationToken;
 
@@ -23,12 +23,13 @@ use crate::services::{self, Globals, Services};
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let far = services::open(&globals.url, globals.token.clone()).await?;
-    let (services, cache) = match &globals.url {
+    let (services, cache, blob_origin) = match &globals.url {
         StoreUrl::Grpc { .. } => {
-            let (services, cache) = with_local_cache(far, args).await?;
-            (services, Some(cache))
+            super::mount_access::check(&globals.url, &far).await?;
+            let (services, cache, stats) = with_local_cache(far, args).await?;
+            (services, Some(cache), BlobOrigin::Cached(stats))
         }
-        _ => (far, None),
+        _ => (far, None, BlobOrigin::Local),
     };
 
     let mut config = MountConfig::new(&args.mountpoint);
@@ -39,6 +40,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     config.timeout = Duration::from_secs(args.timeout.max(1));
     config.allow_other = args.allow_other;
     config.store_dir = globals.store_dir.as_str().to_owned();
+    config.blob_origin = blob_origin;
 
     let runtime = tokio::runtime::Handle::current();
     let (blob, directory, path_info) = (
@@ -102,11 +104,11 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
 
 /// Front `far` with the local redb cache under `--cache` (default: the
 /// data directory's `cache/`); also returns the cache's store, to flush at
-/// exit.
+/// exit, and the blob cache's figures.
 async fn with_local_cache(
     far: Services,
     args: &MountArgs,
-) -> anyhow::Result<(Services, RedbStore)> {
+) -> anyhow::Result<(Services, RedbStore, Arc<CacheStats>)> {
     let dir = args
         .cache
         .clone()
@@ -123,8 +125,10 @@ async fn with_local_cache(
     tracing::info!(cache = %dir.display(), quota, "local cache");
     let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(quota));
     let near_dirs = Arc::new(store.directory_service());
-    let near_infos = Arc::new(RedbPathInfoService::new(store.database().clone()).await?);
-    let blob: Arc<dyn BlobService> = Arc::new(CachedBlobService::new(near_blobs, far.blob));
+    let near_infos = Arc::new(RedbPathInfoService::from_store(&store).await?);
+    let cached_blobs = CachedBlobService::new(near_blobs, far.blob);
+    let stats = Arc::clone(cached_blobs.stats());
+    let blob: Arc<dyn BlobService> = Arc::new(cached_blobs);
     let directory: Arc<dyn DirectoryService> =
         Arc::new(CachedDirectoryService::new(near_dirs, far.directory));
     let path_info: Arc<dyn PathInfoService> =
@@ -135,7 +139,7 @@ async fn with_local_cache(
         path_info,
         nar_calculation: far.nar_calculation,
     };
-    Ok((services, store))
+    Ok((services, store, stats))
 }
 
 /// Parse a size: a number of bytes, optionally with a binary suffix

@@ -20,10 +20,16 @@ pub struct Service {
 impl Service {
     /// Start serving `data` on `socket` and wait until it answers.
     pub fn start(data: &Path, socket: &Path) -> Self {
+        Self::start_with(data, socket, &[])
+    }
+
+    /// Like [`Service::start`], with extra `serve` flags.
+    pub fn start_with(data: &Path, socket: &Path, extra: &[&str]) -> Self {
         let child = storefs(data)
             .arg("serve")
             .arg("--listen")
             .arg(format!("unix:{}", socket.display()))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

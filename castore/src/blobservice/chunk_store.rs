@@ -24,6 +24,14 @@ pub trait ChunkStore: BlobService {
     /// `chunks(blob)` returns `chunks`; a read of a chunk that is not here
     /// returns `None`. A list of fewer than two chunks is refused.
     async fn insert_chunk_list(&self, blob: &B3Digest, chunks: &[ChunkMeta]) -> Result<()>;
+
+    /// After an insert failed: bring the store back to serving what it
+    /// holds, if the failure broke it (redb fails every call after a write
+    /// error until reopened). Returns whether anything had to be done, and
+    /// whether the disk was full. The default: nothing to do.
+    async fn recover(&self) -> Result<crate::Recovery> {
+        Ok(crate::Recovery::Healthy)
+    }
 }
 
 /// Check what `insert_chunk` is given.

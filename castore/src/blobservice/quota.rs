@@ -2,7 +2,12 @@
 //! that serves as a cache ([`crate::RedbBlobService::with_quota`]).
 //!
 //! Only chunk records count (directories and chunk lists are small and
-//! kept). Each chunk the service stores gets a last-use tick; reads note
+//! kept), each at what it costs in the file ([`charged_bytes`]): redb keeps
+//! a large value in a page of its own whose size is a power of two, so a
+//! 65 KiB record takes 128 KiB. With that, and cache fills made durable
+//! often enough that redb can reuse freed pages ([`sync_bytes_for`]), the
+//! file stays within [`disk_bound`] of the quota. Each chunk the service
+//! stores gets a last-use tick; reads note
 //! their chunk's use in memory, and every write transaction folds those
 //! notes in, then evicts the least recently used chunks until the total is
 //! within the quota. A chunk list may outlive some of its chunks: a cache
@@ -23,6 +28,61 @@ use crate::{B3Digest, Result};
 
 /// The `META` key of the total size of tracked chunk records.
 const CHUNK_BYTES: &str = "quota.chunk_bytes";
+
+/// redb's page size, the unit of its allocations.
+const PAGE: u64 = 4096;
+/// A leaf page's header and one entry's offset, beside key and value.
+const LEAF_OVERHEAD: u64 = 8;
+/// A chunk's key (its digest).
+const KEY_LEN: u64 = 32;
+/// What a tracked chunk costs in the quota's own tables (its last use in
+/// `chunk_lru` and `chunk_atime`), with B-tree slack.
+const BOOKKEEPING_PER_CHUNK: u64 = 160;
+
+/// The most the cache file may take on disk under a quota of `max_bytes`:
+/// the quota, plus [`DISK_SLACK_PERCENT`] of it, plus
+/// [`DISK_SLACK_BYTES`] (redb's own tables and headers, the directories,
+/// chunk lists and path infos a cache keeps, and the pages freed since the
+/// last durable commit, which redb cannot reuse yet). Measured as the
+/// blocks the file holds: redb grows the file's length by doubling, and
+/// the part not yet written takes no space.
+pub fn disk_bound(max_bytes: u64) -> u64 {
+    max_bytes
+        .saturating_add(max_bytes / 100 * DISK_SLACK_PERCENT)
+        .saturating_add(DISK_SLACK_BYTES)
+}
+
+/// The proportional part of [`disk_bound`]'s slack.
+pub const DISK_SLACK_PERCENT: u64 = 10;
+/// The fixed part of [`disk_bound`]'s slack.
+pub const DISK_SLACK_BYTES: u64 = 4 << 20;
+
+/// How many bytes a chunk record of `record_len` bytes takes in the file:
+/// a record that fills more than half a page is stored in a page of its
+/// own, sized to the next power of two; smaller ones share leaf pages,
+/// which B-tree splits leave between half and fully used.
+pub(crate) fn charged_bytes(record_len: u64) -> u64 {
+    let need = record_len
+        .saturating_add(KEY_LEN)
+        .saturating_add(LEAF_OVERHEAD);
+    let page = if need > PAGE / 2 {
+        need.checked_next_power_of_two()
+            .unwrap_or(u64::MAX)
+            .max(PAGE)
+    } else {
+        need.saturating_mul(3) / 2
+    };
+    page.saturating_add(BOOKKEEPING_PER_CHUNK)
+}
+
+/// Cache fills between two durable commits under a quota of `max_bytes`:
+/// redb reuses pages freed in a commit only after a durable one, so these
+/// fills (and the pages their commits copy) are extra room in the file.
+/// A 32nd of the quota, between 256 KiB and
+/// [`crate::CACHE_SYNC_BYTES`].
+pub fn sync_bytes_for(max_bytes: u64) -> u64 {
+    (max_bytes / 32).clamp(256 << 10, crate::CACHE_SYNC_BYTES)
+}
 
 /// Most uses noted between two write transactions. A mount that only reads
 /// would otherwise grow the notes without end; beyond this, uses of chunks
@@ -76,7 +136,8 @@ impl Quota {
     }
 
     /// Inside write transaction `txn` (with no table open): track the
-    /// records just `stored` (digest, record length), fold in the noted
+    /// records just `stored` (digest, record length; each is charged what it
+    /// takes in the file), fold in the noted
     /// uses, and evict least recently used chunks beyond the quota.
     pub(crate) fn apply(&self, txn: &WriteTransaction, stored: &[(B3Digest, u64)]) -> Result<()> {
         let recent = std::mem::take(&mut *self.recent.lock());
@@ -108,9 +169,10 @@ impl Quota {
                     .map(|g| g.value());
                 total = total.saturating_sub(old_size.unwrap_or(0));
             }
-            lru.insert((t, key), *size)
+            let size = charged_bytes(*size);
+            lru.insert((t, key), size)
                 .map_err(storage("write chunk_lru"))?;
-            total = total.saturating_add(*size);
+            total = total.saturating_add(size);
         }
 
         for (digest, t) in recent {
@@ -163,4 +225,21 @@ pub(crate) fn tracked_bytes(db: &redb::Database) -> Result<u64> {
         .map_err(storage("read meta"))?
         .map(|g| g.value())
         .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_charged_their_pages() {
+        assert_eq!(charged_bytes(65_537), (128 << 10) + BOOKKEEPING_PER_CHUNK);
+        assert_eq!(charged_bytes(4000), 4096 + BOOKKEEPING_PER_CHUNK);
+        assert_eq!(charged_bytes(4100), 8192 + BOOKKEEPING_PER_CHUNK);
+        assert_eq!(charged_bytes(100), 210 + BOOKKEEPING_PER_CHUNK);
+        assert_eq!(charged_bytes(u64::MAX), u64::MAX);
+        assert_eq!(sync_bytes_for(8 << 20), 256 << 10);
+        assert_eq!(sync_bytes_for(1 << 40), crate::CACHE_SYNC_BYTES);
+        assert_eq!(disk_bound(100 << 20), (110 << 20) + DISK_SLACK_BYTES);
+    }
 }

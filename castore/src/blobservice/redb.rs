@@ -47,7 +47,7 @@ pub struct RedbBlobService {
 impl RedbBlobService {
     /// The blob service of `store`, with the default chunking.
     pub fn new(store: RedbStore) -> Self {
-        let commits = Arc::new(CommitQueue::new(store.database().clone(), None));
+        let commits = Arc::new(CommitQueue::new(store.clone(), None));
         Self {
             store,
             chunker: Chunker::default(),
@@ -60,10 +60,15 @@ impl RedbBlobService {
     /// recently used chunks when a write goes beyond it (see
     /// `blobservice/quota.rs`). For a cache only: you must not put a quota
     /// on a store that holds the only copy of its data.
+    /// The file then takes at most [`super::disk_bound`]`(max_bytes)` on
+    /// disk: fills of the store are made durable more often under a small
+    /// quota ([`super::sync_bytes_for`]).
     pub fn with_quota(mut self, max_bytes: u64) -> Self {
+        self.store
+            .set_cache_sync_bytes(super::sync_bytes_for(max_bytes));
         let quota = Arc::new(Quota::new(max_bytes));
         // Writers of this service commit through a queue that applies it.
-        self.commits = Arc::new(CommitQueue::new(self.db(), Some(quota.clone())));
+        self.commits = Arc::new(CommitQueue::new(self.store.clone(), Some(quota.clone())));
         self.quota = Some(quota);
         self
     }
@@ -79,7 +84,7 @@ impl RedbBlobService {
         store: RedbStore,
         config: ChunkerConfig,
     ) -> Result<Self, ChunkerConfigError> {
-        let commits = Arc::new(CommitQueue::new(store.database().clone(), None));
+        let commits = Arc::new(CommitQueue::new(store.clone(), None));
         Ok(Self {
             store,
             chunker: Chunker::new(config)?,
@@ -240,7 +245,8 @@ struct Queued {
 /// transaction is committed with [`Durability::Immediate`], and a writer
 /// hears back only after the transaction holding its batch is durable.
 struct CommitQueue {
-    db: Arc<Database>,
+    /// Asked for its database once per round (it may have been reopened).
+    store: RedbStore,
     /// The service's quota, applied in each transaction.
     quota: Option<Arc<Quota>>,
     /// Batches waiting, and whether a committer is running. A std mutex:
@@ -262,9 +268,9 @@ struct QueueState {
 const INLINE_ENCODE_BYTES: usize = 16 * 1024;
 
 impl CommitQueue {
-    fn new(db: Arc<Database>, quota: Option<Arc<Quota>>) -> Self {
+    fn new(store: RedbStore, quota: Option<Arc<Quota>>) -> Self {
         Self {
-            db,
+            store,
             quota,
             state: std::sync::Mutex::new(QueueState::default()),
         }
@@ -349,7 +355,7 @@ impl CommitQueue {
             let (batches, senders): (Vec<Batch>, Vec<_>) =
                 taken.into_iter().map(|q| (q.batch, q.done)).unzip();
             let result = write_batches(
-                &self.db,
+                &self.store.database(),
                 &batches,
                 Durability::Immediate,
                 Existing::Keep,
@@ -527,6 +533,13 @@ impl ChunkStore for RedbBlobService {
             )
         })
         .await
+    }
+
+    /// Reopen the database if a failed write broke it
+    /// ([`RedbStore::recover`]).
+    async fn recover(&self) -> Result<crate::Recovery> {
+        let store = self.store.clone();
+        blocking(move || store.recover()).await
     }
 }
 

@@ -11,6 +11,8 @@ use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
 use tracing::warn;
 
+use super::fill::{AfterFailure, FillGate};
+use super::stats::CacheStats;
 use super::tee::TeeWriter;
 use crate::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore};
 use crate::{B3Digest, Error, Result};
@@ -32,6 +34,11 @@ pub struct CachedBlobService {
     /// share one. A parking_lot (sync) lock: held only to look up or change
     /// the map, never across an `.await`.
     inflight: Arc<Mutex<HashMap<B3Digest, Fetch>>>,
+    /// What was served from near and fetched from far.
+    stats: Arc<CacheStats>,
+    /// Whether fetched data goes into near now (not after a failed write,
+    /// for a while).
+    gate: Arc<FillGate>,
 }
 
 /// One fetch of a chunk from far, awaited by every reader that wants it.
@@ -40,20 +47,25 @@ type Fetch = Shared<BoxFuture<'static, Result<Option<Bytes>, Arc<Error>>>>;
 impl CachedBlobService {
     /// `near` in front of `far`.
     pub fn new(near: Arc<dyn ChunkStore>, far: Arc<dyn BlobService>) -> Self {
+        let stats = Arc::new(CacheStats::default());
         Self {
             near,
             far,
             inflight: Arc::default(),
+            gate: Arc::new(FillGate::new(Arc::clone(&stats))),
+            stats,
         }
     }
 
+    /// The cache's live figures: hits in near, bytes fetched from far,
+    /// failed fills.
+    pub fn stats(&self) -> &Arc<CacheStats> {
+        &self.stats
+    }
+
     /// Fetch `digest` from far, check it, and keep it in near.
-    async fn fetch(
-        near: Arc<dyn ChunkStore>,
-        far: Arc<dyn BlobService>,
-        digest: B3Digest,
-    ) -> Result<Option<Bytes>> {
-        let Some(data) = far.read_chunk(&digest).await? else {
+    async fn fetch(self, digest: B3Digest) -> Result<Option<Bytes>> {
+        let Some(data) = self.far.read_chunk(&digest).await? else {
             return Ok(None);
         };
         let actual = B3Digest::of(&data);
@@ -64,10 +76,27 @@ impl CachedBlobService {
                 actual,
             });
         }
-        if let Err(e) = near.insert_chunk(&digest, data.clone()).await {
-            warn!(%digest, error = %e, "could not cache chunk");
+        self.stats.far_fetch(data.len());
+        if self.gate.may_fill() {
+            match self.near.insert_chunk(&digest, data.clone()).await {
+                Ok(()) => self.gate.succeeded(),
+                Err(e) => self.fill_failed("chunk", &e).await,
+            }
         }
         Ok(Some(data))
+    }
+
+    /// A write into near failed: pause filling, and recover near so that
+    /// what it holds is served again.
+    async fn fill_failed(&self, what: &str, e: &Error) {
+        if self.gate.failed(what, e) != AfterFailure::Recover {
+            return;
+        }
+        match self.near.recover().await {
+            Ok(crate::Recovery::Reopened { disk_full }) => self.gate.recovered(disk_full),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not reopen the local cache; trying again later"),
+        }
     }
 
     /// The near side.
@@ -87,7 +116,7 @@ impl BlobService for CachedBlobService {
         match self.near.has(digest).await {
             Ok(true) => return Ok(true),
             Ok(false) => {}
-            Err(e) => warn!(%digest, error = %e, "near blob service failed; asking far"),
+            Err(e) => self.gate.read_failed("blob", &e),
         }
         self.far.has(digest).await
     }
@@ -96,7 +125,7 @@ impl BlobService for CachedBlobService {
         match self.near.chunks(digest).await {
             Ok(Some(list)) => return Ok(Some(list)),
             Ok(None) => {}
-            Err(e) => warn!(%digest, error = %e, "near blob service failed; asking far"),
+            Err(e) => self.gate.read_failed("chunk list", &e),
         }
         let Some(mut list) = self.far.chunks(digest).await? else {
             return Ok(None);
@@ -104,31 +133,32 @@ impl BlobService for CachedBlobService {
         if list.len() < 2 {
             // One chunk is the blob itself: the trait's form is an empty list.
             list.clear();
-        } else if let Err(e) = self.near.insert_chunk_list(digest, &list).await {
-            warn!(%digest, error = %e, "could not cache chunk list");
+        } else if self.gate.may_fill() {
+            match self.near.insert_chunk_list(digest, &list).await {
+                Ok(()) => self.gate.succeeded(),
+                Err(e) => self.fill_failed("chunk list", &e).await,
+            }
         }
         Ok(Some(list))
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
         match self.near.read_chunk(digest).await {
-            Ok(Some(data)) => return Ok(Some(data)),
+            Ok(Some(data)) => {
+                self.stats.near_hit(data.len());
+                return Ok(Some(data));
+            }
             Ok(None) => {}
-            Err(e) => warn!(%digest, error = %e, "near chunk unreadable; fetching from far"),
+            Err(e) => self.gate.read_failed("chunk", &e),
         }
         let fetch = {
             let mut inflight = self.inflight.lock();
             match inflight.get(digest) {
                 Some(f) => f.clone(),
                 None => {
-                    let (near, far, map, d) = (
-                        self.near.clone(),
-                        self.far.clone(),
-                        self.inflight.clone(),
-                        *digest,
-                    );
+                    let (this, map, d) = (self.clone(), self.inflight.clone(), *digest);
                     let f = async move {
-                        let r = Self::fetch(near, far, d).await.map_err(Arc::new);
+                        let r = this.fetch(d).await.map_err(Arc::new);
                         map.lock().remove(&d);
                         r
                     }

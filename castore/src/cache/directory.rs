@@ -7,7 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tracing::{debug, warn};
+use tracing::debug;
+
+use super::fill::FillGate;
 
 use crate::directoryservice::{DirectoryPutter, DirectoryService, PartialDirectoryStore};
 use crate::{B3Digest, Directory, Error, Result};
@@ -21,12 +23,42 @@ pub struct CachedDirectoryService {
     near: Arc<dyn PartialDirectoryStore>,
     /// The authority; every miss goes there, every write too.
     far: Arc<dyn DirectoryService>,
+    /// Pauses filling after a failed write and keeps the warnings few.
+    /// Recovering near is left to the blob cache, which shares its file in
+    /// the mount and fills far more often.
+    gate: Arc<FillGate>,
 }
 
 impl CachedDirectoryService {
     /// `near` in front of `far`.
     pub fn new(near: Arc<dyn PartialDirectoryStore>, far: Arc<dyn DirectoryService>) -> Self {
-        Self { near, far }
+        Self {
+            near,
+            far,
+            gate: Arc::new(FillGate::new(Arc::default())),
+        }
+    }
+
+    /// Keep `dirs` in near, unless filling is paused.
+    async fn fill(near: &Arc<dyn PartialDirectoryStore>, gate: &FillGate, dirs: Vec<Directory>) {
+        if !gate.may_fill() {
+            return;
+        }
+        let r = if dirs.len() == 1 {
+            let mut dirs = dirs;
+            match dirs.pop() {
+                Some(d) => near.insert_directory(d).await.map(|_| ()),
+                None => Ok(()),
+            }
+        } else {
+            near.insert_directories(dirs).await
+        };
+        match r {
+            Ok(()) => gate.succeeded(),
+            Err(e) => {
+                gate.failed("directory", &e);
+            }
+        }
     }
 
     /// The near side.
@@ -65,7 +97,7 @@ impl DirectoryService for CachedDirectoryService {
         match self.near.get(digest).await {
             Ok(Some(d)) => return Ok(Some(d)),
             Ok(None) => {}
-            Err(e) => warn!(%digest, error = %e, "near directory unreadable; fetching from far"),
+            Err(e) => self.gate.read_failed("directory", &e),
         }
         let Some(dir) = self.far.get(digest).await? else {
             return Ok(None);
@@ -78,9 +110,7 @@ impl DirectoryService for CachedDirectoryService {
                 actual,
             });
         }
-        if let Err(e) = self.near.insert_directory(dir.clone()).await {
-            warn!(%digest, error = %e, "could not cache directory");
-        }
+        Self::fill(&self.near, &self.gate, vec![dir.clone()]).await;
         Ok(Some(dir))
     }
 
@@ -91,6 +121,7 @@ impl DirectoryService for CachedDirectoryService {
     fn get_recursive(&self, root: &B3Digest) -> BoxStream<'static, Result<Directory>> {
         let near = self.near.clone();
         let far = self.far.clone();
+        let gate = self.gate.clone();
         let root = *root;
         Box::pin(async_stream::try_stream! {
             if let Some(dirs) = near_closure(&near, &root).await {
@@ -131,17 +162,13 @@ impl DirectoryService for CachedDirectoryService {
                     expected.len()
                 )))?;
             }
-            if let Err(e) = near.insert_directories(fetched).await {
-                warn!(%root, error = %e, "could not cache directory closure");
-            }
+            Self::fill(&near, &gate, fetched).await;
         })
     }
 
     async fn put(&self, directory: Directory) -> Result<B3Digest> {
         let digest = self.far.put(directory.clone()).await?;
-        if let Err(e) = self.near.insert_directory(directory).await {
-            warn!(%digest, error = %e, "could not cache directory");
-        }
+        Self::fill(&self.near, &self.gate, vec![directory]).await;
         Ok(digest)
     }
 
@@ -149,6 +176,7 @@ impl DirectoryService for CachedDirectoryService {
         Box::new(CachedPutter {
             far: self.far.put_multiple_start(),
             near: self.near.clone(),
+            gate: self.gate.clone(),
             dirs: Vec::new(),
         })
     }
@@ -158,6 +186,7 @@ impl DirectoryService for CachedDirectoryService {
 struct CachedPutter {
     far: Box<dyn DirectoryPutter>,
     near: Arc<dyn PartialDirectoryStore>,
+    gate: Arc<FillGate>,
     /// What was put, for near once far has accepted it.
     dirs: Vec<Directory>,
 }
@@ -173,10 +202,8 @@ impl DirectoryPutter for CachedPutter {
     async fn close(&mut self) -> Result<B3Digest> {
         let root = self.far.close().await?;
         let dirs = std::mem::take(&mut self.dirs);
-        if !dirs.is_empty()
-            && let Err(e) = self.near.insert_directories(dirs).await
-        {
-            warn!(%root, error = %e, "could not cache directory closure");
+        if !dirs.is_empty() {
+            CachedDirectoryService::fill(&self.near, &self.gate, dirs).await;
         }
         Ok(root)
     }

@@ -10,10 +10,18 @@
 //! all its chunks, a directory without its children): that is what the
 //! [`crate::ChunkStore`] and [`crate::PartialDirectoryStore`] extensions
 //! give, and the memory and redb backends implement both.
+//!
+//! Near is best effort: a write into it that fails (a full disk) pauses
+//! filling for a while and reopens near so that what it holds is still
+//! served (`fill.rs`); reads never fail because near cannot grow.
 
 mod blob;
 mod directory;
+mod fill;
+mod stats;
 mod tee;
 
 pub use blob::CachedBlobService;
 pub use directory::CachedDirectoryService;
+pub use fill::{FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE};
+pub use stats::{CacheStats, CacheStatsSnapshot};

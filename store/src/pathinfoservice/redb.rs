@@ -65,14 +65,25 @@ fn decode(key: &Digest, bytes: &[u8]) -> Result<PathInfo> {
 #[derive(Clone)]
 pub struct RedbPathInfoService {
     /// Shared with castore's redb services: one file, one writer lock.
-    db: Arc<Database>,
+    /// Asked for the database at each call (it may have been reopened
+    /// after a failed write).
+    store: RedbStore,
 }
 
 impl RedbPathInfoService {
     /// Use `db` (castore's database, so that one file holds everything),
     /// creating this service's tables if they are missing.
     pub async fn new(db: Arc<Database>) -> Result<Self> {
-        let d = db.clone();
+        let store = blocking(move || RedbStore::from_database(db, "path info database")).await?;
+        Self::from_store(&store).await
+    }
+
+    /// Use castore's shared store: path infos then live in the same file
+    /// as the blobs and directories, and the service follows the store
+    /// when it is reopened.
+    pub async fn from_store(store: &RedbStore) -> Result<Self> {
+        let store = store.clone();
+        let d = store.database();
         blocking(move || {
             let txn = d.begin_write().map_err(|e| storage("begin write", e))?;
             txn.open_table(INFOS)
@@ -82,13 +93,7 @@ impl RedbPathInfoService {
             txn.commit().map_err(|e| storage("commit", e))
         })
         .await?;
-        Ok(Self { db })
-    }
-
-    /// Use castore's shared database handle: path infos then live in the
-    /// same file as the blobs and directories.
-    pub async fn from_store(store: &RedbStore) -> Result<Self> {
-        Self::new(store.database().clone()).await
+        Ok(Self { store })
     }
 
     /// Open (or create) a database file of its own at `path`. Prefer
@@ -103,9 +108,9 @@ impl RedbPathInfoService {
         Self::new(Arc::new(db)).await
     }
 
-    /// The database, for services that share it.
-    pub fn database(&self) -> &Arc<Database> {
-        &self.db
+    /// The database now, for services that share it.
+    pub fn database(&self) -> Arc<Database> {
+        self.store.database()
     }
 }
 
@@ -123,7 +128,7 @@ fn old_references(bytes: &[u8]) -> Option<Vec<Digest>> {
 #[async_trait]
 impl PathInfoService for RedbPathInfoService {
     async fn get(&self, digest: Digest) -> Result<Option<PathInfo>> {
-        let db = self.db.clone();
+        let db = self.store.database();
         blocking(move || {
             let txn = db.begin_read().map_err(|e| storage("begin read", e))?;
             let table = txn
@@ -138,7 +143,7 @@ impl PathInfoService for RedbPathInfoService {
     }
 
     async fn put(&self, info: PathInfo) -> Result<PathInfo> {
-        let db = self.db.clone();
+        let db = self.store.database();
         let key = *info.store_path.digest();
         let name = info.store_path.base_name();
         let refs: Vec<Digest> = info.references.iter().map(|r| *r.digest()).collect();
@@ -188,7 +193,7 @@ impl PathInfoService for RedbPathInfoService {
     }
 
     fn list(&self) -> BoxStream<'static, Result<PathInfo>> {
-        let db = self.db.clone();
+        let db = self.store.database();
         Box::pin(async_stream::try_stream! {
             let mut after: Option<Digest> = None;
             loop {
@@ -225,7 +230,7 @@ impl PathInfoService for RedbPathInfoService {
     }
 
     async fn referrers(&self, digest: Digest) -> Result<Vec<StorePath>> {
-        let db = self.db.clone();
+        let db = self.store.database();
         let mut out = blocking(move || {
             let txn = db.begin_read().map_err(|e| storage("begin read", e))?;
             let table = txn
