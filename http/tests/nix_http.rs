@@ -17,7 +17,7 @@ use nixfix::{Fixtures, NixStore, run};
 use storefs_castore::blobservice::MemoryBlobService;
 use storefs_castore::directoryservice::MemoryDirectoryService;
 use storefs_http::{HttpConfig, HttpServices, serve_http};
-use storefs_store::import::{ImportOptions, ImportServices, NoProgress, import_from_binary_cache};
+use storefs_store::import::{ImportOptions, NoProgress, import_from_binary_cache};
 use storefs_store::narinfo::NarInfo;
 use storefs_store::nixbase32;
 use storefs_store::pathinfoservice::MemoryPathInfoService;
@@ -78,11 +78,11 @@ fn world() -> &'static World {
                             store_dir: StoreDir::default(),
                             concurrency: 4,
                         },
-                        ImportServices {
-                            blob: services.blob.clone(),
-                            directory: services.directory.clone(),
-                            pathinfo: services.pathinfo.clone(),
-                        },
+                        storefs_store::Services::new(
+                            services.blob.clone(),
+                            services.directory.clone(),
+                            services.pathinfo.clone(),
+                        ),
                         Arc::new(NoProgress),
                     )
                     .await

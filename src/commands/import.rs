@@ -8,13 +8,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use storefs_store::daemon::{
-    DaemonImportOptions, DaemonServices, ImportSelection, import_from_daemon_with,
-};
-use storefs_store::import::{
-    ImportOptions, ImportProgress, ImportServices, NoProgress, import_from_binary_cache,
-};
-use storefs_store::signing::TrustedKeys;
+use storefs_store::daemon::import_from_daemon;
+use storefs_store::import::{ImportOptions, ImportProgress, NoProgress, import_from_binary_cache};
 use storefs_store::store_path::{StoreDir, StorePath};
 
 use crate::services::Services;
@@ -42,41 +37,40 @@ pub async fn run(
     } else {
         Arc::new(NoProgress)
     };
-    if let Some(socket) = daemon_socket(&args.from) {
-        return from_daemon(services, store_dir, &socket, args, progress.as_ref()).await;
-    }
     let options = ImportOptions {
         trusted_keys: args.trusted_public_keys,
         check_sigs: !args.no_check_sigs,
         store_dir: store_dir.clone(),
         concurrency: 4,
     };
-    let import_services = ImportServices {
+    let into = storefs_store::Services {
         blob: services.blob.clone(),
         directory: services.directory.clone(),
-        pathinfo: services.path_info.clone(),
+        path_info: services.path_info.clone(),
+        nar_calculation: services.nar_calculation.clone(),
     };
-    let report = import_from_binary_cache(
-        &args.from,
-        &args.paths,
-        options,
-        import_services,
-        progress.clone(),
-    )
-    .await
+    let report = match daemon_socket(&args.from) {
+        Some(socket) => {
+            import_from_daemon(&socket, &args.paths, options, into, progress.clone()).await
+        }
+        None => {
+            import_from_binary_cache(&args.from, &args.paths, options, into, progress.clone()).await
+        }
+    }
     .with_context(|| format!("importing from {}", args.from))?;
     drop(progress);
     for p in &report.imported {
         println!("{}", p.to_absolute(store_dir));
     }
     eprintln!(
-        "storefs: imported {} paths, {} already present",
+        "storefs: imported {} paths ({} NAR bytes), {} already present",
         report.imported.len(),
+        report.nar_bytes,
         report.already_present.len()
     );
     if !report.failed.is_empty() {
         for f in &report.failed {
-            eprintln!("storefs: {}: {}", f.path, f.error);
+            eprintln!("storefs: {}: {}", f.path, crate::error_chain(&f.error));
         }
         bail!(
             "{} of the paths could not be imported (listed above); nothing of them was recorded",
@@ -94,45 +88,6 @@ fn daemon_socket(url: &str) -> Option<PathBuf> {
     // Nix's store URLs may carry ?root=… and the like; the socket is the path.
     let path = rest.split('?').next().unwrap_or(rest);
     Some(PathBuf::from(path))
-}
-
-async fn from_daemon(
-    services: &Services,
-    store_dir: &StoreDir,
-    socket: &std::path::Path,
-    args: ImportArgs,
-    progress: &dyn ImportProgress,
-) -> anyhow::Result<()> {
-    let selection = if args.paths.is_empty() {
-        ImportSelection::All
-    } else {
-        ImportSelection::Paths(args.paths)
-    };
-    let trusted_keys =
-        TrustedKeys::parse(&args.trusted_public_keys.join(" ")).context("--trusted-public-key")?;
-    let options = DaemonImportOptions {
-        store_dir: store_dir.clone(),
-        check_sigs: !args.no_check_sigs,
-        trusted_keys,
-    };
-    let daemon_services = DaemonServices {
-        blob_service: services.blob.clone(),
-        directory_service: services.directory.clone(),
-        path_info_service: services.path_info.clone(),
-    };
-    let stats = import_from_daemon_with(socket, selection, &daemon_services, &options, progress)
-        .await
-        .with_context(|| format!("importing from the daemon at {}", socket.display()))?;
-    for p in &stats.imported {
-        println!("{}", p.to_absolute(store_dir));
-    }
-    eprintln!(
-        "storefs: imported {} paths ({} NAR bytes), {} already present",
-        stats.imported.len(),
-        stats.nar_bytes,
-        stats.skipped.len()
-    );
-    Ok(())
 }
 
 /// An indicatif bar over NAR bytes, with the path count in its message.

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use storefs_store::daemon::protocol::ProtocolVersion;
 use storefs_store::daemon::{
-    DEFAULT_SOCKET_MODE, DaemonClient, DaemonConfig, DaemonServices, ImportSelection, TrustPolicy,
-    bind_socket, import_from_daemon, serve_daemon,
+    DEFAULT_SOCKET_MODE, DaemonClient, DaemonConfig, DaemonServices, TrustPolicy, bind_socket,
+    import_from_daemon, serve_daemon,
 };
 use storefs_store::pathinfoservice::MemoryPathInfoService;
 use storefs_store::store_path::StoreDir;
@@ -110,13 +110,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
         path_info_service: Arc::new(MemoryPathInfoService::new()),
     };
-    import_from_daemon(
+    let options = storefs_store::import::ImportOptions {
+        check_sigs: false,
+        ..storefs_store::import::ImportOptions::new(StoreDir::default())
+    };
+    let into = storefs_store::Services::new(
+        services.blob_service.clone(),
+        services.directory_service.clone(),
+        services.path_info_service.clone(),
+    );
+    let report = import_from_daemon(
         &real_sock,
-        ImportSelection::Paths(paths.clone()),
-        &services,
-        &StoreDir::default(),
+        &paths,
+        options,
+        into,
+        Arc::new(storefs_store::import::NoProgress),
     )
     .await?;
+    if !report.is_success() {
+        return Err(format!("import failed: {:?}", report.failed).into());
+    }
     let our_sock = dir.path().join("ours.sock");
     let listener = bind_socket(&our_sock, DEFAULT_SOCKET_MODE).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

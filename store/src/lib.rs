@@ -34,8 +34,11 @@ pub mod narinfo;
 pub mod nixbase32;
 pub mod pathinfo;
 pub mod pathinfoservice;
+mod services;
 pub mod signing;
 pub mod store_path;
+
+pub use services::Services;
 
 /// The protobuf messages of `snix.store.v1`, generated from `proto/`.
 #[allow(missing_docs)] // generated code; the schema documents each field

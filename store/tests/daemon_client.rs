@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use daemon_common::*;
 use storefs_castore::Node;
+use storefs_store::Services;
 use storefs_store::daemon::protocol::ProtocolVersion;
 use storefs_store::daemon::{
-    ConnectionError, DaemonClient, DaemonConfig, DaemonServices, ImportError, ImportSelection,
-    import_from_daemon,
+    ConnectionError, DaemonClient, DaemonConfig, DaemonServices, import_from_daemon,
 };
+use storefs_store::import::{ImportOptions, ImportReport, NoProgress, PathImportError};
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StoreDir;
@@ -73,81 +74,98 @@ async fn client_handshakes_and_queries() {
     d.stop().await;
 }
 
+/// Import `path`'s closure from the daemon at `socket` into `into`,
+/// signatures unchecked.
+async fn import(socket: &std::path::Path, path: &str, into: &Services) -> ImportReport {
+    let options = ImportOptions {
+        check_sigs: false,
+        ..ImportOptions::new(StoreDir::default())
+    };
+    import_from_daemon(
+        socket,
+        &[path.to_owned()],
+        options,
+        into.clone(),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn import_checks_nar_hash_and_size() {
     let source = services_with_contents().await;
     let d = TestDaemon::start(source, DaemonConfig::default()).await;
-    let sd = StoreDir::default();
     let fresh = || {
         let pis = Arc::new(MapPathInfoService::new());
-        let services = DaemonServices {
-            blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
-            directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
-            path_info_service: pis.clone(),
-        };
+        let services = Services::new(
+            Arc::new(storefs_castore::MemoryBlobService::new()),
+            Arc::new(storefs_castore::MemoryDirectoryService::new()),
+            pis.clone(),
+        );
         (services, pis)
     };
 
     let (ok, ok_pis) = fresh();
-    let stats = import_from_daemon(
-        &d.socket,
-        ImportSelection::Paths(vec![full(HELLO)]),
-        &ok,
-        &sd,
-    )
-    .await
-    .unwrap();
+    let stats = import(&d.socket, &full(HELLO), &ok).await;
+    assert!(stats.is_success(), "{:?}", stats.failed);
     assert_eq!(stats.imported, vec![sp(HELLO)]);
     assert_eq!(stats.nar_bytes, 128);
     let got: PathInfo = ok_pis.get(*sp(HELLO).digest()).await.unwrap().unwrap();
     assert_eq!(hex::encode(got.nar_sha256), HELLO_NAR_SHA256);
     assert!(
-        ok.blob_service
+        ok.blob
             .has(&storefs_castore::B3Digest::of(b"Hello World!"))
             .await
             .unwrap()
     );
 
     let (bad, bad_pis) = fresh();
-    let err = import_from_daemon(
+    let report = import(
         &d.socket,
-        ImportSelection::Paths(vec![full("55555555555555555555555555555555-bad")]),
+        &full("55555555555555555555555555555555-bad"),
         &bad,
-        &sd,
     )
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(err, ImportError::BadNar { ref reason, .. } if reason.contains("hash mismatch")),
-        "{err}"
-    );
+    .await;
+    assert_eq!(report.failed.len(), 1);
+    let err = &report.failed[0].error;
+    assert!(matches!(err, PathImportError::NarHash { .. }), "{err}");
     assert!(list_all(bad_pis.as_ref()).await.is_empty());
 
-    // A declared size that is not the NAR's.
-    let (bad, _) = fresh();
-    let err = import_from_daemon(
+    // A declared size that is not the NAR's; the connection left out of
+    // step is replaced, so the next import on the same source still works.
+    let (bad, bad_pis) = fresh();
+    let report = import(
         &d.socket,
-        ImportSelection::Paths(vec![full("66666666666666666666666666666666-long")]),
+        &full("66666666666666666666666666666666-long"),
         &bad,
-        &sd,
     )
-    .await
-    .unwrap_err();
-    assert!(matches!(err, ImportError::BadNar { .. }), "{err}");
+    .await;
+    assert_eq!(report.failed.len(), 1);
+    let err = &report.failed[0].error;
+    assert!(matches!(err, PathImportError::NarSize { .. }), "{err}");
+    assert!(list_all(bad_pis.as_ref()).await.is_empty());
 
-    // baz refers to a path the daemon does not have.
-    let (bad, _) = fresh();
-    let err = import_from_daemon(
-        &d.socket,
-        ImportSelection::Paths(vec![full(BAZ)]),
-        &bad,
-        &sd,
-    )
-    .await
-    .unwrap_err();
+    // baz refers to a path the daemon does not have: it fails, and so does
+    // baz, which cannot be recorded without it.
+    let (bad, bad_pis) = fresh();
+    let report = import(&d.socket, &full(BAZ), &bad).await;
     assert!(
-        matches!(err, ImportError::NotValid(ref p) if p == &full(TEXT)),
-        "{err}"
+        report
+            .failed
+            .iter()
+            .any(|f| f.path == full(TEXT) && matches!(f.error, PathImportError::NotValid)),
+        "{:?}",
+        report.failed
+    );
+    assert!(report.failed.iter().any(|f| f.path == full(BAZ)
+        && matches!(&f.error, PathImportError::ReferenceFailed(r) if *r == full(TEXT))));
+    // Its other references may come in; baz itself is not recorded.
+    assert!(
+        list_all(bad_pis.as_ref())
+            .await
+            .iter()
+            .all(|i| i.store_path != sp(BAZ))
     );
     d.stop().await;
 }
@@ -176,8 +194,7 @@ impl storefs_store::import::ImportProgress for Recorder {
 
 #[tokio::test]
 async fn import_checks_signatures_when_asked() {
-    use storefs_store::daemon::{DaemonImportOptions, import_from_daemon_with};
-    use storefs_store::signing::{SecretKey, TrustedKeys};
+    use storefs_store::signing::SecretKey;
     let source = services_with_contents().await;
     let sd = StoreDir::default();
     let key = SecretKey::from_seed("test-1", &[3; 32]).unwrap();
@@ -194,51 +211,52 @@ async fn import_checks_signatures_when_asked() {
     info.sign(&key, &sd).unwrap();
     source.path_info_service.put(info).await.unwrap();
     let d = TestDaemon::start(source, DaemonConfig::default()).await;
-    let fresh = || DaemonServices {
-        blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
-        directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
-        path_info_service: Arc::new(MapPathInfoService::new()),
-    };
-    let paths = ImportSelection::Paths(vec![full(HELLO), signed.to_absolute(&sd)]);
+    let paths = vec![full(HELLO), signed.to_absolute(&sd)];
 
-    // No trusted key: the content-addressed path would pass, the other not.
-    let no_keys = DaemonImportOptions {
-        store_dir: sd.clone(),
-        check_sigs: true,
-        trusted_keys: TrustedKeys::default(),
-    };
-    let into = fresh();
-    let err = import_from_daemon_with(
+    // No trusted key: the content-addressed path passes, the other not,
+    // and is refused before its NAR is fetched.
+    let no_keys = ImportOptions::new(sd.clone());
+    let into = Services::memory();
+    let report = import_from_daemon(
         &d.socket,
-        paths.clone(),
-        &into,
-        &no_keys,
-        &Recorder::default(),
+        &paths,
+        no_keys.clone(),
+        into.clone(),
+        Arc::new(Recorder::default()),
     )
     .await
-    .unwrap_err();
+    .unwrap();
+    assert_eq!(report.imported, vec![sp(HELLO)]);
+    assert_eq!(report.failed.len(), 1);
+    assert!(report.failed[0].path.contains("-signed"));
     assert!(
-        matches!(err, ImportError::Untrusted(ref p) if p.contains("-signed")),
-        "{err}"
+        matches!(&report.failed[0].error, PathImportError::Untrusted { signers } if signers == "test-1"),
+        "{}",
+        report.failed[0].error
     );
-    assert!(
-        list_all(into.path_info_service.as_ref()).await.is_empty(),
-        "checked before copying"
-    );
+    assert_eq!(list_all(into.path_info.as_ref()).await.len(), 1);
 
-    // With the key, both come in, and progress is reported.
-    let with_key = DaemonImportOptions {
-        trusted_keys: TrustedKeys::new([key.to_public()]),
+    // With the key, both come in (one was present), and progress is
+    // reported.
+    let with_key = ImportOptions {
+        trusted_keys: vec![key.to_public().to_string()],
         ..no_keys
     };
-    let rec = Recorder::default();
-    let stats = import_from_daemon_with(&d.socket, paths, &into, &with_key, &rec)
+    let into = Services::memory();
+    let rec = Arc::new(Recorder::default());
+    let report = import_from_daemon(&d.socket, &paths, with_key, into, rec.clone())
         .await
         .unwrap();
-    assert_eq!(stats.imported.len(), 2);
+    assert!(report.is_success(), "{:?}", report.failed);
+    assert_eq!(report.imported.len(), 2);
     let events = rec.0.lock().unwrap().clone();
     assert_eq!(events[0], "planned 2 256");
     assert_eq!(events.iter().filter(|e| e.starts_with("done")).count(), 2);
-    assert_eq!(events.iter().filter(|e| *e == "bytes 128").count(), 2);
+    let bytes: u64 = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("bytes "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(bytes, 256);
     d.stop().await;
 }

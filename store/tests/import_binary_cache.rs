@@ -13,8 +13,8 @@ use nixfix::{Fixtures, NixStore, PyHttpServer};
 use storefs_castore::blobservice::{BlobService, MemoryBlobService};
 use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
 use storefs_store::import::{
-    ImportError, ImportOptions, ImportProgress, ImportReport, ImportServices, NoProgress,
-    PathImportError, import_from_binary_cache,
+    ImportError, ImportOptions, ImportProgress, ImportReport, NoProgress, PathImportError,
+    import_from_binary_cache,
 };
 use storefs_store::nixbase32;
 use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService};
@@ -71,12 +71,12 @@ impl Services {
         }
     }
 
-    fn import(&self) -> ImportServices {
-        ImportServices {
-            blob: self.blob.clone(),
-            directory: self.directory.clone(),
-            pathinfo: self.pathinfo.clone(),
-        }
+    fn import(&self) -> storefs_store::Services {
+        storefs_store::Services::new(
+            self.blob.clone(),
+            self.directory.clone(),
+            self.pathinfo.clone(),
+        )
     }
 
     async fn recorded(&self) -> BTreeSet<String> {

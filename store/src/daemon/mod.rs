@@ -11,7 +11,7 @@
 //! - [`peer`], `admission`, `gate`: who may connect and upload (peer
 //!   credentials, trusted and allowed users), connection limits, timeouts.
 //! - `client`: [`DaemonClient`], the same protocol from the other end.
-//! - `import`: [`import_from_daemon`], closures copied in from a daemon.
+//! - `import`: [`DaemonSource`], a daemon as a source of closure imports.
 //!
 //! # Serving
 //! ```no_run
@@ -45,10 +45,7 @@ pub use admission::DaemonLimits;
 pub use client::DaemonClient;
 pub use error::{ConnectionError, OpError};
 pub use handshake::{Dialect, Negotiated, TrustLevel};
-pub use import::{
-    DaemonImportOptions, ImportError, ImportSelection, ImportStats, import_from_daemon,
-    import_from_daemon_with,
-};
+pub use import::{DaemonSource, import_from_daemon};
 pub use path_info::RawPathInfo;
 pub use server::{
     DEFAULT_SOCKET_MODE, DaemonConfig, DaemonServices, TrustPolicy, bind_socket, serve_daemon,

@@ -1,23 +1,29 @@
-//! Imports into the store from outside: binary caches (`file://`,
-//! `http(s)://`).
+//! Closure imports into the store from outside: one engine, several
+//! sources (binary caches here; a nix-daemon in [`crate::daemon`]).
 //!
 //! # Layout
-//! - [`source`]: where a cache lives and how its files are fetched.
+//! - [`engine`]: the engine ([`import_closure`]) and the [`ImportSource`]
+//!   trait a source implements; options and report.
+//! - `error`: why an import, or one path of it, failed.
+//! - [`binary_cache`]: a Nix binary cache as a source.
+//! - [`source`]: where a binary cache lives and how its files are fetched.
 //! - [`cache_info`]: the cache's `nix-cache-info`.
-//! - [`binary_cache`]: copying closures out of a cache, every check done
-//!   before a path is recorded.
 //! - [`progress`]: progress reports for whoever draws them.
 
 pub mod binary_cache;
 pub mod cache_info;
+pub mod engine;
+mod error;
 mod hashing;
 pub mod progress;
 pub mod source;
 
-pub use binary_cache::{
-    DEFAULT_CONCURRENCY, ImportError, ImportOptions, ImportReport, ImportServices, PathFailure,
-    PathImportError, import_from_binary_cache,
-};
+pub use binary_cache::{BinaryCacheSource, NarFile, import_from_binary_cache};
 pub use cache_info::{CacheInfo, CacheInfoError};
+pub use engine::{
+    DEFAULT_CONCURRENCY, Found, ImportOptions, ImportReport, ImportSource, NarSink, Wanted,
+    import_closure,
+};
+pub use error::{BoxError, ImportError, PathFailure, PathImportError};
 pub use progress::{ImportProgress, NoProgress};
 pub use source::{CacheSource, SourceError};
