@@ -79,7 +79,7 @@ impl MountConfig {
             store_dir: "/nix/store".to_owned(),
             max_in_flight: 256,
             chunk_cache_bytes: 64 * 1024 * 1024,
-            readahead_chunks: 32,
+            readahead_chunks: 8,
             readahead_in_flight: 16,
             dir_cache_entries: 200_000,
             no_open: true,
