@@ -139,6 +139,17 @@ impl Directory {
         self.nodes.iter()
     }
 
+    /// Children from `name` on (itself included if present), in name-byte
+    /// order: what a reader walking the directory will reach next. Nothing
+    /// for a name that is not a valid entry name.
+    pub fn entries_from(&self, name: &[u8]) -> impl Iterator<Item = (&PathComponent, &Node)> {
+        PathComponent::try_from(name)
+            .ok()
+            .map(|p| self.nodes.range(p..))
+            .into_iter()
+            .flatten()
+    }
+
     /// Number of children.
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -118,6 +118,18 @@ pub(crate) fn chunk_start(ends: &[u64], i: usize) -> u64 {
 
 type ChunkFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 
+/// One batched fetch: each chunk's outcome, in order.
+type BatchFuture = Shared<BoxFuture<'static, Arc<Vec<Result<Bytes, FsError>>>>>;
+
+/// A batch is cut into requests of at most this many bytes, all sent at
+/// once: the first chunks arrive (and the reader waiting on them goes on)
+/// while the rest are still on the way, and no one request holds the
+/// connection for long.
+pub(crate) const BATCH_PIECE_BYTES: u64 = 1024 * 1024;
+
+/// ... and of at most this many chunks.
+const BATCH_PIECE_CHUNKS: usize = 256;
+
 #[derive(Debug)]
 struct ChunkLru {
     lru: LruCache<B3Digest, Bytes>,
@@ -138,6 +150,9 @@ pub(crate) struct Fetcher {
     /// Bounds read-ahead fetches in flight; read-ahead is skipped when none
     /// is free rather than queued.
     readahead: Arc<Semaphore>,
+    /// Small blobs the service holds only in chunks (asking for them whole
+    /// found nothing): not worth asking for whole again in a batch.
+    chunked_small: Mutex<LruCache<B3Digest, ()>>,
 }
 
 impl Fetcher {
@@ -165,6 +180,9 @@ impl Fetcher {
             )),
             inflight: Mutex::new(HashMap::new()),
             readahead: Arc::new(Semaphore::new(readahead_in_flight.max(1))),
+            chunked_small: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CHUNK_LISTS).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -218,7 +236,10 @@ impl Fetcher {
     ) -> Result<bool, FsError> {
         match self.chunk(ChunkMeta { digest, size }).await {
             Ok(_) => Ok(true),
-            Err(FsError::Missing { .. }) => Ok(false),
+            Err(FsError::Missing { .. }) => {
+                self.chunked_small.lock().put(digest, ());
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
@@ -246,9 +267,144 @@ impl Fetcher {
         stats::set(&self.stats.chunk_cache_bytes, c.bytes);
     }
 
+    /// Whether `digest` is a small blob known to be stored only in chunks
+    /// (so it cannot be fetched whole by its own digest).
+    pub(crate) fn is_chunked_small(&self, digest: &B3Digest) -> bool {
+        self.chunked_small.lock().contains(digest)
+    }
+
     /// Whether the chunk is cached or being fetched already.
-    fn is_known(&self, digest: &B3Digest) -> bool {
+    pub(crate) fn is_known(&self, digest: &B3Digest) -> bool {
         self.cache.lock().lru.contains(digest) || self.inflight.lock().contains_key(digest)
+    }
+
+    /// Start fetching `metas` in batches (see [`BATCH_PIECE_BYTES`]),
+    /// skipping chunks cached, in flight or named twice. Readers of any of
+    /// them join the batch's fetch as they would a single one. Returns the
+    /// number of chunks started.
+    pub(crate) fn fetch_batch(
+        self: &Arc<Self>,
+        metas: impl IntoIterator<Item = ChunkMeta>,
+    ) -> usize {
+        let mut started = 0;
+        let mut piece: Vec<ChunkMeta> = Vec::new();
+        let mut piece_bytes = 0u64;
+        let mut inflight = self.inflight.lock();
+        for meta in metas {
+            if inflight.contains_key(&meta.digest) || self.cache.lock().lru.contains(&meta.digest) {
+                continue;
+            }
+            // Claimed at once (the real future replaces this when the
+            // piece is cut, before the lock is let go), so a digest named
+            // twice is fetched once.
+            inflight.insert(meta.digest, futures::future::pending().boxed().shared());
+            piece_bytes += meta.size;
+            piece.push(meta);
+            started += 1;
+            if piece_bytes >= BATCH_PIECE_BYTES || piece.len() >= BATCH_PIECE_CHUNKS {
+                self.start_piece(&mut inflight, std::mem::take(&mut piece));
+                piece_bytes = 0;
+            }
+        }
+        if !piece.is_empty() {
+            self.start_piece(&mut inflight, piece);
+        }
+        started
+    }
+
+    /// Register one request's chunks in the in-flight map and send it.
+    fn start_piece(
+        self: &Arc<Self>,
+        inflight: &mut HashMap<B3Digest, ChunkFuture>,
+        metas: Vec<ChunkMeta>,
+    ) {
+        stats::add(&self.stats.batched_chunks, metas.len() as u64);
+        let this = Arc::clone(self);
+        let ms = metas.clone();
+        let batch: BatchFuture = async move { Arc::new(this.fetch_many(ms).await) }
+            .boxed()
+            .shared();
+        for (k, meta) in metas.iter().enumerate() {
+            let digest = meta.digest;
+            let one: ChunkFuture = batch
+                .clone()
+                .map(move |all| match all.get(k) {
+                    Some(r) => r.clone(),
+                    None => Err(FsError::Missing {
+                        what: "chunk",
+                        digest,
+                    }),
+                })
+                .boxed()
+                .shared();
+            inflight.insert(digest, one);
+        }
+        // Driven to the end whoever waits: it empties its map entries.
+        self.handle.spawn(batch.map(drop));
+    }
+
+    /// One batched request to the blob service; each chunk is checked,
+    /// counted and cached on its own, then all leave the in-flight map.
+    async fn fetch_many(self: Arc<Self>, metas: Vec<ChunkMeta>) -> Vec<Result<Bytes, FsError>> {
+        let digests: Vec<B3Digest> = metas.iter().map(|m| m.digest).collect();
+        let got = tokio::time::timeout(self.timeout, self.blobs.read_chunk_batch(&digests)).await;
+        let out: Vec<Result<Bytes, FsError>> = match got {
+            Err(_) => {
+                stats::add(&self.stats.timeouts, 1);
+                metas
+                    .iter()
+                    .map(|_| {
+                        Err(FsError::Timeout {
+                            what: "chunk fetch",
+                            after: self.timeout,
+                        })
+                    })
+                    .collect()
+            }
+            Ok(results) => metas
+                .iter()
+                .zip(
+                    results
+                        .into_iter()
+                        .map(Some)
+                        .chain(std::iter::repeat_with(|| None)),
+                )
+                .map(|(meta, r)| self.accept(*meta, r.unwrap_or(Ok(None))))
+                .collect(),
+        };
+        let mut inflight = self.inflight.lock();
+        for d in &digests {
+            inflight.remove(d);
+        }
+        out
+    }
+
+    /// Check a fetched chunk against its announced length; count and cache
+    /// it.
+    fn accept(
+        &self,
+        meta: ChunkMeta,
+        got: storefs_castore::Result<Option<Bytes>>,
+    ) -> Result<Bytes, FsError> {
+        match got {
+            Err(e) => Err(FsError::from(e)),
+            Ok(None) => Err(FsError::Missing {
+                what: "chunk",
+                digest: meta.digest,
+            }),
+            Ok(Some(data)) if data.len() as u64 != meta.size => Err(FsError::SizeMismatch {
+                what: "chunk",
+                digest: meta.digest,
+                expected: meta.size,
+                actual: data.len() as u64,
+            }),
+            Ok(Some(data)) => {
+                stats::add(&self.stats.chunks_fetched, 1);
+                stats::add(&self.stats.bytes_fetched, data.len() as u64);
+                self.cache_put(meta.digest, data.clone());
+                Ok(data)
+            }
+        }
     }
 
     /// The bytes of one chunk: from the cache, else by joining the fetch
@@ -289,57 +445,48 @@ impl Fetcher {
     /// One fetch from the blob service, with its own deadline so that a
     /// hung request leaves the in-flight map even if every waiter gave up.
     async fn fetch(self: Arc<Self>, meta: ChunkMeta) -> Result<Bytes, FsError> {
-        let res = match tokio::time::timeout(self.timeout, self.blobs.read_chunk(&meta.digest))
-            .await
-        {
-            Err(_) => {
-                stats::add(&self.stats.timeouts, 1);
-                Err(FsError::Timeout {
-                    what: "chunk fetch",
-                    after: self.timeout,
-                })
-            }
-            Ok(Err(e)) => Err(FsError::from(e)),
-            Ok(Ok(None)) => Err(FsError::Missing {
-                what: "chunk",
-                digest: meta.digest,
-            }),
-            Ok(Ok(Some(data))) if data.len() as u64 != meta.size => Err(FsError::SizeMismatch {
-                what: "chunk",
-                digest: meta.digest,
-                expected: meta.size,
-                actual: data.len() as u64,
-            }),
-            Ok(Ok(Some(data))) => {
-                stats::add(&self.stats.chunks_fetched, 1);
-                stats::add(&self.stats.bytes_fetched, data.len() as u64);
-                self.cache_put(meta.digest, data.clone());
-                Ok(data)
-            }
-        };
+        let res =
+            match tokio::time::timeout(self.timeout, self.blobs.read_chunk(&meta.digest)).await {
+                Err(_) => {
+                    stats::add(&self.stats.timeouts, 1);
+                    Err(FsError::Timeout {
+                        what: "chunk fetch",
+                        after: self.timeout,
+                    })
+                }
+                Ok(r) => self.accept(meta, r),
+            };
         self.inflight.lock().remove(&meta.digest);
         res
     }
 
     /// Start fetching `metas` in the background (read-ahead), skipping what
-    /// is cached or in flight, as far as read-ahead permits are free.
+    /// is cached or in flight, in batches, while a read-ahead permit is
+    /// free (each batch holds one until it is done).
     pub(crate) fn prefetch(self: &Arc<Self>, metas: impl Iterator<Item = ChunkMeta>) {
-        for meta in metas {
-            if self.is_known(&meta.digest) {
-                continue;
-            }
-            let Ok(permit) = Arc::clone(&self.readahead).try_acquire_owned() else {
-                return;
-            };
-            stats::add(&self.stats.readahead_chunks, 1);
-            let fut = self.join_or_start(meta);
-            self.handle.spawn(async move {
-                // A failed read-ahead is not an error: the reader that needs
-                // the chunk will fetch it again and see the error itself.
-                let _ = fut.await;
-                drop(permit);
-            });
+        let Ok(permit) = Arc::clone(&self.readahead).try_acquire_owned() else {
+            return;
+        };
+        let unknown: Vec<ChunkMeta> = metas.filter(|m| !self.is_known(&m.digest)).collect();
+        if unknown.is_empty() {
+            return;
         }
+        let digests: Vec<B3Digest> = unknown.iter().map(|m| m.digest).collect();
+        let n = self.fetch_batch(unknown);
+        stats::add(&self.stats.readahead_chunks, n as u64);
+        let futs: Vec<_> = {
+            let inflight = self.inflight.lock();
+            digests
+                .iter()
+                .filter_map(|d| inflight.get(d).cloned())
+                .collect()
+        };
+        self.handle.spawn(async move {
+            // A failed read-ahead is not an error: the reader that needs
+            // the chunk will fetch it again and see the error itself.
+            futures::future::join_all(futs).await;
+            drop(permit);
+        });
     }
 
     /// Bytes `offset..offset+len` of a chunked blob, clipped to its end.
@@ -355,6 +502,10 @@ impl Fetcher {
         let end = offset.saturating_add(len).min(total);
         let range = covering(ends, offset, end);
         let first_start = chunk_start(ends, range.start);
+        if range.len() > 1 {
+            // Several chunks not yet here go in one request.
+            self.fetch_batch(chunks[range.clone()].iter().copied());
+        }
         let futs: Vec<_> = chunks[range.clone()]
             .iter()
             .map(|m| self.chunk(*m))

@@ -22,10 +22,11 @@ use storefs_store::store_path::{HASH_PART_LEN, parse_hash_part};
 
 use crate::attr::{attr, dir_nlink, kind};
 use crate::error::FsError;
-use crate::fetch::Fetcher;
+use crate::fetch::{Fetcher, SMALL_BLOB};
 use crate::inodes::{InodeData, InodeKey, InodeTable, ROOT_INO};
 use crate::reader::{self, OpenFile};
 use crate::stats::{self, MountStats};
+use storefs_castore::blobservice::ChunkMeta;
 
 /// The xattr naming a file's blob digest (hex).
 pub(crate) const XATTR_BLOB: &str = "user.storefs.blob.digest";
@@ -45,6 +46,21 @@ const CLOSURES_REMEMBERED: usize = 64 * 1024;
 
 /// How many blobs keep open-file state for handle-less reads.
 const BLOB_FILES: usize = 4096;
+
+/// How many files remember the directory (and name) they were last found
+/// under, for fetching their small siblings together.
+const FILE_DIRS: usize = 64 * 1024;
+
+/// The window of small siblings fetched together when a file is opened:
+/// the small files (up to [`SMALL_BLOB`] each) from the opened one on, in
+/// name order (the order a walker reads them), up to this many bytes ...
+const SIBLING_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
+
+/// ... or this many files. A new batch starts when the file halfway
+/// through the window is not yet here, so a reader walking a directory
+/// finds the next files arrived or on their way, and each request carries
+/// about half a window.
+const SIBLING_WINDOW_FILES: usize = 256;
 
 /// The `d_ino` of a readdir entry that has no inode yet (libfuse's
 /// `FUSE_UNKNOWN_INO`): plain readdir does not count lookups, so it must
@@ -103,6 +119,9 @@ pub(crate) struct FsInner {
     closures: Mutex<HashSet<B3Digest>>,
     list_root: bool,
     readahead_chunks: usize,
+    /// The directory (digest) and name each file was last found under, by
+    /// blob: where to find its siblings when it is opened.
+    file_dirs: Mutex<LruCache<B3Digest, (B3Digest, Bytes)>>,
 }
 
 /// What [`FsInner::new`] needs beyond the services.
@@ -139,6 +158,9 @@ impl FsInner {
             closures: Mutex::new(HashSet::new()),
             list_root: config.list_root,
             readahead_chunks: config.readahead_chunks,
+            file_dirs: Mutex::new(LruCache::new(
+                NonZeroUsize::new(FILE_DIRS).unwrap_or(NonZeroUsize::MIN),
+            )),
         }
     }
 
@@ -233,6 +255,14 @@ impl FsInner {
 
     /// Count one lookup of the child `name` (which is `node`) of `parent`.
     async fn child(&self, parent: u64, name: &[u8], node: &Node) -> Result<FileAttr, FsError> {
+        if let Node::File { digest, .. } = node
+            && let Some(InodeData::Directory { digest: dir, .. }) =
+                self.inodes.get(parent).as_deref()
+        {
+            self.file_dirs
+                .lock()
+                .put(*digest, (*dir, Bytes::copy_from_slice(name)));
+        }
         let key = InodeKey::for_node(parent, name, node);
         let data = match self.inodes.find(&key) {
             Some((_, data)) => (*data).clone(),
@@ -321,6 +351,7 @@ impl FsInner {
         if write {
             return Err(FsError::ReadOnly);
         }
+        self.fetch_siblings(digest);
         let layout = self.fetcher.layout(digest, size).await?;
         if self.no_open.load(Ordering::Relaxed) {
             // The chunk list is in memory now. Answering ENOSYS tells the
@@ -334,6 +365,55 @@ impl FsInner {
         files.insert(fh, Arc::new(OpenFile::new(layout)));
         stats::set(&self.stats.open_files, files.len() as u64);
         Ok(fh)
+    }
+
+    /// A file (blob `blob`) is being opened: make sure the small files
+    /// after it in its directory are here or on their way, fetching those
+    /// that are not in batches (see [`SIBLING_WINDOW_BYTES`]). Bounded by
+    /// the window, so a program that opens one file of a large directory
+    /// pulls at most a window of its neighbours. Needs nothing from the
+    /// network: the directory is in memory (its store path's closure was
+    /// fetched at lookup) or the window is skipped.
+    fn fetch_siblings(&self, blob: B3Digest) {
+        let Some((dir, name)) = self.file_dirs.lock().get(&blob).cloned() else {
+            return;
+        };
+        let Some(dir) = self.dirs.get(&dir) else {
+            return;
+        };
+        let mut window = Vec::new();
+        let mut bytes = 0u64;
+        for (_, node) in dir.entries_from(&name) {
+            let Node::File { digest, size, .. } = node else {
+                continue;
+            };
+            if *size == 0 || *size > SMALL_BLOB || self.fetcher.is_chunked_small(digest) {
+                continue;
+            }
+            window.push(ChunkMeta {
+                digest: *digest,
+                size: *size,
+            });
+            bytes += size;
+            if bytes >= SIBLING_WINDOW_BYTES || window.len() >= SIBLING_WINDOW_FILES {
+                break;
+            }
+        }
+        // Already asked for up to the middle: the batch that reached it is
+        // still ahead of the reader.
+        let first_new = window
+            .iter()
+            .position(|m| !self.fetcher.is_known(&m.digest));
+        match first_new {
+            None => {}
+            Some(i) if i > 0 && i >= window.len() / 2 => {}
+            Some(_) if window.len() == 1 => {
+                // Only the file itself: the ordinary fetch does.
+            }
+            Some(_) => {
+                self.fetcher.fetch_batch(window);
+            }
+        }
     }
 
     /// The kernel agreed to open files without FUSE_OPEN (it asked with
@@ -352,6 +432,7 @@ impl FsInner {
         if let Some(f) = self.blob_files.lock().get(&digest).cloned() {
             return Ok(f);
         }
+        self.fetch_siblings(digest);
         let layout = self.fetcher.layout(digest, size).await?;
         let file = Arc::new(OpenFile::new(layout));
         self.blob_files.lock().put(digest, file.clone());

@@ -23,6 +23,12 @@ use crate::stats::{self, MountStats};
 /// deliver reads slightly out of order.
 pub(crate) const MAX_READ: u64 = 1024 * 1024;
 
+/// Sequential reads in a row after which read-ahead widens.
+const RAMP_AFTER: u64 = 8;
+
+/// How much wider read-ahead gets then.
+const RAMP_FACTOR: usize = 4;
+
 /// A streaming reader of a large unchunked blob, and where it is.
 struct StreamCursor {
     pos: u64,
@@ -34,6 +40,9 @@ pub(crate) struct OpenFile {
     layout: Arc<BlobLayout>,
     /// Offset just past the last read: the sequential-access detector.
     next_offset: AtomicU64,
+    /// Sequential reads in a row: read-ahead widens once a reader has
+    /// shown it reads the file through (see [`RAMP_AFTER`]).
+    streak: AtomicU64,
     /// For [`BlobLayout::Stream`] only: a reader positioned after the last
     /// read. A read takes it out (so concurrent reads never wait on each
     /// other: a second one opens its own) and puts it back when done; the
@@ -47,6 +56,7 @@ impl OpenFile {
         Self {
             layout,
             next_offset: AtomicU64::new(0),
+            streak: AtomicU64::new(0),
             cursor: Mutex::new(None),
         }
     }
@@ -57,7 +67,27 @@ impl OpenFile {
         let prev = self
             .next_offset
             .swap(offset.saturating_add(len), Ordering::Relaxed);
-        offset.abs_diff(prev) <= MAX_READ
+        let sequential = offset.abs_diff(prev) <= MAX_READ;
+        if sequential {
+            self.streak.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.streak.store(0, Ordering::Relaxed);
+        }
+        sequential
+    }
+
+    /// How many chunks to fetch ahead: `base` at first, [`RAMP_FACTOR`]
+    /// times that once [`RAMP_AFTER`] sequential reads came in a row. A
+    /// program that touches a few pages of a large file (a loader mapping
+    /// a library) keeps the narrow window and fetches little it does not
+    /// read; one that reads the file through gets requests large enough to
+    /// keep the link busy.
+    fn readahead(&self, base: usize) -> usize {
+        if self.streak.load(Ordering::Relaxed) >= RAMP_AFTER {
+            base.saturating_mul(RAMP_FACTOR)
+        } else {
+            base
+        }
     }
 }
 
@@ -80,7 +110,9 @@ pub(crate) fn read(
                 let total = ends.last().copied().unwrap_or(0);
                 let end = offset.saturating_add(len).min(total);
                 let next = covering(ends, offset, end).end;
-                let upto = next.saturating_add(readahead).min(chunks.len());
+                let upto = next
+                    .saturating_add(file.readahead(readahead))
+                    .min(chunks.len());
                 if next < upto {
                     fetcher.prefetch(chunks[next..upto].iter().copied());
                 }

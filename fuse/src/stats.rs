@@ -48,6 +48,7 @@ pub struct MountStats {
     pub(crate) chunk_list_hits: AtomicU64,
     pub(crate) chunk_list_misses: AtomicU64,
     pub(crate) readahead_chunks: AtomicU64,
+    pub(crate) batched_chunks: AtomicU64,
     pub(crate) streamed_bytes: AtomicU64,
     pub(crate) directories_fetched: AtomicU64,
     pub(crate) closures_fetched: AtomicU64,
@@ -97,6 +98,8 @@ pub struct StatsSnapshot {
     pub chunk_list_misses: u64,
     /// Chunks fetched ahead of a sequential reader.
     pub readahead_chunks: u64,
+    /// Chunks asked for in batched requests (many chunks in one call).
+    pub batched_chunks: u64,
     /// Bytes read through the streaming fallback for large unchunked blobs.
     pub streamed_bytes: u64,
     /// Directories asked of the directory service one by one.
@@ -139,6 +142,7 @@ impl MountStats {
             chunk_list_hits: get(&self.chunk_list_hits),
             chunk_list_misses: get(&self.chunk_list_misses),
             readahead_chunks: get(&self.readahead_chunks),
+            batched_chunks: get(&self.batched_chunks),
             streamed_bytes: get(&self.streamed_bytes),
             directories_fetched: get(&self.directories_fetched),
             closures_fetched: get(&self.closures_fetched),

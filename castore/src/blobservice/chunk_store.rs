@@ -19,6 +19,21 @@ pub trait ChunkStore: BlobService {
     /// returns [`Error::Integrity`] without storing anything otherwise.
     async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> Result<()>;
 
+    /// Store several chunks fetched together, each checked as by
+    /// `insert_chunk` (a chunk that fails its check is not stored, and the
+    /// first such failure is returned after the others are stored). A store
+    /// with transactions keeps them all in one. The default stores them one
+    /// by one.
+    async fn insert_chunks(&self, chunks: Vec<(B3Digest, Bytes)>) -> Result<()> {
+        let mut first_err = None;
+        for (digest, data) in chunks {
+            if let Err(e) = self.insert_chunk(&digest, data).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     /// Record the chunk list of `blob` (two or more chunks), whether or not
     /// the chunks themselves are here. Afterwards `has(blob)` is true and
     /// `chunks(blob)` returns `chunks`; a read of a chunk that is not here

@@ -27,6 +27,10 @@ pub use memory::MemoryBlobService;
 pub use quota::{DISK_SLACK_BYTES, DISK_SLACK_PERCENT, disk_bound, sync_bytes_for};
 pub use reader::open_read_via_chunks;
 
+/// How many `read_chunk` calls the default
+/// [`BlobService::read_chunk_batch`] keeps going at once.
+pub const BATCH_CONCURRENCY: usize = 16;
+
 /// One chunk of a blob: its digest and length, in blob order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkMeta {
@@ -65,6 +69,23 @@ pub trait BlobService: Send + Sync + 'static {
     /// The bytes of one chunk, or of a whole blob that is stored as a single
     /// chunk, verified against `digest`. `None` if absent.
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>>;
+
+    /// Many chunks at once, each answered on its own and in order: a chunk
+    /// that is absent (`Ok(None)`), corrupt or unreadable fails only its own
+    /// entry. Every `Some` is verified against its digest, as `read_chunk`.
+    ///
+    /// For services where a request costs a round trip, this is one request
+    /// (or a few) for all of them; the default asks `read_chunk` for each,
+    /// [`BATCH_CONCURRENCY`] at a time. You must only ask for chunks you can
+    /// hold in memory together.
+    async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(digests.len());
+        for group in digests.chunks(BATCH_CONCURRENCY) {
+            let reads: Vec<_> = group.iter().map(|d| self.read_chunk(d)).collect();
+            out.extend(futures::future::join_all(reads).await);
+        }
+        out
+    }
 
     /// A reader of the whole blob, `None` if absent. Memory use is bounded by
     /// a chunk or so, whatever the blob's size.

@@ -515,6 +515,42 @@ impl ChunkStore for RedbBlobService {
         .await
     }
 
+    /// All in one transaction (compressed before it, on a blocking thread),
+    /// with cache-fill durability, like `insert_chunk`.
+    async fn insert_chunks(&self, chunks: Vec<(B3Digest, Bytes)>) -> Result<()> {
+        let mut first_err = None;
+        let mut good = Vec::with_capacity(chunks.len());
+        let mut bytes: u64 = 0;
+        for (digest, data) in chunks {
+            match verify_chunk(&digest, &data) {
+                Ok(()) => {
+                    bytes += data.len() as u64;
+                    good.push((digest, data));
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if !good.is_empty() {
+            let db = self.db();
+            let durability = self.store.cache_fill_durability(bytes);
+            let quota = self.quota.clone();
+            blocking(move || {
+                write_chunks(
+                    &db,
+                    good,
+                    None,
+                    durability,
+                    Existing::Replace,
+                    quota.as_deref(),
+                )
+            })
+            .await?;
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     /// Committed with cache-fill durability, like `insert_chunk`.
     async fn insert_chunk_list(&self, blob: &B3Digest, chunks: &[ChunkMeta]) -> Result<()> {
         check_chunk_list(blob, chunks)?;

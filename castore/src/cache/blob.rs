@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -34,6 +35,8 @@ pub struct CachedBlobService {
     /// share one. A parking_lot (sync) lock: held only to look up or change
     /// the map, never across an `.await`.
     inflight: Arc<Mutex<HashMap<B3Digest, Fetch>>>,
+    /// Bytes fetched and handed out but not yet stored in near.
+    fill_backlog: Arc<AtomicU64>,
     /// What was served from near and fetched from far.
     stats: Arc<CacheStats>,
     /// Whether fetched data goes into near now (not after a failed write,
@@ -41,8 +44,15 @@ pub struct CachedBlobService {
     gate: Arc<FillGate>,
 }
 
+/// Bytes of fetched chunks that may wait to be stored in near while the
+/// readers go on; past this, a fetch waits for its own fill.
+const FILL_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+
 /// One fetch of a chunk from far, awaited by every reader that wants it.
 type Fetch = Shared<BoxFuture<'static, Result<Option<Bytes>, Arc<Error>>>>;
+
+/// One batched fetch from far: each entry's outcome, in request order.
+type BatchFetch = Shared<BoxFuture<'static, Arc<Vec<Result<Option<Bytes>, Arc<Error>>>>>>;
 
 impl CachedBlobService {
     /// `near` in front of `far`.
@@ -52,6 +62,7 @@ impl CachedBlobService {
             near,
             far,
             inflight: Arc::default(),
+            fill_backlog: Arc::default(),
             gate: Arc::new(FillGate::new(Arc::clone(&stats))),
             stats,
         }
@@ -63,8 +74,9 @@ impl CachedBlobService {
         &self.stats
     }
 
-    /// Fetch `digest` from far, check it, and keep it in near.
-    async fn fetch(self, digest: B3Digest) -> Result<Option<Bytes>> {
+    /// Fetch `digest` from far and check it. The caller keeps it in near
+    /// (see [`CachedBlobService::fill`]).
+    async fn fetch(&self, digest: B3Digest) -> Result<Option<Bytes>> {
         let Some(data) = self.far.read_chunk(&digest).await? else {
             return Ok(None);
         };
@@ -77,12 +89,6 @@ impl CachedBlobService {
             });
         }
         self.stats.far_fetch(data.len());
-        if self.gate.may_fill() {
-            match self.near.insert_chunk(&digest, data.clone()).await {
-                Ok(()) => self.gate.succeeded(),
-                Err(e) => self.fill_failed("chunk", &e).await,
-            }
-        }
         Ok(Some(data))
     }
 
@@ -97,6 +103,76 @@ impl CachedBlobService {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "could not reopen the local cache; trying again later"),
         }
+    }
+
+    /// Keep fetched chunks in near, off the reader's path: the readers
+    /// have their bytes already. The chunks stay in the in-flight map
+    /// (answering at once from the finished fetch) until they are in near,
+    /// so that no reader misses both and fetches them again. While more
+    /// than [`FILL_BACKLOG_BYTES`] wait to be stored, the fill is awaited
+    /// here instead, which slows fetching down to what near can store.
+    async fn fill(self, chunks: Vec<(B3Digest, Bytes)>, digests: Vec<B3Digest>) {
+        let bytes: u64 = chunks.iter().map(|(_, d)| d.len() as u64).sum();
+        let backlog = Arc::clone(&self.fill_backlog);
+        let map = Arc::clone(&self.inflight);
+        let work = async move {
+            if !chunks.is_empty() && self.gate.may_fill() {
+                match self.near.insert_chunks(chunks).await {
+                    Ok(()) => self.gate.succeeded(),
+                    Err(e) => self.fill_failed("chunk", &e).await,
+                }
+            }
+            let mut map = map.lock();
+            for d in &digests {
+                map.remove(d);
+            }
+        };
+        let before = backlog.fetch_add(bytes, Ordering::Relaxed);
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(h) if before < FILL_BACKLOG_BYTES => {
+                drop(h.spawn(async move {
+                    work.await;
+                    backlog.fetch_sub(bytes, Ordering::Relaxed);
+                }));
+            }
+            _ => {
+                work.await;
+                backlog.fetch_sub(bytes, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Fetch `digests` from far in one batch and check each; returns the
+    /// outcomes and the good chunks (for near). Each entry fails on its own.
+    async fn fetch_batch(
+        &self,
+        digests: &[B3Digest],
+    ) -> (Vec<Result<Option<Bytes>>>, Vec<(B3Digest, Bytes)>) {
+        let got = self.far.read_chunk_batch(digests).await;
+        let mut fill = Vec::new();
+        let out: Vec<Result<Option<Bytes>>> = digests
+            .iter()
+            .zip(got)
+            .map(|(digest, r)| {
+                let data = match r {
+                    Ok(Some(data)) => data,
+                    other => return other,
+                };
+                let actual = B3Digest::of(&data);
+                if actual != *digest {
+                    return Err(Error::Integrity {
+                        what: "chunk",
+                        expected: *digest,
+                        actual,
+                    });
+                }
+                self.stats.far_fetch(data.len());
+                fill.push((*digest, data.clone()));
+                Ok(Some(data))
+            })
+            .collect();
+        (out, fill)
     }
 
     /// The near side.
@@ -156,10 +232,14 @@ impl BlobService for CachedBlobService {
             match inflight.get(digest) {
                 Some(f) => f.clone(),
                 None => {
-                    let (this, map, d) = (self.clone(), self.inflight.clone(), *digest);
+                    let (this, d) = (self.clone(), *digest);
                     let f = async move {
                         let r = this.fetch(d).await.map_err(Arc::new);
-                        map.lock().remove(&d);
+                        let fill = match &r {
+                            Ok(Some(data)) => vec![(d, data.clone())],
+                            _ => Vec::new(),
+                        };
+                        this.fill(fill, vec![d]).await;
                         r
                     }
                     .boxed()
@@ -170,6 +250,100 @@ impl BlobService for CachedBlobService {
             }
         };
         fetch.await.map_err(|e| clone_error(&e))
+    }
+
+    /// Near first (each chunk on its own); what near lacks is fetched from
+    /// far in one batch, joining fetches already in flight, and kept in near
+    /// in one transaction.
+    async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        let mut out: Vec<Option<Result<Option<Bytes>>>> = self
+            .near
+            .read_chunk_batch(digests)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(Some(data)) => {
+                    self.stats.near_hit(data.len());
+                    Some(Ok(Some(data)))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    self.gate.read_failed("chunk", &e);
+                    None
+                }
+            })
+            .collect();
+        // Each miss waits on a fetch in the map: one already in flight, or
+        // one of the batch started here.
+        let mut waits: Vec<(usize, Fetch)> = Vec::new();
+        let mut fresh: Vec<B3Digest> = Vec::new();
+        {
+            let mut inflight = self.inflight.lock();
+            let mut batch_entries: Vec<(B3Digest, usize)> = Vec::new();
+            for (i, digest) in digests.iter().enumerate() {
+                if out[i].is_some() {
+                    continue;
+                }
+                if let Some(f) = inflight.get(digest) {
+                    waits.push((i, f.clone()));
+                    continue;
+                }
+                batch_entries.push((*digest, fresh.len()));
+                fresh.push(*digest);
+                // A placeholder until the batch future exists (below),
+                // so that a digest asked twice in one batch is fetched once.
+                inflight.insert(*digest, futures::future::pending().boxed().shared());
+            }
+            if !fresh.is_empty() {
+                let (this, ds) = (self.clone(), fresh.clone());
+                let batch: BatchFetch = async move {
+                    let (got, fill) = this.fetch_batch(&ds).await;
+                    this.fill(fill, ds).await;
+                    Arc::new(got.into_iter().map(|r| r.map_err(Arc::new)).collect())
+                }
+                .boxed()
+                .shared();
+                for (digest, k) in batch_entries {
+                    let f: Fetch = batch
+                        .clone()
+                        .map(move |v| match v.get(k) {
+                            Some(r) => r.clone(),
+                            None => Err(Arc::new(Error::Remote(
+                                "batched fetch answered too few chunks".into(),
+                            ))),
+                        })
+                        .boxed()
+                        .shared();
+                    inflight.insert(digest, f);
+                }
+            }
+            // Misses that are the same digest as a fresh one asked earlier
+            // in this call wait on it too.
+            let mut waiting = vec![false; digests.len()];
+            for (i, _) in &waits {
+                waiting[*i] = true;
+            }
+            for (i, digest) in digests.iter().enumerate() {
+                if out[i].is_none()
+                    && !waiting[i]
+                    && let Some(f) = inflight.get(digest)
+                {
+                    waits.push((i, f.clone()));
+                }
+            }
+        }
+        let results = futures::future::join_all(
+            waits
+                .into_iter()
+                .map(|(i, f)| f.map(move |r| (i, r.map_err(|e| clone_error(&e))))),
+        )
+        .await;
+        for (i, r) in results {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Remote("chunk left unanswered".into()))))
+            .collect()
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {

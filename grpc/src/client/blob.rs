@@ -7,7 +7,9 @@ use std::task::{Context, Poll, ready};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
+use storefs_castore::blobservice::{
+    BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta,
+};
 use storefs_castore::{B3Digest, Error, Result};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
@@ -96,6 +98,8 @@ impl GrpcBlobService {
     /// `ChunkService/ReadChunks` (one call per
     /// [`MAX_BATCH_DIGESTS`](crate::limits::MAX_BATCH_DIGESTS) digests) and
     /// falls back to one `Read` per chunk on a service that lacks it (snix).
+    /// Fails as a whole if any chunk fails; see
+    /// [`BlobService::read_chunk_batch`] for entries failing on their own.
     ///
     /// You must only batch chunks you expect to fit in memory together: a
     /// call collecting more than [`MAX_BATCH_BYTES`] fails.
@@ -104,23 +108,30 @@ impl GrpcBlobService {
         let mut total: usize = 0;
         for batch in digests.chunks(MAX_BATCH_DIGESTS) {
             match self.read_batch(batch, &mut total).await {
-                Ok(got) => out.extend(got),
+                Ok(got) => {
+                    for r in got {
+                        out.push(r?);
+                    }
+                }
                 Err(BatchError::Unimplemented) => {
                     for d in batch {
                         out.push(self.read_chunk(d).await?);
                     }
                 }
-                Err(BatchError::Other(e)) => return Err(e),
+                Err(BatchError::Broken(_, e) | BatchError::Other(e)) => return Err(e),
             }
         }
         Ok(out)
     }
 
+    /// One `ReadChunks` call. The outer error fails the whole call (the
+    /// stream broke or broke the protocol); an entry whose bytes do not
+    /// hash to its digest fails on its own.
     async fn read_batch(
         &self,
         batch: &[B3Digest],
         total: &mut usize,
-    ) -> Result<Vec<Option<Bytes>>, BatchError> {
+    ) -> Result<Vec<Result<Option<Bytes>>>, BatchError> {
         let conn = &self.conn;
         let op = format!("ChunkService/ReadChunks ({} digests)", batch.len());
         let protocol =
@@ -142,7 +153,7 @@ impl GrpcBlobService {
             Err(s) if s.code() == Code::Unimplemented => return Err(BatchError::Unimplemented),
             Err(s) => return Err(BatchError::Other(error(conn, &op, &s))),
         };
-        let mut out: Vec<Option<Bytes>> = Vec::with_capacity(batch.len());
+        let mut out: Vec<Result<Option<Bytes>>> = Vec::with_capacity(batch.len());
         let mut parts: Vec<Bytes> = Vec::new();
         let mut next = first;
         while let Some(msg) = next.take() {
@@ -164,26 +175,28 @@ impl GrpcBlobService {
                 if !parts.is_empty() || !msg.last {
                     return Err(protocol(format!("chunk #{index}: missing after data")));
                 }
-                out.push(None);
+                out.push(Ok(None));
             } else {
                 parts.push(msg.data);
                 if msg.last {
                     let data = join(std::mem::take(&mut parts));
                     let expected = batch[index];
                     let actual = B3Digest::of(&data);
-                    if actual != expected {
-                        return Err(BatchError::Other(Error::Integrity {
+                    out.push(if actual != expected {
+                        Err(Error::Integrity {
                             what: "chunk",
                             expected,
                             actual,
-                        }));
-                    }
-                    out.push(Some(data));
+                        })
+                    } else {
+                        Ok(Some(data))
+                    });
                 }
             }
-            next = next_message(conn, &mut rest)
-                .await
-                .map_err(|s| BatchError::Other(error(conn, &op, &s)))?;
+            next = match next_message(conn, &mut rest).await {
+                Ok(m) => m,
+                Err(s) => return Err(BatchError::Broken(out, error(conn, &op, &s))),
+            };
         }
         if out.len() != batch.len() || !parts.is_empty() {
             return Err(protocol(format!(
@@ -196,10 +209,33 @@ impl GrpcBlobService {
     }
 }
 
+impl GrpcBlobService {
+    /// One `Read` per chunk, [`BATCH_CONCURRENCY`] at a time.
+    async fn read_each(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(digests.len());
+        for group in digests.chunks(BATCH_CONCURRENCY) {
+            let reads: Vec<_> = group.iter().map(|d| self.read_chunk(d)).collect();
+            out.extend(futures::future::join_all(reads).await);
+        }
+        out
+    }
+}
+
+/// A copy of `e` for each entry of a batch that failed as a whole.
+fn each_entry(e: &Error) -> Error {
+    match e {
+        Error::Timeout(m) => Error::Timeout(m.clone()),
+        Error::InvalidRequest(m) => Error::InvalidRequest(m.clone()),
+        other => Error::Remote(other.to_string()),
+    }
+}
+
 /// Why a batch read did not give its chunks.
 enum BatchError {
     /// The service does not have `ReadChunks`: read one by one.
     Unimplemented,
+    /// The stream ended in an error after these entries arrived.
+    Broken(Vec<Result<Option<Bytes>>>, Error),
     Other(Error),
 }
 
@@ -320,6 +356,38 @@ impl BlobService for GrpcBlobService {
             });
         }
         Ok(Some(data))
+    }
+
+    /// One `ReadChunks` call per [`MAX_BATCH_DIGESTS`] digests, all at
+    /// once on the shared connection; one `Read` per chunk
+    /// ([`BATCH_CONCURRENCY`] at a time) on a service without
+    /// `ReadChunks`.
+    async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        let calls = digests.chunks(MAX_BATCH_DIGESTS).map(|batch| async move {
+            // Each call is bounded on its own: a batch is sized by its
+            // caller, who knows what it can hold.
+            let mut total = 0;
+            match self.read_batch(batch, &mut total).await {
+                Ok(got) => got,
+                Err(BatchError::Unimplemented) => self.read_each(batch).await,
+                Err(BatchError::Broken(mut got, e)) => {
+                    // The call broke part way (the service sends an error
+                    // status for a chunk it cannot read, which ends the
+                    // stream): what arrived stands, and the rest are asked
+                    // for one by one, so that a bad chunk fails alone.
+                    tracing::debug!(error = %e, received = got.len(), "ReadChunks broke; reading the rest one by one");
+                    let rest = self.read_each(&batch[got.len()..]).await;
+                    got.extend(rest);
+                    got
+                }
+                Err(BatchError::Other(e)) => batch.iter().map(|_| Err(each_entry(&e))).collect(),
+            }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
