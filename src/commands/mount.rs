@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use storefs_castore::{
-    BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
+    BlobService, CacheStats, CachedBlobService, MOUNT_CACHE_REDB_CACHE_BYTES, CachedDirectoryService, DirectoryService,
     RedbBlobService, RedbStore, StoreUrl,
 };
 use storefs_fuse::{BlobOrigin, MountConfig};
@@ -113,7 +113,9 @@ async fn with_local_cache(
         .clone()
         .unwrap_or_else(|| services::default_data_dir().join("cache"));
     let open_dir = dir.clone();
-    let store = tokio::task::spawn_blocking(move || RedbStore::open_dir(open_dir))
+    let store = tokio::task::spawn_blocking(move || {
+        RedbStore::open_dir_with_cache(open_dir, MOUNT_CACHE_REDB_CACHE_BYTES)
+    })
         .await
         .context("the cache task failed")?
         .with_context(|| format!("opening the cache at {}", dir.display()))?;
