@@ -366,16 +366,31 @@ fn has_failed(db: &Database) -> bool {
     }
 }
 
-/// Run blocking redb work off the async threads.
+/// Run blocking redb work off the async threads, at most
+/// [`MAX_BLOCKING_REDB`] at once in the process: more callers wait (as
+/// tasks, holding no thread). Unbounded, 64 concurrent readers of a mount
+/// grew tokio's blocking pool to a hundred threads, each with its stack and
+/// its share of malloc's memory; redb serialises writers anyway, and two
+/// cores gain nothing from dozens of readers.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_BLOCKING_REDB);
+    let permit = SLOTS
+        .acquire()
         .await
-        .map_err(|e| Error::Storage(format!("redb task failed: {e}")))?
+        .map_err(|e| Error::Storage(format!("redb task slots: {e}")))?;
+    let r = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("redb task failed: {e}")))?;
+    drop(permit);
+    r
 }
+
+/// Most blocking redb operations (reads, fills, commits) running at once.
+pub const MAX_BLOCKING_REDB: usize = 16;
 
 /// Turn a redb error into ours, saying what was being done.
 pub(crate) fn storage<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use storefs_castore::{
-    BlobService, CacheStats, CachedBlobService, MOUNT_CACHE_REDB_CACHE_BYTES, CachedDirectoryService, DirectoryService,
-    RedbBlobService, RedbStore, StoreUrl,
+    BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
+    MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore, StoreUrl,
 };
 use storefs_fuse::{BlobOrigin, MountConfig};
 use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
@@ -116,9 +116,9 @@ async fn with_local_cache(
     let store = tokio::task::spawn_blocking(move || {
         RedbStore::open_dir_with_cache(open_dir, MOUNT_CACHE_REDB_CACHE_BYTES)
     })
-        .await
-        .context("the cache task failed")?
-        .with_context(|| format!("opening the cache at {}", dir.display()))?;
+    .await
+    .context("the cache task failed")?
+    .with_context(|| format!("opening the cache at {}", dir.display()))?;
     let quota = match &args.cache_size {
         Some(s) => parse_size(s).with_context(|| format!("--cache-size {s}"))?,
         None => default_quota(&dir),
