@@ -92,6 +92,6 @@ pub use names::{
     SymlinkTargetError,
 };
 pub use redb_store::{
-    CACHE_SYNC_BYTES, CACHE_SYNC_INTERVAL, CHUNK_RAW, CHUNK_ZSTD, Recovery, RedbStore,
-    STORE_FILE_NAME,
+    CACHE_SYNC_BYTES, CACHE_SYNC_INTERVAL, CHUNK_RAW, CHUNK_ZSTD, MAX_BLOCKING_REDB,
+    MOUNT_CACHE_REDB_CACHE_BYTES, Recovery, RedbStore, STORE_FILE_NAME,
 };

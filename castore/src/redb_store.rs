@@ -55,6 +55,11 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("castor
 /// page cache holds the file's hot pages anyway.
 pub const REDB_CACHE_BYTES: usize = 32 << 20;
 
+/// redb's page cache for a mount's local cache: small, so that the mount's
+/// resident memory stays bounded under load (the kernel's page cache holds
+/// the file's hot pages anyway).
+pub const MOUNT_CACHE_REDB_CACHE_BYTES: usize = 8 << 20;
+
 /// At most this long passes between durable commits of cache fills.
 pub const CACHE_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// At most this many bytes of cache fills go between durable commits.
@@ -111,6 +116,8 @@ struct FileState {
     _lock: FileLock,
     /// Set when a write met a full disk.
     full: Arc<DiskFull>,
+    /// redb's page cache, for reopening.
+    cache_bytes: usize,
 }
 
 /// What [`RedbStore::recover`] found and did.
@@ -140,6 +147,14 @@ impl RedbStore {
     /// call it at startup or from `spawn_blocking`, and only once per file
     /// and process (a second open is refused); share clones instead.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_cache(path, REDB_CACHE_BYTES)
+    }
+
+    /// Like [`RedbStore::open`], with a page cache of `cache_bytes` instead
+    /// of [`REDB_CACHE_BYTES`] (a mount's cache gets a small one: the
+    /// kernel caches the file's pages anyway, and the mount's memory must
+    /// stay bounded).
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: usize) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let lock = FileLock::acquire(&path).map_err(|e| match e {
             LockError::Busy => Error::Storage(format!(
@@ -152,12 +167,16 @@ impl RedbStore {
             }
         })?;
         let full = Arc::new(DiskFull::default());
-        let db = open_database(&path, &full)?;
+        let db = open_database(&path, &full, cache_bytes)?;
         let store = Self {
             db: Arc::new(RwLock::new(Arc::new(db))),
             cache_synced: Arc::new(std::sync::Mutex::new(CacheSync::new())),
             path: Arc::new(path),
-            file: Some(Arc::new(FileState { _lock: lock, full })),
+            file: Some(Arc::new(FileState {
+                _lock: lock,
+                full,
+                cache_bytes,
+            })),
         };
         store.create_tables()?;
         Ok(store)
@@ -194,7 +213,7 @@ impl RedbStore {
             return Ok(Recovery::Healthy);
         }
         let disk_full = file.full.take();
-        let db = open_database(&self.path, &file.full)?;
+        let db = open_database(&self.path, &file.full, file.cache_bytes)?;
         *slot = Arc::new(db);
         Ok(Recovery::Reopened { disk_full })
     }
@@ -215,6 +234,16 @@ impl RedbStore {
             Error::Storage(format!("creating store directory {}: {e}", dir.display()))
         })?;
         Self::open(dir.join(STORE_FILE_NAME))
+    }
+
+    /// [`RedbStore::open_dir`] with a page cache of `cache_bytes`
+    /// ([`RedbStore::open_with_cache`]).
+    pub fn open_dir_with_cache(dir: impl AsRef<Path>, cache_bytes: usize) -> Result<Self> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Storage(format!("creating store directory {}: {e}", dir.display()))
+        })?;
+        Self::open_with_cache(dir.join(STORE_FILE_NAME), cache_bytes)
     }
 
     /// The database now, for crates that keep their own tables in it.
@@ -311,13 +340,13 @@ impl RedbStore {
 
 /// Open the database file at `path` through a [`StoreFile`] (the caller
 /// holds the file's lock).
-fn open_database(path: &Path, full: &Arc<DiskFull>) -> Result<Database> {
+fn open_database(path: &Path, full: &Arc<DiskFull>, cache_bytes: usize) -> Result<Database> {
     let err = |e: &dyn std::fmt::Display| {
         Error::Storage(format!("opening redb database {}: {e}", path.display()))
     };
     let file = StoreFile::open(path, Arc::clone(full)).map_err(|e| err(&e))?;
     Database::builder()
-        .set_cache_size(REDB_CACHE_BYTES)
+        .set_cache_size(cache_bytes)
         .create_with_backend(file)
         .map_err(|e| err(&e))
 }
@@ -337,16 +366,31 @@ fn has_failed(db: &Database) -> bool {
     }
 }
 
-/// Run blocking redb work off the async threads.
+/// Run blocking redb work off the async threads, at most
+/// [`MAX_BLOCKING_REDB`] at once in the process: more callers wait (as
+/// tasks, holding no thread). Unbounded, 64 concurrent readers of a mount
+/// grew tokio's blocking pool to a hundred threads, each with its stack and
+/// its share of malloc's memory; redb serialises writers anyway, and two
+/// cores gain nothing from dozens of readers.
 pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
 where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_BLOCKING_REDB);
+    let permit = SLOTS
+        .acquire()
         .await
-        .map_err(|e| Error::Storage(format!("redb task failed: {e}")))?
+        .map_err(|e| Error::Storage(format!("redb task slots: {e}")))?;
+    let r = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Storage(format!("redb task failed: {e}")))?;
+    drop(permit);
+    r
 }
+
+/// Most blocking redb operations (reads, fills, commits) running at once.
+pub const MAX_BLOCKING_REDB: usize = 16;
 
 /// Turn a redb error into ours, saying what was being done.
 pub(crate) fn storage<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
@@ -357,25 +401,28 @@ pub(crate) fn storage<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) ->
 ///
 /// The compressed frame is written straight after the flag byte, into
 /// room as long as the raw chunk: if zstd cannot fit the frame there, it
-/// would not have been smaller, and the chunk is stored raw. One zstd
-/// context per thread is reused (making one costs more than compressing a
-/// small file).
+/// would not have been smaller, and the chunk is stored raw. zstd contexts
+/// are reused (making one costs more than compressing a small file) from a
+/// small shared pool, not one per thread: encoding runs on tokio's blocking
+/// threads, of which a loaded mount has dozens, and each context holds
+/// about a megabyte.
 pub(crate) fn encode_chunk(data: &[u8]) -> Vec<u8> {
-    thread_local! {
-        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
     let mut out = vec![0u8; data.len() + 1];
-    let compressed = COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    let mut compressor = COMPRESSORS
+        .lock()
+        .pop()
+        .or_else(|| zstd::bulk::Compressor::new(ZSTD_LEVEL).ok());
+    // A frame longer than `data` fails here (dstSize_tooSmall) and the
+    // chunk goes raw.
+    let compressed = compressor
+        .as_mut()
+        .and_then(|c| c.compress_to_buffer(data, &mut out[1..]).ok());
+    if let Some(c) = compressor {
+        let mut pool = COMPRESSORS.lock();
+        if pool.len() < POOLED_COMPRESSORS {
+            pool.push(c);
         }
-        let compressor = slot.as_mut()?;
-        // A frame longer than `data` fails here (dstSize_tooSmall) and
-        // the chunk goes raw.
-        compressor.compress_to_buffer(data, &mut out[1..]).ok()
-    });
+    }
     match compressed {
         Some(n) if n < data.len() => {
             out[0] = CHUNK_ZSTD;
@@ -388,6 +435,14 @@ pub(crate) fn encode_chunk(data: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// Idle zstd contexts kept for reuse, at most [`POOLED_COMPRESSORS`]. A
+/// parking_lot (sync) lock, held only to take or return one.
+static COMPRESSORS: parking_lot::Mutex<Vec<zstd::bulk::Compressor<'static>>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// Most idle zstd contexts kept: about one per core compressing at once.
+const POOLED_COMPRESSORS: usize = 4;
 
 /// zstd level of stored chunks: the fastest of the normal levels.
 const ZSTD_LEVEL: i32 = 1;

@@ -9,13 +9,14 @@
 //! which chunk buffers (16–256 KiB) come from the arenas and stay there.
 //!
 //! [`bound_malloc`] fixes both at mount start: few arenas, and a fixed mmap
-//! threshold so that large buffers go back to the kernel when freed.
+//! threshold (64 KiB, the average chunk) so that chunk buffers go back to
+//! the kernel when freed instead of fragmenting the arenas.
 
 /// Most malloc arenas the mount uses.
 pub const MALLOC_ARENAS: i32 = 2;
 
 /// Allocations this large or larger are mmap-ed (and returned on free).
-pub const MMAP_THRESHOLD: i32 = 128 * 1024;
+pub const MMAP_THRESHOLD: i32 = 64 * 1024;
 
 /// Set the malloc tunables above (glibc only; elsewhere nothing to do).
 /// Call it once, early; an environment that already sets them

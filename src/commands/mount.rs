@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use storefs_castore::{
     BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
-    RedbBlobService, RedbStore, StoreUrl,
+    MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore, StoreUrl,
 };
 use storefs_fuse::{BlobOrigin, MountConfig};
 use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
@@ -114,10 +114,12 @@ async fn with_local_cache(
         .clone()
         .unwrap_or_else(|| services::default_data_dir().join("cache"));
     let open_dir = dir.clone();
-    let store = tokio::task::spawn_blocking(move || RedbStore::open_dir(open_dir))
-        .await
-        .context("the cache task failed")?
-        .with_context(|| format!("opening the cache at {}", dir.display()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        RedbStore::open_dir_with_cache(open_dir, MOUNT_CACHE_REDB_CACHE_BYTES)
+    })
+    .await
+    .context("the cache task failed")?
+    .with_context(|| format!("opening the cache at {}", dir.display()))?;
     let quota = match &args.cache_size {
         Some(s) => parse_size(s).with_context(|| format!("--cache-size {s}"))?,
         None => default_quota(&dir),
