@@ -68,6 +68,9 @@ pub struct HttpConfig {
     /// clients that present it (`Authorization: Bearer`, or Basic with it
     /// as password). `None`: the view is read-only.
     pub write_token: Option<String>,
+    /// Serve the Guix flavour (`guix publish`'s layout and signatures)
+    /// instead of Nix's; see [`crate::guix`].
+    pub guix: Option<crate::guix::GuixHttpConfig>,
 }
 
 impl HttpConfig {
@@ -78,6 +81,7 @@ impl HttpConfig {
             priority: 40,
             sign_key: None,
             write_token: None,
+            guix: None,
         }
     }
 }
@@ -92,6 +96,9 @@ struct AppState {
 
 /// The routes, for embedding in another server or for tests.
 pub fn router(services: HttpServices, config: HttpConfig) -> Router {
+    if let Some(guix) = config.guix.clone() {
+        return crate::guix::router(services, config, guix);
+    }
     let state = Arc::new(AppState {
         services,
         config,
@@ -115,7 +122,7 @@ pub async fn serve_http(
 }
 
 /// An answer that is not a success: a status and a one-line reason.
-pub(crate) struct Failure(StatusCode, String);
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 impl Failure {
     pub(crate) fn bad_request(what: impl Into<String>) -> Self {

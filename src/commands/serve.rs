@@ -75,6 +75,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
         if let Some(f) = &args.write_token_file {
             config.write_token = Some(read_file_trimmed(f)?);
         }
+        config.guix = super::guix::http_config(&args.guix, &store_dir, &config)?;
         let http = storefs_http::HttpServices {
             blob: services.blob.clone(),
             directory: services.directory.clone(),

@@ -141,7 +141,10 @@ pub fn guix_narinfo(data: &[u8]) {
     if let Ok(parsed) = GuixNarInfo::parse(data, &store_dir) {
         let text = parsed.info.render(&store_dir, None);
         match GuixNarInfo::parse(text.as_bytes(), &store_dir) {
-            Ok(again) => assert_eq!(again.info, parsed.info, "narinfo changed by render:\n{text}"),
+            Ok(again) => assert_eq!(
+                again.info, parsed.info,
+                "narinfo changed by render:\n{text}"
+            ),
             Err(e) => panic!("rendered narinfo does not parse: {e}\n{text}"),
         }
     }

@@ -26,7 +26,9 @@ fn guile(args: &[&std::ffi::OsStr]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap_or_else(|e| {
-            panic!("guile not found ({e}): run scripts/test, which installs guile-3.0 and guile-gcrypt")
+            panic!(
+                "guile not found ({e}): run scripts/test, which installs guile-3.0 and guile-gcrypt"
+            )
         });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -87,7 +89,7 @@ fn samples() -> Vec<GuixNarInfo> {
 #[test]
 fn guile_signs_storefs_verifies_and_signs_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let (ok, _) = guile(&[ "genkey".as_ref(), dir.path().as_os_str()]);
+    let (ok, _) = guile(&["genkey".as_ref(), dir.path().as_os_str()]);
     assert!(ok, "guile genkey failed");
     let sec_file = dir.path().join("signing-key.sec");
     let pub_file = dir.path().join("signing-key.pub");
@@ -114,7 +116,9 @@ fn guile_signs_storefs_verifies_and_signs_the_same_bytes() {
         assert!(ok, "guile sign failed");
         let parsed = GuixNarInfo::parse(signed.as_bytes(), &gnu())
             .unwrap_or_else(|e| panic!("{e}\n{signed}"));
-        parsed.verify(&acl).unwrap_or_else(|e| panic!("{e}\n{signed}"));
+        parsed
+            .verify(&acl)
+            .unwrap_or_else(|e| panic!("{e}\n{signed}"));
         // storefs signs the same text with the same key to the same bytes
         // (RFC 6979 makes ECDSA deterministic).
         let mut ours = info.clone();
@@ -139,7 +143,10 @@ fn storefs_signs_guile_verifies() {
         let file = dir.path().join(format!("n{i}.narinfo"));
         std::fs::write(&file, &text).unwrap();
         let (ok, status) = guile(&["verify".as_ref(), acl_file.as_os_str(), file.as_os_str()]);
-        assert!(ok, "libgcrypt refuses storefs's signature: {status}\n{text}");
+        assert!(
+            ok,
+            "libgcrypt refuses storefs's signature: {status}\n{text}"
+        );
         assert_eq!(status.trim(), "valid-signature");
         // Guile signing with the key files storefs wrote gives storefs's bytes.
         let body = dir.path().join(format!("b{i}"));
@@ -162,9 +169,16 @@ fn rewrite_signature(text: &str, f: impl Fn(&str) -> String) -> String {
         .map(|l| match l.strip_prefix("Signature: ") {
             Some(v) => {
                 let mut parts = v.splitn(3, ';');
-                let (ver, host, b64) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+                let (ver, host, b64) = (
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                );
                 let sexp = String::from_utf8(BASE64.decode(b64.as_bytes()).unwrap()).unwrap();
-                format!("Signature: {ver};{host};{}", BASE64.encode(f(&sexp).as_bytes()))
+                format!(
+                    "Signature: {ver};{host};{}",
+                    BASE64.encode(f(&sexp).as_bytes())
+                )
             }
             None => l.to_owned(),
         })
@@ -189,9 +203,8 @@ fn tampered_foreign_truncated_and_unknown_versions_are_refused_by_both() {
         let (ok, s) = guile(&["verify".as_ref(), acl_file.as_os_str(), f.as_os_str()]);
         (ok, s.trim().to_owned())
     };
-    let ours = |text: &str| {
-        GuixNarInfo::parse(text.as_bytes(), &gnu()).and_then(|p| p.verify(&acl))
-    };
+    let ours =
+        |text: &str| GuixNarInfo::parse(text.as_bytes(), &gnu()).and_then(|p| p.verify(&acl));
     assert_eq!(guile_status(&good), (true, "valid-signature".into()));
     ours(&good).unwrap();
 
@@ -226,9 +239,16 @@ fn tampered_foreign_truncated_and_unknown_versions_are_refused_by_both() {
 
     // A truncated s-expression.
     let truncated = rewrite_signature(&good, |s| s[..s.len() / 2].to_owned());
-    assert_eq!(guile_status(&truncated), (false, "corrupt-signature".into()));
+    assert_eq!(
+        guile_status(&truncated),
+        (false, "corrupt-signature".into())
+    );
     match ours(&truncated) {
-        Err(GuixNarInfoError::Field { key: "Signature", reason, .. }) => {
+        Err(GuixNarInfoError::Field {
+            key: "Signature",
+            reason,
+            ..
+        }) => {
             assert!(reason.contains("truncated"), "{reason}");
         }
         other => panic!("truncated signature accepted or misreported: {other:?}"),
@@ -240,8 +260,15 @@ fn tampered_foreign_truncated_and_unknown_versions_are_refused_by_both() {
     let v2 = good.replace("Signature: 1;", "Signature: 2;");
     assert_eq!(guile_status(&v2), (false, "unsupported-version".into()));
     match ours(&v2) {
-        Err(GuixNarInfoError::Field { key: "Signature", reason, .. }) => {
-            assert!(reason.contains("unsupported signature version 2"), "{reason}");
+        Err(GuixNarInfoError::Field {
+            key: "Signature",
+            reason,
+            ..
+        }) => {
+            assert!(
+                reason.contains("unsupported signature version 2"),
+                "{reason}"
+            );
         }
         other => panic!("version 2 accepted or misreported: {other:?}"),
     }

@@ -531,7 +531,13 @@ async fn execute(
     }
     let left: Vec<_> = plan.keys().copied().collect();
     for d in left {
-        fail(d, GuixPathError::ReferenceCycle, &mut plan, &mut waiting, report);
+        fail(
+            d,
+            GuixPathError::ReferenceCycle,
+            &mut plan,
+            &mut waiting,
+            report,
+        );
     }
 }
 
@@ -687,13 +693,25 @@ mod tests {
     #[test]
     fn offers_are_chosen_as_guix_substitute_does() {
         // Known sizes win, smallest first.
-        let o = [offer("zstd", Some(50)), offer("gzip", Some(40)), offer("none", Some(100))];
+        let o = [
+            offer("zstd", Some(50)),
+            offer("gzip", Some(40)),
+            offer("none", Some(100)),
+        ];
         assert_eq!(choose_offer(&o).unwrap().compression, "gzip");
         // guix publish without a cache: only "none" has a size.
-        let o = [offer("zstd", None), offer("gzip", None), offer("none", Some(100))];
+        let o = [
+            offer("zstd", None),
+            offer("gzip", None),
+            offer("none", Some(100)),
+        ];
         assert_eq!(choose_offer(&o).unwrap().compression, "none");
         // No sizes: the better compression.
-        let o = [offer("none", None), offer("gzip", None), offer("zstd", None)];
+        let o = [
+            offer("none", None),
+            offer("gzip", None),
+            offer("zstd", None),
+        ];
         assert_eq!(choose_offer(&o).unwrap().compression, "zstd");
         // lzip is not decodable.
         let o = [offer("lzip", Some(1)), offer("gzip", None)];

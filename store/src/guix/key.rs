@@ -97,7 +97,10 @@ fn ecc_body<'a>(
         let found = sexp.head().map(|h| String::from_utf8_lossy(h).into_owned());
         return Err(shape(
             what,
-            format!("expected ({head} …), found ({} …)", found.unwrap_or_default()),
+            format!(
+                "expected ({head} …), found ({} …)",
+                found.unwrap_or_default()
+            ),
         ));
     };
     let [alg] = rest else {
@@ -346,14 +349,20 @@ impl Acl {
         let mut acl = Acl::default();
         for (i, entry) in entries.iter().enumerate() {
             let Some([key, tag]) = entry.tagged("entry") else {
-                return Err(shape("ACL", format!("entry {i} is not (entry KEY (tag …))")));
+                return Err(shape(
+                    "ACL",
+                    format!("entry {i} is not (entry KEY (tag …))"),
+                ));
             };
             let want_tag = Sexp::list([
                 Sexp::atom("tag"),
                 Sexp::list([Sexp::atom("guix"), Sexp::atom("import")]),
             ]);
             if *tag != want_tag {
-                return Err(shape("ACL", format!("entry {i}: tag is not (tag (guix import))")));
+                return Err(shape(
+                    "ACL",
+                    format!("entry {i}: tag is not (tag (guix import))"),
+                ));
             }
             match PublicKey::from_sexp(key) {
                 Ok(k) => acl.add(k),
@@ -447,14 +456,26 @@ mod tests {
         );
         assert!(matches!(
             SecretKey::parse(bad.as_bytes()),
-            Err(KeyError::Invalid { reason: "q is not the public key of d", .. })
+            Err(KeyError::Invalid {
+                reason: "q is not the public key of d",
+                ..
+            })
         ));
         let rsa = b"(public-key (rsa (n #00C1#) (e #010001#)))";
-        assert!(matches!(PublicKey::parse(rsa), Err(KeyError::Unsupported { .. })));
+        assert!(matches!(
+            PublicKey::parse(rsa),
+            Err(KeyError::Unsupported { .. })
+        ));
         let eddsa = b"(public-key (ecc (curve Ed25519) (flags eddsa) (q #C203EF12D1F1AEE73A2FBD8022B2125FF7CDA03026F0FE27733B77BCD502B92F#)))";
-        assert!(matches!(PublicKey::parse(eddsa), Err(KeyError::Unsupported { .. })));
+        assert!(matches!(
+            PublicKey::parse(eddsa),
+            Err(KeyError::Unsupported { .. })
+        ));
         let nist = b"(public-key (ecc (curve NIST-P256) (q #04#)))";
-        assert!(matches!(PublicKey::parse(nist), Err(KeyError::Unsupported { .. })));
+        assert!(matches!(
+            PublicKey::parse(nist),
+            Err(KeyError::Unsupported { .. })
+        ));
         assert!(matches!(
             PublicKey::parse(&PUB.as_bytes()[..40]),
             Err(KeyError::Sexp { .. })
@@ -474,7 +495,8 @@ mod tests {
         assert!(again.contains(&b));
         let single = Acl::parse_acl_or_key(PUB.as_bytes()).unwrap();
         assert_eq!(single.keys(), &[a]);
-        let with_rsa = b"(acl (entry (public-key (rsa (n #00C1#) (e #010001#))) (tag (guix import))))";
+        let with_rsa =
+            b"(acl (entry (public-key (rsa (n #00C1#) (e #010001#))) (tag (guix import))))";
         let acl = Acl::parse(with_rsa).unwrap();
         assert_eq!((acl.keys().len(), acl.skipped()), (0, 1));
         assert!(Acl::parse(b"(acl (entry x (tag (guix export))))").is_err());

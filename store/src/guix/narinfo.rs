@@ -224,7 +224,8 @@ impl GuixNarInfo {
                 }
                 "NarSize" => {
                     once(nar_size.is_some())?;
-                    nar_size = Some(decimal(value).ok_or_else(|| field_err(line, key, "not a size"))?);
+                    nar_size =
+                        Some(decimal(value).ok_or_else(|| field_err(line, key, "not a size"))?);
                 }
                 "References" => {
                     once(references.is_some())?;
@@ -245,7 +246,8 @@ impl GuixNarInfo {
                 }
                 "Signature" => {
                     once(signature.is_some())?;
-                    let f = SignatureField::parse(value).map_err(|e| field_err(line, key, e.to_string()));
+                    let f = SignatureField::parse(value)
+                        .map_err(|e| field_err(line, key, e.to_string()));
                     signature = Some(f);
                 }
                 "URL" => {
@@ -273,12 +275,16 @@ impl GuixNarInfo {
                         if last.2.is_some() {
                             return Err(GuixNarInfoError::Duplicate { line, key });
                         }
-                        last.2 = Some(decimal(value).ok_or_else(|| field_err(line, key, "not a size"))?);
+                        last.2 =
+                            Some(decimal(value).ok_or_else(|| field_err(line, key, "not a size"))?);
                     }
                 }
                 _ => {}
             }
-            if matches!(key, "StorePath" | "NarHash" | "NarSize" | "References" | "Deriver") {
+            if matches!(
+                key,
+                "StorePath" | "NarHash" | "NarSize" | "References" | "Deriver"
+            ) {
                 offsets.push((key, start));
             }
         }
@@ -391,7 +397,8 @@ impl ParsedNarInfo {
 }
 
 fn decimal(v: &str) -> Option<u64> {
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || (v.len() > 1 && v.starts_with('0')) {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || (v.len() > 1 && v.starts_with('0'))
+    {
         return None;
     }
     v.parse().ok()
@@ -482,7 +489,10 @@ Signature: 1;berlin.guixsd.org;KHNpZ25hdHVyZSAKIChkYXRhIAogIChmbGFncyByZmM2OTc5K
         assert_eq!(info.offers[0].file_size, Some(894));
         assert_eq!(info.system.as_deref(), Some("x86_64-linux"));
         // The signature re-renders to the very base64 the farm sent.
-        let sig = BERLIN.lines().find_map(|l| l.strip_prefix("Signature: ")).unwrap();
+        let sig = BERLIN
+            .lines()
+            .find_map(|l| l.strip_prefix("Signature: "))
+            .unwrap();
         assert_eq!(info.signature.as_ref().unwrap().render(), sig);
         // Any change to the signed text is caught.
         let tampered = BERLIN.replace("NarSize: 2600", "NarSize: 2601");
@@ -528,7 +538,18 @@ Signature: 1;berlin.guixsd.org;KHNpZ25hdHVyZSAKIChkYXRhIAogIChmbGFncyByZmM2OTc5K
         let keys: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
         assert_eq!(
             keys,
-            ["StorePath", "NarHash", "NarSize", "References", "Signature", "URL", "Compression", "URL", "Compression", "FileSize"]
+            [
+                "StorePath",
+                "NarHash",
+                "NarSize",
+                "References",
+                "Signature",
+                "URL",
+                "Compression",
+                "URL",
+                "Compression",
+                "FileSize"
+            ]
         );
         assert!(text.contains("URL: nar/zstd/y857mykfnc9vd1sc2lqz5g35l111fp71-gtk%2B-2.0\n"));
         assert!(text.contains("URL: nar/y857mykfnc9vd1sc2lqz5g35l111fp71-gtk%2B-2.0\n"));
@@ -542,17 +563,48 @@ Signature: 1;berlin.guixsd.org;KHNpZ25hdHVyZSAKIChkYXRhIAogIChmbGFncyByZmM2OTc5K
         let key = SecretKey::generate();
         let good = sample(1).render(&gnu(), Some((&key, "h")));
         let cases: Vec<(String, GuixNarInfoError)> = vec![
-            (good.replace("NarSize: 1234", "NarSize: 12x"), field_err(3, "NarSize", "not a size")),
-            (good.replace("NarSize: 1234\n", "NarSize: 1234\nNarSize: 1\n"), GuixNarInfoError::Duplicate { line: 4, key: "NarSize" }),
-            (good.replace("NarHash: ", "NarHash sha256:"), GuixNarInfoError::Syntax { line: 2 }),
-            (good.trim_end().to_owned(), GuixNarInfoError::Syntax { line: 7 }),
-            (good.replace("URL: ", "Compression: zstd\nURL: "), GuixNarInfoError::Group { line: 6, reason: "Compression or FileSize before any URL" }),
-            (good.replace("References: ", "References: nope "), field_err(4, "References", "")),
+            (
+                good.replace("NarSize: 1234", "NarSize: 12x"),
+                field_err(3, "NarSize", "not a size"),
+            ),
+            (
+                good.replace("NarSize: 1234\n", "NarSize: 1234\nNarSize: 1\n"),
+                GuixNarInfoError::Duplicate {
+                    line: 4,
+                    key: "NarSize",
+                },
+            ),
+            (
+                good.replace("NarHash: ", "NarHash sha256:"),
+                GuixNarInfoError::Syntax { line: 2 },
+            ),
+            (
+                good.trim_end().to_owned(),
+                GuixNarInfoError::Syntax { line: 7 },
+            ),
+            (
+                good.replace("URL: ", "Compression: zstd\nURL: "),
+                GuixNarInfoError::Group {
+                    line: 6,
+                    reason: "Compression or FileSize before any URL",
+                },
+            ),
+            (
+                good.replace("References: ", "References: nope "),
+                field_err(4, "References", ""),
+            ),
         ];
         for (text, want) in cases {
             let got = GuixNarInfo::parse(text.as_bytes(), &gnu()).unwrap_err();
             match (&got, &want) {
-                (GuixNarInfoError::Field { line: a, key: b, .. }, GuixNarInfoError::Field { line: c, key: d, .. }) => {
+                (
+                    GuixNarInfoError::Field {
+                        line: a, key: b, ..
+                    },
+                    GuixNarInfoError::Field {
+                        line: c, key: d, ..
+                    },
+                ) => {
                     assert_eq!((a, b), (c, d), "{got}")
                 }
                 _ => assert_eq!(got, want),

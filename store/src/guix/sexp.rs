@@ -68,7 +68,9 @@ pub enum SexpError {
         expected: &'static str,
     },
     /// A byte that cannot start or continue what is being read.
-    #[error("unexpected byte {byte:#04x} at byte {offset} of the s-expression: expected {expected}")]
+    #[error(
+        "unexpected byte {byte:#04x} at byte {offset} of the s-expression: expected {expected}"
+    )]
     Unexpected {
         /// Where.
         offset: usize,
@@ -328,7 +330,8 @@ impl Parser<'_> {
                         self.pos = at + 4;
                     } else if (b'0'..=b'7').contains(&e) {
                         let digits = self.input.get(at + 1..at + 4);
-                        let Some(d) = digits.filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
+                        let Some(d) =
+                            digits.filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
                         else {
                             return Err(SexpError::BadEscape { offset: at });
                         };
@@ -695,22 +698,74 @@ mod tests {
     fn malformed_inputs_say_where() {
         let cases: &[(&[u8], SexpError)] = &[
             (b"(a #abc#)", SexpError::OddHex { offset: 7 }),
-            (b"(a #zz#)", SexpError::Unexpected { offset: 4, byte: b'z', expected: "a hex digit or \"#\"" }),
+            (
+                b"(a #zz#)",
+                SexpError::Unexpected {
+                    offset: 4,
+                    byte: b'z',
+                    expected: "a hex digit or \"#\"",
+                },
+            ),
             (b"(a) b", SexpError::Trailing { offset: 4 }),
             (b"abc", SexpError::NotAList { offset: 0 }),
-            (b"(a |YWJj|)", SexpError::Unsupported { offset: 3, what: "base64 data" }),
-            (b"([x]a)", SexpError::Unsupported { offset: 1, what: "a display hint" }),
-            (b"(5:ab)", SexpError::BadLength { offset: 1, reason: "runs past the end of the input" }),
-            (b"(01:a)", SexpError::BadLength { offset: 1, reason: "a length may not begin with 0" }),
+            (
+                b"(a |YWJj|)",
+                SexpError::Unsupported {
+                    offset: 3,
+                    what: "base64 data",
+                },
+            ),
+            (
+                b"([x]a)",
+                SexpError::Unsupported {
+                    offset: 1,
+                    what: "a display hint",
+                },
+            ),
+            (
+                b"(5:ab)",
+                SexpError::BadLength {
+                    offset: 1,
+                    reason: "runs past the end of the input",
+                },
+            ),
+            (
+                b"(01:a)",
+                SexpError::BadLength {
+                    offset: 1,
+                    reason: "a length may not begin with 0",
+                },
+            ),
             (b"(\"a\\q\")", SexpError::BadEscape { offset: 3 }),
-            (b"(a ^)", SexpError::Unexpected { offset: 3, byte: b'^', expected: "an s-expression" }),
-            (b"(a", SexpError::Truncated { offset: 2, expected: "\")\" or an item" }),
+            (
+                b"(a ^)",
+                SexpError::Unexpected {
+                    offset: 3,
+                    byte: b'^',
+                    expected: "an s-expression",
+                },
+            ),
+            (
+                b"(a",
+                SexpError::Truncated {
+                    offset: 2,
+                    expected: "\")\" or an item",
+                },
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(&Sexp::parse(input).unwrap_err(), want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                &Sexp::parse(input).unwrap_err(),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
         let deep = format!("{}{}", "(".repeat(40), ")".repeat(40));
-        assert!(matches!(Sexp::parse(deep.as_bytes()), Err(SexpError::TooDeep { .. })));
+        assert!(matches!(
+            Sexp::parse(deep.as_bytes()),
+            Err(SexpError::TooDeep { .. })
+        ));
     }
 
     fn arb_sexp() -> impl Strategy<Value = Sexp> {

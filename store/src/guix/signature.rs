@@ -98,7 +98,9 @@ fn sub<'a>(items: &'a [Sexp], name: &str) -> Result<&'a [Sexp], SignatureError> 
 fn integer(items: &[Sexp], name: &str) -> Result<BigUint, SignatureError> {
     let v = one(items, name)?;
     if v.is_empty() || v.len() > 33 {
-        return Err(corrupt(format!("{name} is not an integer of at most 32 bytes")));
+        return Err(corrupt(format!(
+            "{name} is not an integer of at most 32 bytes"
+        )));
     }
     Ok(BigUint::from_bytes_be(v))
 }
@@ -161,7 +163,9 @@ impl GuixSignature {
             .ok_or_else(|| corrupt("no (public-key …)"))?;
         let signer = PublicKey::from_sexp(key).map_err(SignatureError::Key)?;
         if items.len() != 3 {
-            return Err(corrupt("a signature has exactly data, sig-val and public-key"));
+            return Err(corrupt(
+                "a signature has exactly data, sig-val and public-key",
+            ));
         }
         Ok(Self { hash, r, s, signer })
     }
@@ -272,7 +276,10 @@ mod tests {
         again.signature.check(&hash, &acl).unwrap();
         let mut other = hash;
         other[3] ^= 0x10;
-        assert_eq!(again.signature.check(&other, &acl), Err(SignatureError::HashMismatch));
+        assert_eq!(
+            again.signature.check(&other, &acl),
+            Err(SignatureError::HashMismatch)
+        );
         let stranger = Acl::new([SecretKey::generate().public().clone()]);
         assert!(matches!(
             again.signature.check(&hash, &stranger),
