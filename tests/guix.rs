@@ -347,6 +347,7 @@ fn guix_flavour_serves_and_imports_a_closure() {
     assert!(!info.status.success(), "a refused path was recorded");
 
     // The Nix flavour of the same store is unchanged: Nix copies from it.
+    drop(serve);
     let port2 = free_port();
     let _nix_view = Killed(
         storefs(&a)
