@@ -75,8 +75,18 @@ pub enum Command {
         /// Accept paths without a trusted signature.
         #[arg(long)]
         no_check_sigs: bool,
+        /// Import from a `guix publish` server: Guix signatures by the keys in this ACL
+        /// file (/etc/guix/acl) or public key file (signing-key.pub); repeatable.
+        #[arg(long = "authorized-keys")]
+        authorized_keys: Vec<PathBuf>,
         /// Paths to copy with their closures; none: everything the source lists.
         paths: Vec<String>,
+    },
+    /// Write a new Guix key pair (signing-key.pub, signing-key.sec) into DIR, as
+    /// `guix archive --generate-key` does.
+    GuixGenerateKey {
+        /// The directory to write the two files into.
+        dir: PathBuf,
     },
     /// Run the store service: gRPC, the HTTP binary cache view, the daemon socket.
     Serve(ServeArgs),
@@ -115,6 +125,26 @@ pub struct ServeArgs {
     /// Priority announced in nix-cache-info (lower is preferred).
     #[arg(long, default_value_t = 40)]
     pub priority: u32,
+    #[command(flatten)]
+    pub guix: GuixServeArgs,
+}
+
+/// The Guix flavour of `serve --http`.
+#[derive(Debug, Args)]
+pub struct GuixServeArgs {
+    /// The HTTP view's flavour: nix, guix (`guix publish` layout and signatures), or auto
+    /// (guix when the store directory is /gnu/store).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "nix", "guix"])]
+    pub http_flavour: String,
+    /// Sign Guix narinfos with this Guix secret key (signing-key.sec).
+    #[arg(long)]
+    pub guix_sign_key_file: Option<PathBuf>,
+    /// The host name in Guix signatures (default: this machine's).
+    #[arg(long)]
+    pub guix_host_name: Option<String>,
+    /// The NAR compressions offered to Guix clients, in order (none, zstd, gzip).
+    #[arg(long, value_delimiter = ',', default_value = "zstd,gzip,none")]
+    pub guix_compression: Vec<String>,
 }
 
 /// Flags of `storefs mount`.

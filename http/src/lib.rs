@@ -11,6 +11,8 @@
 //! - [`serve_http`], [`router`]: the server and its routes (`server`).
 //! - [`nar`]: NAR layout and streaming, whole or by range.
 //! - [`listing`]: the `.ls` listing with `narOffset`s.
+//! - [`guix`]: the Guix flavour (`guix publish` layout, Guix signatures),
+//!   chosen by [`HttpConfig::guix`].
 //! - [`range`]: the `Range` header.
 //! - `upload`: `PUT`s from `nix copy --to http://…`, with a write token.
 //! - [`HttpAuth`] (`auth`): the read and write tokens, Bearer or netrc Basic.
@@ -31,6 +33,7 @@ mod auth;
 mod dataloss;
 mod limits;
 mod listen;
+pub mod guix;
 pub mod listing;
 pub mod nar;
 pub mod range;

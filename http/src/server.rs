@@ -73,6 +73,9 @@ pub struct HttpConfig {
     pub auth: HttpAuth,
     /// Timeouts and connection limits of the server loop.
     pub limits: HttpLimits,
+    /// Serve the Guix flavour (`guix publish`'s layout and signatures)
+    /// instead of Nix's; see [`crate::guix`].
+    pub guix: Option<crate::guix::GuixHttpConfig>,
 }
 
 impl HttpConfig {
@@ -84,6 +87,7 @@ impl HttpConfig {
             sign_key: None,
             auth: HttpAuth::default(),
             limits: HttpLimits::default(),
+            guix: None,
         }
     }
 }
@@ -98,6 +102,9 @@ struct AppState {
 
 /// The routes, for embedding in another server or for tests.
 pub fn router(services: HttpServices, config: HttpConfig) -> Router {
+    if let Some(guix) = config.guix.clone() {
+        return crate::guix::router(services, config, guix);
+    }
     let state = Arc::new(AppState {
         services,
         config,
@@ -121,7 +128,7 @@ pub async fn serve_http(
 }
 
 /// An answer that is not a success: a status and a one-line reason.
-pub(crate) struct Failure(StatusCode, String);
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 impl Failure {
     pub(crate) fn bad_request(what: impl Into<String>) -> Self {

@@ -22,6 +22,8 @@ pub struct ImportArgs {
     pub trusted_public_keys: Vec<String>,
     /// Accept unsigned paths.
     pub no_check_sigs: bool,
+    /// Guix ACL or key files: import from a `guix publish` server.
+    pub authorized_keys: Vec<PathBuf>,
     /// Roots to copy with their closures; none: everything listed.
     pub paths: Vec<String>,
 }
@@ -37,6 +39,9 @@ pub async fn run(
     } else {
         Arc::new(NoProgress)
     };
+    if !args.authorized_keys.is_empty() {
+        return super::guix::import(services, store_dir, args, progress).await;
+    }
     let options = ImportOptions {
         trusted_keys: args.trusted_public_keys,
         check_sigs: !args.no_check_sigs,

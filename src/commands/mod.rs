@@ -1,6 +1,7 @@
 //! One module per command; `run` builds the runtime and dispatches.
 
 mod add;
+mod guix;
 mod import;
 mod info;
 mod mount;
@@ -42,17 +43,20 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
             from,
             trusted_public_keys,
             no_check_sigs,
+            authorized_keys,
             paths,
         } => {
             let args = import::ImportArgs {
                 from,
                 trusted_public_keys,
                 no_check_sigs,
+                authorized_keys,
                 paths,
             };
             import::run(&open().await?, sd, args).await?
         }
         Command::Mount(args) => mount::run(&globals, &args).await?,
+        Command::GuixGenerateKey { dir } => guix::generate_key(&dir)?,
     }
     Ok(())
 }

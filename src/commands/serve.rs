@@ -86,6 +86,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
             write: token_from(args.write_token_file.as_deref())?,
         };
         config.limits = startup::http_limits(&args.http_limits);
+        config.guix = super::guix::http_config(&args.guix, &store_dir, &config)?;
         let http = storefs_http::HttpServices {
             blob: services.blob.clone(),
             directory: services.directory.clone(),

@@ -113,3 +113,39 @@ mod tests {
         nar_reader(&with_tail);
     }
 }
+
+/// Parse `data` as an s-expression; whatever parses must write back (in
+/// the advanced and the canonical form) to text that parses to the same
+/// value, and the advanced form must be stable.
+pub fn guix_sexp(data: &[u8]) {
+    use crate::guix::sexp::Sexp;
+    match Sexp::parse(data) {
+        Ok(s) => {
+            let adv = s.to_advanced();
+            let again = Sexp::parse(&adv).expect("the advanced form parses");
+            assert_eq!(again, s, "advanced form changes the value");
+            assert_eq!(again.to_advanced(), adv, "advanced form is not stable");
+            let canon = Sexp::parse(&s.to_canonical()).expect("the canonical form parses");
+            assert_eq!(canon, s, "canonical form changes the value");
+        }
+        Err(e) => assert!(e.offset() <= data.len(), "error offset past the input: {e}"),
+    }
+}
+
+/// Parse `data` as a Guix narinfo; whatever parses must render back to a
+/// narinfo that parses to the same fields, and a signature it carries
+/// must render to the same `Signature:` value.
+pub fn guix_narinfo(data: &[u8]) {
+    use crate::guix::narinfo::GuixNarInfo;
+    let store_dir = StoreDir::new("/gnu/store").expect("/gnu/store is a valid store directory");
+    if let Ok(parsed) = GuixNarInfo::parse(data, &store_dir) {
+        let text = parsed.info.render(&store_dir, None);
+        match GuixNarInfo::parse(text.as_bytes(), &store_dir) {
+            Ok(again) => assert_eq!(
+                again.info, parsed.info,
+                "narinfo changed by render:\n{text}"
+            ),
+            Err(e) => panic!("rendered narinfo does not parse: {e}\n{text}"),
+        }
+    }
+}

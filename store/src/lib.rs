@@ -9,6 +9,7 @@
 //!   store path computation is in [`store_path`] (`make_*_path`).
 //! - [`narinfo`], [`signing`]: binary-cache narinfo files, fingerprints,
 //!   ed25519 keys and signatures.
+//! - [`guix`]: Guix's s-expressions, keys, ACL, signatures and narinfos.
 //!
 //! ```
 //! use storefs_store::pathinfo::ContentAddress;
@@ -27,6 +28,7 @@ pub mod content_address;
 pub mod daemon;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod guix;
 pub mod hash;
 pub mod import;
 pub mod nar;
