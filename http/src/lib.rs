@@ -15,7 +15,7 @@
 //! - `upload`: `PUT`s from `nix copy --to http://…`, with a write token.
 //!
 //! ```no_run
-//! # async fn run(services: storefs_http::HttpServices) -> std::io::Result<()> {
+//! # async fn run(services: storefs_store::Services) -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let config = storefs_http::HttpConfig::new(Default::default());
 //! storefs_http::serve_http(listener, services, config, std::future::pending()).await
@@ -30,4 +30,4 @@ pub mod range;
 mod server;
 mod upload;
 
-pub use server::{HttpConfig, HttpServices, router, serve_http};
+pub use server::{HttpConfig, router, serve_http};

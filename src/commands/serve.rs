@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use storefs_grpc::{AuthPolicy, ListenAddr, Listener, ServerConfig};
-use storefs_store::daemon::{DaemonConfig, DaemonServices, bind_socket, serve_daemon};
+use storefs_store::daemon::{DaemonConfig, bind_socket, serve_daemon};
 use storefs_store::signing::SecretKey;
 use storefs_store::store_path::StoreDir;
 use tokio_util::sync::CancellationToken;
@@ -44,12 +44,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
             },
             ..ServerConfig::default()
         };
-        let grpc = storefs_grpc::Services {
-            blob: services.blob.clone(),
-            directory: services.directory.clone(),
-            path_info: services.path_info.clone(),
-            nar_calculation: services.nar_calculation.clone(),
-        };
+        let grpc = services.clone();
         let s = stop.clone();
         tasks.spawn(async move {
             storefs_grpc::serve(listeners, grpc, config, s.cancelled_owned())
@@ -75,11 +70,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
         if let Some(f) = &args.write_token_file {
             config.write_token = Some(read_file_trimmed(f)?);
         }
-        let http = storefs_http::HttpServices {
-            blob: services.blob.clone(),
-            directory: services.directory.clone(),
-            pathinfo: services.path_info.clone(),
-        };
+        let http = services.clone();
         tracing::info!(listen = %addr, "serving the HTTP binary cache");
         eprintln!(
             "storefs: HTTP binary cache on http://{}",
@@ -120,11 +111,7 @@ pub async fn spawn_daemon(
     let listener = bind_socket(path, storefs_store::daemon::DEFAULT_SOCKET_MODE)
         .await
         .with_context(|| format!("--daemon-socket {}", path.display()))?;
-    let daemon_services = DaemonServices {
-        blob_service: services.blob.clone(),
-        directory_service: services.directory.clone(),
-        path_info_service: services.path_info.clone(),
-    };
+    let daemon_services = services.clone();
     let config = DaemonConfig {
         store_dir: store_dir.clone(),
         ..DaemonConfig::default()
