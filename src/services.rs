@@ -6,28 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use storefs_castore::{BlobService, DirectoryService, StoreUrl, open_castore};
+use storefs_castore::{StoreUrl, open_castore};
 use storefs_grpc::{ClientConfig, Token};
-use storefs_store::nar::NarCalculator;
-use storefs_store::pathinfoservice::{
-    MemoryPathInfoService, NarCalculationService, PathInfoService, RedbPathInfoService,
-};
+use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService, RedbPathInfoService};
 use storefs_store::store_path::StoreDir;
 
-use crate::cli::GlobalArgs;
+pub use storefs_store::Services;
 
-/// The four services every command works on.
-#[derive(Clone)]
-pub struct Services {
-    /// File contents.
-    pub blob: Arc<dyn BlobService>,
-    /// Directories.
-    pub directory: Arc<dyn DirectoryService>,
-    /// What is known of each store path.
-    pub path_info: Arc<dyn PathInfoService>,
-    /// NAR hashes and sizes of castore nodes.
-    pub nar_calculation: Arc<dyn NarCalculationService>,
-}
+use crate::cli::GlobalArgs;
 
 /// The resolved global flags.
 pub struct Globals {
@@ -75,24 +61,17 @@ pub fn read_token(file: Option<&Path>) -> anyhow::Result<Option<Token>> {
 /// Open the services `url` names. Must run inside a tokio runtime.
 pub async fn open(url: &StoreUrl, token: Option<Token>) -> anyhow::Result<Services> {
     match url {
-        StoreUrl::Grpc { .. } => {
+        StoreUrl::Grpc { endpoint } => {
             let config = ClientConfig {
                 token,
                 ..ClientConfig::default()
             };
-            let g = storefs_grpc::connect(&url.to_string(), config)
+            let remote = storefs_grpc::connect_endpoint(endpoint, config)
                 .with_context(|| format!("connecting to {url}"))?;
-            Ok(Services {
-                blob: g.blob,
-                directory: g.directory,
-                path_info: g.path_info,
-                nar_calculation: g.nar_calculation,
-            })
+            Ok(remote.into())
         }
         _ => {
             let local = open_castore(url).await?;
-            let blob: Arc<dyn BlobService> = local.blobs.clone();
-            let directory: Arc<dyn DirectoryService> = local.directories.clone();
             let path_info: Arc<dyn PathInfoService> = match &local.redb {
                 Some(redb) => Arc::new(
                     RedbPathInfoService::new(redb.database().clone())
@@ -101,13 +80,7 @@ pub async fn open(url: &StoreUrl, token: Option<Token>) -> anyhow::Result<Servic
                 ),
                 None => Arc::new(MemoryPathInfoService::new()),
             };
-            let nar_calculation = Arc::new(NarCalculator::new(blob.clone(), directory.clone()));
-            Ok(Services {
-                blob,
-                directory,
-                path_info,
-                nar_calculation,
-            })
+            Ok(Services::new(local.blobs, local.directories, path_info))
         }
     }
 }

@@ -183,9 +183,7 @@ fn main() {
     let mnt = tempfile::tempdir().unwrap();
     let handle = storefs_fuse::mount(
         storefs_fuse::MountConfig::new(mnt.path()),
-        Arc::new(blobs) as Arc<dyn BlobService>,
-        Arc::new(dirs) as Arc<dyn DirectoryService>,
-        Arc::new(infos) as Arc<dyn PathInfoService>,
+        &storefs_store::Services::new(Arc::new(blobs), Arc::new(dirs), Arc::new(infos)),
         rt.handle().clone(),
     )
     .unwrap();

@@ -38,21 +38,15 @@
 //!   looked up with `d_ino` 0xffffffff, as libfuse does.
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//! use storefs_castore::blobservice::BlobService;
-//! use storefs_castore::directoryservice::DirectoryService;
-//! use storefs_store::pathinfoservice::PathInfoService;
 //! use storefs_fuse::{mount, MountConfig};
 //!
 //! fn serve(
-//!     blobs: Arc<dyn BlobService>,
-//!     dirs: Arc<dyn DirectoryService>,
-//!     infos: Arc<dyn PathInfoService>,
+//!     services: &storefs_store::Services,
 //!     runtime: tokio::runtime::Handle,
 //! ) -> Result<(), storefs_fuse::MountError> {
 //!     let mut config = MountConfig::new("/nix/store");
 //!     config.list_root = true;
-//!     let handle = mount(config, blobs, dirs, infos, runtime)?;
+//!     let handle = mount(config, services, runtime)?;
 //!     println!("mounted; {} bytes fetched so far", handle.stats().snapshot().bytes_fetched);
 //!     // Elsewhere, on SIGTERM: handle.unmounter().unmount()
 //!     handle.wait()

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{BackgroundSession, MountOption, SessionACL};
-use storefs_castore::blobservice::BlobService;
-use storefs_castore::directoryservice::DirectoryService;
-use storefs_store::pathinfoservice::PathInfoService;
+use storefs_store::Services;
 use tokio::runtime::Handle;
 
 use crate::bridge::Bridge;
@@ -151,8 +149,8 @@ pub enum MountError {
     },
 }
 
-/// Mount the store given by `blobs`, `directories` and `path_infos` at
-/// `config.mountpoint`, running async work on `runtime`.
+/// Mount the store given by `services` (its blob, directory and path info
+/// services) at `config.mountpoint`, running async work on `runtime`.
 ///
 /// Returns once the kernel has initialised the mount: from then on it
 /// serves requests on its own threads. You must keep the [`MountHandle`]
@@ -163,11 +161,12 @@ pub enum MountError {
 /// [`MountHandle::unmounter`]) and `wait` returns.
 pub fn mount(
     config: MountConfig,
-    blobs: Arc<dyn BlobService>,
-    directories: Arc<dyn DirectoryService>,
-    path_infos: Arc<dyn PathInfoService>,
+    services: &Services,
     runtime: Handle,
 ) -> Result<MountHandle, MountError> {
+    let blobs = Arc::clone(&services.blob);
+    let directories = Arc::clone(&services.directory);
+    let path_infos = Arc::clone(&services.path_info);
     if config.timeout.is_zero() {
         return Err(MountError::Config("timeout must be more than zero".into()));
     }

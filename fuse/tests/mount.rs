@@ -599,14 +599,7 @@ fn a_stale_mount_is_cleared() {
     );
     let mut config = storefs_fuse::MountConfig::new(dir.path());
     config.timeout = Duration::from_secs(5);
-    let handle = storefs_fuse::mount(
-        config,
-        Arc::new(svc.blobs.clone()),
-        Arc::new(svc.dirs.clone()),
-        Arc::new(svc.infos.clone()),
-        rt.handle().clone(),
-    )
-    .unwrap();
+    let handle = storefs_fuse::mount(config, &svc.services(), rt.handle().clone()).unwrap();
     let m = Mounted {
         handle: Some(handle),
         dir,

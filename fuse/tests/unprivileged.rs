@@ -30,14 +30,7 @@ fn serve(dir: PathBuf) {
     let svc = Services::default();
     rt.block_on(svc.add_path("unpriv", &tree()));
     let config = storefs_fuse::MountConfig::new(&dir);
-    let handle = storefs_fuse::mount(
-        config,
-        std::sync::Arc::new(svc.blobs.clone()),
-        std::sync::Arc::new(svc.dirs.clone()),
-        std::sync::Arc::new(svc.infos.clone()),
-        rt.handle().clone(),
-    )
-    .unwrap();
+    let handle = storefs_fuse::mount(config, &svc.services(), rt.handle().clone()).unwrap();
     println!("ready");
     handle.wait().unwrap();
 }

@@ -16,21 +16,11 @@
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! use std::sync::Arc;
-//! use storefs_castore::blobservice::{BlobService, MemoryBlobService};
-//! use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
-//! use storefs_grpc::{ClientConfig, ListenAddr, Listener, ServerConfig, Services};
+//! use storefs_grpc::{ClientConfig, ListenAddr, Listener, ServerConfig};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
 //! // A server over memory backends, on a unix socket.
-//! let blob: Arc<dyn BlobService> = Arc::new(MemoryBlobService::new());
-//! let directory: Arc<dyn DirectoryService> = Arc::new(MemoryDirectoryService::new());
-//! let services = Services {
-//!     blob: blob.clone(),
-//!     directory: directory.clone(),
-//!     path_info: Arc::new(storefs_store::pathinfoservice::MemoryPathInfoService::new()),
-//!     nar_calculation: Arc::new(storefs_store::nar::NarCalculator::new(blob, directory)),
-//! };
+//! let services = storefs_store::Services::memory();
 //! let dir = tempfile::tempdir().unwrap();
 //! let listener = Listener::bind(&ListenAddr::Unix(dir.path().join("s.sock"))).await.unwrap();
 //! let url = listener.client_url(); // "grpc+unix:///…/s.sock"
@@ -72,9 +62,7 @@ pub use client::{
     ClientConfig, ConnectError, GrpcBlobService, GrpcDirectoryService, GrpcPathInfoService,
     GrpcServices, connect, connect_endpoint,
 };
-pub use server::{
-    ListenAddr, Listener, ServeError, ServerConfig, Services, UNIX_SOCKET_MODE, serve,
-};
+pub use server::{ListenAddr, Listener, ServeError, ServerConfig, UNIX_SOCKET_MODE, serve};
 
 /// Generated tonic services and their request/response messages.
 #[allow(missing_docs)] // generated code; the schemas document each field

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use common::{Kind, TestServer, client, memory_services, put_blob, random_bytes};
 use storefs_castore::B3Digest;
 use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
-use storefs_grpc::{ListenAddr, Listener, ServerConfig, Services};
+use storefs_grpc::{ListenAddr, Listener, ServerConfig};
+use storefs_store::Services;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Start a server on its own runtime (its own threads), so that dropping

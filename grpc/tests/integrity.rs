@@ -14,7 +14,8 @@ use futures::{StreamExt, TryStreamExt};
 use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use storefs_castore::directoryservice::{DirectoryPutter, DirectoryService};
 use storefs_castore::{B3Digest, Directory, Error, Node, PathComponent, Result};
-use storefs_grpc::{ServerConfig, Services};
+use storefs_grpc::ServerConfig;
+use storefs_store::Services;
 use tokio::io::AsyncReadExt;
 
 /// Flips one byte of `victim` (a chunk) wherever it is read: alone, or as

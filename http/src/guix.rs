@@ -32,7 +32,8 @@ use tokio::sync::Semaphore;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::nar::{ByteRange, Tree, nar_stream};
-use crate::server::{Failure, HttpConfig, HttpServices, MAX_CONCURRENT_REQUESTS};
+use crate::server::{Failure, HttpConfig, MAX_CONCURRENT_REQUESTS};
+use storefs_store::Services;
 
 /// A compression the Guix view offers NARs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,14 +97,14 @@ impl GuixHttpConfig {
 }
 
 struct GuixState {
-    services: HttpServices,
+    services: Services,
     config: HttpConfig,
     guix: GuixHttpConfig,
     slots: Arc<Semaphore>,
 }
 
 /// The routes of the Guix flavour.
-pub(crate) fn router(services: HttpServices, config: HttpConfig, guix: GuixHttpConfig) -> Router {
+pub(crate) fn router(services: Services, config: HttpConfig, guix: GuixHttpConfig) -> Router {
     let state = Arc::new(GuixState {
         services,
         config,

@@ -20,7 +20,7 @@
 //!   connection limits, the accept loop.
 //!
 //! ```no_run
-//! # async fn run(services: storefs_http::HttpServices) -> std::io::Result<()> {
+//! # async fn run(services: storefs_store::Services) -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let config = storefs_http::HttpConfig::new(Default::default());
 //! storefs_http::serve_http(listener, services, config, std::future::pending()).await
@@ -42,4 +42,4 @@ mod upload;
 
 pub use auth::HttpAuth;
 pub use limits::HttpLimits;
-pub use server::{HttpConfig, HttpServices, router, serve_http};
+pub use server::{HttpConfig, router, serve_http};

@@ -24,12 +24,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use storefs_castore::blobservice::BlobService;
-use storefs_castore::directoryservice::DirectoryService;
+use storefs_store::Services;
 use storefs_store::narinfo::NarInfo;
 use storefs_store::nixbase32;
 use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::signing::SecretKey;
 use storefs_store::store_path::{DIGEST_LEN, HASH_PART_LEN, StoreDir, parse_hash_part};
 use tokio::net::TcpListener;
@@ -45,17 +43,6 @@ use crate::upload::{Pending, discard, put_nar, put_narinfo};
 /// Requests handled at once; more wait for a slot. Each holds at most a
 /// path's directories and one chunk in memory.
 pub const MAX_CONCURRENT_REQUESTS: usize = 256;
-
-/// The services the view reads from.
-#[derive(Clone)]
-pub struct HttpServices {
-    /// File contents, for NAR bodies.
-    pub blob: Arc<dyn BlobService>,
-    /// Directories, for NARs and listings.
-    pub directory: Arc<dyn DirectoryService>,
-    /// Path infos, for narinfos and to find a path's root.
-    pub pathinfo: Arc<dyn PathInfoService>,
-}
 
 /// How the view presents itself.
 #[derive(Debug, Clone)]
@@ -93,7 +80,7 @@ impl HttpConfig {
 }
 
 struct AppState {
-    services: HttpServices,
+    services: Services,
     config: HttpConfig,
     slots: Arc<Semaphore>,
     /// NARs uploaded whose narinfo has not come yet.
@@ -101,7 +88,7 @@ struct AppState {
 }
 
 /// The routes, for embedding in another server or for tests.
-pub fn router(services: HttpServices, config: HttpConfig) -> Router {
+pub fn router(services: Services, config: HttpConfig) -> Router {
     if let Some(guix) = config.guix.clone() {
         return crate::guix::router(services, config, guix);
     }
@@ -119,7 +106,7 @@ pub fn router(services: HttpServices, config: HttpConfig) -> Router {
 /// [`HttpLimits`]).
 pub async fn serve_http(
     listener: TcpListener,
-    services: HttpServices,
+    services: Services,
     config: HttpConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -317,7 +304,7 @@ async fn lookup(state: &AppState, hash: &str) -> Result<PathInfo, Failure> {
     let digest = digest_of(hash)?;
     state
         .services
-        .pathinfo
+        .path_info
         .get(digest)
         .await
         .map_err(internal)?

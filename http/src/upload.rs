@@ -27,7 +27,8 @@ use storefs_store::pathinfo::PathInfo;
 use storefs_store::store_path::parse_hash_part;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
-use crate::server::{Failure, HttpServices};
+use crate::server::Failure;
+use storefs_store::Services;
 
 /// Uploaded NARs whose narinfo has not come yet, at most this many; the
 /// oldest is forgotten first (its blobs stay in castore, unnamed).
@@ -80,7 +81,7 @@ fn body_reader(body: Body) -> impl AsyncRead + Send + Unpin {
 
 /// `PUT /nar/<file>`: store the NAR, remember it under `nar/<file>`.
 pub(crate) async fn put_nar(
-    services: &HttpServices,
+    services: &Services,
     pending: &Pending,
     file: &str,
     body: Body,
@@ -121,7 +122,7 @@ pub(crate) async fn put_nar(
 
 /// `PUT /<hash>.narinfo`: check it against its uploaded NAR and record it.
 pub(crate) async fn put_narinfo(
-    services: &HttpServices,
+    services: &Services,
     config_store_dir: &storefs_store::store_path::StoreDir,
     pending: &Pending,
     hash: &str,
@@ -150,7 +151,7 @@ pub(crate) async fn put_narinfo(
             continue;
         }
         let present = services
-            .pathinfo
+            .path_info
             .get(*r.digest())
             .await
             .map_err(Failure::internal)?
@@ -179,7 +180,7 @@ pub(crate) async fn put_narinfo(
         )));
     }
     services
-        .pathinfo
+        .path_info
         .put(PathInfo::from_narinfo(&narinfo, nar.root))
         .await
         .map_err(Failure::internal)?;

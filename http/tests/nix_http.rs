@@ -14,13 +14,11 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
 use nixfix::{Fixtures, NixStore, run};
-use storefs_castore::blobservice::MemoryBlobService;
-use storefs_castore::directoryservice::MemoryDirectoryService;
-use storefs_http::{HttpConfig, HttpServices, serve_http};
+use storefs_http::{HttpConfig, serve_http};
+use storefs_store::Services;
 use storefs_store::import::{ImportOptions, NoProgress, import_from_binary_cache};
 use storefs_store::narinfo::NarInfo;
 use storefs_store::nixbase32;
-use storefs_store::pathinfoservice::MemoryPathInfoService;
 use storefs_store::signing::{PublicKey, SecretKey, TrustedKeys};
 use storefs_store::store_path::StoreDir;
 
@@ -35,17 +33,13 @@ struct World {
     /// Serves an empty store that takes uploads with [`WRITE_TOKEN`].
     upload_port: u16,
     /// The store behind `upload_port`.
-    upload: HttpServices,
+    upload: Services,
 }
 
 const WRITE_TOKEN: &str = "s3cret-token";
 
-fn memory_services() -> HttpServices {
-    HttpServices {
-        blob: Arc::new(MemoryBlobService::default()),
-        directory: Arc::new(MemoryDirectoryService::default()),
-        pathinfo: Arc::new(MemoryPathInfoService::default()),
-    }
+fn memory_services() -> Services {
+    Services::memory()
 }
 
 fn world() -> &'static World {
@@ -78,11 +72,7 @@ fn world() -> &'static World {
                             store_dir: StoreDir::default(),
                             concurrency: 4,
                         },
-                        storefs_store::Services::new(
-                            services.blob.clone(),
-                            services.directory.clone(),
-                            services.pathinfo.clone(),
-                        ),
+                        services.clone(),
                         Arc::new(NoProgress),
                     )
                     .await
@@ -560,7 +550,7 @@ fn nix_copy_to_http_uploads_into_storefs() {
             let sp = sd.parse_path(&p).unwrap();
             let info = w
                 .upload
-                .pathinfo
+                .path_info
                 .get(*sp.digest())
                 .await
                 .unwrap()

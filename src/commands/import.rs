@@ -48,12 +48,7 @@ pub async fn run(
         store_dir: store_dir.clone(),
         concurrency: 4,
     };
-    let into = storefs_store::Services {
-        blob: services.blob.clone(),
-        directory: services.directory.clone(),
-        path_info: services.path_info.clone(),
-        nar_calculation: services.nar_calculation.clone(),
-    };
+    let into = services.clone();
     let report = match daemon_socket(&args.from) {
         Some(socket) => {
             import_from_daemon(&socket, &args.paths, options, into, progress.clone()).await

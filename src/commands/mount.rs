@@ -43,16 +43,11 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     config.blob_origin = blob_origin;
 
     let runtime = tokio::runtime::Handle::current();
-    let (blob, directory, path_info) = (
-        services.blob.clone(),
-        services.directory.clone(),
-        services.path_info.clone(),
-    );
-    let handle = tokio::task::spawn_blocking(move || {
-        storefs_fuse::mount(config, blob, directory, path_info, runtime)
-    })
-    .await
-    .context("the mount task failed")??;
+    let mount_services = services.clone();
+    let handle =
+        tokio::task::spawn_blocking(move || storefs_fuse::mount(config, &mount_services, runtime))
+            .await
+            .context("the mount task failed")??;
 
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone());

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use storefs_grpc::{AuthPolicy, ListenAddr, Listener, ServerConfig};
-use storefs_store::daemon::{DaemonConfig, DaemonServices, TrustPolicy, bind_socket, serve_daemon};
+use storefs_store::daemon::{DaemonConfig, TrustPolicy, bind_socket, serve_daemon};
 use storefs_store::signing::SecretKey;
 use storefs_store::store_path::StoreDir;
 use tokio_util::sync::CancellationToken;
@@ -53,12 +53,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
             auth,
             ..ServerConfig::default()
         };
-        let grpc = storefs_grpc::Services {
-            blob: services.blob.clone(),
-            directory: services.directory.clone(),
-            path_info: services.path_info.clone(),
-            nar_calculation: services.nar_calculation.clone(),
-        };
+        let grpc = services.clone();
         let s = stop.clone();
         tasks.spawn(async move {
             storefs_grpc::serve(listeners, grpc, config, s.cancelled_owned())
@@ -87,11 +82,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
         };
         config.limits = startup::http_limits(&args.http_limits);
         config.guix = super::guix::http_config(&args.guix, &store_dir, &config)?;
-        let http = storefs_http::HttpServices {
-            blob: services.blob.clone(),
-            directory: services.directory.clone(),
-            pathinfo: services.path_info.clone(),
-        };
+        let http = services.clone();
         tracing::info!(listen = %addr, "serving the HTTP binary cache");
         eprintln!(
             "storefs: HTTP binary cache on http://{} ({})",
@@ -155,11 +146,7 @@ pub async fn spawn_daemon(
             )
         })?;
     }
-    let daemon_services = DaemonServices {
-        blob_service: services.blob.clone(),
-        directory_service: services.directory.clone(),
-        path_info_service: services.path_info.clone(),
-    };
+    let daemon_services = services.clone();
     eprintln!(
         "storefs: Nix daemon socket at {} (mode {:04o}; trusted users: {}; allowed users: {})",
         path.display(),

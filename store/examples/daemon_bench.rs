@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 
 use storefs_store::daemon::protocol::ProtocolVersion;
 use storefs_store::daemon::{
-    DEFAULT_SOCKET_MODE, DaemonClient, DaemonConfig, DaemonServices, TrustPolicy, bind_socket,
-    import_from_daemon, serve_daemon,
+    DEFAULT_SOCKET_MODE, DaemonClient, DaemonConfig, TrustPolicy, bind_socket, import_from_daemon,
+    serve_daemon,
 };
-use storefs_store::pathinfoservice::MemoryPathInfoService;
 use storefs_store::store_path::StoreDir;
 
 fn arg(n: usize, default: u64) -> u64 {
@@ -105,20 +104,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let services = DaemonServices {
-        blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
-        directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
-        path_info_service: Arc::new(MemoryPathInfoService::new()),
-    };
+    let services = storefs_store::Services::memory();
     let options = storefs_store::import::ImportOptions {
         check_sigs: false,
         ..storefs_store::import::ImportOptions::new(StoreDir::default())
     };
-    let into = storefs_store::Services::new(
-        services.blob_service.clone(),
-        services.directory_service.clone(),
-        services.path_info_service.clone(),
-    );
+    let into = services.clone();
     let report = import_from_daemon(
         &real_sock,
         &paths,

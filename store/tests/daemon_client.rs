@@ -9,9 +9,7 @@ use daemon_common::*;
 use storefs_castore::Node;
 use storefs_store::Services;
 use storefs_store::daemon::protocol::ProtocolVersion;
-use storefs_store::daemon::{
-    ConnectionError, DaemonClient, DaemonConfig, DaemonServices, import_from_daemon,
-};
+use storefs_store::daemon::{ConnectionError, DaemonClient, DaemonConfig, import_from_daemon};
 use storefs_store::import::{ImportOptions, ImportReport, NoProgress, PathImportError};
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::PathInfoService;
@@ -20,9 +18,9 @@ use tokio::io::AsyncWriteExt;
 
 /// Services whose `hello.txt` really has its contents, and a second path
 /// whose recorded NAR hash is wrong.
-async fn services_with_contents() -> DaemonServices {
+async fn services_with_contents() -> Services {
     let (services, pis) = memory_services().await;
-    let mut w = services.blob_service.open_write().await;
+    let mut w = services.blob.open_write().await;
     w.write_all(b"Hello World!").await.unwrap();
     let digest = w.close().await.unwrap();
     let mut bad = pis.get(*sp(HELLO).digest()).await.unwrap().unwrap();
@@ -201,7 +199,7 @@ async fn import_checks_signatures_when_asked() {
     // hello.txt's contents under a path that is not content-addressed.
     let signed = sp("77777777777777777777777777777777-signed");
     let mut info = source
-        .path_info_service
+        .path_info
         .get(*sp(HELLO).digest())
         .await
         .unwrap()
@@ -209,7 +207,7 @@ async fn import_checks_signatures_when_asked() {
     info.store_path = signed.clone();
     info.ca = None;
     info.sign(&key, &sd).unwrap();
-    source.path_info_service.put(info).await.unwrap();
+    source.path_info.put(info).await.unwrap();
     let d = TestDaemon::start(source, DaemonConfig::default()).await;
     let paths = vec![full(HELLO), signed.to_absolute(&sd)];
 

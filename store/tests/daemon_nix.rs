@@ -9,38 +9,30 @@ use std::sync::Arc;
 
 use daemon_common::nix::*;
 use daemon_common::*;
-use storefs_store::daemon::{DaemonConfig, DaemonServices, TrustPolicy, import_from_daemon};
+use storefs_store::Services;
+use storefs_store::daemon::{DaemonConfig, TrustPolicy, import_from_daemon};
 use storefs_store::import::{ImportOptions, ImportReport, NoProgress};
 use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StoreDir;
 
-fn empty_services() -> (DaemonServices, Arc<MapPathInfoService>) {
+fn empty_services() -> (Services, Arc<MapPathInfoService>) {
     let pis = Arc::new(MapPathInfoService::new());
-    let services = DaemonServices {
-        blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
-        directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
-        path_info_service: pis.clone(),
-    };
+    let services = Services::new(
+        Arc::new(storefs_castore::MemoryBlobService::new()),
+        Arc::new(storefs_castore::MemoryDirectoryService::new()),
+        pis.clone(),
+    );
     (services, pis)
 }
 
 /// Import the closures of `roots` (all: none) from the daemon at
 /// `socket`, signatures unchecked; every path must come in.
-async fn import_all(
-    socket: &std::path::Path,
-    roots: &[String],
-    into: &DaemonServices,
-) -> ImportReport {
+async fn import_all(socket: &std::path::Path, roots: &[String], into: &Services) -> ImportReport {
     let options = ImportOptions {
         check_sigs: false,
         ..ImportOptions::new(StoreDir::default())
     };
-    let into = storefs_store::Services::new(
-        into.blob_service.clone(),
-        into.directory_service.clone(),
-        into.path_info_service.clone(),
-    );
-    let report = import_from_daemon(socket, roots, options, into, Arc::new(NoProgress))
+    let report = import_from_daemon(socket, roots, options, into.clone(), Arc::new(NoProgress))
         .await
         .unwrap();
     assert!(report.is_success(), "{:?}", report.failed);
@@ -54,10 +46,10 @@ fn trusting() -> DaemonConfig {
     }
 }
 
-async fn our_nar(services: &DaemonServices, path: &str) -> Vec<u8> {
+async fn our_nar(services: &Services, path: &str) -> Vec<u8> {
     let sp = StoreDir::default().parse_path(path).unwrap();
     let info = services
-        .path_info_service
+        .path_info
         .get(*sp.digest())
         .await
         .unwrap()
@@ -66,8 +58,8 @@ async fn our_nar(services: &DaemonServices, path: &str) -> Vec<u8> {
     storefs_store::nar::write_nar(
         &mut nar,
         &info.node,
-        services.blob_service.as_ref(),
-        services.directory_service.as_ref(),
+        services.blob.as_ref(),
+        services.directory.as_ref(),
     )
     .await
     .unwrap();

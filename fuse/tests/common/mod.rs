@@ -64,6 +64,15 @@ pub struct Services {
 }
 
 impl Services {
+    /// The bundle a mount takes, over these memory services.
+    pub fn services(&self) -> storefs_store::Services {
+        storefs_store::Services::new(
+            Arc::new(self.blobs.clone()),
+            Arc::new(self.dirs.clone()),
+            Arc::new(self.infos.clone()),
+        )
+    }
+
     /// Store `data` in chunks of `chunk` bytes (one chunk: no chunk list),
     /// through the memory blob service's chunk store side.
     pub async fn put_chunked(&self, data: &[u8], chunk: usize) -> B3Digest {
@@ -204,7 +213,8 @@ pub fn mount_with(
     let dir = tempfile::tempdir().unwrap();
     let mut config = MountConfig::new(dir.path());
     tweak(&mut config);
-    let handle = storefs_fuse::mount(config, blobs, dirs, infos, rt.handle().clone()).unwrap();
+    let services = storefs_store::Services::new(blobs, dirs, infos);
+    let handle = storefs_fuse::mount(config, &services, rt.handle().clone()).unwrap();
     Mounted {
         handle: Some(handle),
         dir,

@@ -16,10 +16,8 @@ mod pathinfo;
 use std::sync::Arc;
 use std::time::Duration;
 
-use storefs_castore::blobservice::BlobService;
-use storefs_castore::directoryservice::DirectoryService;
 use storefs_castore::{GrpcEndpoint, StoreUrl, StoreUrlError};
-use storefs_store::pathinfoservice::{NarCalculationService, PathInfoService};
+use storefs_store::Services;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -91,20 +89,30 @@ pub enum ConnectError {
     NoRuntime,
 }
 
-/// The four services of one remote store, sharing one connection.
+/// The services of one remote store, sharing one connection; it derefs to
+/// the [`Services`] bundle (NAR sizes and hashes are computed by the
+/// service).
 #[derive(Clone)]
 pub struct GrpcServices {
-    /// Blobs and chunks.
-    pub blob: Arc<dyn BlobService>,
-    /// Directories.
-    pub directory: Arc<dyn DirectoryService>,
-    /// Path infos.
-    pub path_info: Arc<dyn PathInfoService>,
-    /// NAR size and hash of castore nodes, computed by the service.
-    pub nar_calculation: Arc<dyn NarCalculationService>,
-    /// The same blob client as `blob`, for what the trait lacks: batched
-    /// chunk reads ([`GrpcBlobService::read_chunks`]).
+    /// The bundle every front-end takes.
+    pub services: Services,
+    /// The same blob client as `services.blob`, for what the trait lacks:
+    /// batched chunk reads ([`GrpcBlobService::read_chunks`]).
     pub grpc_blob: GrpcBlobService,
+}
+
+impl std::ops::Deref for GrpcServices {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.services
+    }
+}
+
+impl From<GrpcServices> for Services {
+    fn from(g: GrpcServices) -> Services {
+        g.services
+    }
 }
 
 /// The transport every generated client is built on.
@@ -233,11 +241,13 @@ pub fn connect_endpoint(
     let path_info = Arc::new(GrpcPathInfoService::new(conn.clone()));
     let grpc_blob = GrpcBlobService::new(conn.clone());
     Ok(GrpcServices {
-        blob: Arc::new(grpc_blob.clone()),
+        services: Services {
+            blob: Arc::new(grpc_blob.clone()),
+            directory: Arc::new(GrpcDirectoryService::new(conn)),
+            path_info: path_info.clone(),
+            nar_calculation: path_info,
+        },
         grpc_blob,
-        directory: Arc::new(GrpcDirectoryService::new(conn)),
-        path_info: path_info.clone(),
-        nar_calculation: path_info,
     })
 }
 

@@ -18,9 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use storefs_castore::blobservice::BlobService;
-use storefs_castore::directoryservice::DirectoryService;
-use storefs_store::pathinfoservice::{NarCalculationService, PathInfoService};
+use storefs_store::Services;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
@@ -34,19 +32,6 @@ use crate::proto::castore::blob_service_server::BlobServiceServer;
 use crate::proto::castore::directory_service_server::DirectoryServiceServer;
 use crate::proto::store::path_info_service_server::PathInfoServiceServer;
 use crate::proto::storefs::chunk_service_server::ChunkServiceServer;
-
-/// The services a server exposes.
-#[derive(Clone)]
-pub struct Services {
-    /// Served as `snix.castore.v1.BlobService`.
-    pub blob: Arc<dyn BlobService>,
-    /// Served as `snix.castore.v1.DirectoryService`.
-    pub directory: Arc<dyn DirectoryService>,
-    /// Served as `snix.store.v1.PathInfoService` (Get, Put, List).
-    pub path_info: Arc<dyn PathInfoService>,
-    /// Answers `snix.store.v1.PathInfoService/CalculateNAR`.
-    pub nar_calculation: Arc<dyn NarCalculationService>,
-}
 
 /// How the server runs.
 #[derive(Debug, Clone)]

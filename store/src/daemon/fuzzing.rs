@@ -1,20 +1,13 @@
 //! Entry points for fuzz targets and property tests: the whole server
 //! (handshake, op loop, every handler) over a byte slice.
 
-use std::sync::Arc;
-
-use super::server::{DaemonConfig, DaemonServices, serve_stream};
-use crate::pathinfoservice::MemoryPathInfoService;
+use super::server::{DaemonConfig, serve_stream};
 
 /// Feed `input` to a fresh server (empty memory services, a trusted
 /// client) as if a client sent it, and return everything the server wrote.
 /// It must return for any input, without panicking.
 pub async fn serve_bytes(input: &[u8]) -> Vec<u8> {
-    let services = DaemonServices {
-        blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
-        directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
-        path_info_service: Arc::new(MemoryPathInfoService::new()),
-    };
+    let services = crate::Services::memory();
     let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
     let (r, w) = tokio::io::split(theirs);
     let input = input.to_vec();

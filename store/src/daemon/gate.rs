@@ -14,7 +14,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use super::admission::{Admission, Ticket};
 use super::handshake::{TrustLevel, server_handshake};
 use super::peer::{Access, Peer, UserList, classify};
-use super::server::{Ctx, DaemonConfig, DaemonServices, Greeting, serve_one};
+use super::server::{Ctx, DaemonConfig, Greeting, serve_one};
+use crate::Services;
 
 /// Refusals being told at once; past this, refused connections are
 /// closed without a word.
@@ -28,13 +29,13 @@ pub(crate) struct Gate {
 }
 
 struct Shared {
-    services: DaemonServices,
+    services: Services,
     config: Arc<DaemonConfig>,
     trusted: UserList,
 }
 
 impl Gate {
-    pub(crate) fn new(services: DaemonServices, config: DaemonConfig) -> Self {
+    pub(crate) fn new(services: Services, config: DaemonConfig) -> Self {
         let admission = Admission::new(
             config.limits.max_connections_per_user,
             config.max_connections,

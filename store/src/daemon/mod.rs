@@ -15,7 +15,7 @@
 //!
 //! # Serving
 //! ```no_run
-//! # async fn run(services: storefs_store::daemon::DaemonServices) -> std::io::Result<()> {
+//! # async fn run(services: storefs_store::Services) -> std::io::Result<()> {
 //! use storefs_store::daemon::{bind_socket, serve_daemon, DaemonConfig, DEFAULT_SOCKET_MODE};
 //! let listener = bind_socket("/run/storefs/daemon.sock".as_ref(), DEFAULT_SOCKET_MODE).await?;
 //! serve_daemon(listener, services, DaemonConfig::default(), async {
@@ -48,6 +48,5 @@ pub use handshake::{Dialect, Negotiated, TrustLevel};
 pub use import::{DaemonSource, import_from_daemon};
 pub use path_info::RawPathInfo;
 pub use server::{
-    DEFAULT_SOCKET_MODE, DaemonConfig, DaemonServices, TrustPolicy, bind_socket, serve_daemon,
-    serve_stream,
+    DEFAULT_SOCKET_MODE, DaemonConfig, TrustPolicy, bind_socket, serve_daemon, serve_stream,
 };

@@ -10,8 +10,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use storefs_castore::blobservice::BlobService;
-use storefs_castore::directoryservice::DirectoryService;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, BufWriter};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
@@ -25,22 +23,10 @@ use super::handshake::{TrustLevel, server_handshake};
 use super::ops;
 use super::peer::{UserList, UserSpec};
 use super::wire;
+use crate::Services;
 use crate::pathinfo::PathInfo;
-use crate::pathinfoservice::PathInfoService;
 use crate::signing::TrustedKeys;
 use crate::store_path::{StoreDir, StorePath};
-
-/// The services the daemon answers from: the same ones the mount and the
-/// gRPC server use.
-#[derive(Clone)]
-pub struct DaemonServices {
-    /// File contents, for NarFromPath and uploads.
-    pub blob_service: Arc<dyn BlobService>,
-    /// Directories, for NarFromPath and uploads.
-    pub directory_service: Arc<dyn DirectoryService>,
-    /// Which paths exist and what Nix knows of them.
-    pub path_info_service: Arc<dyn PathInfoService>,
-}
 
 /// Who counts as a trusted client (Nix's `trusted-users`): trusted clients
 /// may upload paths without signatures.
@@ -128,7 +114,7 @@ impl Default for DaemonConfig {
 /// What every op handler gets: the services, the configuration and what
 /// this connection may do.
 pub(crate) struct Ctx {
-    pub services: DaemonServices,
+    pub services: Services,
     pub config: Arc<DaemonConfig>,
     /// Why this connection may not upload, if it may not (an untrusted
     /// peer): the error every upload gets.
@@ -166,7 +152,7 @@ impl Ctx {
 
     /// The path info of `p`, if it is valid (the name must match too).
     pub async fn lookup(&self, p: &StorePath) -> Result<Option<PathInfo>, OpError> {
-        let info = self.services.path_info_service.get(*p.digest()).await?;
+        let info = self.services.path_info.get(*p.digest()).await?;
         Ok(info.filter(|i| i.store_path == *p))
     }
 
@@ -220,7 +206,7 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// and for how long: see [`super::peer`] and [`DaemonLimits`].
 pub async fn serve_daemon(
     listener: UnixListener,
-    services: DaemonServices,
+    services: Services,
     config: DaemonConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
@@ -270,7 +256,7 @@ pub async fn serve_daemon(
 pub async fn serve_stream<R, W>(
     reader: R,
     writer: W,
-    services: DaemonServices,
+    services: Services,
     config: DaemonConfig,
     trusted: bool,
 ) where

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use storefs_castore::{B3Digest, Node};
+use storefs_store::Services;
 use storefs_store::daemon::wire;
-use storefs_store::daemon::{
-    DEFAULT_SOCKET_MODE, DaemonConfig, DaemonServices, bind_socket, serve_daemon,
-};
+use storefs_store::daemon::{DEFAULT_SOCKET_MODE, DaemonConfig, bind_socket, serve_daemon};
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StorePath;
@@ -87,7 +86,7 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
-    pub async fn start(services: DaemonServices, config: DaemonConfig) -> Self {
+    pub async fn start(services: Services, config: DaemonConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("daemon.sock");
         let listener = bind_socket(&socket, DEFAULT_SOCKET_MODE).await.unwrap();
@@ -155,14 +154,14 @@ pub fn msg() -> Vec<u8> {
 }
 
 /// Services in memory with the fixture path infos.
-pub async fn memory_services() -> (DaemonServices, Arc<MapPathInfoService>) {
+pub async fn memory_services() -> (Services, Arc<MapPathInfoService>) {
     let pis = Arc::new(MapPathInfoService::new());
     fixture_infos(pis.as_ref()).await;
-    let services = DaemonServices {
-        blob_service: Arc::new(storefs_castore::MemoryBlobService::new()),
-        directory_service: Arc::new(storefs_castore::MemoryDirectoryService::new()),
-        path_info_service: pis.clone(),
-    };
+    let services = Services::new(
+        Arc::new(storefs_castore::MemoryBlobService::new()),
+        Arc::new(storefs_castore::MemoryDirectoryService::new()),
+        pis.clone(),
+    );
     (services, pis)
 }
 

@@ -102,8 +102,8 @@ where
     let mut limited = BufReader::new(data.take(declared_size));
     let ingested = read_nar(
         &mut limited,
-        ctx.services.blob_service.as_ref(),
-        ctx.services.directory_service.as_ref(),
+        ctx.services.blob.as_ref(),
+        ctx.services.directory.as_ref(),
     )
     .await
     .map_err(|e| OpError(format!("invalid NAR for '{path}': {e}")))?;
@@ -121,7 +121,7 @@ where
         )));
     }
     info.node = ingested.root;
-    ctx.services.path_info_service.put(info).await?;
+    ctx.services.path_info.put(info).await?;
     Ok(())
 }
 
@@ -206,7 +206,7 @@ async fn ingest_flat<R>(ctx: &Ctx, data: &mut R) -> Result<(Node, [u8; 32]), OpE
 where
     R: AsyncRead + Unpin + ?Sized,
 {
-    let mut writer = ctx.services.blob_service.open_write().await;
+    let mut writer = ctx.services.blob.open_write().await;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = vec![0u8; limits::FRAME_LEN];
@@ -255,8 +255,8 @@ async fn record_ca(
         Some(n) => n,
         None => nar_hash_and_size(
             &node,
-            ctx.services.blob_service.as_ref(),
-            ctx.services.directory_service.as_ref(),
+            ctx.services.blob.as_ref(),
+            ctx.services.directory.as_ref(),
         )
         .await
         .map_err(|e| OpError(format!("hashing the NAR of '{name}': {e}")))?,
@@ -271,7 +271,7 @@ async fn record_ca(
         deriver: None,
         ca: Some(ca),
     };
-    Ok(ctx.services.path_info_service.put(info).await?)
+    Ok(ctx.services.path_info.put(info).await?)
 }
 
 /// The content a method string (`text:sha256`, `fixed:r:sha256`,
@@ -325,8 +325,8 @@ where
             let mut buffered = BufReader::new(data);
             let ingested = read_nar_to_end(
                 &mut buffered,
-                ctx.services.blob_service.as_ref(),
-                ctx.services.directory_service.as_ref(),
+                ctx.services.blob.as_ref(),
+                ctx.services.directory.as_ref(),
             )
             .await
             .map_err(|e| OpError(format!("invalid NAR for '{name}': {e}")))?;
@@ -377,8 +377,8 @@ async fn add_to_store_old(conn: &mut Conn, ctx: &Ctx) -> Result<(), ConnectionEr
     };
     let ingested = read_nar(
         &mut conn.r,
-        ctx.services.blob_service.as_ref(),
-        ctx.services.directory_service.as_ref(),
+        ctx.services.blob.as_ref(),
+        ctx.services.directory.as_ref(),
     )
     .await;
     let ingested = match ingested {
@@ -409,12 +409,10 @@ async fn add_to_store_old(conn: &mut Conn, ctx: &Ctx) -> Result<(), ConnectionEr
                     "cannot add '{name}' flat: the NAR is not a single regular file"
                 )));
             };
-            let mut reader = ctx
-                .services
-                .blob_service
-                .open_read(&digest)
-                .await?
-                .ok_or_else(|| OpError(format!("blob {digest} vanished while adding '{name}'")))?;
+            let mut reader =
+                ctx.services.blob.open_read(&digest).await?.ok_or_else(|| {
+                    OpError(format!("blob {digest} vanished while adding '{name}'"))
+                })?;
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; limits::FRAME_LEN];
             loop {

@@ -158,7 +158,7 @@ pub(super) async fn add_signatures(conn: &mut Conn, ctx: &Ctx) -> Result<(), Con
                 info.signatures.push(sig);
             }
         }
-        ctx.services.path_info_service.put(info).await?;
+        ctx.services.path_info.put(info).await?;
         Ok(1u64.to_le_bytes().to_vec())
     }
     .await;

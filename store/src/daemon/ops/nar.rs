@@ -25,8 +25,8 @@ pub(super) async fn nar_from_path(conn: &mut Conn, ctx: &Ctx) -> Result<(), Conn
     write_nar(
         &mut conn.w,
         &info.node,
-        ctx.services.blob_service.as_ref(),
-        ctx.services.directory_service.as_ref(),
+        ctx.services.blob.as_ref(),
+        ctx.services.directory.as_ref(),
     )
     .await
     .map_err(|e| {

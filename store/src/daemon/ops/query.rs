@@ -95,7 +95,7 @@ pub(super) async fn query_path_from_hash_part(
     let outcome = async {
         let digest = parse_hash_part(&hash_part)
             .map_err(|e| OpError(format!("invalid hash part '{hash_part}': {e}")))?;
-        let found = ctx.services.path_info_service.get(digest).await?;
+        let found = ctx.services.path_info.get(digest).await?;
         let mut out = Vec::with_capacity(128);
         let path = found.map(|i| ctx.abs(&i.store_path)).unwrap_or_default();
         wire::put_str(&mut out, &path);
@@ -113,7 +113,7 @@ pub(super) async fn query_all_valid_paths(
     let outcome = async {
         let mut all: Vec<String> = ctx
             .services
-            .path_info_service
+            .path_info
             .list()
             .map_ok(|i| ctx.abs(&i.store_path))
             .try_collect()
@@ -134,7 +134,7 @@ pub(super) async fn query_referrers(conn: &mut Conn, ctx: &Ctx) -> Result<(), Co
         let p = ctx.parse_path(&path)?;
         let mut referrers: Vec<String> = ctx
             .services
-            .path_info_service
+            .path_info
             .referrers(*p.digest())
             .await?
             .iter()
