@@ -110,11 +110,8 @@ fn corrupt_data_in_our_own_store_is_logged_as_data_loss() {
                 .unwrap();
             let nar_size = (content.len() + 200) as u64;
             let mut nar = Vec::new();
-            match c.nar_from_path(&path, nar_size).await {
-                Ok(mut r) => {
-                    let _ = r.read_to_end(&mut nar).await;
-                }
-                Err(_) => {}
+            if let Ok(mut r) = c.nar_from_path(&path, nar_size).await {
+                let _ = r.read_to_end(&mut nar).await;
             }
             nar.len()
         });

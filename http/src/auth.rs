@@ -40,13 +40,13 @@ pub struct HttpAuth {
 impl HttpAuth {
     /// Decide on a request with `method` and `headers`: `Ok` lets it
     /// through, `Err` is the answer to send instead.
-    pub(crate) fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), Response> {
+    pub(crate) fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), Box<Response>> {
         if method == Method::PUT {
             let Some(write) = &self.write else {
-                return Err(plain(
+                return Err(Box::new(plain(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "this binary cache is read-only (start it with a write token to allow uploads)",
-                ));
+                )));
             };
             return check_one(&[Some(write)], headers, "uploads need the write token");
         }
@@ -63,7 +63,11 @@ impl HttpAuth {
 
 /// Whether `headers` carry one of `accepted`; every candidate is compared,
 /// so the time taken does not tell which one matched.
-fn check_one(accepted: &[Option<&Token>], headers: &HeaderMap, need: &str) -> Result<(), Response> {
+fn check_one(
+    accepted: &[Option<&Token>],
+    headers: &HeaderMap,
+    need: &str,
+) -> Result<(), Box<Response>> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| credential(v.as_bytes()));
@@ -105,13 +109,13 @@ pub(crate) fn credential(value: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// 401 with a challenge for each scheme we take.
-fn challenge(msg: &str) -> Response {
+fn challenge(msg: &str) -> Box<Response> {
     let mut r = plain(StatusCode::UNAUTHORIZED, msg);
     let h = r.headers_mut();
     for c in CHALLENGES {
         h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
     }
-    r
+    Box::new(r)
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response {
@@ -142,7 +146,7 @@ mod tests {
         )
     }
 
-    fn status(r: Result<(), Response>) -> StatusCode {
+    fn status(r: Result<(), Box<Response>>) -> StatusCode {
         match r {
             Ok(()) => StatusCode::OK,
             Err(resp) => resp.status(),

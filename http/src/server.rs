@@ -154,10 +154,10 @@ fn internal(e: impl std::fmt::Display) -> Failure {
 
 async fn handle(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let head = req.method() == Method::HEAD;
-    if head || req.method() == Method::GET || req.method() == Method::PUT {
-        if let Err(refused) = state.config.auth.check(req.method(), req.headers()) {
-            return refused;
-        }
+    if (head || req.method() == Method::GET || req.method() == Method::PUT)
+        && let Err(refused) = state.config.auth.check(req.method(), req.headers())
+    {
+        return *refused;
     }
     if req.method() == Method::PUT {
         return match upload(&state, req).await {

@@ -448,7 +448,7 @@ async fn socket_mode_and_stale_socket() {
 }
 
 #[tokio::test]
-async fn connections_beyond_the_cap_wait_their_turn() {
+async fn connections_beyond_the_cap_are_told_why() {
     let (services, _) = memory_services().await;
     let d = TestDaemon::start(
         services,
@@ -461,19 +461,44 @@ async fn connections_beyond_the_cap_wait_their_turn() {
     .await;
     let a = hello(&d, 0x122).await;
     let _b = hello(&d, 0x122).await;
+    // Both are past their handshake: a third is refused at once, with an
+    // error the client prints, rather than left waiting in the backlog.
     let mut third = Raw::connect(&d.socket).await;
-    third.send(&WORKER_MAGIC_1.to_le_bytes()).await;
-    let mut word = [0u8; 8];
-    let waited = tokio::time::timeout(
-        std::time::Duration::from_millis(300),
-        tokio::io::AsyncReadExt::read_exact(&mut third.s, &mut word),
-    )
-    .await;
-    assert!(
-        waited.is_err(),
-        "a third connection is not served while two are open"
-    );
-    drop(a);
+    let mut m = msg();
+    wire::put_u64(&mut m, WORKER_MAGIC_1);
+    third.send(&m).await;
     assert_eq!(third.u64().await, WORKER_MAGIC_2);
+    let _server_version = third.u64().await;
+    let mut m = msg();
+    wire::put_u64(&mut m, 0x122);
+    m.extend(handshake_tail(0x22));
+    third.send(&m).await;
+    let _daemon_version = third.string().await;
+    assert_eq!(third.u64().await, STDERR_ERROR);
+    let e = read_structured_error(&mut third).await;
+    assert!(e.contains("too many connections"), "{e}");
+    assert!(third.closed().await);
+    // Once one goes, a newcomer is served.
+    drop(a);
+    let mut ok = false;
+    for _ in 0..200 {
+        let mut c = Raw::connect(&d.socket).await;
+        let mut m = msg();
+        wire::put_u64(&mut m, WORKER_MAGIC_1);
+        c.send(&m).await;
+        assert_eq!(c.u64().await, WORKER_MAGIC_2);
+        let _ = c.u64().await;
+        let mut m = msg();
+        wire::put_u64(&mut m, 0x122);
+        m.extend(handshake_tail(0x22));
+        c.send(&m).await;
+        let _ = c.string().await;
+        if c.u64().await == STDERR_LAST {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(ok, "no connection was served after one closed");
     d.stop().await;
 }
