@@ -99,21 +99,6 @@ pub fn daemon_server(data: &[u8]) {
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepts_and_refuses_without_panicking() {
-        nar_reader(include_bytes!("../testdata/hello-world.nar"));
-        nar_reader(b"");
-        nar_reader(&include_bytes!("../testdata/hello-world.nar")[..100]);
-        let mut with_tail = include_bytes!("../testdata/hello-world.nar").to_vec();
-        with_tail.extend_from_slice(b"tail");
-        nar_reader(&with_tail);
-    }
-}
-
 /// Parse `data` as an s-expression; whatever parses must write back (in
 /// the advanced and the canonical form) to text that parses to the same
 /// value, and the advanced form must be stable.
@@ -147,5 +132,20 @@ pub fn guix_narinfo(data: &[u8]) {
             ),
             Err(e) => panic!("rendered narinfo does not parse: {e}\n{text}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_and_refuses_without_panicking() {
+        nar_reader(include_bytes!("../testdata/hello-world.nar"));
+        nar_reader(b"");
+        nar_reader(&include_bytes!("../testdata/hello-world.nar")[..100]);
+        let mut with_tail = include_bytes!("../testdata/hello-world.nar").to_vec();
+        with_tail.extend_from_slice(b"tail");
+        nar_reader(&with_tail);
     }
 }
