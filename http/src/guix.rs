@@ -136,6 +136,10 @@ async fn handle(State(state): State<Arc<GuixState>>, req: Request) -> Response {
         )
         .into_response();
     }
+    // The same read token as the Nix flavour (see `HttpAuth`).
+    if let Err(refused) = state.config.auth.check(req.method(), req.headers()) {
+        return *refused;
+    }
     // Closed only if the semaphore is closed, which it never is.
     let Ok(permit) = state.slots.clone().acquire_owned().await else {
         return Failure::internal("server is shutting down").into_response();
@@ -201,7 +205,7 @@ async fn by_hash(state: &GuixState, hash: &str) -> Result<PathInfo, Failure> {
         .map_err(|_| not_found(format!("Resource not found: {hash}.narinfo")))?;
     state
         .services
-        .pathinfo
+        .path_info
         .get(digest)
         .await
         .map_err(Failure::internal)?

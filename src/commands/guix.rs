@@ -155,11 +155,7 @@ pub async fn import(
         store_dir: store_dir.clone(),
         concurrency: 4,
     };
-    let import_services = storefs_store::import::ImportServices {
-        blob: services.blob.clone(),
-        directory: services.directory.clone(),
-        pathinfo: services.path_info.clone(),
-    };
+    let import_services = services.clone();
     let report = import_from_guix(
         &args.from,
         &args.paths,

@@ -30,7 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
 use super::key::Acl;
 use super::narinfo::{GuixNarInfo, GuixNarInfoError, NarOffer, uri_decode};
-use crate::import::{CacheInfo, CacheSource, ImportProgress, ImportServices, SourceError};
+use crate::import::{CacheInfo, CacheSource, ImportProgress, SourceError};
+use crate::Services as ImportServices;
 use crate::nar::read_nar_to_end;
 use crate::nixbase32;
 use crate::pathinfo::PathInfo;
@@ -358,7 +359,7 @@ async fn lookup(
 ) -> Result<Found, Lookup> {
     if let Some(info) = ctx
         .services
-        .pathinfo
+        .path_info
         .get(digest)
         .await
         .map_err(Lookup::Store)?
@@ -671,7 +672,7 @@ async fn import_one(ctx: &Ctx, info: GuixNarInfo, offer: NarOffer) -> Result<(),
         ca: None,
     };
     ctx.services
-        .pathinfo
+        .path_info
         .put(path_info)
         .await
         .map_err(GuixPathError::Store)?;
