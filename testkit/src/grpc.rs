@@ -1,36 +1,17 @@
-//! Shared by the integration tests: real servers on loopback TCP and unix
-//! sockets in a temporary directory, over the memory backends.
-#![allow(dead_code)] // each test binary uses a different part
+//! A real gRPC server in the test's runtime, on a unix socket or loopback
+//! TCP, and clients for it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use storefs_castore::B3Digest;
-use storefs_castore::blobservice::{BlobService, MemoryBlobService};
-use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
+use storefs_castore::{BlobService, DirectoryService, MemoryBlobService, MemoryDirectoryService};
 use storefs_grpc::{ClientConfig, GrpcServices, ListenAddr, Listener, ServerConfig, Services};
 use storefs_store::nar::NarCalculator;
 use storefs_store::pathinfoservice::MemoryPathInfoService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Deterministic pseudo-random bytes (xorshift64*), so that content-defined
-/// chunking cuts real chunks and failures reproduce.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// Fresh memory backends.
+/// Fresh memory backends for a server.
 pub fn memory_services() -> Services {
     let blob: Arc<dyn BlobService> = Arc::new(MemoryBlobService::new());
     let directory: Arc<dyn DirectoryService> = Arc::new(MemoryDirectoryService::new());
@@ -42,40 +23,47 @@ pub fn memory_services() -> Services {
     }
 }
 
-/// Which kind of socket a test server listens on.
+/// Which kind of socket a [`GrpcServer`] listens on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// 127.0.0.1, a port the kernel picks.
     Tcp,
+    /// A unix socket in the server's temporary directory.
     Unix,
 }
 
-/// A server running on the test's runtime, stopped by [`TestServer::stop`]
-/// (or when dropped).
-pub struct TestServer {
+/// `storefs_grpc::serve` running on the test's runtime. [`GrpcServer::stop`]
+/// shuts it down gracefully; dropping it aborts the task, and its socket
+/// goes with its temporary directory.
+pub struct GrpcServer {
+    /// The URL clients connect to.
     pub url: String,
+    /// Holds the unix socket, and anything else the test keeps beside it.
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
+    /// The serving task.
     pub task: JoinHandle<Result<(), storefs_grpc::ServeError>>,
 }
 
-impl TestServer {
+impl GrpcServer {
+    /// Serve `services` on a new socket of `kind`.
     pub async fn start(kind: Kind, services: Services, config: ServerConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let addr = match kind {
-            Kind::Tcp => ListenAddr::parse("127.0.0.1:0").unwrap(),
+            Kind::Tcp => ListenAddr::parse("127.0.0.1:0").expect("loopback address"),
             Kind::Unix => ListenAddr::Unix(dir.path().join("store.sock")),
         };
         Self::start_on(addr, dir, services, config).await
     }
 
-    /// A server on `addr`; `dir` is kept alive as long as the server.
+    /// Serve on `addr`; `dir` lives as long as the server.
     pub async fn start_on(
         addr: ListenAddr,
         dir: tempfile::TempDir,
         services: Services,
         config: ServerConfig,
     ) -> Self {
-        let listener = Listener::bind(&addr).await.unwrap();
+        let listener = Listener::bind(&addr).await.expect("bind");
         let url = listener.client_url();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(storefs_grpc::serve(
@@ -94,16 +82,27 @@ impl TestServer {
         }
     }
 
+    /// A client of this server with [`quick_config`].
+    pub fn client(&self) -> GrpcServices {
+        client(&self.url)
+    }
+
     /// Ask for shutdown and wait for `serve` to return.
     pub async fn stop(mut self) -> Result<(), storefs_grpc::ServeError> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        (&mut self.task).await.unwrap()
+        (&mut self.task).await.expect("server task")
     }
 }
 
-/// Client settings for tests: short timeouts so that failures show fast.
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Client settings for tests: short timeouts, so that failures show fast.
 pub fn quick_config() -> ClientConfig {
     ClientConfig {
         connect_timeout: Duration::from_secs(2),
@@ -116,27 +115,7 @@ pub fn quick_config() -> ClientConfig {
     }
 }
 
+/// A client of `url` with [`quick_config`].
 pub fn client(url: &str) -> GrpcServices {
-    storefs_grpc::connect(url, quick_config()).unwrap()
-}
-
-/// Write `data` as a blob through `blobs`, in uneven pieces.
-pub async fn put_blob(blobs: &dyn BlobService, data: &[u8]) -> B3Digest {
-    let mut w = blobs.open_write().await;
-    for piece in data.chunks(300_001) {
-        w.write_all(piece).await.unwrap();
-    }
-    w.close().await.unwrap()
-}
-
-/// Read a whole blob through `open_read`.
-pub async fn read_blob(blobs: &dyn BlobService, digest: &B3Digest) -> std::io::Result<Vec<u8>> {
-    let mut r = blobs
-        .open_read(digest)
-        .await
-        .map_err(std::io::Error::from)?
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such blob"))?;
-    let mut out = Vec::new();
-    r.read_to_end(&mut out).await?;
-    Ok(out)
+    storefs_grpc::connect(url, quick_config()).expect("client")
 }
