@@ -2,7 +2,9 @@
 //! backends: blob and directory services over a real tonic server on a unix
 //! socket and on loopback TCP, path infos over a unix socket. The server
 //! runs the memory backends; what the suites check is what goes through the
-//! wire and back.
+//! wire and back. The gRPC directory putter streams, so a closure put out
+//! of order is refused at close at the latest (`streamed`) rather than at
+//! the offending put.
 
 use std::sync::Arc;
 
@@ -30,8 +32,16 @@ async fn dirs(kind: Kind) -> (Arc<dyn DirectoryService>, GrpcServer) {
 
 blob_suite!(blobs_over_unix, crate::blobs(crate::Kind::Unix).await);
 blob_suite!(blobs_over_tcp, crate::blobs(crate::Kind::Tcp).await);
-directory_suite!(directories_over_unix, crate::dirs(crate::Kind::Unix).await);
-directory_suite!(directories_over_tcp, crate::dirs(crate::Kind::Tcp).await);
+directory_suite!(
+    directories_over_unix,
+    crate::dirs(crate::Kind::Unix).await,
+    streamed
+);
+directory_suite!(
+    directories_over_tcp,
+    crate::dirs(crate::Kind::Tcp).await,
+    streamed
+);
 
 #[tokio::test]
 async fn path_infos_over_unix() {

@@ -229,7 +229,9 @@ async fn a_client_reconnects_after_the_server_restarts() {
     // Up again on the same socket: the same client reads again.
     let server = start(services).await;
     assert_eq!(
-        common::read_blob(c.blob.as_ref(), &digest).await.unwrap(),
+        storefs_testkit::suites::blob::try_read_blob(c.blob.as_ref(), &digest)
+            .await
+            .unwrap(),
         data
     );
     server.stop().await.unwrap();

@@ -150,18 +150,37 @@ pub async fn dir_closure_and_recursive_order(svc: Arc<dyn DirectoryService>) {
     assert_eq!(got, vec![diamond().b, diamond().c, diamond().d]);
 }
 
-/// A closure put out of order fails at the first directory naming a missing child, stays failed and stores nothing.
+/// A closure put out of order fails at the first directory naming a child
+/// that is neither stored nor put before it, stays failed and stores nothing.
 pub async fn dir_closure_wrong_order(svc: Arc<dyn DirectoryService>) {
+    wrong_order(svc, false).await;
+}
+
+/// [`dir_closure_wrong_order`] for a putter that streams to a service (the
+/// gRPC client): the refusal may arrive at a later put, and at the latest at
+/// close; nothing is stored either way.
+pub async fn dir_closure_wrong_order_streamed(svc: Arc<dyn DirectoryService>) {
+    wrong_order(svc, true).await;
+}
+
+async fn wrong_order(svc: Arc<dyn DirectoryService>, streamed: bool) {
     let t = diamond();
     let mut p = svc.put_multiple_start();
     p.put(t.c.clone()).await.unwrap();
     // `a` names `c` (put) — fine; `b` names `d`, not yet put.
     p.put(t.a.clone()).await.unwrap();
-    let err = p.put(t.b.clone()).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
-    // The putter stays failed, and nothing was stored.
-    assert!(p.put(t.d.clone()).await.is_err());
-    assert!(p.close().await.is_err());
+    let at_b = p.put(t.b.clone()).await;
+    if streamed {
+        let _ = (at_b, p.put(t.d.clone()).await);
+        let err = p.close().await.unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+    } else {
+        let err = at_b.unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+        // The putter stays failed, and nothing was stored.
+        assert!(p.put(t.d.clone()).await.is_err());
+        assert!(p.close().await.is_err());
+    }
     assert_eq!(svc.get(&t.c.digest()).await.unwrap(), None);
     assert_eq!(svc.get(&t.a.digest()).await.unwrap(), None);
 }
