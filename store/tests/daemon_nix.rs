@@ -154,7 +154,7 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
         ] {
             let ask = |url: &str| {
                 let (ok, out, err) =
-                    try_ok_str(nix::cmd("nix-store").args(["--store", url, "-q", q, p]));
+                    try_run(nix::cmd("nix-store").args(["--store", url, "-q", q, p]));
                 (ok, sorted_lines(&out), err)
             };
             let (real_ok, real_out, real_err) = ask(&real_url);
@@ -235,14 +235,14 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
     // An invalid path: Nix reports it as not valid.
     let missing = format!("/nix/store/{}-missing", &fx.single[11..43]);
     let (ok, _, err) =
-        try_ok_str(nix::cmd("nix-store").args(["--store", &ours_url, "-q", "--hash", &missing]));
+        try_run(nix::cmd("nix-store").args(["--store", &ours_url, "-q", "--hash", &missing]));
     assert!(!ok && err.contains("is not valid"), "{err}");
     // With the files reachable (`?root=`), Nix verifies paths and copies
     // them out of our socket (BuildPathsWithResults, QueryPathInfo).
     let with_root = format!("{ours_url}?root={}", fx.store.root.display());
     for p in &expected {
         let (ok, _, err) =
-            try_ok_str(nix::cmd("nix-store").args(["--store", &with_root, "--verify-path", p]));
+            try_run(nix::cmd("nix-store").args(["--store", &with_root, "--verify-path", p]));
         assert!(ok, "nix-store --verify-path {p}: {err}");
     }
     let cache = fx.store.dir().join("cache");
