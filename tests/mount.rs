@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{mount, serve, storefs};
+use common::{mount_at, serve, storefs};
 use storefs_testkit::nix::{Fixtures, nix_sha256};
 use storefs_testkit::{Signal, is_mounted, ok, ok_str, wait_for};
 
@@ -94,7 +94,7 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     let mut service = serve(&data, &socket);
     let mnt = tmp.path().join("mnt");
     let cache = tmp.path().join("cache");
-    let mut mount = mount(&service.url(), &mnt, &cache, &["--timeout", "3"]);
+    let mut mount = mount_at(&service.url(), &mnt, &cache, &["--timeout", "3"]);
 
     // Lazy: a store path appears on lookup; nothing is fetched before.
     assert_eq!(mount.stats()["bytes_fetched"], 0);
@@ -132,7 +132,7 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     let late_src = tmp.path().join("late.txt");
     std::fs::write(&late_src, b"late\n").unwrap();
     let late = {
-        let mut c = std::process::Command::new(common::storefs_bin());
+        let mut c = std::process::Command::new(storefs_testkit::storefs_bin!());
         c.env("RUST_LOG", "warn")
             .args(["--store", &service.url(), "add"])
             .arg(&late_src);
@@ -164,7 +164,7 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     wait_for(Duration::from_secs(5), "the unmount", || !is_mounted(&mnt));
 
     // Remount on the same cache with no service: what was read reads.
-    let mut mount = mount(&service.url(), &mnt, &cache, &["--timeout", "2"]);
+    let mut mount = mount_at(&service.url(), &mnt, &cache, &["--timeout", "2"]);
     assert_eq!(std::fs::read(tree.join("a")).unwrap(), b"a\n");
     assert_eq!(ok_str(&mut Command::new(tree.join("bin/tool"))), "tool");
 
@@ -172,7 +172,7 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     assert_eq!(mount.stop_with(Signal::KILL), None);
     assert!(is_mounted(&mnt));
     let service = serve(&data, &socket);
-    let mount = mount(&service.url(), &mnt, &cache, &[]);
+    let mount = mount_at(&service.url(), &mnt, &cache, &[]);
     for p in &paths {
         assert_same_tree(&mnt.join(base(p)), &fx.store.real_path(p));
     }
@@ -187,7 +187,7 @@ fn list_root_lists_every_path_and_sigint_unmounts() {
     let paths = add_sources(&fx, &data);
     let service = serve(&data, &tmp.path().join("grpc.sock"));
     let mnt = tmp.path().join("mnt");
-    let mut mount = mount(
+    let mut mount = mount_at(
         &service.url(),
         &mnt,
         &tmp.path().join("cache"),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{mount, serve, storefs};
+use common::{mount_at, serve, storefs};
 use storefs_testkit::{ok_str, pseudo_random};
 
 #[test]
@@ -23,7 +23,7 @@ fn reading_more_than_the_quota_keeps_the_cache_bounded() {
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("mnt");
     const QUOTA: u64 = 4 << 20;
-    let mount = mount(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
+    let mount = mount_at(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
     let base = path.rsplit('/').next().unwrap();
 
     // Read everything (32 MiB through a 4 MiB cache), then again through a
@@ -42,7 +42,7 @@ fn reading_more_than_the_quota_keeps_the_cache_bounded() {
     let fetched = mount.stats()["bytes_fetched"].as_u64().unwrap();
     assert!(fetched >= (FILES * SIZE) as u64, "fetched {fetched}");
     drop(mount);
-    let mount = mount(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
+    let mount = mount_at(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
     read_all(1);
     drop(mount);
 

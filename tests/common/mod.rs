@@ -20,6 +20,6 @@ pub fn serve(data: &Path, socket: &Path) -> TestServer {
 
 /// `storefs --store STORE_URL mount AT --cache CACHE EXTRA…`; unmounted when
 /// dropped.
-pub fn mount(store_url: &str, at: &Path, cache: &Path, extra: &[&str]) -> TestMount {
+pub fn mount_at(store_url: &str, at: &Path, cache: &Path, extra: &[&str]) -> TestMount {
     TestMount::start(&storefs_bin!(), store_url, at, cache, extra)
 }
