@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::nix::Fixtures;
-use common::procs::{Mount, Service, is_mounted, libc_sig, wait_for};
-use common::{nix_sha256, ok, ok_str, storefs};
+use common::{mount_at, serve, storefs};
+use storefs_testkit::nix::{Fixtures, nix_sha256};
+use storefs_testkit::{Signal, is_mounted, ok, ok_str, wait_for};
 
 /// Every entry under `a` equals the one under `b`: kind, permission bits,
 /// mtime, size, contents, symlink target, and a directory's link count.
@@ -67,7 +67,7 @@ fn assert_same_tree(a: &Path, b: &Path) {
 /// The fixtures Nix added as sources, added to a storefs store in `data`.
 fn add_sources(fx: &Fixtures, data: &Path) -> Vec<String> {
     let mut out = Vec::new();
-    for p in [&fx.tree, &fx.single_file, &fx.small_tree] {
+    for p in [&fx.tree, &fx.single, &fx.small] {
         let name = &p[p.find('-').unwrap() + 1..];
         let ours = ok_str(
             storefs(data)
@@ -91,10 +91,10 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     let data = tmp.path().join("service");
     let paths = add_sources(&fx, &data);
     let socket = tmp.path().join("grpc.sock");
-    let mut service = Service::start(&data, &socket);
+    let mut service = serve(&data, &socket);
     let mnt = tmp.path().join("mnt");
     let cache = tmp.path().join("cache");
-    let mut mount = Mount::start(&service.url(), &mnt, &cache, &["--timeout", "3"]);
+    let mut mount = mount_at(&service.url(), &mnt, &cache, &["--timeout", "3"]);
 
     // Lazy: a store path appears on lookup; nothing is fetched before.
     assert_eq!(mount.stats()["bytes_fetched"], 0);
@@ -132,7 +132,7 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     let late_src = tmp.path().join("late.txt");
     std::fs::write(&late_src, b"late\n").unwrap();
     let late = {
-        let mut c = std::process::Command::new(common::storefs_bin());
+        let mut c = std::process::Command::new(storefs_testkit::storefs_bin!());
         c.env("RUST_LOG", "warn")
             .args(["--store", &service.url(), "add"])
             .arg(&late_src);
@@ -152,7 +152,7 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     );
 
     // Service back: the same mount reconnects by itself and reads it.
-    service = Service::start(&data, &socket);
+    service = serve(&data, &socket);
     wait_for(Duration::from_secs(20), "the mount to reconnect", || {
         std::fs::read(mnt.join(base(&late))).is_ok()
     });
@@ -160,19 +160,19 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     service.stop();
 
     // SIGTERM unmounts and exits 0.
-    assert_eq!(mount.stop_with(libc_sig::TERM), Some(0));
+    assert_eq!(mount.stop_with(Signal::TERM), Some(0));
     wait_for(Duration::from_secs(5), "the unmount", || !is_mounted(&mnt));
 
     // Remount on the same cache with no service: what was read reads.
-    let mut mount = Mount::start(&service.url(), &mnt, &cache, &["--timeout", "2"]);
+    let mut mount = mount_at(&service.url(), &mnt, &cache, &["--timeout", "2"]);
     assert_eq!(std::fs::read(tree.join("a")).unwrap(), b"a\n");
     assert_eq!(ok_str(&mut Command::new(tree.join("bin/tool"))), "tool");
 
     // SIGKILL leaves a stale mount; a new mount there clears it.
-    assert_eq!(mount.stop_with(libc_sig::KILL), None);
+    assert_eq!(mount.stop_with(Signal::KILL), None);
     assert!(is_mounted(&mnt));
-    let service = Service::start(&data, &socket);
-    let mount = Mount::start(&service.url(), &mnt, &cache, &[]);
+    let service = serve(&data, &socket);
+    let mount = mount_at(&service.url(), &mnt, &cache, &[]);
     for p in &paths {
         assert_same_tree(&mnt.join(base(p)), &fx.store.real_path(p));
     }
@@ -185,9 +185,9 @@ fn list_root_lists_every_path_and_sigint_unmounts() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("service");
     let paths = add_sources(&fx, &data);
-    let service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let service = serve(&data, &tmp.path().join("grpc.sock"));
     let mnt = tmp.path().join("mnt");
-    let mut mount = Mount::start(
+    let mut mount = mount_at(
         &service.url(),
         &mnt,
         &tmp.path().join("cache"),
@@ -223,6 +223,6 @@ fn list_root_lists_every_path_and_sigint_unmounts() {
             & 0o777,
         0o555
     );
-    assert_eq!(mount.stop_with(libc_sig::INT), Some(0));
+    assert_eq!(mount.stop_with(Signal::INT), Some(0));
     wait_for(Duration::from_secs(5), "the unmount", || !is_mounted(&mnt));
 }

@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::nix::pseudo_random;
-use common::procs::{Mount, Service};
-use common::{ok_str, storefs};
+use common::{mount_at, serve, storefs};
+use storefs_testkit::{ok_str, pseudo_random};
 
 #[test]
 fn reading_more_than_the_quota_keeps_the_cache_bounded() {
@@ -20,11 +19,11 @@ fn reading_more_than_the_quota_keeps_the_cache_bounded() {
     }
     let data = tmp.path().join("service");
     let path = ok_str(storefs(&data).arg("add").arg(&src));
-    let service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let service = serve(&data, &tmp.path().join("grpc.sock"));
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("mnt");
     const QUOTA: u64 = 4 << 20;
-    let mount = Mount::start(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
+    let mount = mount_at(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
     let base = path.rsplit('/').next().unwrap();
 
     // Read everything (32 MiB through a 4 MiB cache), then again through a
@@ -43,7 +42,7 @@ fn reading_more_than_the_quota_keeps_the_cache_bounded() {
     let fetched = mount.stats()["bytes_fetched"].as_u64().unwrap();
     assert!(fetched >= (FILES * SIZE) as u64, "fetched {fetched}");
     drop(mount);
-    let mount = Mount::start(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
+    let mount = mount_at(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
     read_all(1);
     drop(mount);
 
@@ -77,10 +76,10 @@ fn fill_through_quota(quota: &str, files: usize, size: usize) -> (u64, u64) {
     let data = tmp.path().join("service");
     let path = ok_str(storefs(&data).arg("add").arg(&src));
     std::fs::remove_dir_all(&src).unwrap();
-    let service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let service = serve(&data, &tmp.path().join("grpc.sock"));
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("mnt");
-    let mount = Mount::start(&service.url(), &mnt, &cache, &["--cache-size", quota]);
+    let mount = mount_at(&service.url(), &mnt, &cache, &["--cache-size", quota]);
     let base = path.rsplit('/').next().unwrap();
     for i in 0..files {
         let got = std::fs::read(mnt.join(base).join(format!("f{i}"))).unwrap();

@@ -3,23 +3,23 @@
 
 mod common;
 
-use common::nix::{Fixtures, NixStore, write_odd_tree};
-use common::procs::Service;
-use common::{nix_sha256, ok, ok_str, storefs};
+use common::{serve, storefs};
+use storefs_testkit::nix::{Fixtures, NixStore, nix_sha256, write_odd_tree};
+use storefs_testkit::{ok, ok_str};
 
 #[test]
 fn add_gives_the_path_nix_store_add_gives() {
     let nix = NixStore::new();
     let data = tempfile::tempdir().unwrap();
-    let src = nix.dir.path().join("odd");
+    let src = nix.dir().join("odd");
     std::fs::create_dir_all(&src).unwrap();
     write_odd_tree(&src);
-    let single = nix.dir.path().join("hello.txt");
+    let single = nix.dir().join("hello.txt");
     std::fs::write(&single, b"Hello World!").unwrap();
-    let exe = nix.dir.path().join("run.sh");
+    let exe = nix.dir().join("run.sh");
     std::fs::write(&exe, b"#!/bin/sh\necho hi\n").unwrap();
     std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let link = nix.dir.path().join("link");
+    let link = nix.dir().join("link");
     std::os::unix::fs::symlink("hello.txt", &link).unwrap();
 
     for path in [&src, &single, &exe, &link] {
@@ -56,17 +56,17 @@ fn add_gives_the_path_nix_store_add_gives() {
 fn add_over_grpc_gives_the_path_nix_store_add_gives() {
     let nix = NixStore::new();
     let served = tempfile::tempdir().unwrap();
-    let service = Service::start(served.path(), &served.path().join("grpc.sock"));
+    let service = serve(served.path(), &served.path().join("grpc.sock"));
     let client = tempfile::tempdir().unwrap();
     let grpc = |cmd: &str| {
         let mut c = storefs(client.path());
         c.args(["--store", &service.url(), cmd]);
         c
     };
-    let src = nix.dir.path().join("odd");
+    let src = nix.dir().join("odd");
     std::fs::create_dir_all(&src).unwrap();
     write_odd_tree(&src);
-    let single = nix.dir.path().join("hello.txt");
+    let single = nix.dir().join("hello.txt");
     std::fs::write(&single, b"Hello World!").unwrap();
     for path in [&src, &single] {
         let ours = ok_str(grpc("add").arg(path));
@@ -85,7 +85,7 @@ fn nar_and_info_of_every_fixture_match_nix() {
     let fx = Fixtures::build();
     let data = tempfile::tempdir().unwrap();
     // Nix-added paths are source paths: adding their files gives the same path.
-    for p in [&fx.tree, &fx.single_file, &fx.small_tree] {
+    for p in [&fx.tree, &fx.single, &fx.small] {
         let real = fx.store.real_path(p);
         let name = p.rsplit_once('-').map(|(h, _)| &p[h.len() + 1..]).unwrap();
         let ours = ok_str(

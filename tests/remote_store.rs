@@ -5,21 +5,9 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
-use std::time::Duration;
-
-use common::nix::{NixStore, write_odd_tree};
-use common::procs::{Service, wait_for};
-use common::{ok, ok_str, storefs};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{serve, storefs};
+use storefs_testkit::nix::{NixStore, write_odd_tree};
+use storefs_testkit::{TestServer, free_port, ok, ok_str};
 
 #[test]
 fn commands_work_through_a_service_and_survive_its_restart() {
@@ -31,7 +19,7 @@ fn commands_work_through_a_service_and_survive_its_restart() {
     let data = tmp.path().join("service");
     let client_data = tmp.path().join("client-unused");
     let socket = tmp.path().join("grpc.sock");
-    let mut service = Service::start(&data, &socket);
+    let mut service = serve(&data, &socket);
     let url = service.url();
 
     // One process adds through the service...
@@ -61,7 +49,7 @@ fn commands_work_through_a_service_and_survive_its_restart() {
 
     // Restart the service on the same store: still there.
     service.stop();
-    let service = Service::start(&data, &socket);
+    let service = serve(&data, &socket);
     assert_eq!(
         ok(storefs(&client_data)
             .args(["--store", &service.url(), "nar"])
@@ -74,24 +62,13 @@ fn commands_work_through_a_service_and_survive_its_restart() {
     // reads are open.
     let token = tmp.path().join("token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _tcp = Killed(
-        storefs(&data)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--write-token-file")
-            .arg(&token)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let port = free_port();
+    let mut cmd = storefs(&data);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--write-token-file")
+        .arg(&token);
+    let _tcp = TestServer::spawn(cmd, &[], &[port]);
     let tcp = format!("grpc://127.0.0.1:{port}");
-    wait_for(Duration::from_secs(20), "the TCP service", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
     assert_eq!(
         ok(storefs(&client_data)
             .args(["--store", &tcp, "nar"])

@@ -7,35 +7,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use common::nix::{Fixtures, NixStore};
-use common::procs::wait_for;
-use common::{ok, ok_str, storefs};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn sorted_lines(s: &str) -> Vec<String> {
-    let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
-    v.sort();
-    v
-}
+use common::storefs;
+use storefs_testkit::nix::{Fixtures, NixStore, sorted_lines};
+use storefs_testkit::{TestServer, free_port, ok, ok_str};
 
 #[test]
 fn nix_uses_our_daemon_socket_and_http_cache() {
@@ -103,24 +79,15 @@ fn nix_uses_our_daemon_socket_and_http_cache() {
         .args(["--generate-binary-cache-key", "storefs-test-1"])
         .arg(&our_sec)
         .arg(&our_pub));
-    let _serve = Killed(
-        storefs(&data)
-            .arg("serve")
-            .arg("--daemon-socket")
-            .arg(&socket)
-            .args(["--http", &format!("127.0.0.1:{port}")])
-            .arg("--sign-key-file")
-            .arg(&our_sec)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(Duration::from_secs(20), "the daemon socket", || {
-        socket.exists()
-    });
-    wait_for(Duration::from_secs(20), "the HTTP port", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    let mut serve = storefs(&data);
+    serve
+        .arg("serve")
+        .arg("--daemon-socket")
+        .arg(&socket)
+        .args(["--http", &format!("127.0.0.1:{port}")])
+        .arg("--sign-key-file")
+        .arg(&our_sec);
+    let _serve = TestServer::spawn(serve, &[&socket], &[port]);
 
     // Nix asks our socket what it would ask its own daemon.
     let store = format!("unix://{}", socket.display());

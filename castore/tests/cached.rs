@@ -2,9 +2,13 @@
 //! and the cache's own promises: fills near, never returns or keeps what far
 //! got wrong.
 
-mod common;
-
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+use storefs_testkit::suites::blob::{check_blob, write_blob};
+use storefs_testkit::suites::directory::{diamond, file_dir};
+use storefs_testkit::{blob_suite, directory_suite, pseudo_random, wait_until};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,10 +63,10 @@ directory_suite!(directory_conformance_redb_near, crate::dirs_redb_near());
 async fn reads_fill_near() {
     let near = MemoryBlobService::new();
     let far = MemoryBlobService::new();
-    let data = common::noise(1 << 20, 8);
+    let data = pseudo_random(1 << 20, 8);
     let small = b"tiny".to_vec();
-    let blob = common::write_blob(&far, &data, 1 << 16).await;
-    let small_blob = common::write_blob(&far, &small, 1).await;
+    let blob = write_blob(&far, &data, 1 << 16).await;
+    let small_blob = write_blob(&far, &small, 1).await;
     let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far));
     assert_eq!(near.chunk_count(), 0);
     // The chunk list is cached on its own, before any chunk.
@@ -73,11 +77,11 @@ async fn reads_fill_near() {
     cache.read_chunk(&list[1].digest).await.unwrap().unwrap();
     assert_eq!(near.chunk_count(), 1);
     // A whole read caches the rest.
-    common::check_blob(&cache, &blob, &data).await;
+    check_blob(&cache, &blob, &data).await;
     assert_eq!(near.chunk_count(), list.len());
-    common::check_blob(&near, &blob, &data).await;
-    common::check_blob(&cache, &small_blob, &small).await;
-    common::check_blob(&near, &small_blob, &small).await;
+    check_blob(&near, &blob, &data).await;
+    check_blob(&cache, &small_blob, &small).await;
+    check_blob(&near, &small_blob, &small).await;
 }
 
 #[tokio::test]
@@ -85,15 +89,15 @@ async fn writes_go_to_far_and_near() {
     let near = MemoryBlobService::new();
     let far = MemoryBlobService::new();
     let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far.clone()));
-    let data = common::noise(3 << 20, 12);
-    let blob = common::write_blob(&cache, &data, 77_777).await;
-    common::check_blob(&far, &blob, &data).await;
-    common::check_blob(&near, &blob, &data).await;
+    let data = pseudo_random(3 << 20, 12);
+    let blob = write_blob(&cache, &data, 77_777).await;
+    check_blob(&far, &blob, &data).await;
+    check_blob(&near, &blob, &data).await;
 
     let near_d = MemoryDirectoryService::new();
     let far_d = MemoryDirectoryService::new();
     let cache_d = CachedDirectoryService::new(Arc::new(near_d.clone()), Arc::new(far_d.clone()));
-    let t = common::diamond();
+    let t = diamond();
     let mut p = cache_d.put_multiple_start();
     for d in [&t.c, &t.d, &t.a, &t.b, &t.root] {
         p.put(d.clone()).await.unwrap();
@@ -134,9 +138,9 @@ impl BlobService for Corrupting {
 #[tokio::test]
 async fn corrupted_far_chunk_is_refused_and_not_cached() {
     let inner = MemoryBlobService::new();
-    let data = common::noise(1 << 20, 4);
-    let blob = common::write_blob(&inner, &data, 1 << 16).await;
-    let small = common::write_blob(&inner, b"hello", 5).await;
+    let data = pseudo_random(1 << 20, 4);
+    let blob = write_blob(&inner, &data, 1 << 16).await;
+    let small = write_blob(&inner, b"hello", 5).await;
     let near = MemoryBlobService::new();
     let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(Corrupting(inner)));
     let list = cache.chunks(&blob).await.unwrap().unwrap();
@@ -186,7 +190,7 @@ impl DirectoryService for Lying {
 #[tokio::test]
 async fn lying_far_directories_are_refused_and_not_cached() {
     let inner = MemoryDirectoryService::new();
-    let t = common::diamond();
+    let t = diamond();
     let mut p = inner.put_multiple_start();
     for d in [&t.c, &t.d, &t.a, &t.b, &t.root] {
         p.put(d.clone()).await.unwrap();
@@ -197,7 +201,7 @@ async fn lying_far_directories_are_refused_and_not_cached() {
         Arc::new(near.clone()),
         Arc::new(Lying {
             inner,
-            impostor: common::file_dir(&["impostor"]),
+            impostor: file_dir(&["impostor"]),
         }),
     );
     let err = cache.get(&t.a.digest()).await.unwrap_err();
@@ -222,7 +226,7 @@ async fn lying_far_directories_are_refused_and_not_cached() {
 #[tokio::test]
 async fn recursive_get_fills_near_even_over_a_partial_near() {
     let far = MemoryDirectoryService::new();
-    let t = common::diamond();
+    let t = diamond();
     let mut p = far.put_multiple_start();
     for d in [&t.c, &t.d, &t.a, &t.b, &t.root] {
         p.put(d.clone()).await.unwrap();
@@ -251,14 +255,16 @@ async fn recursive_get_fills_near_even_over_a_partial_near() {
     assert_eq!(from_near, got);
 }
 
-/// A far blob service that counts chunk reads and answers slowly.
-struct SlowCounting {
+/// A far blob service that counts chunk reads and holds each one until the
+/// test opens its gate.
+struct GatedCounting {
     inner: MemoryBlobService,
-    reads: std::sync::atomic::AtomicUsize,
+    reads: AtomicUsize,
+    gate: tokio::sync::Semaphore,
 }
 
 #[async_trait]
-impl BlobService for SlowCounting {
+impl BlobService for GatedCounting {
     async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
         self.inner.has(digest).await
     }
@@ -266,8 +272,9 @@ impl BlobService for SlowCounting {
         self.inner.chunks(digest).await
     }
     async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
-        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.reads.fetch_add(1, SeqCst);
+        // Closed by the test: every waiter goes on.
+        let _ = self.gate.acquire().await;
         self.inner.read_chunk(digest).await
     }
     async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
@@ -278,34 +285,60 @@ impl BlobService for SlowCounting {
     }
 }
 
+/// Run `fut`, counting it in `waiting` the first time it has to wait.
+async fn counted_when_waiting<F: Future>(fut: F, waiting: &AtomicUsize) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut counted = false;
+    std::future::poll_fn(|cx| {
+        let r = fut.as_mut().poll(cx);
+        if r.is_pending() && !counted {
+            counted = true;
+            waiting.fetch_add(1, SeqCst);
+        }
+        r
+    })
+    .await
+}
+
 #[tokio::test]
 async fn concurrent_misses_share_one_fetch() {
     let inner = MemoryBlobService::new();
-    let data = common::noise(10_000, 31); // below `min`: one chunk
-    let d = common::write_blob(&inner, &data, 1 << 16).await;
-    let far = Arc::new(SlowCounting {
+    let data = pseudo_random(10_000, 31); // below `min`: one chunk
+    let d = write_blob(&inner, &data, 1 << 16).await;
+    let far = Arc::new(GatedCounting {
         inner,
         reads: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
     });
     let cache = CachedBlobService::new(Arc::new(MemoryBlobService::new()), far.clone());
+    let waiting = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = (0..8)
         .map(|_| {
             let cache = cache.clone();
-            tokio::spawn(async move { cache.read_chunk(&d).await })
+            let waiting = waiting.clone();
+            tokio::spawn(async move { counted_when_waiting(cache.read_chunk(&d), &waiting).await })
         })
         .collect();
+    // All eight wait while the one far read is held at the gate.
+    wait_until(
+        Duration::from_secs(10),
+        "eight readers on one far read",
+        || waiting.load(SeqCst) == 8 && far.reads.load(SeqCst) == 1,
+    )
+    .await;
+    far.gate.close();
     for r in readers {
         assert_eq!(r.await.unwrap().unwrap().unwrap().as_ref(), &data[..]);
     }
-    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(far.reads.load(SeqCst), 1);
     // Later reads come from near.
     cache.read_chunk(&d).await.unwrap().unwrap();
-    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(far.reads.load(SeqCst), 1);
     // A missing chunk is None for everyone, and not remembered.
     let missing = B3Digest::of(b"missing");
     assert_eq!(cache.read_chunk(&missing).await.unwrap(), None);
     assert_eq!(cache.read_chunk(&missing).await.unwrap(), None);
-    assert_eq!(far.reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(far.reads.load(SeqCst), 3);
 }
 
 /// A near store whose writers fail on the first write.
@@ -383,12 +416,12 @@ async fn a_failing_near_does_not_fail_writes() {
         Arc::new(BrokenNearWrites(near.clone())),
         Arc::new(far.clone()),
     );
-    let data = common::noise(700_000, 13);
-    let d = common::write_blob(&cache, &data, 50_000).await;
-    common::check_blob(&far, &d, &data).await;
+    let data = pseudo_random(700_000, 13);
+    let d = write_blob(&cache, &data, 50_000).await;
+    check_blob(&far, &d, &data).await;
     assert_eq!(near.chunk_count(), 0);
     // Reads still fill near through insert_chunk.
-    common::check_blob(&cache, &d, &data).await;
+    check_blob(&cache, &d, &data).await;
     assert!(near.chunk_count() > 0);
 }
 
@@ -397,8 +430,8 @@ async fn a_corrupt_near_chunk_is_fetched_again_and_repaired() {
     let tmp = tempfile::tempdir().unwrap();
     let near = RedbStore::open_dir(tmp.path()).unwrap().blob_service();
     let far = MemoryBlobService::new();
-    let data = common::noise(5000, 17);
-    let d = common::write_blob(&far, &data, 5000).await;
+    let data = pseudo_random(5000, 17);
+    let d = write_blob(&far, &data, 5000).await;
     let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far));
     assert_eq!(
         cache.read_chunk(&d).await.unwrap().unwrap().as_ref(),

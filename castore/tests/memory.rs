@@ -1,9 +1,9 @@
 //! The conformance suites against the memory backends, and what only the
 //! memory backend can show (chunk dedup by count).
 
-mod common;
-
 use std::sync::Arc;
+use storefs_testkit::suites::blob::write_blob;
+use storefs_testkit::{blob_suite, directory_suite, pseudo_random};
 
 use storefs_castore::{BlobService, DirectoryService, MemoryBlobService, MemoryDirectoryService};
 
@@ -24,12 +24,12 @@ async fn shared_chunk_is_stored_once() {
     // 256 KiB of zeroes is one max-size chunk; both blobs start with it.
     let zeroes = vec![0u8; 256 * 1024];
     let mut a = zeroes.clone();
-    a.extend_from_slice(&common::noise(100_000, 5));
+    a.extend_from_slice(&pseudo_random(100_000, 5));
     let mut b = zeroes.clone();
-    b.extend_from_slice(&common::noise(100_000, 6));
-    let da = common::write_blob(&svc, &a, 30_000).await;
+    b.extend_from_slice(&pseudo_random(100_000, 6));
+    let da = write_blob(&svc, &a, 30_000).await;
     let before = svc.chunk_count();
-    let db = common::write_blob(&svc, &b, 30_000).await;
+    let db = write_blob(&svc, &b, 30_000).await;
     let la = svc.chunks(&da).await.unwrap().unwrap();
     let lb = svc.chunks(&db).await.unwrap().unwrap();
     assert_eq!(la[0], lb[0]);
@@ -42,7 +42,7 @@ async fn open_read_fails_at_end_on_wrong_blob_digest() {
     use storefs_castore::{B3Digest, ChunkMeta, ChunkStore};
     use tokio::io::AsyncReadExt;
     let svc = MemoryBlobService::new();
-    let (x, y) = (common::noise(1000, 1), common::noise(2000, 2));
+    let (x, y) = (pseudo_random(1000, 1), pseudo_random(2000, 2));
     svc.insert_chunk(&B3Digest::of(&x), x.clone().into())
         .await
         .unwrap();

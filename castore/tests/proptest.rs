@@ -2,9 +2,9 @@
 //! (non-UTF-8, 255 bytes, odd bytes), and blobs of any size survive a round
 //! trip through the memory and redb backends with the chunking we expect.
 
-mod common;
-
 use std::sync::Arc;
+use storefs_testkit::pseudo_random;
+use storefs_testkit::suites::blob::{read_blob, write_blob};
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -98,10 +98,10 @@ fn blob_round_trips(svc: Arc<dyn BlobService>, config: ChunkerConfig, max_len: u
             let data = if zeroes {
                 vec![0u8; len]
             } else {
-                common::noise(len, seed)
+                pseudo_random(len, seed)
             };
             rt.block_on(async {
-                let d = common::write_blob(&*svc, &data, piece).await;
+                let d = write_blob(&*svc, &data, piece).await;
                 prop_assert_eq!(d, B3Digest::of(&data));
                 let cut = chunk_all(config, &data).unwrap();
                 let list = svc.chunks(&d).await.unwrap().unwrap();
@@ -117,7 +117,7 @@ fn blob_round_trips(svc: Arc<dyn BlobService>, config: ChunkerConfig, max_len: u
                         );
                     }
                 }
-                prop_assert_eq!(common::read_blob(&*svc, &d).await, Some(data.clone()));
+                prop_assert_eq!(read_blob(&*svc, &d).await, Some(data.clone()));
                 Ok(())
             })
         })

@@ -1,9 +1,10 @@
 //! The conformance suites against the redb backends, plus what only a disk
 //! store shows: reopening, dedup by row count, corruption on disk.
 
-mod common;
-
 use std::sync::Arc;
+use storefs_testkit::suites::blob::{check_blob, write_blob};
+use storefs_testkit::suites::directory::{diamond, file_dir};
+use storefs_testkit::{blob_suite, directory_suite, pseudo_random};
 
 use storefs_castore::{
     B3Digest, BlobService, CHUNK_RAW, DirectoryService, Error, RedbStore, STORE_FILE_NAME,
@@ -33,14 +34,14 @@ directory_suite!(crate::dirs());
 async fn survives_close_and_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("store");
-    let data = common::noise(2 * 1024 * 1024 + 7, 77);
+    let data = pseudo_random(2 * 1024 * 1024 + 7, 77);
     let small = b"a small file".to_vec();
-    let t = common::diamond();
+    let t = diamond();
     let (blob, small_blob) = {
         let store = RedbStore::open_dir(&path).unwrap();
         let blobs = store.blob_service();
-        let b = common::write_blob(&blobs, &data, 12_345).await;
-        let s = common::write_blob(&blobs, &small, 3).await;
+        let b = write_blob(&blobs, &data, 12_345).await;
+        let s = write_blob(&blobs, &small, 3).await;
         let dirs = store.directory_service();
         let mut p = dirs.put_multiple_start();
         for d in [&t.c, &t.d, &t.a, &t.b, &t.root] {
@@ -53,8 +54,8 @@ async fn survives_close_and_reopen() {
     assert!(path.join(STORE_FILE_NAME).is_file());
     let store = RedbStore::open_dir(&path).unwrap();
     let blobs = store.blob_service();
-    common::check_blob(&blobs, &blob, &data).await;
-    common::check_blob(&blobs, &small_blob, &small).await;
+    check_blob(&blobs, &blob, &data).await;
+    check_blob(&blobs, &small_blob, &small).await;
     let dirs = store.directory_service();
     assert_eq!(dirs.get(&t.root.digest()).await.unwrap(), Some(t.root));
     assert_eq!(dirs.get(&t.d.digest()).await.unwrap(), Some(t.d));
@@ -66,12 +67,12 @@ async fn shared_chunk_is_stored_once() {
     let svc = store.blob_service();
     let zeroes = vec![0u8; 256 * 1024];
     let mut a = zeroes.clone();
-    a.extend_from_slice(&common::noise(100_000, 5));
+    a.extend_from_slice(&pseudo_random(100_000, 5));
     let mut b = zeroes.clone();
-    b.extend_from_slice(&common::noise(100_000, 6));
-    let da = common::write_blob(&svc, &a, 30_000).await;
+    b.extend_from_slice(&pseudo_random(100_000, 6));
+    let da = write_blob(&svc, &a, 30_000).await;
     let before = svc.chunk_count().await.unwrap();
-    let db = common::write_blob(&svc, &b, 30_000).await;
+    let db = write_blob(&svc, &b, 30_000).await;
     let la = svc.chunks(&da).await.unwrap().unwrap();
     let lb = svc.chunks(&db).await.unwrap().unwrap();
     assert_eq!(la[0], lb[0]);
@@ -80,7 +81,7 @@ async fn shared_chunk_is_stored_once() {
         lb.len() as u64 - 1
     );
     // Writing the same blob again adds nothing.
-    common::write_blob(&svc, &b, 1 << 20).await;
+    write_blob(&svc, &b, 1 << 20).await;
     assert_eq!(
         svc.chunk_count().await.unwrap() - before,
         lb.len() as u64 - 1
@@ -92,7 +93,7 @@ async fn compressible_chunks_take_less_room() {
     // 8 MiB of zeroes: 32 identical max-size chunks, stored once, compressed.
     let (store, tmp) = store();
     let svc = store.blob_service();
-    let d = common::write_blob(&svc, &vec![0u8; 8 << 20], 1 << 20).await;
+    let d = write_blob(&svc, &vec![0u8; 8 << 20], 1 << 20).await;
     assert_eq!(svc.chunks(&d).await.unwrap().unwrap().len(), 32);
     assert_eq!(svc.chunk_count().await.unwrap(), 1);
     drop((svc, store));
@@ -106,14 +107,11 @@ async fn compressible_chunks_take_less_room() {
 async fn two_services_on_one_store_write_concurrently() {
     let (store, _tmp) = store();
     let (s1, s2) = (store.blob_service(), store.blob_service());
-    let a = common::noise(10 << 20, 21);
-    let b = common::noise(10 << 20, 22);
-    let (da, db) = tokio::join!(
-        common::write_blob(&s1, &a, 64 * 1024),
-        common::write_blob(&s2, &b, 100_000)
-    );
-    common::check_blob(&s2, &da, &a).await;
-    common::check_blob(&s1, &db, &b).await;
+    let a = pseudo_random(10 << 20, 21);
+    let b = pseudo_random(10 << 20, 22);
+    let (da, db) = tokio::join!(write_blob(&s1, &a, 64 * 1024), write_blob(&s2, &b, 100_000));
+    check_blob(&s2, &da, &a).await;
+    check_blob(&s1, &db, &b).await;
 }
 
 /// Many writers at once go through the group commit (several blobs per
@@ -125,10 +123,10 @@ async fn many_concurrent_writers_all_survive_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("store");
     let mut contents: Vec<Vec<u8>> = (0..200u64)
-        .map(|i| common::noise(1 + (i as usize * 97) % 5000, i))
+        .map(|i| pseudo_random(1 + (i as usize * 97) % 5000, i))
         .collect();
     // Larger than one write batch (8 MiB), so it is flushed midway.
-    contents.push(common::noise(9 << 20, 1000));
+    contents.push(pseudo_random(9 << 20, 1000));
     contents.push(b"the same twice".to_vec());
     contents.push(b"the same twice".to_vec());
     let digests = {
@@ -137,7 +135,7 @@ async fn many_concurrent_writers_all_survive_reopen() {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, data) in contents.iter().cloned().enumerate() {
             let svc = svc.clone();
-            tasks.spawn(async move { (i, common::write_blob(svc.as_ref(), &data, 4096).await) });
+            tasks.spawn(async move { (i, write_blob(svc.as_ref(), &data, 4096).await) });
         }
         let mut digests = vec![None; contents.len()];
         while let Some(joined) = tasks.join_next().await {
@@ -149,7 +147,7 @@ async fn many_concurrent_writers_all_survive_reopen() {
     let store = RedbStore::open_dir(&path).unwrap();
     let svc = store.blob_service();
     for (data, digest) in contents.iter().zip(&digests) {
-        common::check_blob(&svc, digest.as_ref().unwrap(), data).await;
+        check_blob(&svc, digest.as_ref().unwrap(), data).await;
     }
     assert_eq!(digests[201], digests[202]);
 }
@@ -158,8 +156,8 @@ async fn many_concurrent_writers_all_survive_reopen() {
 async fn corrupt_chunk_is_an_integrity_error() {
     let (store, _tmp) = store();
     let svc = store.blob_service();
-    let data = common::noise(1 << 20, 3);
-    let blob = common::write_blob(&svc, &data, 1 << 16).await;
+    let data = pseudo_random(1 << 20, 3);
+    let blob = write_blob(&svc, &data, 1 << 16).await;
     let list = svc.chunks(&blob).await.unwrap().unwrap();
     let victim = list[1].digest;
     // Same length, one byte flipped, stored raw.
@@ -194,9 +192,9 @@ async fn corrupt_chunk_is_an_integrity_error() {
 async fn corrupt_directory_is_an_integrity_error() {
     let (store, _tmp) = store();
     let svc = store.directory_service();
-    let leaf = common::file_dir(&["f"]);
+    let leaf = file_dir(&["f"]);
     let digest = svc.put(leaf.clone()).await.unwrap();
-    let other = common::file_dir(&["g"]);
+    let other = file_dir(&["g"]);
     svc.danger_overwrite_directory_record(&digest, other.encode().to_vec())
         .await
         .unwrap();
@@ -221,7 +219,7 @@ async fn recursive_get_over_a_partial_closure_fails_and_early_drop_is_fine() {
     use storefs_castore::PartialDirectoryStore;
     let (store, _tmp) = store();
     let svc = store.directory_service();
-    let t = common::diamond();
+    let t = diamond();
     // Only the root and `a`: `b`, `c`, `d` are missing.
     svc.insert_directories(vec![t.root.clone(), t.a.clone()])
         .await
@@ -255,7 +253,7 @@ async fn quota_evicts_least_recently_used_chunks() {
     // Noise does not compress: each record is the chunk plus its flag byte.
     let record = (SIZE + 1) as u64;
     let quota = 5 * record;
-    let chunks: Vec<Vec<u8>> = (0..7).map(|i| common::noise(SIZE, 100 + i)).collect();
+    let chunks: Vec<Vec<u8>> = (0..7).map(|i| pseudo_random(SIZE, 100 + i)).collect();
     let digests: Vec<B3Digest> = chunks.iter().map(|c| B3Digest::of(c)).collect();
     {
         let store = RedbStore::open_dir(tmp.path()).unwrap();
@@ -304,15 +302,15 @@ async fn a_cache_with_a_quota_stays_within_it_and_refetches() {
         .blob_service()
         .with_quota(quota);
     let far = MemoryBlobService::new();
-    let blobs: Vec<Vec<u8>> = (0..4).map(|i| common::noise(600_000, 200 + i)).collect();
+    let blobs: Vec<Vec<u8>> = (0..4).map(|i| pseudo_random(600_000, 200 + i)).collect();
     let mut digests = Vec::new();
     for b in &blobs {
-        digests.push(common::write_blob(&far, b, 1 << 16).await);
+        digests.push(write_blob(&far, b, 1 << 16).await);
     }
     let cache = CachedBlobService::new(Arc::new(near.clone()), Arc::new(far));
     for _round in 0..2 {
         for (d, b) in digests.iter().zip(&blobs) {
-            common::check_blob(&cache, d, b).await;
+            check_blob(&cache, d, b).await;
             let tracked = near.quota_tracked_bytes().await.unwrap();
             assert!(tracked <= quota, "{tracked} > {quota}");
             assert!(tracked > 0);

@@ -17,21 +17,8 @@ use storefs_castore::{B3Digest, Directory, Node, PathComponent};
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService};
 use storefs_store::store_path::StorePath;
+use storefs_testkit::pseudo_random;
 use tokio::io::AsyncWriteExt;
-
-fn content(seed: u64, n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n + 32);
-    let mut counter = 0u64;
-    while out.len() < n {
-        let mut h = blake3::Hasher::new();
-        h.update(&seed.to_le_bytes());
-        h.update(&counter.to_le_bytes());
-        out.extend_from_slice(h.finalize().as_bytes());
-        counter += 1;
-    }
-    out.truncate(n);
-    out
-}
 
 async fn put_blob(blobs: &MemoryBlobService, data: &[u8]) -> B3Digest {
     let mut w = blobs.open_write().await;
@@ -110,7 +97,7 @@ fn main() {
     let local = tempfile::tempdir().unwrap();
 
     // One large file and a tree of `files` small files in dirs of 100.
-    let big = content(1, 256 * 1024 * 1024);
+    let big = pseudo_random(256 * 1024 * 1024, 1);
     let per_dir = 100;
     let ndirs = files.div_ceil(per_dir);
     let root_node = rt.block_on(async {
@@ -134,7 +121,7 @@ fn main() {
             let ldir = tree.join(format!("d{i}"));
             std::fs::create_dir(&ldir).unwrap();
             for j in 0..per_dir {
-                let data = content((i * per_dir + j) as u64 + 10, 1000 + (j * 97) % 4000);
+                let data = pseudo_random(1000 + (j * 97) % 4000, (i * per_dir + j) as u64 + 10);
                 let digest = put_blob(&blobs, &data).await;
                 std::fs::write(ldir.join(format!("f{j}")), &data).unwrap();
                 dir.add(

@@ -10,6 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,6 +19,7 @@ use bytes::Bytes;
 use common::*;
 use storefs_castore::B3Digest;
 use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
+use storefs_testkit::wait_for;
 
 fn sample_tree() -> T {
     T::Dir(vec![
@@ -26,7 +29,7 @@ fn sample_tree() -> T {
         ),
         (
             b"big.bin".to_vec(),
-            T::File(content(2, 3_000_000), false, 256 * 1024),
+            T::File(pseudo_random(3_000_000, 2), false, 256 * 1024),
         ),
         (
             b"bin".to_vec(),
@@ -41,20 +44,20 @@ fn sample_tree() -> T {
         ),
         (
             b"cdc.bin".to_vec(),
-            T::File(content(4, 1_500_000), false, 0),
+            T::File(pseudo_random(1_500_000, 4), false, 0),
         ),
         // Small enough to be asked for whole first, but stored in chunks.
         (
             b"small-chunked.bin".to_vec(),
-            T::File(content(5, 50_000), false, 7777),
+            T::File(pseudo_random(50_000, 5), false, 7777),
         ),
         (b"empty".to_vec(), file(Vec::new())),
         (b"emptydir".to_vec(), T::Dir(vec![])),
         (b"link".to_vec(), T::Link(b"small.txt".to_vec())),
-        (b"medium.bin".to_vec(), file(content(1, 100_000))),
+        (b"medium.bin".to_vec(), file(pseudo_random(100_000, 1))),
         (
             b"odd-chunks.bin".to_vec(),
-            T::File(content(3, 1_000_003), false, 7777),
+            T::File(pseudo_random(1_000_003, 3), false, 7777),
         ),
         (b"small.txt".to_vec(), file(b"hello\n".to_vec())),
         (
@@ -86,9 +89,9 @@ fn check_tree(path: &Path, tree: &T) {
             assert_eq!(meta.blocks(), (data.len() as u64).div_ceil(512), "{path:?}");
             assert_eq!(meta.nlink(), 1, "{path:?}");
             assert!(std::fs::read(path).unwrap() == *data, "{path:?} differs");
-            let hex = getxattr(path, storefs_fuse::xattr::BLOB_DIGEST).unwrap();
+            let hex = xattr::get(path, storefs_fuse::xattr::BLOB_DIGEST).unwrap();
             assert_eq!(hex, B3Digest::of(data).to_hex().into_bytes());
-            assert_eq!(listxattr(path), vec![storefs_fuse::xattr::BLOB_DIGEST]);
+            assert_eq!(xattr::list(path), vec![storefs_fuse::xattr::BLOB_DIGEST]);
         }
         T::Link(target) => {
             assert_eq!(meta.mode(), 0o120777, "{path:?}");
@@ -111,7 +114,7 @@ fn check_tree(path: &Path, tree: &T) {
                 .collect();
             let expected: BTreeSet<Vec<u8>> = children.iter().map(|(n, _)| n.clone()).collect();
             assert_eq!(listed, expected, "{path:?}");
-            assert!(getxattr(path, storefs_fuse::xattr::DIRECTORY_DIGEST).is_ok());
+            assert!(xattr::get(path, storefs_fuse::xattr::DIRECTORY_DIGEST).is_ok());
             for (name, child) in children {
                 check_tree(&path.join(OsStr::from_bytes(name)), child);
             }
@@ -138,14 +141,14 @@ fn a_tree_reads_back_exactly_with_nix_attributes() {
         panic!("root is a directory")
     };
     assert_eq!(
-        getxattr(&p, storefs_fuse::xattr::DIRECTORY_DIGEST).unwrap(),
+        xattr::get(&p, storefs_fuse::xattr::DIRECTORY_DIGEST).unwrap(),
         digest.to_hex().into_bytes()
     );
     // An unknown xattr is ENODATA.
-    assert_eq!(getxattr(&p, "user.nope"), Err(libc::ENODATA));
+    assert_eq!(xattr::get(&p, "user.nope"), Err(libc::ENODATA));
 
     // Positional reads across odd chunk boundaries.
-    let data = content(3, 1_000_003);
+    let data = pseudo_random(1_000_003, 3);
     let f = std::fs::File::open(p.join("odd-chunks.bin")).unwrap();
     for (offset, len) in [
         (0, 1),
@@ -171,7 +174,7 @@ fn a_tree_reads_back_exactly_with_nix_attributes() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 
     // The figures are readable in-process and through the root's xattr.
-    let json = xattr_stats(m.path());
+    let json = xattr::stats(m.path());
     let snap = m.stats();
     assert!(snap.bytes_fetched > 0);
     assert_eq!(json["closures_fetched"], 1);
@@ -258,10 +261,16 @@ fn list_root_lists_every_store_path() {
 fn reading_one_small_file_fetches_only_its_chunks() {
     let rt = runtime();
     let svc = Services::default();
-    let small = content(9, 10_000);
+    let small = pseudo_random(10_000, 9);
     let tree = T::Dir(vec![
-        (b"huge.bin".to_vec(), file(content(7, 8 * 1024 * 1024))),
-        (b"other.bin".to_vec(), file(content(8, 2 * 1024 * 1024))),
+        (
+            b"huge.bin".to_vec(),
+            file(pseudo_random(8 * 1024 * 1024, 7)),
+        ),
+        (
+            b"other.bin".to_vec(),
+            file(pseudo_random(2 * 1024 * 1024, 8)),
+        ),
         (b"small.txt".to_vec(), file(small.clone())),
     ]);
     let sp = rt.block_on(svc.add_path("large-path", &tree));
@@ -280,7 +289,7 @@ fn reading_one_small_file_fetches_only_its_chunks() {
     f.read_at(&mut buf, 4 * 1024 * 1024).unwrap();
     assert_eq!(
         &buf[..],
-        &content(7, 8 * 1024 * 1024)[4 * 1024 * 1024..][..100]
+        &pseudo_random(8 * 1024 * 1024, 7)[4 * 1024 * 1024..][..100]
     );
     let s2 = m.stats();
     let fetched = s2.bytes_fetched - s.bytes_fetched;
@@ -300,7 +309,7 @@ fn reading_one_small_file_fetches_only_its_chunks() {
 fn sequential_reads_trigger_read_ahead() {
     let rt = runtime();
     let svc = Services::default();
-    let data = content(11, 4 * 1024 * 1024);
+    let data = pseudo_random(4 * 1024 * 1024, 11);
     let sp = rt.block_on(svc.add_path("seq", &T::Dir(vec![(b"f".to_vec(), file(data.clone()))])));
     let m = mount(rt, &svc, |_| {});
     assert_eq!(std::fs::read(m.store_path(&sp).join("f")).unwrap(), data);
@@ -315,11 +324,11 @@ fn sequential_reads_trigger_read_ahead() {
 fn sixteen_parallel_readers_get_correct_bytes() {
     let rt = runtime();
     let svc = Services::default();
-    let big = content(21, 6 * 1024 * 1024 + 17);
+    let big = pseudo_random(6 * 1024 * 1024 + 17, 21);
     let mut children = vec![(b"big.bin".to_vec(), T::File(big.clone(), false, 50_000))];
     let mut smalls = Vec::new();
     for i in 0..200u64 {
-        let data = content(100 + i, 1000 + (i as usize * 37) % 5000);
+        let data = pseudo_random(1000 + (i as usize * 37) % 5000, 100 + i);
         children.push((format!("s{i:03}").into_bytes(), file(data.clone())));
         smalls.push((format!("s{i:03}"), data));
     }
@@ -393,6 +402,8 @@ fn a_program_runs_from_the_mount() {
 struct Hanging {
     inner: MemoryBlobService,
     hang: B3Digest,
+    /// Set once a read of `hang` is hanging.
+    hung: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -405,6 +416,7 @@ impl BlobService for Hanging {
     }
     async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
         if *digest == self.hang {
+            self.hung.store(true, SeqCst);
             futures::future::pending::<()>().await;
         }
         self.inner.read_chunk(digest).await
@@ -421,19 +433,21 @@ impl BlobService for Hanging {
 fn a_hung_blob_fails_with_eio_within_the_timeout_while_others_read() {
     let rt = runtime();
     let svc = Services::default();
-    let slow = content(31, 5000);
-    let fast = content(32, 5000);
+    let slow = pseudo_random(5000, 31);
+    let fast = pseudo_random(5000, 32);
     let tree = T::Dir(vec![
         (b"fast.bin".to_vec(), file(fast.clone())),
         (b"slow.bin".to_vec(), file(slow.clone())),
     ]);
     let sp = rt.block_on(svc.add_path("flaky", &tree));
+    let hung = Arc::new(AtomicBool::new(false));
     let hanging = Hanging {
         inner: svc.blobs.clone(),
         hang: B3Digest::of(&slow),
+        hung: hung.clone(),
     };
     let timeout = Duration::from_secs(1);
-    let m = mount_with(
+    let m = FuseMount::start(
         rt,
         Arc::new(hanging),
         Arc::new(svc.dirs.clone()),
@@ -445,7 +459,9 @@ fn a_hung_blob_fails_with_eio_within_the_timeout_while_others_read() {
     let slow_path = p.join("slow.bin");
     let started = Instant::now();
     let slow_reader = std::thread::spawn(move || std::fs::read(slow_path));
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for(Duration::from_secs(10), "the slow read to hang", || {
+        hung.load(SeqCst)
+    });
     // The hung fetch blocks nothing else.
     let t = Instant::now();
     assert_eq!(std::fs::read(p.join("fast.bin")).unwrap(), fast);
@@ -465,6 +481,8 @@ fn a_hung_blob_fails_with_eio_within_the_timeout_while_others_read() {
 struct HangingInfos {
     inner: MemoryPathInfoService,
     hang: [u8; 20],
+    /// Set once a lookup of `hang` is hanging.
+    hung: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -474,6 +492,7 @@ impl storefs_store::pathinfoservice::PathInfoService for HangingInfos {
         digest: [u8; 20],
     ) -> storefs_castore::Result<Option<storefs_store::pathinfo::PathInfo>> {
         if digest == self.hang {
+            self.hung.store(true, SeqCst);
             futures::future::pending::<()>().await;
         }
         self.inner.get(digest).await
@@ -504,21 +523,25 @@ fn a_hung_lookup_fails_with_eio_within_the_timeout_while_others_answer() {
             svc.add_path("fast-1", &file(b"f".to_vec())).await,
         )
     });
+    let hung = Arc::new(AtomicBool::new(false));
     let timeout = Duration::from_secs(1);
-    let m = mount_with(
+    let m = FuseMount::start(
         rt,
         Arc::new(svc.blobs.clone()),
         Arc::new(svc.dirs.clone()),
         Arc::new(HangingInfos {
             inner: svc.infos.clone(),
             hang: *slow.digest(),
+            hung: hung.clone(),
         }),
         |c| c.timeout = timeout,
     );
     let slow_path = m.store_path(&slow);
     let started = Instant::now();
     let looker = std::thread::spawn(move || std::fs::metadata(slow_path));
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for(Duration::from_secs(10), "the slow lookup to hang", || {
+        hung.load(SeqCst)
+    });
     let t = Instant::now();
     assert_eq!(std::fs::read(m.store_path(&fast)).unwrap(), b"f");
     assert!(t.elapsed() < timeout, "fast lookup took {:?}", t.elapsed());
@@ -535,7 +558,12 @@ fn forgotten_inodes_leave_the_table() {
     let mut dirs = Vec::new();
     for d in 0..40u64 {
         let files = (0..50u64)
-            .map(|f| (format!("f{f}").into_bytes(), file(content(d * 100 + f, 10))))
+            .map(|f| {
+                (
+                    format!("f{f}").into_bytes(),
+                    file(pseudo_random(10, d * 100 + f)),
+                )
+            })
             .collect();
         dirs.push((format!("d{d}").into_bytes(), T::Dir(files)));
     }
@@ -560,14 +588,14 @@ fn forgotten_inodes_leave_the_table() {
     );
     // And the tree is still there, with the same content.
     let again = std::fs::read(m.store_path(&sp).join("d3/f7")).unwrap();
-    assert_eq!(again, content(307, 10));
+    assert_eq!(again, pseudo_random(10, 307));
 }
 
 #[test]
 fn a_large_unchunked_blob_is_streamed() {
     let rt = runtime();
     let svc = Services::default();
-    let data = content(41, 20 * 1024 * 1024 + 3);
+    let data = pseudo_random(20 * 1024 * 1024 + 3, 41);
     let sp = rt.block_on(svc.add_path(
         "unchunked",
         &T::Dir(vec![(
@@ -600,7 +628,7 @@ fn a_stale_mount_is_cleared() {
     let mut config = storefs_fuse::MountConfig::new(dir.path());
     config.timeout = Duration::from_secs(5);
     let handle = storefs_fuse::mount(config, &svc.services(), rt.handle().clone()).unwrap();
-    let m = Mounted {
+    let m = FuseMount {
         handle: Some(handle),
         dir,
         rt,

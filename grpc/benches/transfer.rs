@@ -29,25 +29,13 @@ use storefs_grpc::{ClientConfig, ListenAddr, Listener, ServerConfig};
 use storefs_store::Services;
 use storefs_store::nar::NarCalculator;
 use storefs_store::pathinfoservice::MemoryPathInfoService;
+use storefs_testkit::pseudo_random;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 const SMALL_SIZE: usize = 4096;
 const PIPELINE: usize = 64;
 const CHUNKS_IN_FLIGHT: usize = 16;
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -233,14 +221,14 @@ async fn run() {
     };
 
     eprintln!("preparing {big_mib} MiB blob and {files} small blobs ...");
-    let big = Bytes::from(random_bytes(big_mib << 20, 1));
+    let big = Bytes::from(pseudo_random(big_mib << 20, 1));
     let mut w = blob.open_write().await;
     w.write_all(&big).await.unwrap();
     let big_digest = w.close().await.unwrap();
     let mut small = HashMap::new();
     let mut small_digests = Vec::new();
     for i in 0..files {
-        let data = Bytes::from(random_bytes(SMALL_SIZE, 1000 + i as u64));
+        let data = Bytes::from(pseudo_random(SMALL_SIZE, 1000 + i as u64));
         let mut w = blob.open_write().await;
         w.write_all(&data).await.unwrap();
         let d = w.close().await.unwrap();

@@ -1,27 +1,27 @@
 //! Batched chunk reads (storefs's own `ChunkService`): many chunks in one
 //! call, in order, each verified; absent ones are `None`.
 
-mod common;
-
-use common::{Kind, TestServer, client, memory_services, put_blob, random_bytes};
 use storefs_castore::B3Digest;
 use storefs_grpc::ServerConfig;
+use storefs_testkit::grpc::{Kind, client, memory_services};
+use storefs_testkit::suites::blob::put_blob;
+use storefs_testkit::{GrpcServer, pseudo_random};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_chunks_returns_every_chunk_in_order() {
     let services = memory_services();
-    let server = TestServer::start(Kind::Unix, services.clone(), ServerConfig::default()).await;
+    let server = GrpcServer::start(Kind::Unix, services.clone(), ServerConfig::default()).await;
     let c = client(&server.url);
 
     // Small blobs across more than one batch, a big blob's chunks, and gaps.
     let mut want = Vec::new();
     let mut digests = Vec::new();
     for i in 0..1500u64 {
-        let data = random_bytes(100 + (i as usize % 300), 500 + i);
+        let data = pseudo_random(100 + (i as usize % 300), 500 + i);
         digests.push(put_blob(c.blob.as_ref(), &data).await);
         want.push(Some(data));
     }
-    let big = random_bytes(2 << 20, 77);
+    let big = pseudo_random(2 << 20, 77);
     let big_digest = put_blob(c.blob.as_ref(), &big).await;
     let chunks = c.blob.chunks(&big_digest).await.unwrap().unwrap();
     let mut off = 0usize;

@@ -2,8 +2,6 @@
 //! deadlines, never hang; a graceful shutdown lets short calls finish and
 //! cuts the rest after the grace period.
 
-mod common;
-
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,11 +9,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{Kind, TestServer, client, memory_services, put_blob, random_bytes};
 use storefs_castore::B3Digest;
 use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use storefs_grpc::{ListenAddr, Listener, ServerConfig};
 use storefs_store::Services;
+use storefs_testkit::grpc::{Kind, client, memory_services};
+use storefs_testkit::suites::blob::put_blob;
+use storefs_testkit::{GrpcServer, pseudo_random};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Start a server on its own runtime (its own threads), so that dropping
@@ -48,7 +48,7 @@ fn server_on_own_runtime(services: Services) -> (tokio::runtime::Runtime, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_mid_stream_is_an_error_not_a_hang() {
     let services = memory_services();
-    let data = random_bytes(48 << 20, 3);
+    let data = pseudo_random(48 << 20, 3);
     let digest = put_blob(services.blob.as_ref(), &data).await;
     let (rt, url) = server_on_own_runtime(services);
     let c = client(&url);
@@ -137,7 +137,7 @@ async fn a_stalled_stream_times_out() {
         grace_period: Duration::from_millis(200),
         ..ServerConfig::default()
     };
-    let server = TestServer::start(Kind::Unix, services, config).await;
+    let server = GrpcServer::start(Kind::Unix, services, config).await;
     let c = client(&server.url); // idle timeout 2 s
     let mut reader = c
         .blob
@@ -164,15 +164,15 @@ async fn a_stalled_stream_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_short_calls_and_cuts_long_ones() {
     let services = memory_services();
-    let small = random_bytes(6 << 20, 4);
+    let small = pseudo_random(6 << 20, 4);
     let small_digest = put_blob(services.blob.as_ref(), &small).await;
-    let big = random_bytes(64 << 20, 5);
+    let big = pseudo_random(64 << 20, 5);
     let big_digest = put_blob(services.blob.as_ref(), &big).await;
     let config = ServerConfig {
         grace_period: Duration::from_millis(1500),
         ..ServerConfig::default()
     };
-    let server = TestServer::start(Kind::Tcp, services, config).await;
+    let server = GrpcServer::start(Kind::Tcp, services, config).await;
     let c = client(&server.url);
 
     let mut short = c.blob.open_read(&small_digest).await.unwrap().unwrap();
@@ -203,13 +203,13 @@ async fn graceful_shutdown_finishes_short_calls_and_cuts_long_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reconnects_after_the_server_restarts() {
     let services = memory_services();
-    let data = random_bytes(3 << 20, 11);
+    let data = pseudo_random(3 << 20, 11);
     let outer = tempfile::tempdir().unwrap();
     let sock = outer.path().join("s.sock");
     let start = |services: Services| {
         let sock = sock.clone();
         async move {
-            TestServer::start_on(
+            GrpcServer::start_on(
                 ListenAddr::Unix(sock),
                 tempfile::tempdir().unwrap(),
                 services,
@@ -230,7 +230,9 @@ async fn a_client_reconnects_after_the_server_restarts() {
     // Up again on the same socket: the same client reads again.
     let server = start(services).await;
     assert_eq!(
-        common::read_blob(c.blob.as_ref(), &digest).await.unwrap(),
+        storefs_testkit::suites::blob::try_read_blob(c.blob.as_ref(), &digest)
+            .await
+            .unwrap(),
         data
     );
     server.stop().await.unwrap();

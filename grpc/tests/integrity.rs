@@ -1,14 +1,11 @@
 //! A server whose store hands out a corrupted chunk: the client refuses it
 //! with an integrity error, and never returns the bad bytes.
 
-mod common;
-
 use std::io::Cursor;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use common::{Kind, TestServer, client, memory_services, put_blob, random_bytes, read_blob};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
@@ -16,6 +13,9 @@ use storefs_castore::directoryservice::{DirectoryPutter, DirectoryService};
 use storefs_castore::{B3Digest, Directory, Error, Node, PathComponent, Result};
 use storefs_grpc::ServerConfig;
 use storefs_store::Services;
+use storefs_testkit::grpc::{Kind, client, memory_services};
+use storefs_testkit::suites::blob::{put_blob, try_read_blob};
+use storefs_testkit::{GrpcServer, pseudo_random};
 use tokio::io::AsyncReadExt;
 
 /// Flips one byte of `victim` (a chunk) wherever it is read: alone, or as
@@ -83,7 +83,7 @@ impl BlobService for CorruptingBlobs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_chunk_is_an_integrity_error() {
     let honest = memory_services();
-    let data = random_bytes(3 << 20, 7);
+    let data = pseudo_random(3 << 20, 7);
     let digest = put_blob(honest.blob.as_ref(), &data).await;
     let chunks = honest.blob.chunks(&digest).await.unwrap().unwrap();
     assert!(chunks.len() >= 3);
@@ -96,7 +96,7 @@ async fn a_corrupted_chunk_is_an_integrity_error() {
         }),
         ..honest.clone()
     };
-    let server = TestServer::start(Kind::Tcp, services, ServerConfig::default()).await;
+    let server = GrpcServer::start(Kind::Tcp, services, ServerConfig::default()).await;
     let c = client(&server.url);
 
     // The chunk list is passed on as-is; good chunks read fine.
@@ -129,7 +129,7 @@ async fn a_corrupted_chunk_is_an_integrity_error() {
     }
 
     // Read whole, the blob fails at its end with InvalidData.
-    let err = read_blob(c.blob.as_ref(), &digest).await.unwrap_err();
+    let err = try_read_blob(c.blob.as_ref(), &digest).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
     server.stop().await.unwrap();
 }
@@ -191,7 +191,7 @@ async fn a_wrong_directory_is_refused() {
         }),
         ..honest.clone()
     };
-    let server = TestServer::start(Kind::Unix, services, ServerConfig::default()).await;
+    let server = GrpcServer::start(Kind::Unix, services, ServerConfig::default()).await;
     let c = client(&server.url);
 
     match c.directory.get(&digest).await {
@@ -256,7 +256,7 @@ impl BlobService for LosingBlobs {
 #[tokio::test]
 async fn a_missing_chunk_is_data_loss_not_a_short_blob() {
     let honest = memory_services();
-    let data = random_bytes(2 << 20, 9);
+    let data = pseudo_random(2 << 20, 9);
     let digest = put_blob(honest.blob.as_ref(), &data).await;
     let chunks = honest.blob.chunks(&digest).await.unwrap().unwrap();
     let services = Services {
@@ -266,9 +266,9 @@ async fn a_missing_chunk_is_data_loss_not_a_short_blob() {
         }),
         ..honest.clone()
     };
-    let server = TestServer::start(Kind::Tcp, services, ServerConfig::default()).await;
+    let server = GrpcServer::start(Kind::Tcp, services, ServerConfig::default()).await;
     let c = client(&server.url);
-    let err = read_blob(c.blob.as_ref(), &digest).await.unwrap_err();
+    let err = try_read_blob(c.blob.as_ref(), &digest).await.unwrap_err();
     assert!(
         err.to_string().contains("DATA_LOSS") && err.to_string().contains("chunk #2"),
         "{err}"

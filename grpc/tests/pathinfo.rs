@@ -1,8 +1,5 @@
 //! Path infos and NAR calculation through a real server.
 
-mod common;
-
-use common::{Kind, TestServer, client, memory_services, put_blob};
 use futures::TryStreamExt;
 use storefs_castore::{Directory, Node, PathComponent};
 use storefs_grpc::ServerConfig;
@@ -10,11 +7,14 @@ use storefs_store::nar::NarCalculator;
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::NarCalculationService;
 use storefs_store::store_path::StorePath;
+use storefs_testkit::GrpcServer;
+use storefs_testkit::grpc::{Kind, client, memory_services};
+use storefs_testkit::suites::blob::put_blob;
 
 #[tokio::test]
 async fn path_info_round_trip_and_nar_calculation() {
     let services = memory_services();
-    let server = TestServer::start(Kind::Unix, services.clone(), ServerConfig::default()).await;
+    let server = GrpcServer::start(Kind::Unix, services.clone(), ServerConfig::default()).await;
     let writer = client(&server.url);
     let reader = client(&server.url);
 

@@ -1,14 +1,14 @@
 //! Blobs and directories through a real server: written by one client,
 //! read back byte-identically by another, over TCP and unix sockets.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
-use common::{Kind, TestServer, client, memory_services, put_blob, random_bytes, read_blob};
 use futures::TryStreamExt;
 use storefs_castore::{B3Digest, Directory, Node, PathComponent, SymlinkTarget};
 use storefs_grpc::ServerConfig;
+use storefs_testkit::grpc::{Kind, client, memory_services};
+use storefs_testkit::suites::blob::{put_blob, try_read_blob};
+use storefs_testkit::{GrpcServer, pseudo_random};
 
 fn name(s: &str) -> PathComponent {
     PathComponent::try_from(s).unwrap()
@@ -75,13 +75,13 @@ fn tree(big: B3Digest, big_len: u64) -> Vec<Directory> {
 
 async fn round_trip(write_kind: Kind, read_kind: Kind) {
     let services = memory_services();
-    let server_a = TestServer::start(write_kind, services.clone(), ServerConfig::default()).await;
-    let server_b = TestServer::start(read_kind, services, ServerConfig::default()).await;
+    let server_a = GrpcServer::start(write_kind, services.clone(), ServerConfig::default()).await;
+    let server_b = GrpcServer::start(read_kind, services, ServerConfig::default()).await;
     let writer = client(&server_a.url);
     let reader = client(&server_b.url);
 
     // A multi-MiB blob, written in uneven pieces.
-    let data = random_bytes(5 << 20 | 12345, 1);
+    let data = pseudo_random(5 << 20 | 12345, 1);
     let digest = put_blob(writer.blob.as_ref(), &data).await;
     assert_eq!(digest, B3Digest::of(&data));
     let tool = put_blob(writer.blob.as_ref(), b"#!/bin/sh\n").await;
@@ -90,7 +90,7 @@ async fn round_trip(write_kind: Kind, read_kind: Kind) {
     // Read back whole, by the other client over the other socket.
     assert!(reader.blob.has(&digest).await.unwrap());
     assert_eq!(
-        read_blob(reader.blob.as_ref(), &digest).await.unwrap(),
+        try_read_blob(reader.blob.as_ref(), &digest).await.unwrap(),
         data
     );
 
@@ -200,11 +200,11 @@ async fn unix_to_tcp() {
 
 #[tokio::test]
 async fn empty_blob_round_trips() {
-    let server = TestServer::start(Kind::Unix, memory_services(), ServerConfig::default()).await;
+    let server = GrpcServer::start(Kind::Unix, memory_services(), ServerConfig::default()).await;
     let c = client(&server.url);
     let d = put_blob(c.blob.as_ref(), b"").await;
     assert_eq!(d, B3Digest::of(b""));
-    assert_eq!(read_blob(c.blob.as_ref(), &d).await.unwrap(), b"");
+    assert_eq!(try_read_blob(c.blob.as_ref(), &d).await.unwrap(), b"");
     server.stop().await.unwrap();
 }
 
@@ -213,7 +213,7 @@ async fn unix_socket_has_mode_0660_and_is_removed_on_stop() {
     let outer = tempfile::tempdir().unwrap();
     let path = outer.path().join("s.sock");
     let addr = storefs_grpc::ListenAddr::Unix(path.clone());
-    let server = TestServer::start_on(
+    let server = GrpcServer::start_on(
         addr,
         tempfile::tempdir().unwrap(),
         memory_services(),
@@ -232,7 +232,7 @@ async fn unix_socket_has_mode_0660_and_is_removed_on_stop() {
 
 #[tokio::test]
 async fn a_directory_putter_refuses_a_missing_child() {
-    let server = TestServer::start(Kind::Tcp, memory_services(), ServerConfig::default()).await;
+    let server = GrpcServer::start(Kind::Tcp, memory_services(), ServerConfig::default()).await;
     let c = client(&server.url);
     let mut orphan_parent = Directory::new();
     orphan_parent

@@ -1,10 +1,7 @@
 //! Malformed requests, sent with the raw generated clients: each gets a
 //! status with a clear message, and the server keeps serving.
 
-mod common;
-
 use bytes::Bytes;
-use common::{Kind, TestServer, memory_services};
 use storefs_castore::proto;
 use storefs_grpc::ServerConfig;
 use storefs_grpc::proto::castore::blob_service_client::BlobServiceClient;
@@ -14,6 +11,8 @@ use storefs_grpc::proto::castore::{
 };
 use storefs_grpc::proto::store::path_info_service_client::PathInfoServiceClient;
 use storefs_grpc::proto::store::{GetPathInfoRequest, get_path_info_request};
+use storefs_testkit::GrpcServer;
+use storefs_testkit::grpc::{Kind, memory_services};
 use tonic::Code;
 
 fn http_url(grpc_url: &str) -> String {
@@ -22,7 +21,7 @@ fn http_url(grpc_url: &str) -> String {
 
 #[tokio::test]
 async fn bad_requests_get_clear_statuses() {
-    let server = TestServer::start(Kind::Tcp, memory_services(), ServerConfig::default()).await;
+    let server = GrpcServer::start(Kind::Tcp, memory_services(), ServerConfig::default()).await;
     let url = http_url(&server.url);
     let mut blobs = BlobServiceClient::connect(url.clone()).await.unwrap();
     let mut dirs = DirectoryServiceClient::connect(url.clone()).await.unwrap();

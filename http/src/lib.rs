@@ -31,9 +31,9 @@
 
 mod auth;
 mod dataloss;
+pub mod guix;
 mod limits;
 mod listen;
-pub mod guix;
 pub mod listing;
 pub mod nar;
 pub mod range;

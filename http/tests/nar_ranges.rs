@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use storefs_testkit::pseudo_random;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -43,18 +44,6 @@ impl BlobService for Counting {
     async fn open_write(&self) -> Box<dyn BlobWriter> {
         self.inner.open_write().await
     }
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 async fn put_blob(blobs: &dyn BlobService, data: &[u8]) -> B3Digest {

@@ -5,15 +5,11 @@
 //! The store behind the server is filled by importing caches that Nix
 //! itself wrote, so every byte served is compared with Nix's own.
 
-#[path = "../../store/tests/nixfix/mod.rs"]
-mod nixfix;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use nixfix::{Fixtures, NixStore, run};
 use storefs_http::{HttpConfig, serve_http};
 use storefs_store::Services;
 use storefs_store::import::{ImportOptions, NoProgress, import_from_binary_cache};
@@ -21,9 +17,11 @@ use storefs_store::narinfo::NarInfo;
 use storefs_store::nixbase32;
 use storefs_store::signing::{PublicKey, SecretKey, TrustedKeys};
 use storefs_store::store_path::StoreDir;
+use storefs_testkit::nix::{Fixtures, NixStore};
+use storefs_testkit::ok;
+use storefs_testkit::pseudo_random;
 
 struct World {
-    nix: NixStore,
     fx: Fixtures,
     public_key: String,
     /// Serves with the signing key.
@@ -45,11 +43,14 @@ fn memory_services() -> Services {
 fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
-        let nix = NixStore::fresh(Path::new(env!("CARGO_TARGET_TMPDIR")), "http-world");
-        let fx = nix.fixtures();
+        let fx = Fixtures::build_in(NixStore::fresh(
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            "http-world",
+        ));
+        let nix = &fx.store;
         let (sk_file, public_key) = nix.keys("storefs-test-1");
         let sign_key = SecretKey::parse(&std::fs::read_to_string(sk_file).unwrap()).unwrap();
-        let cache = nix.copy_to_cache("src", "zstd", None, &[&fx.built, &fx.single]);
+        let cache = nix.copy_to_cache("src", "zstd", None, &[&fx.withrefs, &fx.single]);
 
         let services = memory_services();
         let upload = memory_services();
@@ -58,7 +59,7 @@ fn world() -> &'static World {
             let (tx, rx) = std::sync::mpsc::channel();
             let services = services.clone();
             let cache_url = format!("file://{}", cache.display());
-            let roots = vec![fx.built.clone(), fx.single.clone()];
+            let roots = vec![fx.withrefs.clone(), fx.single.clone()];
             // The servers outlive each test's runtime: they get their own.
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Runtime::new().unwrap();
@@ -112,7 +113,6 @@ fn world() -> &'static World {
             rx.recv().unwrap()
         };
         World {
-            nix,
             fx,
             public_key,
             signed_port,
@@ -130,10 +130,8 @@ fn url(port: u16) -> String {
 /// `nix` with the new CLI, no substituters, and a private cache dir (Nix
 /// remembers narinfos per cache URL).
 fn nix(w: &World) -> Command {
-    let mut c = Command::new("nix");
-    c.args(["--extra-experimental-features", "nix-command"])
-        .args(["--option", "substituters", ""])
-        .env("XDG_CACHE_HOME", w.nix.dir.join("xdg-cache"));
+    let mut c = storefs_testkit::nix::cmd("nix");
+    c.env("XDG_CACHE_HOME", w.fx.store.dir().join("xdg-cache"));
     c
 }
 
@@ -144,36 +142,36 @@ fn hash_part(path: &str) -> &str {
 #[test]
 fn nix_copies_from_us_with_our_signature_and_verifies() {
     let w = world();
-    let dest = w.nix.dir.join("dest-signed");
-    run(nix(w)
+    let dest = w.fx.store.dir().join("dest-signed");
+    ok(nix(w)
         .args(["copy", "--from", &url(w.signed_port), "--to"])
         .arg(&dest)
         .args(["--option", "trusted-public-keys", &w.public_key])
-        .args([&w.fx.built, &w.fx.single]));
+        .args([&w.fx.withrefs, &w.fx.single]));
     let mut check = nix(w);
     check
         .args(["store", "verify", "--store"])
         .arg(&dest)
         .args(["--option", "trusted-public-keys", &w.public_key])
-        .args(["-r", &w.fx.built, &w.fx.single]);
-    run(&mut check);
-    for p in w.nix.closure(&w.fx.built) {
-        let theirs = String::from_utf8(run(Command::new("nix-store")
+        .args(["-r", &w.fx.withrefs, &w.fx.single]);
+    ok(&mut check);
+    for p in w.fx.store.requisites(&w.fx.withrefs) {
+        let theirs = String::from_utf8(ok(Command::new("nix-store")
             .arg("--store")
             .arg(&dest)
             .args(["-q", "--hash", &p])))
         .unwrap();
-        assert_eq!(theirs.trim(), w.nix.nar_hash(&p));
+        assert_eq!(theirs.trim(), w.fx.store.hash(&p));
     }
 
     // Without the key Nix refuses our input-addressed path (content-
     // addressed ones need no signature).
-    let dest2 = w.nix.dir.join("dest-untrusted");
+    let dest2 = w.fx.store.dir().join("dest-untrusted");
     let out = nix(w)
         .args(["copy", "--from", &url(w.signed_port), "--to"])
         .arg(&dest2)
         .args(["--option", "trusted-public-keys", ""])
-        .arg(&w.fx.built)
+        .arg(&w.fx.withrefs)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -184,37 +182,37 @@ fn nix_copies_from_us_with_our_signature_and_verifies() {
 #[test]
 fn nix_substitutes_unsigned_from_a_trusted_url() {
     let w = world();
-    let dest = w.nix.dir.join("dest-unsigned");
+    let dest = w.fx.store.dir().join("dest-unsigned");
     let from = format!("{}?trusted=1", url(w.unsigned_port));
-    run(Command::new("nix-store")
-        .env("XDG_CACHE_HOME", w.nix.dir.join("xdg-cache"))
+    ok(Command::new("nix-store")
+        .env("XDG_CACHE_HOME", w.fx.store.dir().join("xdg-cache"))
         .arg("--store")
         .arg(&dest)
         .args(["--option", "substituters", &from])
-        .args(["-r", &w.fx.built]));
-    for p in w.nix.closure(&w.fx.built) {
-        let got = String::from_utf8(run(Command::new("nix-store")
+        .args(["-r", &w.fx.withrefs]));
+    for p in w.fx.store.requisites(&w.fx.withrefs) {
+        let got = String::from_utf8(ok(Command::new("nix-store")
             .arg("--store")
             .arg(&dest)
             .args(["-q", "--hash", &p])))
         .unwrap();
-        assert_eq!(got.trim(), w.nix.nar_hash(&p), "{p}");
+        assert_eq!(got.trim(), w.fx.store.hash(&p), "{p}");
     }
     let refs = |store: &Path| {
-        String::from_utf8(run(Command::new("nix-store")
+        String::from_utf8(ok(Command::new("nix-store")
             .arg("--store")
             .arg(store)
-            .args(["-q", "--references", &w.fx.built])))
+            .args(["-q", "--references", &w.fx.withrefs])))
         .unwrap()
     };
-    assert_eq!(refs(&dest), refs(&w.nix.root));
+    assert_eq!(refs(&dest), refs(&w.fx.store.root));
 
     // An unsigned input-addressed path from an untrusted URL is refused.
-    let dest2 = w.nix.dir.join("dest-unsigned-refused");
+    let dest2 = w.fx.store.dir().join("dest-unsigned-refused");
     let out = nix(w)
         .args(["copy", "--from", &url(w.unsigned_port), "--to"])
         .arg(&dest2)
-        .arg(&w.fx.built)
+        .arg(&w.fx.withrefs)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -225,12 +223,12 @@ fn nix_store_ls_and_cat_over_http() {
     let w = world();
     let http = url(w.signed_port);
     let ls = |store: &str| {
-        String::from_utf8(run(nix(w)
+        String::from_utf8(ok(nix(w)
             .args(["store", "ls", "--store", store, "-lR"])
             .arg(&w.fx.tree)))
         .unwrap()
     };
-    let local = w.nix.root.display().to_string();
+    let local = w.fx.store.root.display().to_string();
     assert_eq!(ls(&http), ls(&local));
 
     for (file, on_disk) in [
@@ -240,11 +238,11 @@ fn nix_store_ls_and_cat_over_http() {
             "sub/deep/deeper/we ird=+name,ü",
         ),
     ] {
-        let got = run(nix(w)
+        let got = ok(nix(w)
             .args(["store", "cat", "--store", &http])
             .arg(format!("{}/{file}", w.fx.tree)));
         let want = std::fs::read(
-            w.nix
+            w.fx.store
                 .root
                 .join(w.fx.tree.trim_start_matches('/'))
                 .join(on_disk),
@@ -279,21 +277,24 @@ async fn narinfo_of(w: &World, path: &str) -> NarInfo {
 #[tokio::test]
 async fn narinfo_is_right_and_signed() {
     let w = world();
-    let ni = narinfo_of(w, &w.fx.built).await;
-    assert_eq!(ni.store_path.to_absolute(&StoreDir::default()), w.fx.built);
+    let ni = narinfo_of(w, &w.fx.withrefs).await;
+    assert_eq!(
+        ni.store_path.to_absolute(&StoreDir::default()),
+        w.fx.withrefs
+    );
     assert_eq!(ni.compression, "none");
     assert_eq!(
         format!("sha256:{}", nixbase32::encode(&ni.nar_sha256)),
-        w.nix.nar_hash(&w.fx.built)
+        w.fx.store.hash(&w.fx.withrefs)
     );
-    assert_eq!(ni.nar_size, w.nix.nar_size(&w.fx.built));
+    assert_eq!(ni.nar_size, w.fx.store.size(&w.fx.withrefs));
     let mut refs: Vec<String> = ni
         .references
         .iter()
         .map(|r| r.to_absolute(&StoreDir::default()))
         .collect();
     refs.sort();
-    let mut want = vec![w.fx.text.clone(), w.fx.tree.clone()];
+    let mut want = vec![w.fx.hello.clone(), w.fx.small.clone(), w.fx.tree.clone()];
     want.sort();
     assert_eq!(refs, want);
     assert!(ni.deriver.is_some(), "the deriver Nix recorded is kept");
@@ -314,7 +315,7 @@ async fn narinfo_is_right_and_signed() {
 #[tokio::test]
 async fn nar_whole_and_by_range_equals_nix_dump() {
     let w = world();
-    let dump = w.nix.dump(&w.fx.tree);
+    let dump = w.fx.store.dump(&w.fx.tree);
     let ni = narinfo_of(w, &w.fx.tree).await;
     let nar_url = format!("{}/{}", url(w.signed_port), ni.url);
 
@@ -328,7 +329,7 @@ async fn nar_whole_and_by_range_equals_nix_dump() {
     assert!(whole.bytes().await.unwrap() == dump, "whole NAR differs");
 
     let total = dump.len() as u64;
-    let big_at = find(&dump, &nixfix::pseudo_random(64, 7)[..]).unwrap() as u64;
+    let big_at = find(&dump, &pseudo_random(64, 7)[..]).unwrap() as u64;
     let cases = [
         (Some(0), Some(0)),
         (Some(0), Some(99)),
@@ -387,11 +388,11 @@ async fn listing_offsets_point_at_file_contents() {
     assert_eq!(resp.headers()["content-type"], "application/json");
     let ls: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
     assert_eq!(ls["version"], 1);
-    let dump = w.nix.dump(&w.fx.tree);
+    let dump = w.fx.store.dump(&w.fx.tree);
     let mut files = BTreeMap::new();
     collect_files(&ls["root"], String::new(), &mut files);
     assert!(files.len() >= 8, "{files:?}");
-    let base = w.nix.root.join(w.fx.tree.trim_start_matches('/'));
+    let base = w.fx.store.root.join(w.fx.tree.trim_start_matches('/'));
     for (rel, (offset, size)) in files {
         let want = std::fs::read(base.join(&rel)).unwrap();
         assert_eq!(want.len() as u64, size, "{rel}");
@@ -515,13 +516,13 @@ async fn head_matches_get_and_errors_are_clean() {
 fn nix_copy_to_http_uploads_into_storefs() {
     let w = world();
     let to = url(w.upload_port);
-    let netrc = w.nix.dir.join("netrc");
+    let netrc = w.fx.store.dir().join("netrc");
 
     // Without credentials Nix's upload is refused and nothing is recorded.
     std::fs::write(&netrc, "machine 127.0.0.1 login nix password wrong\n").unwrap();
     let out = nix(w)
         .args(["--store"])
-        .arg(&w.nix.root)
+        .arg(&w.fx.store.root)
         .args(["copy", "--to", &to, &w.fx.single])
         .args(["--option", "netrc-file"])
         .arg(&netrc)
@@ -534,17 +535,17 @@ fn nix_copy_to_http_uploads_into_storefs() {
         format!("machine 127.0.0.1 login nix password {WRITE_TOKEN}\n"),
     )
     .unwrap();
-    run(nix(w)
+    ok(nix(w)
         .args(["--store"])
-        .arg(&w.nix.root)
-        .args(["copy", "--to", &to, &w.fx.built, &w.fx.single])
+        .arg(&w.fx.store.root)
+        .args(["copy", "--to", &to, &w.fx.withrefs, &w.fx.single])
         .args(["--option", "netrc-file"])
         .arg(&netrc));
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let sd = StoreDir::default();
-        let mut expected = w.nix.closure(&w.fx.built);
+        let mut expected = w.fx.store.requisites(&w.fx.withrefs);
         expected.push(w.fx.single.clone());
         for p in expected {
             let sp = sd.parse_path(&p).unwrap();
@@ -564,10 +565,10 @@ fn nix_copy_to_http_uploads_into_storefs() {
             )
             .await
             .unwrap();
-            assert!(nar == w.nix.dump(&p), "{p}: uploaded NAR differs");
+            assert!(nar == w.fx.store.dump(&p), "{p}: uploaded NAR differs");
             assert_eq!(
                 format!("sha256:{}", nixbase32::encode(&info.nar_sha256)),
-                w.nix.nar_hash(&p)
+                w.fx.store.hash(&p)
             );
         }
     });
@@ -575,12 +576,15 @@ fn nix_copy_to_http_uploads_into_storefs() {
     // And Nix reads back what it uploaded. (A fresh client cache: Nix
     // remembers the narinfos it uploaded, with its own NAR URLs, which name
     // compressed files storefs does not keep.)
-    let dest = w.nix.dir.join("dest-roundtrip");
-    run(nix(w)
-        .env("XDG_CACHE_HOME", w.nix.dir.join("xdg-cache-roundtrip"))
+    let dest = w.fx.store.dir().join("dest-roundtrip");
+    ok(nix(w)
+        .env(
+            "XDG_CACHE_HOME",
+            w.fx.store.dir().join("xdg-cache-roundtrip"),
+        )
         .args(["copy", "--no-check-sigs", "--from", &to, "--to"])
         .arg(&dest)
-        .arg(&w.fx.built));
+        .arg(&w.fx.withrefs));
 }
 
 #[tokio::test]
@@ -619,7 +623,7 @@ async fn uploads_are_checked() {
     assert!(bad.text().await.unwrap().contains("nar/x.nar"));
 
     // A real NAR, then a narinfo that lies about it.
-    let dump = w.nix.dump(&w.fx.single);
+    let dump = w.fx.store.dump(&w.fx.single);
     assert_eq!(
         put("nar/single.nar", good, dump.clone())
             .await
@@ -651,9 +655,9 @@ async fn uploads_are_checked() {
     assert_eq!(resp.status(), 400);
 
     // A narinfo whose references are missing.
-    let built = narinfo_of(w, &w.fx.built).await;
+    let built = narinfo_of(w, &w.fx.withrefs).await;
     let resp = put(
-        &format!("{}.narinfo", hash_part(&w.fx.built)),
+        &format!("{}.narinfo", hash_part(&w.fx.withrefs)),
         good,
         built.render(&StoreDir::default()).into_bytes(),
     )
@@ -667,7 +671,7 @@ async fn uploads_are_checked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_downloads_all_get_the_whole_nar() {
     let w = world();
-    let dump = Arc::new(w.nix.dump(&w.fx.tree));
+    let dump = Arc::new(w.fx.store.dump(&w.fx.tree));
     let ni = narinfo_of(w, &w.fx.tree).await;
     let nar_url = format!("{}/{}", url(w.signed_port), ni.url);
     let client = reqwest::Client::new();

@@ -7,13 +7,14 @@ mod daemon_common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use daemon_common::nix::*;
 use daemon_common::*;
 use storefs_store::Services;
 use storefs_store::daemon::{DaemonConfig, TrustPolicy, import_from_daemon};
 use storefs_store::import::{ImportOptions, ImportReport, NoProgress};
 use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StoreDir;
+use storefs_testkit::nix::{self, Fixtures, NixDaemon, sorted_lines};
+use storefs_testkit::{ok_str, try_run};
 
 fn empty_services() -> (Services, Arc<MapPathInfoService>) {
     let pis = Arc::new(MapPathInfoService::new());
@@ -66,18 +67,11 @@ async fn our_nar(services: &Services, path: &str) -> Vec<u8> {
     nar
 }
 
-/// Lines of output, sorted (Nix prints some queries in hash order).
-fn sorted_lines(s: &str) -> Vec<String> {
-    let mut v: Vec<String> = s.lines().map(str::to_owned).collect();
-    v.sort();
-    v
-}
-
 /// `nix path-info --json` output without what storefs does not record:
 /// `registrationTime` (no time is kept) and `ultimate` (nothing is built
 /// here).
 fn path_info_json(url: &str, path: &str) -> BTreeMap<String, serde_json::Value> {
-    let out = run(nix_cmd("nix").args(["path-info", "--store", url, "-r", "--json", path]));
+    let out = ok_str(nix::cmd("nix").args(["path-info", "--store", url, "-r", "--json", path]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mut by_path = BTreeMap::new();
     for mut entry in v.as_array().unwrap().clone() {
@@ -92,8 +86,8 @@ fn path_info_json(url: &str, path: &str) -> BTreeMap<String, serde_json::Value> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
-    let fx = NixFixtures::build();
-    let real = RealDaemon::start(&fx.root, fx.dir.path().join("real.sock"));
+    let fx = Fixtures::build();
+    let real = NixDaemon::start(&fx.store.root, fx.store.dir().join("real.sock"));
     let (services, _) = empty_services();
 
     // Our client imports the closures from the real daemon.
@@ -135,7 +129,7 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
 
     // Our NAR of each path is byte for byte `nix-store --dump`.
     for p in &expected {
-        assert_eq!(our_nar(&services, p).await, fx.dump(p), "NAR of {p}");
+        assert_eq!(our_nar(&services, p).await, fx.store.dump(p), "NAR of {p}");
     }
 
     // Serve them, and ask both daemons the same questions with Nix 2.8.
@@ -153,7 +147,7 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
         ] {
             let ask = |url: &str| {
                 let (ok, out, err) =
-                    try_run(nix_cmd("nix-store").args(["--store", url, "-q", q, p]));
+                    try_run(nix::cmd("nix-store").args(["--store", url, "-q", q, p]));
                 (ok, sorted_lines(&out), err)
             };
             let (real_ok, real_out, real_err) = ask(&real_url);
@@ -217,7 +211,7 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
         )
         .await
         .unwrap();
-        assert_eq!(nar, fx.dump(p), "NarFromPath {p}");
+        assert_eq!(nar, fx.store.dump(p), "NarFromPath {p}");
     }
     let valid = c_ours
         .query_valid_paths(&[fx.tree.clone(), "/nix/store/not-a-store-path".to_owned()])
@@ -229,24 +223,24 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
         .unwrap();
     assert_eq!(valid, vec![fx.tree.clone()]);
     // `nix-store -r` of a valid path succeeds and prints it.
-    let out = run(nix_cmd("nix-store").args(["--store", &ours_url, "-r", &fx.withrefs]));
+    let out = ok_str(nix::cmd("nix-store").args(["--store", &ours_url, "-r", &fx.withrefs]));
     assert_eq!(out.trim(), fx.withrefs);
     // An invalid path: Nix reports it as not valid.
     let missing = format!("/nix/store/{}-missing", &fx.single[11..43]);
     let (ok, _, err) =
-        try_run(nix_cmd("nix-store").args(["--store", &ours_url, "-q", "--hash", &missing]));
+        try_run(nix::cmd("nix-store").args(["--store", &ours_url, "-q", "--hash", &missing]));
     assert!(!ok && err.contains("is not valid"), "{err}");
     // With the files reachable (`?root=`), Nix verifies paths and copies
     // them out of our socket (BuildPathsWithResults, QueryPathInfo).
-    let with_root = format!("{ours_url}?root={}", fx.root.display());
+    let with_root = format!("{ours_url}?root={}", fx.store.root.display());
     for p in &expected {
         let (ok, _, err) =
-            try_run(nix_cmd("nix-store").args(["--store", &with_root, "--verify-path", p]));
+            try_run(nix::cmd("nix-store").args(["--store", &with_root, "--verify-path", p]));
         assert!(ok, "nix-store --verify-path {p}: {err}");
     }
-    let cache = fx.dir.path().join("cache");
+    let cache = fx.store.dir().join("cache");
     let cache_url = format!("file://{}?compression=none", cache.display());
-    run(nix_cmd("nix").args([
+    ok_str(nix::cmd("nix").args([
         "copy",
         "--from",
         &with_root,
@@ -257,27 +251,28 @@ async fn nix_answers_the_same_from_our_socket_as_from_nix_daemon() {
     for p in [&fx.withrefs, &fx.hello, &fx.small] {
         let hash_part = &p["/nix/store/".len()..][..32];
         let narinfo = std::fs::read_to_string(cache.join(format!("{hash_part}.narinfo"))).unwrap();
-        let real_hash = run(nix_cmd("nix-store").args(["--store", &real_url, "-q", "--hash", p]));
+        let real_hash =
+            ok_str(nix::cmd("nix-store").args(["--store", &real_url, "-q", "--hash", p]));
         assert!(
             narinfo.contains(&format!("NarHash: {}", real_hash.trim())),
             "{p}: {narinfo}"
         );
     }
     // `nix store ping` only needs the handshake.
-    run(nix_cmd("nix").args(["store", "ping", "--store", &ours_url]));
+    ok_str(nix::cmd("nix").args(["store", "ping", "--store", &ours_url]));
     ours.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nix_copy_to_our_socket() {
-    let fx = NixFixtures::build();
+    let fx = Fixtures::build();
     let (services, pis) = empty_services();
     let ours = TestDaemon::start(services.clone(), trusting()).await;
     let url = format!("unix://{}", ours.socket.display());
-    let root = fx.root.display().to_string();
+    let root = fx.store.root.display().to_string();
     let copy = |paths: &[&str], extra: &[&str]| {
         try_run(
-            nix_cmd("nix")
+            nix::cmd("nix")
                 .args(["copy", "--from", &root, "--to", &url])
                 .args(extra)
                 .args(paths),
@@ -303,7 +298,7 @@ async fn nix_copy_to_our_socket() {
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{p} missing"));
-        let nix_hash = run(nix_cmd("nix-store").args(["--store", &root, "-q", "--hash", p]));
+        let nix_hash = ok_str(nix::cmd("nix-store").args(["--store", &root, "-q", "--hash", p]));
         assert_eq!(
             format!(
                 "sha256:{}",
@@ -312,8 +307,8 @@ async fn nix_copy_to_our_socket() {
             nix_hash.trim(),
             "NAR hash of {p}"
         );
-        assert_eq!(our_nar(&services, p).await, fx.dump(p), "NAR of {p}");
-        let refs = sorted_lines(&run(nix_cmd("nix-store").args([
+        assert_eq!(our_nar(&services, p).await, fx.store.dump(p), "NAR of {p}");
+        let refs = sorted_lines(&ok_str(nix::cmd("nix-store").args([
             "--store",
             &root,
             "-q",
@@ -327,24 +322,30 @@ async fn nix_copy_to_our_socket() {
     }
     // `nix-store --add-fixed` (flat, AddToStore fixed:sha256) and
     // `builtins.toFile` (text:sha256) through the socket give Nix's paths.
-    let f = fx.dir.path().join("flat.txt");
+    let f = fx.store.dir().join("flat.txt");
     std::fs::write(&f, b"a flat file\n").unwrap();
-    let ours_flat = run(nix_cmd("nix-store")
-        .args(["--store", &url, "--add-fixed", "sha256"])
-        .arg(&f));
-    let nix_flat = run(nix_cmd("nix-store")
-        .args(["--store", &root, "--add-fixed", "sha256"])
-        .arg(&f));
+    let ours_flat = ok_str(
+        nix::cmd("nix-store")
+            .args(["--store", &url, "--add-fixed", "sha256"])
+            .arg(&f),
+    );
+    let nix_flat = ok_str(
+        nix::cmd("nix-store")
+            .args(["--store", &root, "--add-fixed", "sha256"])
+            .arg(&f),
+    );
     assert_eq!(ours_flat, nix_flat);
     let expr = r#"builtins.toFile "note.txt" "written by builtins.toFile\n""#;
-    let ours_text = run(nix_cmd("nix").args(["eval", "--raw", "--store", &url, "--expr", expr]));
-    let nix_text = run(nix_cmd("nix").args(["eval", "--raw", "--store", &root, "--expr", expr]));
+    let ours_text =
+        ok_str(nix::cmd("nix").args(["eval", "--raw", "--store", &url, "--expr", expr]));
+    let nix_text =
+        ok_str(nix::cmd("nix").args(["eval", "--raw", "--store", &root, "--expr", expr]));
     assert_eq!(ours_text, nix_text);
     for p in [ours_flat.trim(), ours_text.trim()] {
-        assert_eq!(our_nar(&services, p).await, fx.dump(p), "NAR of {p}");
+        assert_eq!(our_nar(&services, p).await, fx.store.dump(p), "NAR of {p}");
         let sp = sd.parse_path(p).unwrap();
         let info = pis.get(*sp.digest()).await.unwrap().unwrap();
-        let nix_hash = run(nix_cmd("nix-store").args(["--store", &root, "-q", "--hash", p]));
+        let nix_hash = ok_str(nix::cmd("nix-store").args(["--store", &root, "-q", "--hash", p]));
         assert_eq!(
             format!(
                 "sha256:{}",
@@ -354,18 +355,22 @@ async fn nix_copy_to_our_socket() {
         );
     }
     // And `nix-store --add` through the socket gives Nix's path.
-    let f = fx.dir.path().join("added.txt");
+    let f = fx.store.dir().join("added.txt");
     std::fs::write(&f, b"added through the socket\n").unwrap();
-    let ours_path = run(nix_cmd("nix-store")
-        .args(["--store", &url, "--add"])
-        .arg(&f));
-    let nix_path = run(nix_cmd("nix-store")
-        .args(["--store", &root, "--add"])
-        .arg(&f));
+    let ours_path = ok_str(
+        nix::cmd("nix-store")
+            .args(["--store", &url, "--add"])
+            .arg(&f),
+    );
+    let nix_path = ok_str(
+        nix::cmd("nix-store")
+            .args(["--store", &root, "--add"])
+            .arg(&f),
+    );
     assert_eq!(ours_path, nix_path);
     assert_eq!(
         our_nar(&services, ours_path.trim()).await,
-        fx.dump(nix_path.trim())
+        fx.store.dump(nix_path.trim())
     );
     ours.stop().await;
 }

@@ -3,13 +3,10 @@
 //! (`python3 -m http.server`), for every compression, signed and unsigned,
 //! and refused when a key, a NAR or a narinfo is wrong.
 
-mod nixfix;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use nixfix::{Fixtures, NixStore, PyHttpServer};
 use storefs_castore::blobservice::{BlobService, MemoryBlobService};
 use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
 use storefs_store::import::{
@@ -19,11 +16,11 @@ use storefs_store::import::{
 use storefs_store::nixbase32;
 use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService};
 use storefs_store::store_path::StoreDir;
+use storefs_testkit::nix::{Fixtures, HttpDir, NixStore};
 
 /// One scratch Nix store with its fixtures and caches, made once for all
 /// tests of this file.
 struct World {
-    nix: NixStore,
     fx: Fixtures,
     public_key: String,
     other_public_key: String,
@@ -35,18 +32,20 @@ struct World {
 fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
-        let nix = NixStore::fresh(Path::new(env!("CARGO_TARGET_TMPDIR")), "import-world");
-        let fx = nix.fixtures();
+        let fx = Fixtures::build_in(NixStore::fresh(
+            Path::new(env!("CARGO_TARGET_TMPDIR")),
+            "import-world",
+        ));
+        let nix = &fx.store;
         let (sk, public_key) = nix.keys("test-1");
         let (_, other_public_key) = nix.keys("other-1");
-        let roots = [fx.built.as_str(), fx.single.as_str()];
+        let roots = [fx.withrefs.as_str(), fx.single.as_str()];
         let signed = ["none", "xz", "zstd", "bzip2"]
             .into_iter()
             .map(|c| (c, nix.copy_to_cache(c, c, Some(&sk), &roots)))
             .collect();
         let unsigned = nix.copy_to_cache("unsigned", "xz", None, &roots);
         World {
-            nix,
             fx,
             public_key,
             other_public_key,
@@ -104,7 +103,7 @@ fn file_url(dir: &Path) -> String {
 }
 
 fn all_paths(w: &World) -> BTreeSet<String> {
-    let mut all: BTreeSet<String> = w.nix.closure(&w.fx.built).into_iter().collect();
+    let mut all: BTreeSet<String> = w.fx.store.requisites(&w.fx.withrefs).into_iter().collect();
     all.insert(w.fx.single.clone());
     all
 }
@@ -128,19 +127,20 @@ async fn check_against_nix(w: &World, s: &Services) {
         assert_eq!(info.store_path, sp);
         assert_eq!(
             format!("sha256:{}", nixbase32::encode(&info.nar_sha256)),
-            w.nix.nar_hash(&path),
+            w.fx.store.hash(&path),
             "{path}"
         );
-        assert_eq!(info.nar_size, w.nix.nar_size(&path), "{path}");
-        let nix_refs: BTreeSet<String> = String::from_utf8(nixfix::run(w.nix.nix_store().args([
-            "-q",
-            "--references",
-            &path,
-        ])))
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+        assert_eq!(info.nar_size, w.fx.store.size(&path), "{path}");
+        let nix_refs: BTreeSet<String> =
+            String::from_utf8(storefs_testkit::ok(w.fx.store.nix_store().args([
+                "-q",
+                "--references",
+                &path,
+            ])))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
         let our_refs: BTreeSet<String> =
             info.references.iter().map(|r| r.to_absolute(&sd)).collect();
         assert_eq!(our_refs, nix_refs, "{path}");
@@ -149,7 +149,10 @@ async fn check_against_nix(w: &World, s: &Services) {
         storefs_store::nar::write_nar(&mut nar, &info.node, s.blob.as_ref(), s.directory.as_ref())
             .await
             .unwrap();
-        assert!(nar == w.nix.dump(&path), "NAR of {path} differs from Nix's");
+        assert!(
+            nar == w.fx.store.dump(&path),
+            "NAR of {path} differs from Nix's"
+        );
     }
 }
 
@@ -179,7 +182,7 @@ impl ImportProgress for CountProgress {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imports_every_compression_signed() {
     let w = world();
-    let roots = vec![w.fx.built.clone(), w.fx.single.clone()];
+    let roots = vec![w.fx.withrefs.clone(), w.fx.single.clone()];
     for (compression, cache) in &w.signed {
         let s = Services::new();
         let progress = Arc::new(CountProgress::default());
@@ -207,11 +210,11 @@ async fn imports_every_compression_signed() {
                 .position(|i| i.to_absolute(&StoreDir::default()) == p)
                 .unwrap()
         };
-        assert!(pos(&w.fx.tree) < pos(&w.fx.built));
-        assert!(pos(&w.fx.text) < pos(&w.fx.built));
+        assert!(pos(&w.fx.tree) < pos(&w.fx.withrefs));
+        assert!(pos(&w.fx.hello) < pos(&w.fx.withrefs));
         check_against_nix(w, &s).await;
 
-        let total: u64 = all_paths(w).iter().map(|p| w.nix.nar_size(p)).sum();
+        let total: u64 = all_paths(w).iter().map(|p| w.fx.store.size(p)).sum();
         assert_eq!(*progress.planned.lock().unwrap(), (4, total));
         assert_eq!(
             progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
@@ -220,7 +223,7 @@ async fn imports_every_compression_signed() {
         assert_eq!(progress.done.lock().unwrap().len(), 4);
 
         // The signatures Nix made are kept.
-        let sp = StoreDir::default().parse_path(&w.fx.built).unwrap();
+        let sp = StoreDir::default().parse_path(&w.fx.withrefs).unwrap();
         let info = s.pathinfo.get(*sp.digest()).await.unwrap().unwrap();
         assert_eq!(info.signatures.len(), 1);
         assert_eq!(info.signatures[0].name, "test-1");
@@ -264,7 +267,7 @@ async fn lists_a_file_cache_when_no_path_is_given() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_needs_no_check_sigs() {
     let w = world();
-    let roots = vec![w.fx.built.clone(), w.fx.single.clone()];
+    let roots = vec![w.fx.withrefs.clone(), w.fx.single.clone()];
 
     let s = Services::new();
     let report = import_from_binary_cache(
@@ -312,7 +315,7 @@ async fn wrong_key_is_refused() {
     let s = Services::new();
     let report = import_from_binary_cache(
         &file_url(&w.signed[0].1),
-        std::slice::from_ref(&w.fx.built),
+        std::slice::from_ref(&w.fx.withrefs),
         options(&[&w.other_public_key], true),
         s.import(),
         Arc::new(NoProgress),
@@ -320,7 +323,10 @@ async fn wrong_key_is_refused() {
     .await
     .unwrap();
     assert!(report.imported.is_empty());
-    assert_eq!(failed_paths(&report), BTreeSet::from([w.fx.built.clone()]));
+    assert_eq!(
+        failed_paths(&report),
+        BTreeSet::from([w.fx.withrefs.clone()])
+    );
     for f in &report.failed {
         assert!(
             matches!(&f.error, PathImportError::Untrusted { signers } if signers == "test-1"),
@@ -377,14 +383,14 @@ async fn tampered_nar_is_refused_and_spares_the_rest() {
     copy_cache(&w.signed[0].1, &cache);
 
     // Flip one byte of the text file's NAR (compression none): FileHash.
-    let ni_path = narinfo_path(&cache, &w.fx.text);
+    let ni_path = narinfo_path(&cache, &w.fx.hello);
     let narinfo = std::fs::read_to_string(&ni_path).unwrap();
     let nar = cache.join(narinfo_field(&narinfo, "URL"));
     let mut bytes = std::fs::read(&nar).unwrap();
     // Change the contents, not the framing: the NAR stays well-formed.
     let at = bytes
         .windows(4)
-        .position(|w| w == b"I am")
+        .position(|w| w == b"Hell")
         .expect("text in NAR");
     bytes[at] = b'i';
     std::fs::write(&nar, &bytes).unwrap();
@@ -392,7 +398,7 @@ async fn tampered_nar_is_refused_and_spares_the_rest() {
     let s = Services::new();
     let report = import_from_binary_cache(
         &file_url(&cache),
-        std::slice::from_ref(&w.fx.built),
+        std::slice::from_ref(&w.fx.withrefs),
         options(&[&w.public_key], true),
         s.import(),
         Arc::new(NoProgress),
@@ -405,13 +411,16 @@ async fn tampered_nar_is_refused_and_spares_the_rest() {
         .map(|f| (f.path.as_str(), &f.error))
         .collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
-    assert!(failed.iter().any(|(p, e)| *p == w.fx.text
+    assert!(failed.iter().any(|(p, e)| *p == w.fx.hello
         && matches!(e, PathImportError::FileHash { .. })
         && e.to_string().contains("FileHash")));
-    assert!(failed.iter().any(|(p, e)| *p == w.fx.built
-        && matches!(e, PathImportError::ReferenceFailed(r) if *r == w.fx.text)));
-    // The tree does not depend on the text: it is in.
-    assert_eq!(s.recorded().await, BTreeSet::from([w.fx.tree.clone()]));
+    assert!(failed.iter().any(|(p, e)| *p == w.fx.withrefs
+        && matches!(e, PathImportError::ReferenceFailed(r) if *r == w.fx.hello)));
+    // The tree and `small` do not depend on the text: they are in.
+    assert_eq!(
+        s.recorded().await,
+        BTreeSet::from([w.fx.tree.clone(), w.fx.small.clone()])
+    );
 
     // Without FileHash and FileSize (not covered by the signature), the
     // NAR hash still catches it.
@@ -423,7 +432,7 @@ async fn tampered_nar_is_refused_and_spares_the_rest() {
     std::fs::write(&ni_path, stripped).unwrap();
     let report = import_from_binary_cache(
         &file_url(&cache),
-        std::slice::from_ref(&w.fx.text),
+        std::slice::from_ref(&w.fx.hello),
         options(&[&w.public_key], true),
         s.import(),
         Arc::new(NoProgress),
@@ -436,7 +445,10 @@ async fn tampered_nar_is_refused_and_spares_the_rest() {
         "{}",
         report.failed[0].error
     );
-    assert_eq!(s.recorded().await, BTreeSet::from([w.fx.tree.clone()]));
+    assert_eq!(
+        s.recorded().await,
+        BTreeSet::from([w.fx.tree.clone(), w.fx.small.clone()])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,11 +538,11 @@ async fn imports_over_http() {
             std::fs::write(&p, text.replace(&url, &format!("{url}?hash=x"))).unwrap();
         }
     }
-    let server = PyHttpServer::start(&cache);
+    let server = HttpDir::start(&cache);
     let s = Services::new();
     let report = import_from_binary_cache(
         &server.url(),
-        &[w.fx.built.clone(), w.fx.single.clone()],
+        &[w.fx.withrefs.clone(), w.fx.single.clone()],
         options(&[&w.public_key], true),
         s.import(),
         Arc::new(NoProgress),
@@ -571,7 +583,7 @@ async fn imports_over_http() {
 
     // A server that is gone.
     let err = import_from_binary_cache(
-        &format!("http://127.0.0.1:{}", nixfix::free_port()),
+        &format!("http://127.0.0.1:{}", storefs_testkit::free_port()),
         std::slice::from_ref(&w.fx.single),
         options(&[&w.public_key], true),
         s.import(),
@@ -606,12 +618,12 @@ async fn missing_reference_fails_only_its_referrers() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache");
     copy_cache(&w.signed[3].1, &cache);
-    std::fs::remove_file(narinfo_path(&cache, &w.fx.text)).unwrap();
+    std::fs::remove_file(narinfo_path(&cache, &w.fx.hello)).unwrap();
 
     let s = Services::new();
     let report = import_from_binary_cache(
         &file_url(&cache),
-        &[w.fx.built.clone(), w.fx.single.clone()],
+        &[w.fx.withrefs.clone(), w.fx.single.clone()],
         options(&[&w.public_key], true),
         s.import(),
         Arc::new(NoProgress),
@@ -628,12 +640,12 @@ async fn missing_reference_fails_only_its_referrers() {
         report
             .failed
             .iter()
-            .any(|f| f.path == w.fx.text && matches!(f.error, PathImportError::NotInCache(_)))
+            .any(|f| f.path == w.fx.hello && matches!(f.error, PathImportError::NotInCache(_)))
     );
-    assert!(report.failed.iter().any(|f| f.path == w.fx.built
-        && matches!(&f.error, PathImportError::ReferenceFailed(r) if *r == w.fx.text)));
+    assert!(report.failed.iter().any(|f| f.path == w.fx.withrefs
+        && matches!(&f.error, PathImportError::ReferenceFailed(r) if *r == w.fx.hello)));
     assert_eq!(
         s.recorded().await,
-        BTreeSet::from([w.fx.tree.clone(), w.fx.single.clone()])
+        BTreeSet::from([w.fx.tree.clone(), w.fx.small.clone(), w.fx.single.clone()])
     );
 }

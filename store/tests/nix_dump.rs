@@ -8,30 +8,17 @@ mod common;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::Command;
 
 use proptest::prelude::*;
 
 /// `nix-store --dump path`. Fails the test (never skips it) if Nix is
 /// missing.
 fn nix_dump(path: &Path) -> Vec<u8> {
-    let out = Command::new("nix-store")
-        .arg("--dump")
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run nix-store ({e}); these tests compare with real Nix: \
-                 run the README's test command, scripts/test, which installs nix-bin"
-            )
-        });
-    assert!(
-        out.status.success(),
-        "nix-store --dump {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    storefs_testkit::ok(
+        storefs_testkit::nix::cmd("nix-store")
+            .arg("--dump")
+            .arg(path),
+    )
 }
 
 fn ours(path: &Path) -> Vec<u8> {
@@ -98,7 +85,7 @@ fn handmade_tree_equals_nix_store_dump() {
         std::fs::write(&p, b"#!/bin/sh\necho hi\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
-    let big = common::contents(7, 300 * 1024 + 3);
+    let big = storefs_testkit::pseudo_random(300 * 1024 + 3, 7);
     std::fs::write(root.join("big.bin"), &big).unwrap();
     for name in [
         &b"with space"[..],

@@ -6,59 +6,30 @@
 //! parse and sign with ours.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use storefs_store::narinfo::NarInfo;
 use storefs_store::signing::{PublicKey, SecretKey};
 use storefs_store::store_path::StoreDir;
-
-const NIX_CONFIG: &str = "experimental-features = nix-command\nsubstituters =\n";
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.env("NIX_CONFIG", NIX_CONFIG)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (is nix-bin installed? scripts/test installs it)"))
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use storefs_testkit::nix::{self, NixStore};
 
 fn verify(cache: &Path, key: &str, path: &str) -> bool {
-    run(Command::new("nix")
+    nix::cmd("nix")
         .args(["store", "verify", "--store"])
         .arg(format!("file://{}", cache.display()))
-        .args(["--trusted-public-keys", key, path]))
-    .status
-    .success()
+        .args(["--trusted-public-keys", key, path])
+        .output()
+        .expect("run nix")
+        .status
+        .success()
 }
 
 #[test]
 fn nix_accepts_our_signatures_and_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("root");
-    let cache = dir.path().join("cache");
-    let file = dir.path().join("signed.txt");
+    let store = NixStore::new();
+    let file = store.dir().join("signed.txt");
     std::fs::write(&file, "signed by storefs\n").unwrap();
-    let path = ok(Command::new("nix-store")
-        .arg("--store")
-        .arg(&root)
-        .arg("--add")
-        .arg(&file))
-    .trim()
-    .to_owned();
-    ok(Command::new("nix")
-        .args(["copy", "--store"])
-        .arg(&root)
-        .arg("--to")
-        .arg(format!("file://{}?compression=none", cache.display()))
-        .arg(&path));
+    let path = store.add(&file);
+    let cache = store.copy_to_cache("plain", "none", None, &[&path]);
 
     let sd = StoreDir::default();
     let sp = sd.parse_path(&path).unwrap();
@@ -71,17 +42,11 @@ fn nix_accepts_our_signatures_and_keys() {
     std::fs::write(&narinfo_path, info.render(&sd)).unwrap();
 
     // A key made by Nix, used by us.
-    ok(Command::new("nix-store").current_dir(dir.path()).args([
-        "--generate-binary-cache-key",
-        "interop-1",
-        "sk",
-        "pk",
-    ]));
-    let sk = SecretKey::parse(&std::fs::read_to_string(dir.path().join("sk")).unwrap()).unwrap();
-    let pk_text = std::fs::read_to_string(dir.path().join("pk")).unwrap();
+    let (sk_file, pk_text) = store.keys("interop-1");
+    let sk = SecretKey::parse(&std::fs::read_to_string(sk_file).unwrap()).unwrap();
     let pk = PublicKey::parse(&pk_text).unwrap();
     assert_eq!(sk.to_public(), pk);
-    assert_eq!(pk.to_string(), pk_text.trim());
+    assert_eq!(pk.to_string(), pk_text);
     // A key made by us.
     let ours = SecretKey::from_seed("storefs-1", &[42; 32]).unwrap();
 

@@ -57,3 +57,20 @@ pub fn nix_sha256(data: &[u8]) -> String {
     let h = sha2::Sha256::digest(data);
     format!("sha256:{}", storefs_store::nixbase32::encode(&h))
 }
+
+/// `storefs serve` on the unix socket `socket`, over the embedded store in
+/// `data`; stopped when dropped.
+pub fn serve(data: &Path, socket: &Path) -> storefs_testkit::TestServer {
+    storefs_testkit::TestServer::start(&storefs_bin(), data, socket)
+}
+
+/// `storefs --store STORE_URL mount AT --cache CACHE EXTRA…`; unmounted when
+/// dropped.
+pub fn mount_at(
+    store_url: &str,
+    at: &Path,
+    cache: &Path,
+    extra: &[&str],
+) -> storefs_testkit::TestMount {
+    storefs_testkit::TestMount::start(&storefs_bin(), store_url, at, cache, extra)
+}

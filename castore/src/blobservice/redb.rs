@@ -493,7 +493,7 @@ impl BlobService for RedbBlobService {
 #[async_trait]
 impl ChunkStore for RedbBlobService {
     /// Committed with cache-fill durability
-    /// ([`RedbStore::cache_fill_durability`]): a fill lost in a crash is
+    /// (`RedbStore::cache_fill_durability`): a fill lost in a crash is
     /// fetched again. Replaces an existing record (which may be the corrupt
     /// one that sent the cache to far in the first place).
     async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> Result<()> {

@@ -232,7 +232,7 @@ impl ClosureBackend for RedbDirectoryService {
 #[async_trait]
 impl PartialDirectoryStore for RedbDirectoryService {
     /// Committed with cache-fill durability
-    /// ([`crate::RedbStore::cache_fill_durability`]): a fill lost in a crash
+    /// (`RedbStore::cache_fill_durability`): a fill lost in a crash
     /// is fetched again.
     async fn insert_directory(&self, directory: Directory) -> Result<B3Digest> {
         let db = self.db();

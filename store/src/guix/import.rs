@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
 use super::key::Acl;
 use super::narinfo::{GuixNarInfo, GuixNarInfoError, NarOffer, uri_decode};
-use crate::import::{CacheInfo, CacheSource, ImportProgress, SourceError};
 use crate::Services as ImportServices;
+use crate::import::{CacheInfo, CacheSource, ImportProgress, SourceError};
 use crate::nar::read_nar_to_end;
 use crate::nixbase32;
 use crate::pathinfo::PathInfo;

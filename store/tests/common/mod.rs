@@ -13,6 +13,7 @@ use storefs_castore::{
     BlobService, DirectoryService, Entry, MemoryBlobService, MemoryDirectoryService, ingest_path,
 };
 use storefs_store::nar::write_nar;
+use storefs_testkit::pseudo_random;
 
 /// A tree to put on disk.
 #[derive(Debug, Clone)]
@@ -25,19 +26,6 @@ pub enum Tree {
     },
     Symlink(Vec<u8>),
     Dir(BTreeMap<Vec<u8>, Tree>),
-}
-
-/// Deterministic pseudo-random contents.
-pub fn contents(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// File sizes near the chunker's boundaries (16K min, 64K avg, 256K max),
@@ -106,7 +94,7 @@ pub fn write_tree(path: &Path, tree: &Tree) {
     while let Some((path, tree)) = todo.pop() {
         match tree {
             Tree::File { seed, len, mode } => {
-                std::fs::write(&path, contents(*seed, *len)).unwrap();
+                std::fs::write(&path, pseudo_random(*len, *seed)).unwrap();
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
             }
             Tree::Symlink(target) => {

@@ -2,18 +2,18 @@
 //! raw-byte client, and fixtures.
 #![allow(dead_code)] // each test file uses a different part
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use storefs_castore::{B3Digest, Node};
 use storefs_store::Services;
 use storefs_store::daemon::wire;
-use storefs_store::daemon::{DEFAULT_SOCKET_MODE, DaemonConfig, bind_socket, serve_daemon};
 use storefs_store::pathinfo::PathInfo;
 use storefs_store::pathinfoservice::PathInfoService;
 use storefs_store::store_path::StorePath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+
+pub use storefs_testkit::TestDaemon;
 
 /// The path info service the tests use: the real memory backend.
 pub type MapPathInfoService = storefs_store::pathinfoservice::MemoryPathInfoService;
@@ -75,41 +75,6 @@ pub async fn fixture_infos(svc: &dyn PathInfoService) {
     })
     .await
     .unwrap();
-}
-
-/// A daemon serving `services` on a socket in a temp dir.
-pub struct TestDaemon {
-    pub dir: tempfile::TempDir,
-    pub socket: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-impl TestDaemon {
-    pub async fn start(services: Services, config: DaemonConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("daemon.sock");
-        let listener = bind_socket(&socket, DEFAULT_SOCKET_MODE).await.unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(serve_daemon(listener, services, config, async move {
-            let _ = rx.await;
-        }));
-        Self {
-            dir,
-            socket,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap().unwrap();
-        }
-    }
 }
 
 /// A client that speaks raw bytes.
@@ -187,5 +152,3 @@ pub async fn read_structured_error(c: &mut Raw) -> String {
     assert_eq!(c.u64().await, 0); // traces
     msg
 }
-
-pub mod nix;
