@@ -222,11 +222,11 @@ fn nix_substitutes_unsigned_from_a_trusted_url() {
 fn nix_store_ls_and_cat_over_http() {
     let w = world();
     let http = url(w.signed_port);
+    // The tree has a non-UTF-8 name: compare the listings as bytes.
     let ls = |store: &str| {
-        String::from_utf8(ok(nix(w)
+        ok(nix(w)
             .args(["store", "ls", "--store", store, "-lR"])
-            .arg(&w.fx.tree)))
-        .unwrap()
+            .arg(&w.fx.tree))
     };
     let local = w.fx.store.root.display().to_string();
     assert_eq!(ls(&http), ls(&local));
@@ -394,6 +394,10 @@ async fn listing_offsets_point_at_file_contents() {
     assert!(files.len() >= 8, "{files:?}");
     let base = w.fx.store.root.join(w.fx.tree.trim_start_matches('/'));
     for (rel, (offset, size)) in files {
+        if rel.contains('\u{fffd}') {
+            // A non-UTF-8 name: JSON carries it lossily, so it names no file.
+            continue;
+        }
         let want = std::fs::read(base.join(&rel)).unwrap();
         assert_eq!(want.len() as u64, size, "{rel}");
         assert!(
