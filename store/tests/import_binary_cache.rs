@@ -215,12 +215,12 @@ async fn imports_every_compression_signed() {
         check_against_nix(w, &s).await;
 
         let total: u64 = all_paths(w).iter().map(|p| w.fx.store.size(p)).sum();
-        assert_eq!(*progress.planned.lock().unwrap(), (4, total));
+        assert_eq!(*progress.planned.lock().unwrap(), (5, total));
         assert_eq!(
             progress.bytes.load(std::sync::atomic::Ordering::Relaxed),
             total
         );
-        assert_eq!(progress.done.lock().unwrap().len(), 4);
+        assert_eq!(progress.done.lock().unwrap().len(), 5);
 
         // The signatures Nix made are kept.
         let sp = StoreDir::default().parse_path(&w.fx.withrefs).unwrap();
