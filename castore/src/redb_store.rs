@@ -151,7 +151,7 @@ impl RedbStore {
     }
 
     /// Like [`RedbStore::open`], with a page cache of `cache_bytes` instead
-    /// of [`REDB_CACHE_BYTES`] (a mount's cache gets a small one: the
+    /// of the default 32 MiB (a mount's cache gets a small one: the
     /// kernel caches the file's pages anyway, and the mount's memory must
     /// stay bounded).
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: usize) -> Result<Self> {

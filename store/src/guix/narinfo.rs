@@ -21,7 +21,7 @@
 //! checked, and errors name the line. Unknown keys are skipped, as Guix
 //! does. A narinfo whose signature does not cover `StorePath`, `NarHash`,
 //! `NarSize`, `References` and `Deriver` is refused by
-//! [`GuixNarInfo::verify`].
+//! [`ParsedNarInfo::verify`].
 
 use sha2::{Digest, Sha256};
 
