@@ -116,13 +116,17 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// Kill a server still running and remove the sockets it leaves. A
+    /// server already stopped is left alone: its sockets may belong to a
+    /// new server the test started on the same paths before this guard
+    /// was dropped (`service = serve(…)` drops the old guard last).
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
-        }
-        for s in &self.sockets {
-            let _ = std::fs::remove_file(s);
+            for s in &self.sockets {
+                let _ = std::fs::remove_file(s);
+            }
         }
     }
 }
