@@ -250,11 +250,22 @@ async fn quota_evicts_least_recently_used_chunks() {
     use storefs_castore::ChunkStore;
     let tmp = tempfile::tempdir().unwrap();
     const SIZE: usize = 200 * 1024;
-    // Noise does not compress: each record is the chunk plus its flag byte.
-    let record = (SIZE + 1) as u64;
-    let quota = 5 * record;
     let chunks: Vec<Vec<u8>> = (0..7).map(|i| pseudo_random(SIZE, 100 + i)).collect();
     let digests: Vec<B3Digest> = chunks.iter().map(|c| B3Digest::of(c)).collect();
+    // The quota charges each chunk the redb pages its record takes (noise
+    // does not compress) and its bookkeeping rows: measure one chunk's
+    // charge in a store of its own, then allow five.
+    let charge = {
+        let other = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_dir(other.path()).unwrap();
+        let svc = store.blob_service().with_quota(u64::MAX / 2);
+        svc.insert_chunk(&digests[6], chunks[6].clone().into())
+            .await
+            .unwrap();
+        svc.quota_tracked_bytes().await.unwrap()
+    };
+    assert!(charge > SIZE as u64, "{charge}");
+    let quota = 5 * charge;
     {
         let store = RedbStore::open_dir(tmp.path()).unwrap();
         let svc = store.blob_service().with_quota(quota);

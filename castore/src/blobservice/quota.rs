@@ -101,6 +101,13 @@ pub(crate) struct Quota {
 }
 
 impl Quota {
+    /// Most bytes of chunks one write transaction should carry: redb
+    /// cannot reuse the pages an eviction frees until the transaction that
+    /// freed them commits, so a large batch grows the file past the quota.
+    pub(crate) fn max_batch_bytes(&self) -> u64 {
+        self.max_bytes / 16
+    }
+
     pub(crate) fn new(max_bytes: u64) -> Self {
         Self {
             max_bytes,

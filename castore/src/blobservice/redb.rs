@@ -515,16 +515,14 @@ impl ChunkStore for RedbBlobService {
         .await
     }
 
-    /// All in one transaction (compressed before it, on a blocking thread),
-    /// with cache-fill durability, like `insert_chunk`.
+    /// In one transaction (or, under a quota, a few small ones; compressed
+    /// on a blocking thread), with cache-fill durability, like `insert_chunk`.
     async fn insert_chunks(&self, chunks: Vec<(B3Digest, Bytes)>) -> Result<()> {
         let mut first_err = None;
         let mut good = Vec::with_capacity(chunks.len());
-        let mut bytes: u64 = 0;
         for (digest, data) in chunks {
             match verify_chunk(&digest, &data) {
                 Ok(()) => {
-                    bytes += data.len() as u64;
                     good.push((digest, data));
                 }
                 Err(e) => {
@@ -532,14 +530,34 @@ impl ChunkStore for RedbBlobService {
                 }
             }
         }
-        if !good.is_empty() {
+        // Under a quota, batches are cut so that each transaction stays
+        // small beside it (see `Quota::max_batch_bytes`).
+        let max_batch = self
+            .quota
+            .as_ref()
+            .map_or(u64::MAX, |q| q.max_batch_bytes());
+        let mut batches: Vec<Vec<(B3Digest, Bytes)>> = Vec::new();
+        let mut in_batch: u64 = 0;
+        for (digest, data) in good {
+            let len = data.len() as u64;
+            match batches.last_mut() {
+                Some(b) if in_batch.saturating_add(len) <= max_batch => b.push((digest, data)),
+                _ => {
+                    batches.push(vec![(digest, data)]);
+                    in_batch = 0;
+                }
+            }
+            in_batch = in_batch.saturating_add(len);
+        }
+        for batch in batches {
+            let batch_bytes: u64 = batch.iter().map(|(_, d)| d.len() as u64).sum();
             let db = self.db();
-            let durability = self.store.cache_fill_durability(bytes);
+            let durability = self.store.cache_fill_durability(batch_bytes);
             let quota = self.quota.clone();
             blocking(move || {
                 write_chunks(
                     &db,
-                    good,
+                    batch,
                     None,
                     durability,
                     Existing::Replace,

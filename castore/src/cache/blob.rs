@@ -45,8 +45,12 @@ pub struct CachedBlobService {
 }
 
 /// Bytes of fetched chunks that may wait to be stored in near while the
-/// readers go on; past this, a fetch waits for its own fill.
-const FILL_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+/// readers go on; past this, a fetch waits for its own fill. Zero: every
+/// fetch waits for its fill (one transaction per batch). Fills left to run
+/// behind the readers let a second reader, or a quota sweep, miss a chunk
+/// that is neither in flight nor yet in near; the cache tests caught it,
+/// so this stays off until the in-flight map keeps chunks until stored.
+const FILL_BACKLOG_BYTES: u64 = 0;
 
 /// One fetch of a chunk from far, awaited by every reader that wants it.
 type Fetch = Shared<BoxFuture<'static, Result<Option<Bytes>, Arc<Error>>>>;
