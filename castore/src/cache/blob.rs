@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,22 +34,12 @@ pub struct CachedBlobService {
     /// share one. A parking_lot (sync) lock: held only to look up or change
     /// the map, never across an `.await`.
     inflight: Arc<Mutex<HashMap<B3Digest, Fetch>>>,
-    /// Bytes fetched and handed out but not yet stored in near.
-    fill_backlog: Arc<AtomicU64>,
     /// What was served from near and fetched from far.
     stats: Arc<CacheStats>,
     /// Whether fetched data goes into near now (not after a failed write,
     /// for a while).
     gate: Arc<FillGate>,
 }
-
-/// Bytes of fetched chunks that may wait to be stored in near while the
-/// readers go on; past this, a fetch waits for its own fill. Zero: every
-/// fetch waits for its fill (one transaction per batch). Fills left to run
-/// behind the readers let a second reader, or a quota sweep, miss a chunk
-/// that is neither in flight nor yet in near; the cache tests caught it,
-/// so this stays off until the in-flight map keeps chunks until stored.
-const FILL_BACKLOG_BYTES: u64 = 0;
 
 /// One fetch of a chunk from far, awaited by every reader that wants it.
 type Fetch = Shared<BoxFuture<'static, Result<Option<Bytes>, Arc<Error>>>>;
@@ -66,7 +55,6 @@ impl CachedBlobService {
             near,
             far,
             inflight: Arc::default(),
-            fill_backlog: Arc::default(),
             gate: Arc::new(FillGate::new(Arc::clone(&stats))),
             stats,
         }
@@ -109,41 +97,21 @@ impl CachedBlobService {
         }
     }
 
-    /// Keep fetched chunks in near, off the reader's path: the readers
-    /// have their bytes already. The chunks stay in the in-flight map
-    /// (answering at once from the finished fetch) until they are in near,
-    /// so that no reader misses both and fetches them again. While more
-    /// than [`FILL_BACKLOG_BYTES`] wait to be stored, the fill is awaited
-    /// here instead, which slows fetching down to what near can store.
+    /// Keep fetched chunks in near, in one transaction per batch, before
+    /// the fetch answers its readers; then leave the in-flight map. (Fills
+    /// left to run behind the readers let a second reader, or a quota
+    /// sweep, miss a chunk that was neither in flight nor yet in near; the
+    /// cache tests caught it.)
     async fn fill(self, chunks: Vec<(B3Digest, Bytes)>, digests: Vec<B3Digest>) {
-        let bytes: u64 = chunks.iter().map(|(_, d)| d.len() as u64).sum();
-        let backlog = Arc::clone(&self.fill_backlog);
-        let map = Arc::clone(&self.inflight);
-        let work = async move {
-            if !chunks.is_empty() && self.gate.may_fill() {
-                match self.near.insert_chunks(chunks).await {
-                    Ok(()) => self.gate.succeeded(),
-                    Err(e) => self.fill_failed("chunk", &e).await,
-                }
+        if !chunks.is_empty() && self.gate.may_fill() {
+            match self.near.insert_chunks(chunks).await {
+                Ok(()) => self.gate.succeeded(),
+                Err(e) => self.fill_failed("chunk", &e).await,
             }
-            let mut map = map.lock();
-            for d in &digests {
-                map.remove(d);
-            }
-        };
-        let before = backlog.fetch_add(bytes, Ordering::Relaxed);
-        let runtime = tokio::runtime::Handle::try_current();
-        match runtime {
-            Ok(h) if before < FILL_BACKLOG_BYTES => {
-                drop(h.spawn(async move {
-                    work.await;
-                    backlog.fetch_sub(bytes, Ordering::Relaxed);
-                }));
-            }
-            _ => {
-                work.await;
-                backlog.fetch_sub(bytes, Ordering::Relaxed);
-            }
+        }
+        let mut map = self.inflight.lock();
+        for d in &digests {
+            map.remove(d);
         }
     }
 
