@@ -130,6 +130,17 @@ pub(crate) const BATCH_PIECE_BYTES: u64 = 1024 * 1024;
 /// ... and of at most this many chunks.
 const BATCH_PIECE_CHUNKS: usize = 256;
 
+/// Chunk bytes asked of the service and not yet taken in, across all
+/// requests: more requests wait their turn. Received chunks sit in the
+/// transport's buffers (and in cache fills) until their request ends, so
+/// without a bound 64 concurrent readers held ~35 MB of them; 16 MiB is
+/// still several times what a 1 Gbit/s link carries in one round trip.
+pub(crate) const MAX_BYTES_IN_FLIGHT: u64 = 16 * 1024 * 1024;
+
+/// The unit of [`Fetcher::in_flight`]'s permits (a semaphore counts in
+/// `u32`s).
+const IN_FLIGHT_UNIT: u64 = 1024;
+
 #[derive(Debug)]
 struct ChunkLru {
     lru: LruCache<B3Digest, Bytes>,
@@ -150,6 +161,9 @@ pub(crate) struct Fetcher {
     /// Bounds read-ahead fetches in flight; read-ahead is skipped when none
     /// is free rather than queued.
     readahead: Arc<Semaphore>,
+    /// Bounds the bytes requested and not yet received, in
+    /// [`IN_FLIGHT_UNIT`]s (see [`MAX_BYTES_IN_FLIGHT`]).
+    in_flight: Semaphore,
     /// Small blobs the service holds only in chunks (asking for them whole
     /// found nothing): not worth asking for whole again in a batch.
     chunked_small: Mutex<LruCache<B3Digest, ()>>,
@@ -180,6 +194,7 @@ impl Fetcher {
             )),
             inflight: Mutex::new(HashMap::new()),
             readahead: Arc::new(Semaphore::new(readahead_in_flight.max(1))),
+            in_flight: Semaphore::new((MAX_BYTES_IN_FLIGHT / IN_FLIGHT_UNIT) as usize),
             chunked_small: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CHUNK_LISTS).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -347,7 +362,17 @@ impl Fetcher {
     /// counted and cached on its own, then all leave the in-flight map.
     async fn fetch_many(self: Arc<Self>, metas: Vec<ChunkMeta>) -> Vec<Result<Bytes, FsError>> {
         let digests: Vec<B3Digest> = metas.iter().map(|m| m.digest).collect();
-        let got = tokio::time::timeout(self.timeout, self.blobs.read_chunk_batch(&digests)).await;
+        let bytes: u64 = metas.iter().map(|m| m.size).sum();
+        let units = bytes
+            .div_ceil(IN_FLIGHT_UNIT)
+            .clamp(1, MAX_BYTES_IN_FLIGHT / IN_FLIGHT_UNIT);
+        let got = tokio::time::timeout(self.timeout, async {
+            // The semaphore is never closed, so `acquire_many` cannot fail;
+            // were it to, the request goes ahead unbounded rather than fail.
+            let _permit = self.in_flight.acquire_many(units as u32).await.ok();
+            self.blobs.read_chunk_batch(&digests).await
+        })
+        .await;
         let out: Vec<Result<Bytes, FsError>> = match got {
             Err(_) => {
                 stats::add(&self.stats.timeouts, 1);
@@ -401,6 +426,12 @@ impl Fetcher {
             Ok(Some(data)) => {
                 stats::add(&self.stats.chunks_fetched, 1);
                 stats::add(&self.stats.bytes_fetched, data.len() as u64);
+                // A chunk off the wire is a slice of the whole gRPC receive
+                // buffer (often megabytes, shared with its neighbours):
+                // kept as is, one cached chunk pins all of it, and the
+                // cache's byte bound means nothing. The copy holds just
+                // the chunk.
+                let data = Bytes::copy_from_slice(&data);
                 self.cache_put(meta.digest, data.clone());
                 Ok(data)
             }

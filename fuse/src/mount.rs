@@ -50,9 +50,9 @@ pub struct MountConfig {
     pub store_dir: String,
     /// Operations working on the tokio runtime at once.
     pub max_in_flight: usize,
-    /// Bytes of recently read chunks kept in memory (32 MiB: with the
-    /// kernel's page cache in front, more buys little and counts fully
-    /// against the mount's memory bound).
+    /// Bytes of recently read chunks kept in memory (16 MiB: with the
+    /// kernel's page cache in front and the local cache behind, more buys
+    /// little and counts fully against the mount's memory bound).
     pub chunk_cache_bytes: u64,
     /// Chunks fetched ahead of a sequential reader.
     pub readahead_chunks: usize,
@@ -84,7 +84,7 @@ impl MountConfig {
             allow_other: false,
             store_dir: "/nix/store".to_owned(),
             max_in_flight: 256,
-            chunk_cache_bytes: 32 * 1024 * 1024,
+            chunk_cache_bytes: 16 * 1024 * 1024,
             readahead_chunks: 8,
             readahead_in_flight: 16,
             dir_cache_entries: 200_000,

@@ -18,11 +18,20 @@ use crate::Failure;
 use crate::cli::{Cli, Command};
 use crate::services::{self, Globals, Services};
 
+/// Most threads of tokio's blocking pool. Its default (512) lets a mount
+/// under 64 concurrent readers grow past a hundred threads (each redb call
+/// that finds no idle thread at once starts one), each with its stack.
+/// Blocking work beyond this waits in tokio's queue; the long-lived
+/// blocking tasks (the FUSE session, its waiter) are a handful, and redb
+/// work is bounded below this anyway (`MAX_BLOCKING_REDB`).
+const MAX_BLOCKING_THREADS: usize = 32;
+
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let globals = Globals::from_args(&cli.global).map_err(usage)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(dispatch(cli.command, globals))?;
