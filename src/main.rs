@@ -29,34 +29,15 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
-/// The error and its causes on one line, joined by ": ". Many library errors
-/// print their cause in their own message too; a cause whose text is
-/// already there is not repeated.
+/// The error and its causes on one line, joined by ": " (each error's text
+/// says only its own part; none repeats its cause).
 pub fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if msg.contains(&text) {
-            continue;
-        }
-        if !msg.is_empty() {
-            msg.push_str(": ");
-        }
-        msg.push_str(&text);
-    }
-    msg.replace('\n', " ")
+    error_chain(e.as_ref())
 }
 
 /// A library error and its causes on one line, joined by ": ".
 pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    msg.replace('\n', " ")
+    storefs_castore::Report(e).to_string().replace('\n', " ")
 }
 
 fn main() -> ExitCode {

@@ -3,14 +3,10 @@
 //! every chunk is still verified on its own, and readers that overlap share
 //! fetches.
 
-mod common;
-
 use std::path::Path;
 
-use common::nix::pseudo_random;
-use common::procs::{Mount, Service};
-use common::{ok_str, storefs};
 use storefs_castore::{B3Digest, RedbBlobService, RedbStore};
+use storefs_testkit::{TestMount, TestServer, ok_str, pseudo_random, storefs, storefs_bin};
 
 /// `n` small files `f000`, `f001`, … of a few KiB each, seeded by `seed`.
 fn small_files(dir: &Path, n: usize, seed: u64) -> Vec<Vec<u8>> {
@@ -36,7 +32,7 @@ fn a_corrupt_small_file_among_batched_siblings_fails_alone() {
     let src = tmp.path().join("smalls");
     let files = small_files(&src, 60, 1);
     let data = tmp.path().join("service");
-    let path = ok_str(storefs(&data).arg("add").arg(&src));
+    let path = ok_str(storefs!(&data).arg("add").arg(&src));
 
     // Corrupt the stored record of one file in the middle, on the service's
     // side: its bytes no longer hash to its digest.
@@ -55,9 +51,15 @@ fn a_corrupt_small_file_among_batched_siblings_fails_alone() {
     });
     drop(rt);
 
-    let service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
     let mnt = tmp.path().join("mnt");
-    let mount = Mount::start(&service.url(), &mnt, &tmp.path().join("cache"), &[]);
+    let mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &tmp.path().join("cache"),
+        &[],
+    );
     let dir = mnt.join(path.rsplit('/').next().unwrap());
     for (i, want) in files.iter().enumerate() {
         let got = std::fs::read(dir.join(format!("f{i:03}")));
@@ -87,10 +89,16 @@ fn concurrent_readers_of_overlapping_directories_fetch_each_chunk_once() {
     let c = small_files(&src.join("c"), 40, 2); // the same as the first 40 of a
     assert!(c.iter().zip(&a).all(|(x, y)| x == y));
     let data = tmp.path().join("service");
-    let path = ok_str(storefs(&data).arg("add").arg(&src));
-    let service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let path = ok_str(storefs!(&data).arg("add").arg(&src));
+    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
     let mnt = tmp.path().join("mnt");
-    let mount = Mount::start(&service.url(), &mnt, &tmp.path().join("cache"), &[]);
+    let mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &tmp.path().join("cache"),
+        &[],
+    );
     let root = mnt.join(path.rsplit('/').next().unwrap());
 
     // Eight readers at once, each walking the directories in its own order.

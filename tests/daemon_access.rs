@@ -5,18 +5,13 @@
 //! asked, silent connections cannot lock clients out, and each uid has a
 //! share of the connections. Also: one startup line per listener.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-use common::nix::{NixStore, require_nix};
-use common::serve::Serve;
-use common::{assert_success, ok_str};
+use storefs_testkit::{Serve, nix::NixStore, nix::require_nix, ok_str, storefs_bin};
 
 /// A scratch directory every user can traverse (the socket and the files
 /// `nobody` adds live in it).
@@ -101,6 +96,7 @@ fn untrusted_users_query_but_cannot_add() {
     let socket = tmp.path().join("daemon.sock");
     let grpc = tmp.path().join("grpc.sock");
     let serve = Serve::start(
+        &storefs_bin!(),
         &tmp.path().join("data"),
         &[
             "--listen",
@@ -151,7 +147,11 @@ fn untrusted_users_query_but_cannot_add() {
 
     // root may.
     let o = nix_store(&socket, false, &home, &["--add", src_arg]);
-    assert_success(&o, &Command::new("nix-store --add as root"));
+    assert!(
+        o.status.success(),
+        "nix-store --add as root: {}",
+        stderr(&o)
+    );
     assert_eq!(stdout(&o), path);
 
     // nobody may query and read it.
@@ -173,6 +173,7 @@ fn trusted_groups_may_add_and_strangers_are_refused_at_the_handshake() {
     let (src, path) = source(tmp.path());
     let socket = tmp.path().join("daemon.sock");
     let _serve = Serve::start(
+        &storefs_bin!(),
         &tmp.path().join("data"),
         &[
             "--daemon-socket",
@@ -198,6 +199,7 @@ fn trusted_groups_may_add_and_strangers_are_refused_at_the_handshake() {
     // Only root allowed: nobody is turned away at the handshake, by name.
     let socket = tmp.path().join("daemon2.sock");
     let _serve = Serve::start(
+        &storefs_bin!(),
         &tmp.path().join("data"),
         &[
             "--daemon-socket",
@@ -243,6 +245,7 @@ fn silent_connections_cannot_lock_clients_out() {
     let (src, path) = source(tmp.path());
     let socket = tmp.path().join("daemon.sock");
     let _serve = Serve::start(
+        &storefs_bin!(),
         &tmp.path().join("data"),
         &["--daemon-socket", socket.to_str().unwrap()],
         1,
@@ -298,6 +301,7 @@ fn handshakes_time_out_and_each_user_has_a_share() {
     let (src, path) = source(tmp.path());
     let socket = tmp.path().join("daemon.sock");
     let _serve = Serve::start(
+        &storefs_bin!(),
         &tmp.path().join("data"),
         &[
             "--daemon-socket",

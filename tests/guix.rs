@@ -6,47 +6,19 @@
 //! cryptography (guile-gcrypt) accepting what the server signs; the Nix
 //! flavour of the same store unchanged; refused imports naming the path.
 
-mod common;
+use std::io::Write;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use common::procs::wait_for;
-use common::{ok, ok_str, storefs};
+use storefs_testkit::{
+    TestServer, free_port, http, nix::require_nix, ok, ok_str, pseudo_random, storefs,
+};
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET over HTTP/1.0: (status, body).
+/// GET from the loopback port: (status, body).
 fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP header end");
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, buf[split + 4..].to_vec())
+    let a = http::get(([127, 0, 0, 1], port).into(), path);
+    (a.status, a.body)
 }
 
 const GNU: &str = "/gnu/store";
@@ -58,7 +30,7 @@ struct GnuNix {
 
 impl GnuNix {
     fn new(dir: &Path) -> Self {
-        common::nix::require_nix();
+        require_nix();
         let d = dir.display();
         GnuNix {
             spec: format!("local?store={GNU}&state={d}/state&log={d}/log&real={d}/real"),
@@ -93,11 +65,7 @@ fn make_closure(tmp: &Path) -> (GnuNix, String) {
     std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
     std::fs::write(tree.join("README"), "a Guix closure made for storefs\n").unwrap();
     std::fs::write(tree.join("sub/empty"), "").unwrap();
-    std::fs::write(
-        tree.join("sub/deeper/big"),
-        common::nix::pseudo_random(300_000, 7),
-    )
-    .unwrap();
+    std::fs::write(tree.join("sub/deeper/big"), pseudo_random(300_000, 7)).unwrap();
     let exe = tree.join("run.sh");
     std::fs::write(&exe, "#!/bin/sh\necho hi\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -138,21 +106,21 @@ fn guix_flavour_serves_and_imports_a_closure() {
         ))
         .arg(&root));
     let a = tmp.path().join("a");
-    ok(storefs(&a)
+    ok(storefs!(&a)
         .args(["--store-dir", GNU, "import", "--no-check-sigs", "--from"])
         .arg(format!("file://{}", cache.display()))
         .arg(&root));
 
     // A Guix key pair made by storefs, the way guix archive makes one.
     let keys = tmp.path().join("keys");
-    ok(storefs(&a).arg("guix-generate-key").arg(&keys));
+    ok(storefs!(&a).arg("guix-generate-key").arg(&keys));
     let sec = keys.join("signing-key.sec");
     let public = keys.join("signing-key.pub");
 
     // Serve A in the Guix flavour (chosen by --store-dir /gnu/store).
     let port = free_port();
-    let serve = Killed(
-        storefs(&a)
+    let serve = TestServer::spawn(
+        storefs!(&a)
             .args([
                 "--store-dir",
                 GNU,
@@ -162,14 +130,10 @@ fn guix_flavour_serves_and_imports_a_closure() {
             ])
             .arg("--guix-sign-key-file")
             .arg(&sec)
-            .args(["--guix-host-name", "storefs-test"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .args(["--guix-host-name", "storefs-test"]),
+        &[],
+        &[port],
     );
-    wait_for(Duration::from_secs(20), "the HTTP port", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
 
     let (status, info) = get(port, "/nix-cache-info");
     assert_eq!(status, 200);
@@ -265,7 +229,7 @@ fn guix_flavour_serves_and_imports_a_closure() {
     // Import into store B, signatures checked, NARs exact.
     let b = tmp.path().join("b");
     let imported = ok_str(
-        storefs(&b)
+        storefs!(&b)
             .args([
                 "--store-dir",
                 GNU,
@@ -283,10 +247,10 @@ fn guix_flavour_serves_and_imports_a_closure() {
     want.sort();
     assert_eq!(imported, want);
     for p in &closure {
-        let ours = ok(storefs(&b).args(["--store-dir", GNU, "nar", p]));
+        let ours = ok(storefs!(&b).args(["--store-dir", GNU, "nar", p]));
         assert_eq!(ours, nix.dump(p), "{p}");
     }
-    let info = ok_str(storefs(&b).args(["--store-dir", GNU, "info", &root]));
+    let info = ok_str(storefs!(&b).args(["--store-dir", GNU, "info", &root]));
     let mut refs: Vec<String> = info
         .lines()
         .find_map(|l| l.strip_prefix("References:"))
@@ -302,7 +266,7 @@ fn guix_flavour_serves_and_imports_a_closure() {
     nix_refs.sort();
     assert_eq!(refs, nix_refs);
     // The ACL file form works as well, and a second run finds it all present.
-    let again = storefs(&b)
+    let again = storefs!(&b)
         .args([
             "--store-dir",
             GNU,
@@ -316,13 +280,16 @@ fn guix_flavour_serves_and_imports_a_closure() {
         .output()
         .unwrap();
     assert!(again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("imported 0 paths, 1 already present"));
+    assert!(
+        String::from_utf8_lossy(&again.stderr)
+            .contains("imported 0 paths (0 NAR bytes), 1 already present")
+    );
 
     // Signed by another key: refused, naming the path; nothing recorded.
     let stranger = tmp.path().join("stranger");
-    ok(storefs(&a).arg("guix-generate-key").arg(&stranger));
+    ok(storefs!(&a).arg("guix-generate-key").arg(&stranger));
     let c = tmp.path().join("c");
-    let refused = storefs(&c)
+    let refused = storefs!(&c)
         .args([
             "--store-dir",
             GNU,
@@ -341,7 +308,7 @@ fn guix_flavour_serves_and_imports_a_closure() {
         err.contains(&root) && err.contains("unauthorized key"),
         "{err}"
     );
-    let info = storefs(&c)
+    let info = storefs!(&c)
         .args(["--store-dir", GNU, "info", &root])
         .output()
         .unwrap();
@@ -350,8 +317,8 @@ fn guix_flavour_serves_and_imports_a_closure() {
     // The Nix flavour of the same store is unchanged: Nix copies from it.
     drop(serve);
     let port2 = free_port();
-    let _nix_view = Killed(
-        storefs(&a)
+    let _nix_view = TestServer::spawn(
+        storefs!(&a)
             .args([
                 "--store-dir",
                 GNU,
@@ -359,14 +326,10 @@ fn guix_flavour_serves_and_imports_a_closure() {
                 "--http",
                 &format!("127.0.0.1:{port2}"),
             ])
-            .args(["--http-flavour", "nix"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .args(["--http-flavour", "nix"]),
+        &[],
+        &[port2],
     );
-    wait_for(Duration::from_secs(20), "the second HTTP port", || {
-        TcpStream::connect(("127.0.0.1", port2)).is_ok()
-    });
     let (_, info) = get(port2, "/nix-cache-info");
     assert!(String::from_utf8_lossy(&info).contains("WantMassQuery: 1"));
     let (_, ni) = get(port2, &format!("/{hash}.narinfo"));
@@ -408,15 +371,15 @@ fn altered_narinfos_are_refused_naming_the_path() {
         ))
         .arg(&root));
     let a = tmp.path().join("a");
-    ok(storefs(&a)
+    ok(storefs!(&a)
         .args(["--store-dir", GNU, "import", "--no-check-sigs", "--from"])
         .arg(format!("file://{}", cache.display()))
         .arg(&root));
     let keys = tmp.path().join("keys");
-    ok(storefs(&a).arg("guix-generate-key").arg(&keys));
+    ok(storefs!(&a).arg("guix-generate-key").arg(&keys));
     let port = free_port();
-    let serve = Killed(
-        storefs(&a)
+    let serve = TestServer::spawn(
+        storefs!(&a)
             .args([
                 "--store-dir",
                 GNU,
@@ -426,14 +389,10 @@ fn altered_narinfos_are_refused_naming_the_path() {
             ])
             .arg("--guix-sign-key-file")
             .arg(keys.join("signing-key.sec"))
-            .args(["--guix-compression", "none"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .args(["--guix-compression", "none"]),
+        &[],
+        &[port],
     );
-    wait_for(Duration::from_secs(20), "the HTTP port", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
     // Mirror the server into a directory.
     let mirror = tmp.path().join("mirror");
     std::fs::create_dir_all(mirror.join("nar")).unwrap();
@@ -467,7 +426,7 @@ fn altered_narinfos_are_refused_naming_the_path() {
 
     let import = |name: &str| {
         let data = tmp.path().join(name);
-        let out = storefs(&data)
+        let out = storefs!(&data)
             .args(["--store-dir", GNU, "import", "--from"])
             .arg(format!("file://{}", mirror.display()))
             .arg("--authorized-keys")
@@ -475,7 +434,7 @@ fn altered_narinfos_are_refused_naming_the_path() {
             .arg(&root)
             .output()
             .unwrap();
-        let recorded = storefs(&data)
+        let recorded = storefs!(&data)
             .args(["--store-dir", GNU, "info", &root])
             .output()
             .unwrap()

@@ -4,16 +4,14 @@
 //! trickled headers and silent connections are cut off; one address cannot
 //! hold more than its share of connections.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-use common::nix::{NixStore, write_odd_tree};
-use common::serve::{Answer, Serve, http};
-use common::{ok_str, storefs};
+use storefs_testkit::{
+    Serve, http::Answer, http::http, nix::NixStore, nix::write_odd_tree, ok, ok_str, storefs,
+    storefs_bin,
+};
 
 const READ: &str = "read-s3cret";
 const WRITE: &str = "write-s3cret";
@@ -29,7 +27,7 @@ fn served(tmp: &Path, extra: &[&str]) -> (Serve, String) {
     let data = tmp.join("data");
     let src = tmp.join("tree");
     write_odd_tree(&src);
-    let path = ok_str(storefs(&data).arg("add").arg(&src));
+    let path = ok_str(storefs!(&data).arg("add").arg(&src));
     std::fs::write(tmp.join("read.token"), format!("{READ}\n")).unwrap();
     std::fs::write(tmp.join("write.token"), format!("{WRITE}\n")).unwrap();
     let read_file = tmp.join("read.token");
@@ -43,7 +41,7 @@ fn served(tmp: &Path, extra: &[&str]) -> (Serve, String) {
         write_file.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    (Serve::start(&data, &args, 1), path)
+    (Serve::start(&storefs_bin!(), &data, &args, 1), path)
 }
 
 fn hash_part(store_path: &str) -> &str {
@@ -135,14 +133,13 @@ fn reads_need_the_read_token_and_nix_sends_it_from_a_netrc() {
     assert!(!out.status.success(), "nix copy without the netrc worked");
     assert!(!without.real_path(&path).exists());
     let dest = NixStore::new();
-    common::ok(
-        dest.nix()
-            .args(["copy", "--no-check-sigs", "--from", &url])
-            .arg("--option")
-            .arg("netrc-file")
-            .arg(&netrc)
-            .arg(&path),
-    );
+    ok(dest
+        .nix()
+        .args(["copy", "--no-check-sigs", "--from", &url])
+        .arg("--option")
+        .arg("netrc-file")
+        .arg(&netrc)
+        .arg(&path));
     assert_eq!(dest.dump(&path), nar.body);
 
     // And a write through the netrc (Basic, with the write token): Nix
@@ -156,14 +153,13 @@ fn reads_need_the_read_token_and_nix_sends_it_from_a_netrc() {
     let own = tmp.path().join("own.txt");
     std::fs::write(&own, "uploaded through a netrc\n").unwrap();
     let own_path = dest.add(&own);
-    common::ok(
-        dest.nix()
-            .args(["copy", "--to", &url])
-            .arg("--option")
-            .arg("netrc-file")
-            .arg(&upload_netrc)
-            .arg(&own_path),
-    );
+    ok(dest
+        .nix()
+        .args(["copy", "--to", &url])
+        .arg("--option")
+        .arg("netrc-file")
+        .arg(&upload_netrc)
+        .arg(&own_path));
     let got = get(
         addr,
         &format!("/{}.narinfo", hash_part(&own_path)),

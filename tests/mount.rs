@@ -3,16 +3,14 @@
 //! mode; the mount is lazy, works from its cache with the service down,
 //! survives restarts, and unmounts on signals.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use common::{mount_at, serve, storefs};
-use storefs_testkit::nix::{Fixtures, nix_sha256};
-use storefs_testkit::{Signal, is_mounted, ok, ok_str, wait_for};
+use storefs_testkit::{
+    Signal, TestMount, TestServer, is_mounted, nix::Fixtures, nix::nix_sha256, ok, ok_str, storefs,
+    storefs_bin, wait_for,
+};
 
 /// Every entry under `a` equals the one under `b`: kind, permission bits,
 /// mtime, size, contents, symlink target, and a directory's link count.
@@ -70,7 +68,7 @@ fn add_sources(fx: &Fixtures, data: &Path) -> Vec<String> {
     for p in [&fx.tree, &fx.single, &fx.small] {
         let name = &p[p.find('-').unwrap() + 1..];
         let ours = ok_str(
-            storefs(data)
+            storefs!(data)
                 .args(["add", "--name", name])
                 .arg(fx.store.real_path(p)),
         );
@@ -91,10 +89,16 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     let data = tmp.path().join("service");
     let paths = add_sources(&fx, &data);
     let socket = tmp.path().join("grpc.sock");
-    let mut service = serve(&data, &socket);
+    let mut service = TestServer::start(&storefs_bin!(), &data, &socket);
     let mnt = tmp.path().join("mnt");
     let cache = tmp.path().join("cache");
-    let mut mount = mount_at(&service.url(), &mnt, &cache, &["--timeout", "3"]);
+    let mut mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &cache,
+        &["--timeout", "3"],
+    );
 
     // Lazy: a store path appears on lookup; nothing is fetched before.
     assert_eq!(mount.stats()["bytes_fetched"], 0);
@@ -152,7 +156,7 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     );
 
     // Service back: the same mount reconnects by itself and reads it.
-    service = serve(&data, &socket);
+    service = TestServer::start(&storefs_bin!(), &data, &socket);
     wait_for(Duration::from_secs(20), "the mount to reconnect", || {
         std::fs::read(mnt.join(base(&late))).is_ok()
     });
@@ -164,15 +168,21 @@ fn mounted_fixtures_equal_nix_and_the_mount_is_lazy_and_survives() {
     wait_for(Duration::from_secs(5), "the unmount", || !is_mounted(&mnt));
 
     // Remount on the same cache with no service: what was read reads.
-    let mut mount = mount_at(&service.url(), &mnt, &cache, &["--timeout", "2"]);
+    let mut mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &cache,
+        &["--timeout", "2"],
+    );
     assert_eq!(std::fs::read(tree.join("a")).unwrap(), b"a\n");
     assert_eq!(ok_str(&mut Command::new(tree.join("bin/tool"))), "tool");
 
     // SIGKILL leaves a stale mount; a new mount there clears it.
     assert_eq!(mount.stop_with(Signal::KILL), None);
     assert!(is_mounted(&mnt));
-    let service = serve(&data, &socket);
-    let mount = mount_at(&service.url(), &mnt, &cache, &[]);
+    let service = TestServer::start(&storefs_bin!(), &data, &socket);
+    let mount = TestMount::start(&storefs_bin!(), &service.url(), &mnt, &cache, &[]);
     for p in &paths {
         assert_same_tree(&mnt.join(base(p)), &fx.store.real_path(p));
     }
@@ -185,9 +195,10 @@ fn list_root_lists_every_path_and_sigint_unmounts() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("service");
     let paths = add_sources(&fx, &data);
-    let service = serve(&data, &tmp.path().join("grpc.sock"));
+    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
     let mnt = tmp.path().join("mnt");
-    let mut mount = mount_at(
+    let mut mount = TestMount::start(
+        &storefs_bin!(),
         &service.url(),
         &mnt,
         &tmp.path().join("cache"),

@@ -2,10 +2,7 @@
 //! quota keeps the cache bounded, and evicted data is fetched again
 //! correctly.
 
-mod common;
-
-use common::{mount_at, serve, storefs};
-use storefs_testkit::{ok_str, pseudo_random};
+use storefs_testkit::{TestMount, TestServer, ok_str, pseudo_random, storefs, storefs_bin};
 
 #[test]
 fn reading_more_than_the_quota_keeps_the_cache_bounded() {
@@ -18,12 +15,18 @@ fn reading_more_than_the_quota_keeps_the_cache_bounded() {
         std::fs::write(src.join(format!("f{i}")), pseudo_random(SIZE, i as u64 + 1)).unwrap();
     }
     let data = tmp.path().join("service");
-    let path = ok_str(storefs(&data).arg("add").arg(&src));
-    let service = serve(&data, &tmp.path().join("grpc.sock"));
+    let path = ok_str(storefs!(&data).arg("add").arg(&src));
+    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("mnt");
     const QUOTA: u64 = 4 << 20;
-    let mount = mount_at(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
+    let mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &cache,
+        &["--cache-size", "4M"],
+    );
     let base = path.rsplit('/').next().unwrap();
 
     // Read everything (32 MiB through a 4 MiB cache), then again through a
@@ -42,7 +45,13 @@ fn reading_more_than_the_quota_keeps_the_cache_bounded() {
     let fetched = mount.stats()["bytes_fetched"].as_u64().unwrap();
     assert!(fetched >= (FILES * SIZE) as u64, "fetched {fetched}");
     drop(mount);
-    let mount = mount_at(&service.url(), &mnt, &cache, &["--cache-size", "4M"]);
+    let mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &cache,
+        &["--cache-size", "4M"],
+    );
     read_all(1);
     drop(mount);
 
@@ -74,12 +83,18 @@ fn fill_through_quota(quota: &str, files: usize, size: usize) -> (u64, u64) {
         std::fs::write(src.join(format!("f{i}")), pseudo_random(size, i as u64 + 7)).unwrap();
     }
     let data = tmp.path().join("service");
-    let path = ok_str(storefs(&data).arg("add").arg(&src));
+    let path = ok_str(storefs!(&data).arg("add").arg(&src));
     std::fs::remove_dir_all(&src).unwrap();
-    let service = serve(&data, &tmp.path().join("grpc.sock"));
+    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
     let cache = tmp.path().join("cache");
     let mnt = tmp.path().join("mnt");
-    let mount = mount_at(&service.url(), &mnt, &cache, &["--cache-size", quota]);
+    let mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &cache,
+        &["--cache-size", quota],
+    );
     let base = path.rsplit('/').next().unwrap();
     for i in 0..files {
         let got = std::fs::read(mnt.join(base).join(format!("f{i}"))).unwrap();

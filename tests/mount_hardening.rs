@@ -3,15 +3,12 @@
 //! disk loses nothing already cached, and `bytes_fetched` counts only what
 //! came from the remote.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-use common::nix::pseudo_random;
-use common::procs::{Mount, Service, is_mounted};
-use common::{ok_str, storefs, storefs_bin};
+use storefs_testkit::{
+    TestMount, TestServer, is_mounted, ok_str, pseudo_random, storefs, storefs_bin,
+};
 
 /// A store path of `n` files of `size` pseudo-random bytes (`f0`, `f1`,
 /// ...), added to the embedded store in `data`; returns its base name.
@@ -21,7 +18,7 @@ fn add_files(tmp: &Path, data: &Path, n: usize, size: usize) -> String {
     for i in 0..n {
         std::fs::write(src.join(format!("f{i}")), file_bytes(i, size)).unwrap();
     }
-    let path = ok_str(storefs(data).arg("add").arg(&src));
+    let path = ok_str(storefs!(data).arg("add").arg(&src));
     path.rsplit('/').next().unwrap().to_owned()
 }
 
@@ -39,7 +36,7 @@ fn mount_expecting_refusal(
     token_file: Option<&Path>,
     limit: Duration,
 ) -> Output {
-    let mut cmd = Command::new(storefs_bin());
+    let mut cmd = Command::new(storefs_bin!());
     cmd.env("RUST_LOG", "warn,fuser=error")
         .env_remove("STOREFS_TOKEN")
         .env("STOREFS_DATA", cache.join("data"))
@@ -126,9 +123,15 @@ fn issue13_a_live_mountpoint_is_refused_and_the_first_mount_keeps_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("service");
     let base = add_files(tmp.path(), &data, 2, 300_000);
-    let service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
     let mnt = tmp.path().join("mnt");
-    let first = Mount::start(&service.url(), &mnt, &tmp.path().join("cache1"), &[]);
+    let first = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &tmp.path().join("cache1"),
+        &[],
+    );
     let file = mnt.join(&base).join("f0");
     assert_eq!(std::fs::read(&file).unwrap(), file_bytes(0, 300_000));
 
@@ -186,7 +189,8 @@ fn issue13_a_mount_without_the_read_token_refuses_at_startup() {
     std::fs::write(&token, "the-read-token\n").unwrap();
     let wrong = tmp.path().join("wrong.token");
     std::fs::write(&wrong, "not-the-token\n").unwrap();
-    let service = Service::start_with(
+    let service = TestServer::start_with(
+        &storefs_bin!(),
         &data,
         &tmp.path().join("grpc.sock"),
         &["--read-token-file", token.to_str().unwrap()],
@@ -215,7 +219,7 @@ fn issue13_a_mount_without_the_read_token_refuses_at_startup() {
         assert!(!is_mounted(&mnt), "{name}");
     }
     // The right token (through the environment) mounts, and reads.
-    let mut cmd = Command::new(storefs_bin());
+    let mut cmd = Command::new(storefs_bin!());
     let mut child = cmd
         .env("RUST_LOG", "warn,fuser=error")
         .env("STOREFS_TOKEN", "the-read-token")
@@ -254,10 +258,10 @@ fn issue13_a_warm_read_with_the_service_down_fetches_nothing() {
     let data = tmp.path().join("service");
     const SIZE: usize = 1 << 20;
     let base = add_files(tmp.path(), &data, 1, SIZE);
-    let mut service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let mut service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
     let mnt = tmp.path().join("mnt");
     let cache = tmp.path().join("cache");
-    let mount = Mount::start(&service.url(), &mnt, &cache, &[]);
+    let mount = TestMount::start(&storefs_bin!(), &service.url(), &mnt, &cache, &[]);
     assert_eq!(
         std::fs::read(mnt.join(&base).join("f0")).unwrap(),
         file_bytes(0, SIZE)
@@ -271,7 +275,7 @@ fn issue13_a_warm_read_with_the_service_down_fetches_nothing() {
     drop(mount);
 
     service.stop();
-    let mount = Mount::start(&service.url(), &mnt, &cache, &[]);
+    let mount = TestMount::start(&storefs_bin!(), &service.url(), &mnt, &cache, &[]);
     assert_eq!(
         std::fs::read(mnt.join(&base).join("f0")).unwrap(),
         file_bytes(0, SIZE)
@@ -300,7 +304,7 @@ fn issue13_a_full_cache_disk_keeps_serving_what_it_holds() {
     const FILES: usize = 12;
     const SIZE: usize = 2 << 20;
     let base = add_files(tmp.path(), &data, FILES, SIZE);
-    let mut service = Service::start(&data, &tmp.path().join("grpc.sock"));
+    let mut service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
     // Declared before the mounts: dropped (unmounted) after them.
     let small = tmp.path().join("small");
     let _tmpfs = Tmpfs::mount(&small, "12m");
@@ -310,12 +314,12 @@ fn issue13_a_full_cache_disk_keeps_serving_what_it_holds() {
     let read = |i: usize| std::fs::read(mnt.join(&base).join(format!("f{i}"))).unwrap();
 
     // f0 goes into the cache (durably: the mount flushes at exit).
-    let mount = Mount::start(&service.url(), &mnt, &cache, &flags);
+    let mount = TestMount::start(&storefs_bin!(), &service.url(), &mnt, &cache, &flags);
     assert!(read(0) == file_bytes(0, SIZE));
     drop(mount);
 
     // Everything else does not fit: every read is still right.
-    let mount = Mount::start(&service.url(), &mnt, &cache, &flags);
+    let mount = TestMount::start(&storefs_bin!(), &service.url(), &mnt, &cache, &flags);
     for i in 1..FILES {
         assert!(read(i) == file_bytes(i, SIZE), "file {i}");
     }

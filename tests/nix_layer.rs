@@ -1,11 +1,10 @@
 //! `storefs add`, `nar` and `info` against a real Nix: for every fixture
 //! Nix made, storefs computes the same store path, NAR bytes and NAR hash.
 
-mod common;
-
-use common::{serve, storefs};
-use storefs_testkit::nix::{Fixtures, NixStore, nix_sha256, write_odd_tree};
-use storefs_testkit::{ok, ok_str};
+use storefs_testkit::{
+    TestServer, nix::Fixtures, nix::NixStore, nix::nix_sha256, nix::write_odd_tree, ok, ok_str,
+    storefs, storefs_bin,
+};
 
 #[test]
 fn add_gives_the_path_nix_store_add_gives() {
@@ -23,7 +22,7 @@ fn add_gives_the_path_nix_store_add_gives() {
     std::os::unix::fs::symlink("hello.txt", &link).unwrap();
 
     for path in [&src, &single, &exe, &link] {
-        let ours = ok_str(storefs(data.path()).arg("add").arg(path));
+        let ours = ok_str(storefs!(data.path()).arg("add").arg(path));
         let theirs = nix.add(path);
         assert_eq!(ours, theirs, "store path of {}", path.display());
         // docs/nix-formats.md, worked example: this one is pinned.
@@ -33,19 +32,19 @@ fn add_gives_the_path_nix_store_add_gives() {
                 "/nix/store/925f1jb1ajrypjbyq7rylwryqwizvhp0-hello.txt"
             );
         }
-        let nar = ok(storefs(data.path()).arg("nar").arg(&ours));
+        let nar = ok(storefs!(data.path()).arg("nar").arg(&ours));
         assert_eq!(nar, nix.dump(&theirs), "NAR of {}", path.display());
         assert_eq!(nix_sha256(&nar), nix.hash(&theirs));
     }
 
     // --name, and several paths at once, one line each.
     let out = ok_str(
-        storefs(data.path())
+        storefs!(data.path())
             .args(["add", "--name", "renamed"])
             .arg(&single),
     );
     assert!(out.ends_with("-renamed"), "{out}");
-    let two = ok_str(storefs(data.path()).arg("add").arg(&single).arg(&src));
+    let two = ok_str(storefs!(data.path()).arg("add").arg(&single).arg(&src));
     assert_eq!(two.lines().count(), 2);
 }
 
@@ -56,10 +55,14 @@ fn add_gives_the_path_nix_store_add_gives() {
 fn add_over_grpc_gives_the_path_nix_store_add_gives() {
     let nix = NixStore::new();
     let served = tempfile::tempdir().unwrap();
-    let service = serve(served.path(), &served.path().join("grpc.sock"));
+    let service = TestServer::start(
+        &storefs_bin!(),
+        served.path(),
+        &served.path().join("grpc.sock"),
+    );
     let client = tempfile::tempdir().unwrap();
     let grpc = |cmd: &str| {
-        let mut c = storefs(client.path());
+        let mut c = storefs!(client.path());
         c.args(["--store", &service.url(), cmd]);
         c
     };
@@ -89,15 +92,15 @@ fn nar_and_info_of_every_fixture_match_nix() {
         let real = fx.store.real_path(p);
         let name = p.rsplit_once('-').map(|(h, _)| &p[h.len() + 1..]).unwrap();
         let ours = ok_str(
-            storefs(data.path())
+            storefs!(data.path())
                 .args(["add", "--name", name])
                 .arg(&real),
         );
         assert_eq!(&ours, p);
-        let nar = ok(storefs(data.path()).arg("nar").arg(p));
+        let nar = ok(storefs!(data.path()).arg("nar").arg(p));
         assert_eq!(nar, fx.store.dump(p));
         let info: serde_json::Value =
-            serde_json::from_slice(&ok(storefs(data.path()).args(["info", "--json"]).arg(p)))
+            serde_json::from_slice(&ok(storefs!(data.path()).args(["info", "--json"]).arg(p)))
                 .unwrap();
         assert_eq!(info[0]["path"], p.as_str());
         assert_eq!(info[0]["narHash"], fx.store.hash(p).as_str());
@@ -108,7 +111,7 @@ fn nar_and_info_of_every_fixture_match_nix() {
                 .unwrap()
                 .starts_with("fixed:r:sha256:")
         );
-        let text = ok_str(storefs(data.path()).arg("info").arg(p));
+        let text = ok_str(storefs!(data.path()).arg("info").arg(p));
         assert!(
             text.contains(&format!("NarHash: {}", fx.store.hash(p))),
             "{text}"
@@ -129,14 +132,14 @@ fn unknown_paths_and_bad_input_fail_in_one_line() {
         vec!["info", "/gnu/store/00000000000000000000000000000000-x"],
         vec!["add", "/does/not/exist"],
     ] {
-        let out = storefs(data.path()).args(&args).output().unwrap();
+        let out = storefs!(data.path()).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         assert!(err.starts_with("storefs: "), "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    let out = storefs(data.path())
+    let out = storefs!(data.path())
         .args(["--store", "nope://x", "info", "x"])
         .output()
         .unwrap();
@@ -150,17 +153,17 @@ fn adding_under_gnu_store_gives_a_different_path_and_the_same_nar() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("hello.txt");
     std::fs::write(&f, b"Hello World!").unwrap();
-    let nix_path = ok_str(storefs(data.path()).arg("add").arg(&f));
+    let nix_path = ok_str(storefs!(data.path()).arg("add").arg(&f));
     let gnu = tempfile::tempdir().unwrap();
     let gnu_path = ok_str(
-        storefs(gnu.path())
+        storefs!(gnu.path())
             .args(["--store-dir", "/gnu/store", "add"])
             .arg(&f),
     );
     assert!(gnu_path.starts_with("/gnu/store/"));
     assert_ne!(&gnu_path[11..43], &nix_path[11..43]);
-    let a = ok(storefs(data.path()).arg("nar").arg(&nix_path));
-    let b = ok(storefs(gnu.path())
+    let a = ok(storefs!(data.path()).arg("nar").arg(&nix_path));
+    let b = ok(storefs!(gnu.path())
         .args(["--store-dir", "/gnu/store", "nar"])
         .arg(&gnu_path));
     assert_eq!(a, b);

@@ -3,11 +3,9 @@
 //! `--store grpc+unix://` and `grpc://`, and the data still there after the
 //! service restarts.
 
-mod common;
-
-use common::{serve, storefs};
-use storefs_testkit::nix::{NixStore, write_odd_tree};
-use storefs_testkit::{TestServer, free_port, ok, ok_str};
+use storefs_testkit::{
+    TestServer, free_port, nix::NixStore, nix::write_odd_tree, ok, ok_str, storefs, storefs_bin,
+};
 
 #[test]
 fn commands_work_through_a_service_and_survive_its_restart() {
@@ -19,12 +17,12 @@ fn commands_work_through_a_service_and_survive_its_restart() {
     let data = tmp.path().join("service");
     let client_data = tmp.path().join("client-unused");
     let socket = tmp.path().join("grpc.sock");
-    let mut service = serve(&data, &socket);
+    let mut service = TestServer::start(&storefs_bin!(), &data, &socket);
     let url = service.url();
 
     // One process adds through the service...
     let path = ok_str(
-        storefs(&client_data)
+        storefs!(&client_data)
             .args(["--store", &url, "add"])
             .arg(&src),
     );
@@ -32,13 +30,13 @@ fn commands_work_through_a_service_and_survive_its_restart() {
     // ...another reads it back, byte for byte what Nix dumps.
     let want = nix.dump(&path);
     assert_eq!(
-        ok(storefs(&client_data)
+        ok(storefs!(&client_data)
             .args(["--store", &url, "nar"])
             .arg(&path)),
         want
     );
     let info = ok_str(
-        storefs(&client_data)
+        storefs!(&client_data)
             .args(["--store", &url, "info"])
             .arg(&path),
     );
@@ -49,9 +47,9 @@ fn commands_work_through_a_service_and_survive_its_restart() {
 
     // Restart the service on the same store: still there.
     service.stop();
-    let service = serve(&data, &socket);
+    let service = TestServer::start(&storefs_bin!(), &data, &socket);
     assert_eq!(
-        ok(storefs(&client_data)
+        ok(storefs!(&client_data)
             .args(["--store", &service.url(), "nar"])
             .arg(&path)),
         want
@@ -63,21 +61,21 @@ fn commands_work_through_a_service_and_survive_its_restart() {
     let token = tmp.path().join("token");
     std::fs::write(&token, "s3cret-token\n").unwrap();
     let port = free_port();
-    let mut cmd = storefs(&data);
+    let mut cmd = storefs!(&data);
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--write-token-file")
         .arg(&token);
-    let _tcp = TestServer::spawn(cmd, &[], &[port]);
+    let _tcp = TestServer::spawn(&mut cmd, &[], &[port]);
     let tcp = format!("grpc://127.0.0.1:{port}");
     assert_eq!(
-        ok(storefs(&client_data)
+        ok(storefs!(&client_data)
             .args(["--store", &tcp, "nar"])
             .arg(&path)),
         want
     );
     let single = tmp.path().join("single.txt");
     std::fs::write(&single, b"Hello World!").unwrap();
-    let out = storefs(&client_data)
+    let out = storefs!(&client_data)
         .args(["--store", &tcp, "add"])
         .arg(&single)
         .output()
@@ -86,7 +84,7 @@ fn commands_work_through_a_service_and_survive_its_restart() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token"), "{err}");
     let added = ok_str(
-        storefs(&client_data)
+        storefs!(&client_data)
             .args(["--store", &tcp, "--token-file"])
             .arg(&token)
             .arg("add")

@@ -2,15 +2,10 @@
 //! refused the damaged data, and the server logs DATA_LOSS at error level
 //! with the digest, over gRPC, the HTTP view and the daemon socket.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-use common::nix::pseudo_random;
-use common::serve::{Serve, http};
-use common::{ok_str, storefs};
+use storefs_testkit::{Serve, http::http, ok_str, pseudo_random, storefs, storefs_bin};
 
 /// Flip one byte of `needle`'s only occurrence in `file`.
 fn flip(file: &Path, needle: &[u8]) {
@@ -31,19 +26,21 @@ fn flip(file: &Path, needle: &[u8]) {
 fn corrupt_data_in_our_own_store_is_logged_as_data_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    // Incompressible, so stored as it is; smaller than a chunk.
-    let content = pseudo_random(48 * 1024, 7);
+    // Incompressible, so stored as it is; below the chunker's 16 KiB
+    // minimum, so one chunk whatever its bytes.
+    let content = pseudo_random(12 * 1024, 7);
     let src = tmp.path().join("noise.bin");
     std::fs::write(&src, &content).unwrap();
-    let path = ok_str(storefs(&data).arg("add").arg(&src));
+    let path = ok_str(storefs!(&data).arg("add").arg(&src));
     let info: serde_json::Value =
-        serde_json::from_str(&ok_str(storefs(&data).args(["info", "--json", &path]))).unwrap();
+        serde_json::from_str(&ok_str(storefs!(&data).args(["info", "--json", &path]))).unwrap();
     let digest = info[0]["root"]["digest"].as_str().unwrap().to_owned();
     flip(&data.join("store.redb"), &content[1000..1064]);
 
     let grpc = tmp.path().join("grpc.sock");
     let daemon = tmp.path().join("daemon.sock");
     let serve = Serve::start(
+        &storefs_bin!(),
         &data,
         &[
             "--listen",
@@ -57,7 +54,7 @@ fn corrupt_data_in_our_own_store_is_logged_as_data_loss() {
     );
 
     // gRPC: the read fails, and the server says why, at error level.
-    let out = Command::new(common::storefs_bin())
+    let out = Command::new(storefs_bin!())
         .env("RUST_LOG", "off")
         .args([
             "--store",

@@ -4,14 +4,11 @@
 //! daemon socket and copies it back out of our HTTP binary cache, checking
 //! our signature.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
-
-use common::storefs;
-use storefs_testkit::nix::{Fixtures, NixStore, sorted_lines};
-use storefs_testkit::{TestServer, free_port, ok, ok_str};
+use storefs_testkit::{
+    TestServer, free_port, nix::Fixtures, nix::NixStore, nix::sorted_lines, ok, ok_str, storefs,
+};
 
 #[test]
 fn nix_uses_our_daemon_socket_and_http_cache() {
@@ -41,7 +38,7 @@ fn nix_uses_our_daemon_socket_and_http_cache() {
         .arg(&fx.withrefs));
     let nix_pub = std::fs::read_to_string(&key_pub).unwrap();
     // Signatures by a key we were not told to trust are refused...
-    let out = storefs(&data)
+    let out = storefs!(&data)
         .args(["import", "--from"])
         .arg(format!("file://{}", cache.display()))
         .arg(&fx.withrefs)
@@ -55,7 +52,7 @@ fn nix_uses_our_daemon_socket_and_http_cache() {
     );
     // ...and accepted with it.
     let imported = ok_str(
-        storefs(&data)
+        storefs!(&data)
             .args(["import", "--from"])
             .arg(format!("file://{}", cache.display()))
             .args(["--trusted-public-key", nix_pub.trim()])
@@ -64,7 +61,7 @@ fn nix_uses_our_daemon_socket_and_http_cache() {
     assert_eq!(sorted_lines(&imported), fx.store.requisites(&fx.withrefs));
     for p in fx.store.requisites(&fx.withrefs) {
         assert_eq!(
-            ok(storefs(&data).arg("nar").arg(&p)),
+            ok(storefs!(&data).arg("nar").arg(&p)),
             fx.store.dump(&p),
             "{p}"
         );
@@ -79,7 +76,7 @@ fn nix_uses_our_daemon_socket_and_http_cache() {
         .args(["--generate-binary-cache-key", "storefs-test-1"])
         .arg(&our_sec)
         .arg(&our_pub));
-    let mut serve = storefs(&data);
+    let mut serve = storefs!(&data);
     serve
         .arg("serve")
         .arg("--daemon-socket")
@@ -87,7 +84,7 @@ fn nix_uses_our_daemon_socket_and_http_cache() {
         .args(["--http", &format!("127.0.0.1:{port}")])
         .arg("--sign-key-file")
         .arg(&our_sec);
-    let _serve = TestServer::spawn(serve, &[&socket], &[port]);
+    let _serve = TestServer::spawn(&mut serve, &[&socket], &[port]);
 
     // Nix asks our socket what it would ask its own daemon.
     let store = format!("unix://{}", socket.display());

@@ -32,7 +32,7 @@ mod tests {
         assert!(e.is_data_loss());
         let e = Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, "x"));
         assert!(e.is_data_loss());
-        assert!(!Error::Timeout("slow".into()).is_data_loss());
+        assert!(!Error::timeout("slow", None).is_data_loss());
         assert!(!Error::Io(std::io::Error::other("x")).is_data_loss());
     }
 }

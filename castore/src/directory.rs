@@ -52,7 +52,7 @@ pub struct Entry {
 #[non_exhaustive]
 pub enum DirectoryError {
     /// An entry's name breaks the name rules.
-    #[error("entry {index} of {list}: {source}")]
+    #[error("entry {index} of {list}")]
     InvalidName {
         /// Which of the three lists (`directories`, `files`, `symlinks`).
         list: &'static str,
@@ -75,7 +75,7 @@ pub enum DirectoryError {
     #[error("duplicate name {0:?}")]
     DuplicateName(String),
     /// A digest is not 32 bytes.
-    #[error("entry {name:?}: {source}")]
+    #[error("entry {name:?}")]
     InvalidDigest {
         /// The entry at fault.
         name: String,
@@ -83,7 +83,7 @@ pub enum DirectoryError {
         source: InvalidDigestLen,
     },
     /// A symlink target breaks the target rules.
-    #[error("symlink {name:?}: {source}")]
+    #[error("symlink {name:?}")]
     InvalidSymlinkTarget {
         /// The symlink at fault.
         name: String,

@@ -73,7 +73,7 @@ struct Faulty {
 impl Faulty {
     fn check(&self) -> crate::Result<()> {
         if self.mode.load(Ordering::SeqCst) == FAULT_FAIL {
-            return Err(Error::Remote("injected failure".into()));
+            return Err(Error::remote_msg("injected failure"));
         }
         Ok(())
     }

@@ -82,7 +82,7 @@ pub use directoryservice::{
     DirectoryPutter, DirectoryService, MemoryDirectoryService, PartialDirectoryStore,
     RedbDirectoryService,
 };
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Report, Result};
 pub use import::{
     DEFAULT_CONCURRENCY, IngestError, IngestOptions, IngestStats, Ingested, ingest_path,
     ingest_path_with, unsupported_kind,

@@ -157,13 +157,13 @@ impl RedbStore {
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: usize) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let lock = FileLock::acquire(&path).map_err(|e| match e {
-            LockError::Busy => Error::Storage(format!(
+            LockError::Busy => Error::storage_msg(format!(
                 "{} is in use by another process (a running `storefs serve` or `storefs mount`?); \
                  use --store grpc://... to reach it through that process",
                 path.display()
             )),
             LockError::Io(e) => {
-                Error::Storage(format!("opening redb database {}: {e}", path.display()))
+                Error::storage(format!("opening redb database {}", path.display()), e)
             }
         })?;
         let full = Arc::new(DiskFull::default());
@@ -222,7 +222,7 @@ impl RedbStore {
     pub fn file_len(&self) -> Result<u64> {
         std::fs::metadata(&*self.path)
             .map(|m| m.len())
-            .map_err(|e| Error::Storage(format!("stat {}: {e}", self.path.display())))
+            .map_err(|e| Error::storage(format!("stat {}", self.path.display()), e))
     }
 
     /// Open (creating the directory if needed) the store in directory `dir`:
@@ -231,7 +231,7 @@ impl RedbStore {
     pub fn open_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Storage(format!("creating store directory {}: {e}", dir.display()))
+            Error::storage(format!("creating store directory {}", dir.display()), e)
         })?;
         Self::open(dir.join(STORE_FILE_NAME))
     }
@@ -241,7 +241,7 @@ impl RedbStore {
     pub fn open_dir_with_cache(dir: impl AsRef<Path>, cache_bytes: usize) -> Result<Self> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Storage(format!("creating store directory {}: {e}", dir.display()))
+            Error::storage(format!("creating store directory {}", dir.display()), e)
         })?;
         Self::open_with_cache(dir.join(STORE_FILE_NAME), cache_bytes)
     }
@@ -298,10 +298,10 @@ impl RedbStore {
         let mut txn = self
             .database()
             .begin_write()
-            .map_err(|e| Error::Storage(format!("flush {}: {e}", self.path.display())))?;
+            .map_err(|e| Error::storage(format!("flush {}", self.path.display()), e))?;
         txn.set_durability(redb::Durability::Immediate);
         txn.commit()
-            .map_err(|e| Error::Storage(format!("flush {}: {e}", self.path.display())))
+            .map_err(|e| Error::storage(format!("flush {}", self.path.display()), e))
     }
 
     /// The database file's path.
@@ -320,35 +320,34 @@ impl RedbStore {
     }
 
     fn create_tables(&self) -> Result<()> {
-        let err = |e: &dyn std::fmt::Display| {
-            Error::Storage(format!(
-                "creating castore tables in {}: {e}",
-                self.path.display()
-            ))
+        let err = |e: crate::BoxError| {
+            Error::storage(
+                format!("creating castore tables in {}", self.path.display()),
+                e,
+            )
         };
         let db = self.database();
-        let txn = db.begin_write().map_err(|e| err(&e))?;
+        let txn = db.begin_write().map_err(|e| err(e.into()))?;
         for table in [CHUNKS, BLOB_CHUNKS, DIRECTORIES] {
-            txn.open_table(table).map_err(|e| err(&e))?;
+            txn.open_table(table).map_err(|e| err(e.into()))?;
         }
-        txn.open_table(CHUNK_LRU).map_err(|e| err(&e))?;
-        txn.open_table(CHUNK_ATIME).map_err(|e| err(&e))?;
-        txn.open_table(META).map_err(|e| err(&e))?;
-        txn.commit().map_err(|e| err(&e))
+        txn.open_table(CHUNK_LRU).map_err(|e| err(e.into()))?;
+        txn.open_table(CHUNK_ATIME).map_err(|e| err(e.into()))?;
+        txn.open_table(META).map_err(|e| err(e.into()))?;
+        txn.commit().map_err(|e| err(e.into()))
     }
 }
 
 /// Open the database file at `path` through a [`StoreFile`] (the caller
 /// holds the file's lock).
 fn open_database(path: &Path, full: &Arc<DiskFull>, cache_bytes: usize) -> Result<Database> {
-    let err = |e: &dyn std::fmt::Display| {
-        Error::Storage(format!("opening redb database {}: {e}", path.display()))
-    };
-    let file = StoreFile::open(path, Arc::clone(full)).map_err(|e| err(&e))?;
+    let err =
+        |e: crate::BoxError| Error::storage(format!("opening redb database {}", path.display()), e);
+    let file = StoreFile::open(path, Arc::clone(full)).map_err(|e| err(e.into()))?;
     Database::builder()
         .set_cache_size(cache_bytes)
         .create_with_backend(file)
-        .map_err(|e| err(&e))
+        .map_err(|e| err(e.into()))
 }
 
 /// Whether `db` has failed for good (a write failed; redb now answers
@@ -381,10 +380,10 @@ where
     let permit = SLOTS
         .acquire()
         .await
-        .map_err(|e| Error::Storage(format!("redb task slots: {e}")))?;
+        .map_err(|e| Error::storage("redb task slots", e))?;
     let r = tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Storage(format!("redb task failed: {e}")))?;
+        .map_err(|e| Error::storage("redb task failed", e))?;
     drop(permit);
     r
 }
@@ -393,8 +392,8 @@ where
 pub const MAX_BLOCKING_REDB: usize = 16;
 
 /// Turn a redb error into ours, saying what was being done.
-pub(crate) fn storage<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Error {
-    move |e| Error::Storage(format!("redb {what}: {e}"))
+pub(crate) fn storage<E: Into<crate::BoxError>>(what: &'static str) -> impl Fn(E) -> Error {
+    move |e| Error::storage(format!("redb {what}"), e)
 }
 
 /// Encode a chunk record: zstd (level 1) only when that makes it smaller.
@@ -449,7 +448,7 @@ const ZSTD_LEVEL: i32 = 1;
 
 /// Decode a chunk record and check it hashes to `digest`.
 pub(crate) fn decode_chunk(digest: &B3Digest, record: &[u8]) -> Result<bytes::Bytes> {
-    let corrupt = |why: String| Error::Storage(format!("chunk record {digest} is corrupt: {why}"));
+    let corrupt = |why: String| Error::storage(format!("chunk record {digest} is corrupt"), why);
     let data = match record.split_first() {
         Some((&CHUNK_RAW, rest)) => rest.to_vec(),
         // The frame's size is not trusted for allocation: decode_all grows
@@ -487,7 +486,7 @@ pub(crate) fn encode_chunk_list(chunks: &[crate::ChunkMeta]) -> Vec<u8> {
 /// Decode a chunk list.
 pub(crate) fn decode_chunk_list(blob: &B3Digest, record: &[u8]) -> Result<Vec<crate::ChunkMeta>> {
     if !record.len().is_multiple_of(LIST_ENTRY_LEN) || record.len() < 2 * LIST_ENTRY_LEN {
-        return Err(Error::Storage(format!(
+        return Err(Error::storage_msg(format!(
             "chunk list record of blob {blob} is corrupt: {} bytes",
             record.len()
         )));
@@ -498,10 +497,10 @@ pub(crate) fn decode_chunk_list(blob: &B3Digest, record: &[u8]) -> Result<Vec<cr
         // Both slices have the lengths split_at gives them (32 and 8), so
         // these conversions cannot fail; map the error anyway.
         let digest = B3Digest::try_from(d)
-            .map_err(|e| Error::Storage(format!("chunk list of blob {blob}: {e}")))?;
+            .map_err(|e| Error::storage(format!("chunk list of blob {blob}"), e))?;
         let size_bytes: [u8; 8] = s
             .try_into()
-            .map_err(|_| Error::Storage(format!("chunk list of blob {blob}: bad size")))?;
+            .map_err(|_| Error::storage_msg(format!("chunk list of blob {blob}: bad size")))?;
         out.push(crate::ChunkMeta {
             digest,
             size: u64::from_le_bytes(size_bytes),
@@ -544,12 +543,12 @@ mod tests {
         ));
         assert!(matches!(
             decode_chunk(&d, b"\x07abc"),
-            Err(Error::Storage(_))
+            Err(Error::Storage { .. })
         ));
-        assert!(matches!(decode_chunk(&d, b""), Err(Error::Storage(_))));
+        assert!(matches!(decode_chunk(&d, b""), Err(Error::Storage { .. })));
         assert!(matches!(
             decode_chunk(&d, b"\x01not zstd"),
-            Err(Error::Storage(_))
+            Err(Error::Storage { .. })
         ));
         assert!(decode_chunk(&d, b"\x00abc").is_ok());
         assert!(decode_chunk_list(&d, &[0; 41]).is_err());

@@ -226,7 +226,7 @@ pub enum OpenStoreError {
     #[error("{0} is a remote store: it is opened by the gRPC client, not as a local castore")]
     NotLocal(StoreUrl),
     /// Opening the local store failed.
-    #[error("opening store {url}: {source}")]
+    #[error("opening store {url}")]
     Open {
         /// The store.
         url: StoreUrl,

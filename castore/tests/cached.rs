@@ -219,7 +219,7 @@ async fn lying_far_directories_are_refused_and_not_cached() {
     let got: Vec<_> = cache.get_recursive(&t.root.digest()).collect().await;
     assert_eq!(got.len(), 6);
     assert!(got[..5].iter().all(|r| r.is_ok()));
-    assert!(matches!(got[5], Err(Error::Remote(_))), "{:?}", got[5]);
+    assert!(matches!(got[5], Err(Error::Remote { .. })), "{:?}", got[5]);
     assert!(near.is_empty(), "a lie was cached");
 }
 
@@ -371,7 +371,7 @@ impl tokio::io::AsyncWrite for FailingWriter {
 #[async_trait]
 impl BlobWriter for FailingWriter {
     async fn close(&mut self) -> storefs_castore::Result<B3Digest> {
-        Err(Error::Storage("disk full".into()))
+        Err(Error::storage_msg("disk full"))
     }
 }
 

@@ -227,7 +227,7 @@ async fn recursive_get_over_a_partial_closure_fails_and_early_drop_is_fine() {
     let got: Vec<_> = svc.get_recursive(&t.root.digest()).collect().await;
     let last = got.last().unwrap();
     assert!(
-        matches!(last, Err(Error::Storage(m)) if m.contains("missing")),
+        matches!(last, Err(Error::Storage { context, .. }) if context.contains("missing")),
         "{last:?}"
     );
     // A full closure, dropped after its first item.

@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(FsError::NotFound.errno(), Errno::ENOENT);
         assert_eq!(FsError::UnknownInode(7).errno(), Errno::ENOENT);
         assert_eq!(
-            FsError::from(storefs_castore::Error::Remote("down".into())).errno(),
+            FsError::from(storefs_castore::Error::remote_msg("down")).errno(),
             Errno::EIO
         );
         assert_eq!(

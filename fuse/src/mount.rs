@@ -124,7 +124,7 @@ pub enum MountError {
     },
     /// The mount itself failed (no /dev/fuse, no fusermount3, not a
     /// directory, no permission).
-    #[error("cannot mount at {path}: {source}")]
+    #[error("cannot mount at {path}")]
     Mount {
         /// The mountpoint.
         path: PathBuf,
@@ -140,7 +140,7 @@ pub enum MountError {
         message: String,
     },
     /// The session ended with an error reading from the kernel.
-    #[error("the mount at {path} ended with an error: {source}")]
+    #[error("the mount at {path} ended with an error")]
     Session {
         /// The mountpoint.
         path: PathBuf,
@@ -306,10 +306,10 @@ impl Drop for MountHandle {
     fn drop(&mut self) {
         if self.session.is_some() {
             if let Err(e) = lazy_unmount(&self.mountpoint) {
-                tracing::warn!(error = %e, "storefs mount: unmount on drop failed");
+                tracing::warn!(error = %storefs_castore::Report(&e), "storefs mount: unmount on drop failed");
             }
             if let Err(e) = self.join() {
-                tracing::warn!(error = %e, "storefs mount: session ended with an error");
+                tracing::warn!(error = %storefs_castore::Report(&e), "storefs mount: session ended with an error");
             }
         }
     }

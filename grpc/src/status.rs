@@ -13,14 +13,14 @@ use tonic::{Code, Status};
 /// which is logged at error level (see [`data_loss`]).
 /// A request the backend refuses is `InvalidArgument`.
 pub(crate) fn to_status(op: &str, err: Error) -> Status {
-    let msg = format!("{op}: {err}");
+    let msg = format!("{op}: {}", storefs_castore::Report(&err));
     if err.is_data_loss() {
         return data_loss(msg);
     }
     match err {
         Error::InvalidRequest(_) => Status::invalid_argument(msg),
-        Error::Timeout(_) => Status::deadline_exceeded(msg),
-        Error::Remote(_) => Status::unavailable(msg),
+        Error::Timeout { .. } => Status::deadline_exceeded(msg),
+        Error::Remote { .. } => Status::unavailable(msg),
         _ => Status::internal(msg),
     }
 }
@@ -54,11 +54,11 @@ pub(crate) fn from_status(op: &str, status: &Status) -> Error {
         Code::Unauthenticated | Code::PermissionDenied => {
             Error::Io(io::Error::new(io::ErrorKind::PermissionDenied, msg))
         }
-        Code::DeadlineExceeded => Error::Timeout(msg),
+        Code::DeadlineExceeded => Error::timeout(msg, None),
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
             Error::InvalidRequest(msg)
         }
-        _ => Error::Remote(msg),
+        _ => Error::remote_msg(msg),
     }
 }
 

@@ -212,7 +212,8 @@ async fn a_wrong_directory_is_refused() {
     assert_eq!(s.next().await.unwrap().unwrap(), root);
     let err = s.next().await.unwrap().unwrap_err();
     assert!(
-        err.to_string()
+        storefs_castore::Report(&err)
+            .to_string()
             .contains("no directory received so far names"),
         "{err}"
     );

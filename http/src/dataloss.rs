@@ -11,8 +11,8 @@ pub(crate) fn log_nar_failure(e: &Error) {
     // cannot be had (InvalidRequest "... is missing from the store", a
     // wrong size) is damage as well.
     if e.is_data_loss() || matches!(e, Error::InvalidRequest(_)) {
-        tracing::error!(error = %e, "DATA_LOSS: a NAR could not be rendered from this server's own store");
+        tracing::error!(error = %storefs_castore::Report(e), "DATA_LOSS: a NAR could not be rendered from this server's own store");
     } else {
-        tracing::warn!(error = %e, "NAR body failed");
+        tracing::warn!(error = %storefs_castore::Report(e), "NAR body failed");
     }
 }

@@ -274,7 +274,7 @@ async fn nar(
         },
     )
     .map_err(|e| {
-        tracing::warn!(error = %e, "NAR body failed");
+        tracing::warn!(error = %storefs_castore::Report(&e), "NAR body failed");
         std::io::Error::other(e)
     });
     let body = match compression {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use storefs_http::HttpConfig;
 use storefs_http::guix::{GuixCompression, GuixHttpConfig};
-use storefs_store::guix::key::SecretKey;
+use storefs_store::guix::key::{Acl, SecretKey};
 use storefs_store::store_path::StoreDir;
 
 use crate::cli::GuixServeArgs;
@@ -117,17 +117,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `storefs import --authorized-keys …`: copy closures from a `guix
-/// publish` server, every Guix signature checked.
-pub async fn import(
-    services: &crate::services::Services,
-    store_dir: &StoreDir,
-    args: super::import::ImportArgs,
-    progress: std::sync::Arc<dyn storefs_store::import::ImportProgress>,
-) -> anyhow::Result<()> {
-    use storefs_store::guix::import::{GuixImportOptions, import_from_guix};
-    use storefs_store::guix::key::Acl;
-
+/// The keys of `storefs import --authorized-keys …` (a `guix publish`
+/// source): every ACL or key file read into one ACL.
+pub fn authorized_keys(args: &super::import::ImportArgs) -> anyhow::Result<Acl> {
     if args.no_check_sigs || !args.trusted_public_keys.is_empty() {
         bail!(
             "--authorized-keys (Guix signatures) does not go with --no-check-sigs or --trusted-public-key (Nix signatures)"
@@ -150,38 +142,5 @@ pub async fn import(
             acl.add(k.clone());
         }
     }
-    let options = GuixImportOptions {
-        acl,
-        store_dir: store_dir.clone(),
-        concurrency: 4,
-    };
-    let import_services = services.clone();
-    let report = import_from_guix(
-        &args.from,
-        &args.paths,
-        options,
-        import_services,
-        progress.clone(),
-    )
-    .await
-    .with_context(|| format!("importing from {}", args.from))?;
-    drop(progress);
-    for p in &report.imported {
-        println!("{}", p.to_absolute(store_dir));
-    }
-    eprintln!(
-        "storefs: imported {} paths, {} already present",
-        report.imported.len(),
-        report.already_present.len()
-    );
-    if !report.failed.is_empty() {
-        for f in &report.failed {
-            eprintln!("storefs: {}: {}", f.path, f.error);
-        }
-        bail!(
-            "{} of the paths could not be imported (listed above); nothing of them was recorded",
-            report.failed.len()
-        );
-    }
-    Ok(())
+    Ok(acl)
 }

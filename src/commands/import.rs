@@ -1,6 +1,7 @@
 //! `storefs import`: copy closures in from a binary cache (`file://`,
-//! `http(s)://`) or a running nix-daemon (`unix://SOCKET`), with a progress
-//! bar on a terminal.
+//! `http(s)://`), a running nix-daemon (`unix://SOCKET`) or, with
+//! `--authorized-keys`, a `guix publish` server, with a progress bar on a
+//! terminal.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use storefs_store::daemon::import_from_daemon;
+use storefs_store::guix::import::import_from_guix;
 use storefs_store::import::{ImportOptions, ImportProgress, NoProgress, import_from_binary_cache};
 use storefs_store::store_path::{StoreDir, StorePath};
 
@@ -39,9 +41,11 @@ pub async fn run(
     } else {
         Arc::new(NoProgress)
     };
-    if !args.authorized_keys.is_empty() {
-        return super::guix::import(services, store_dir, args, progress).await;
-    }
+    let guix_keys = if args.authorized_keys.is_empty() {
+        None
+    } else {
+        Some(super::guix::authorized_keys(&args)?)
+    };
     let options = ImportOptions {
         trusted_keys: args.trusted_public_keys,
         check_sigs: !args.no_check_sigs,
@@ -49,11 +53,22 @@ pub async fn run(
         concurrency: 4,
     };
     let into = services.clone();
-    let report = match daemon_socket(&args.from) {
-        Some(socket) => {
+    let report = match (guix_keys, daemon_socket(&args.from)) {
+        (Some(acl), _) => {
+            import_from_guix(
+                &args.from,
+                &args.paths,
+                acl,
+                options,
+                into,
+                progress.clone(),
+            )
+            .await
+        }
+        (None, Some(socket)) => {
             import_from_daemon(&socket, &args.paths, options, into, progress.clone()).await
         }
-        None => {
+        (None, None) => {
             import_from_binary_cache(&args.from, &args.paths, options, into, progress.clone()).await
         }
     }

@@ -31,7 +31,7 @@ pub enum ContentAddressError {
     #[error("text content address {0:?} must use sha256")]
     TextNotSha256(String),
     /// The digest is malformed.
-    #[error("content address {ca:?}: {source}")]
+    #[error("content address {ca:?}")]
     Hash {
         /// The whole text.
         ca: String,

@@ -132,7 +132,7 @@ async fn redb_refuses_corrupt_records_on_read() {
     for d in [a.store_path.digest(), b.store_path.digest()] {
         let err = svc.get(*d).await.unwrap_err();
         assert!(
-            matches!(err, storefs_castore::Error::Storage(ref m) if m.contains("corrupt record")),
+            matches!(err, storefs_castore::Error::Storage { ref context, .. } if context.contains("corrupt record")),
             "{err}"
         );
     }

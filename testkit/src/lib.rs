@@ -11,7 +11,8 @@
 //!   [`TestServer`] and [`TestMount`] (`storefs serve` / `storefs mount`
 //!   processes), [`GrpcServer`] (a gRPC server in the test's runtime),
 //!   [`TestDaemon`] (the daemon socket in the test's runtime), [`FuseMount`]
-//!   (an in-process mount).
+//!   (an in-process mount), and [`Serve`] (`storefs serve` that announced
+//!   its listeners), with [`http`], a client that shows the raw answer.
 //! - [`suites`]: the conformance suites every blob, directory and path info
 //!   service passes, whatever its backend (memory, redb, cache, gRPC).
 //!
@@ -22,9 +23,11 @@ mod cmd;
 pub mod daemon;
 pub mod fuse;
 pub mod grpc;
+pub mod http;
 mod net;
 pub mod nix;
 mod process;
+mod serve;
 pub mod suites;
 mod wait;
 pub mod xattr;
@@ -37,6 +40,7 @@ pub use grpc::GrpcServer;
 pub use net::free_port;
 pub use process::{TestMount, TestServer, is_mounted, signal};
 pub use rustix::process::Signal;
+pub use serve::Serve;
 pub use wait::{eventually, wait_for, wait_until};
 
 /// The `storefs` binary cargo built for the calling test (only the root
@@ -45,5 +49,17 @@ pub use wait::{eventually, wait_for, wait_until};
 macro_rules! storefs_bin {
     () => {
         ::std::path::PathBuf::from(env!("CARGO_BIN_EXE_storefs"))
+    };
+}
+
+/// A `storefs` command (see [`storefs_cmd`]) of the calling test's binary
+/// on the embedded store in `data`.
+#[macro_export]
+macro_rules! storefs {
+    ($data:expr) => {
+        $crate::storefs_cmd(
+            &$crate::storefs_bin!(),
+            ::std::convert::AsRef::<::std::path::Path>::as_ref(&$data),
+        )
     };
 }

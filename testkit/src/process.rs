@@ -55,18 +55,24 @@ impl TestServer {
     /// `storefs serve --listen unix:SOCKET` over the embedded store in
     /// `data`; returns once the socket accepts.
     pub fn start(bin: &Path, data: &Path, socket: &Path) -> Self {
+        Self::start_with(bin, data, socket, &[])
+    }
+
+    /// [`TestServer::start`] with extra `serve` flags.
+    pub fn start_with(bin: &Path, data: &Path, socket: &Path, extra: &[&str]) -> Self {
         let mut cmd = storefs_cmd(bin, data);
         cmd.arg("serve")
             .arg("--listen")
-            .arg(format!("unix:{}", socket.display()));
-        let mut s = Self::spawn(cmd, &[socket], &[]);
+            .arg(format!("unix:{}", socket.display()))
+            .args(extra);
+        let mut s = Self::spawn(&mut cmd, &[socket], &[]);
         s.socket = socket.to_owned();
         s
     }
 
     /// Spawn `cmd` and wait until every unix socket in `sockets` and every
     /// loopback TCP port in `ports` accepts a connection.
-    pub fn spawn(mut cmd: Command, sockets: &[&Path], ports: &[u16]) -> Self {
+    pub fn spawn(cmd: &mut Command, sockets: &[&Path], ports: &[u16]) -> Self {
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -310,7 +310,7 @@ impl CommitQueue {
             }));
         }
         rx.await
-            .map_err(|_| Error::Storage("redb committer stopped before our commit".into()))?
+            .map_err(|_| Error::storage_msg("redb committer stopped before our commit"))?
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
@@ -403,7 +403,10 @@ impl LastRound {
             // A writer that went away does not care.
             let _ = done.send(match &self.result {
                 Ok(()) => Ok(()),
-                Err(e) => Err(Error::Storage(e.to_string())),
+                Err(e) => Err(Error::storage(
+                    "committing the batch",
+                    crate::Report(e).to_string(),
+                )),
             });
         }
     }

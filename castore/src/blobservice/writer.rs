@@ -136,7 +136,7 @@ impl<S: ChunkSink> BlobWriter for ChunkingWriter<S> {
     async fn close(&mut self) -> Result<B3Digest> {
         match &self.state {
             State::Closed(d) => return Ok(*d),
-            State::Failed(msg) => return Err(Error::Storage(msg.clone())),
+            State::Failed(msg) => return Err(Error::storage_msg(msg.clone())),
             State::Open => {}
         }
         if let Some(fut) = self.pending.take()

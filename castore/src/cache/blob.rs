@@ -93,7 +93,9 @@ impl CachedBlobService {
         match self.near.recover().await {
             Ok(crate::Recovery::Reopened { disk_full }) => self.gate.recovered(disk_full),
             Ok(_) => {}
-            Err(e) => warn!(error = %e, "could not reopen the local cache; trying again later"),
+            Err(e) => {
+                warn!(error = %crate::Report(&e), "could not reopen the local cache; trying again later")
+            }
         }
     }
 
@@ -280,8 +282,8 @@ impl BlobService for CachedBlobService {
                         .clone()
                         .map(move |v| match v.get(k) {
                             Some(r) => r.clone(),
-                            None => Err(Arc::new(Error::Remote(
-                                "batched fetch answered too few chunks".into(),
+                            None => Err(Arc::new(Error::remote_msg(
+                                "batched fetch answered too few chunks",
                             ))),
                         })
                         .boxed()
@@ -314,7 +316,7 @@ impl BlobService for CachedBlobService {
             out[i] = Some(r);
         }
         out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Remote("chunk left unanswered".into()))))
+            .map(|r| r.unwrap_or_else(|| Err(Error::remote_msg("chunk left unanswered"))))
             .collect()
     }
 
@@ -346,11 +348,25 @@ fn clone_error(e: &Error) -> Error {
             source: source.clone(),
         },
         Error::InvalidRequest(m) => Error::InvalidRequest(m.clone()),
-        Error::Storage(m) => Error::Storage(m.clone()),
-        Error::Remote(m) => Error::Remote(m.clone()),
-        Error::Timeout(m) => Error::Timeout(m.clone()),
+        Error::Storage { context, source } => Error::Storage {
+            context: context.clone(),
+            source: source.as_deref().map(copy_source),
+        },
+        Error::Remote { context, source } => Error::Remote {
+            context: context.clone(),
+            source: source.as_deref().map(copy_source),
+        },
+        Error::Timeout { what, after } => Error::Timeout {
+            what: what.clone(),
+            after: *after,
+        },
         Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
         #[allow(unreachable_patterns)] // a variant added later still maps
-        other => Error::Remote(other.to_string()),
+        other => Error::remote_msg(other.to_string()),
     }
+}
+
+/// A source's text (and its own sources'), for a copy of the error.
+fn copy_source(source: &(dyn std::error::Error + Send + Sync + 'static)) -> crate::BoxError {
+    crate::Report(source).to_string().into()
 }

@@ -83,7 +83,7 @@ async fn near_closure(
         match item {
             Ok(d) => out.push(d),
             Err(e) => {
-                debug!(%root, error = %e, "near closure incomplete; fetching from far");
+                debug!(%root, error = %crate::Report(&e), "near closure incomplete; fetching from far");
                 return None;
             }
         }
@@ -138,7 +138,7 @@ impl DirectoryService for CachedDirectoryService {
                 let dir = item?;
                 let digest = dir.digest();
                 if !expected.remove(&digest) {
-                    Err(Error::Remote(format!(
+                    Err(Error::remote_msg(format!(
                         "closure of {root}: far sent directory {digest}, which no directory \
                          received before it names{}",
                         if received.contains(&digest) { " (a duplicate)" } else { "" }
@@ -157,7 +157,7 @@ impl DirectoryService for CachedDirectoryService {
                 return;
             }
             if let Some(missing) = expected.iter().next() {
-                Err(Error::Remote(format!(
+                Err(Error::remote_msg(format!(
                     "closure of {root}: far did not send directory {missing} ({} missing)",
                     expected.len()
                 )))?;

@@ -158,7 +158,7 @@ mod tests {
         let stats = Arc::new(CacheStats::default());
         let gate = FillGate::new(stats.clone());
         assert!(gate.may_fill());
-        let e = Error::Storage("disk full".into());
+        let e = Error::storage_msg("disk full");
         assert_eq!(gate.failed("chunk", &e), AfterFailure::Recover);
         assert_eq!(gate.failed("chunk", &e), AfterFailure::Nothing);
         assert!(!gate.may_fill());
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn pauses_double_up_to_the_limit() {
         let gate = FillGate::new(Arc::default());
-        let e = Error::Storage("x".into());
+        let e = Error::storage_msg("x");
         for _ in 0..20 {
             // End the pause by hand, as if its time had passed.
             gate.state.lock().paused_until = Some(Instant::now() - Duration::from_secs(1));

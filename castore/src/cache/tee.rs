@@ -101,7 +101,7 @@ impl BlobWriter for TeeWriter {
             match near.close().await {
                 Ok(d) if d == digest => {}
                 Ok(d) => warn!(%digest, near = %d, "near and far disagree on a blob's digest"),
-                Err(e) => warn!(%digest, error = %e, "could not cache blob"),
+                Err(e) => warn!(%digest, error = %crate::Report(&e), "could not cache blob"),
             }
         }
         Ok(digest)

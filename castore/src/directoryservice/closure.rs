@@ -206,7 +206,7 @@ pub(crate) fn bfs(root: B3Digest, fetch: Fetch) -> BoxStream<'static, Result<Dir
                     continue;
                 }
                 let child_dir = fetch(*child).await?.ok_or_else(|| {
-                    Error::Storage(format!(
+                    Error::storage_msg(format!(
                         "directory {child} (entry {name} of {digest}) is missing"
                     ))
                 })?;

@@ -140,7 +140,7 @@ fn walk(db: &Database, root: B3Digest, tx: &tokio::sync::mpsc::Sender<Result<Dir
             match read(child) {
                 Ok(Some(c)) => queue.push_back((*child, c)),
                 Ok(None) => {
-                    return send_err(Error::Storage(format!(
+                    return send_err(Error::storage_msg(format!(
                         "directory {child} (entry {name} of {digest}) is missing"
                     )));
                 }
@@ -194,7 +194,7 @@ impl DirectoryService for RedbDirectoryService {
                 yield item;
             }
             if let Err(e) = walker.await {
-                yield Err(Error::Storage(format!("directory walk of {root} failed: {e}")));
+                yield Err(Error::storage(format!("directory walk of {root} failed"), e));
             }
         })
     }

@@ -10,7 +10,7 @@ use crate::{Error, NameError, SymlinkTargetError};
 #[non_exhaustive]
 pub enum IngestError {
     /// Reading the file system failed (stat, readdir, readlink, open, read).
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The path that could not be read.
         path: PathBuf,
@@ -35,7 +35,7 @@ pub enum IngestError {
     },
     /// A file name is not a valid castore name (for example, longer than
     /// 255 bytes).
-    #[error("invalid name {path}: {source}")]
+    #[error("invalid name {path}")]
     InvalidName {
         /// The path whose last component is at fault.
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum IngestError {
         source: NameError,
     },
     /// A symlink's target is not valid in castore (empty or over 4095 bytes).
-    #[error("invalid symlink target at {path}: {source}")]
+    #[error("invalid symlink target at {path}")]
     InvalidSymlinkTarget {
         /// The symlink.
         path: PathBuf,
@@ -51,7 +51,7 @@ pub enum IngestError {
         source: SymlinkTargetError,
     },
     /// Storing a file's contents failed.
-    #[error("cannot store contents of {path}: {source}")]
+    #[error("cannot store contents of {path}")]
     Blob {
         /// The file being stored.
         path: PathBuf,
@@ -59,7 +59,7 @@ pub enum IngestError {
         source: Error,
     },
     /// Storing the directories failed.
-    #[error("cannot store directories of {path}: {source}")]
+    #[error("cannot store directories of {path}")]
     Directory {
         /// The root being ingested.
         path: PathBuf,
@@ -67,11 +67,11 @@ pub enum IngestError {
         source: Error,
     },
     /// A worker task died (panicked or was cancelled); a bug, not bad input.
-    #[error("ingest task for {path} failed: {reason}")]
+    #[error("ingest task for {path} failed")]
     TaskFailed {
         /// The path the task was working on.
         path: PathBuf,
         /// What the runtime reported.
-        reason: String,
+        source: crate::BoxError,
     },
 }

@@ -151,7 +151,7 @@ pub async fn ingest_path_with(
         .await
         .map_err(|e| IngestError::TaskFailed {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })??;
 
     let mut stats = IngestStats::default();
@@ -175,7 +175,7 @@ async fn root_name_of(path: &Path) -> Result<PathComponent, IngestError> {
                 .await
                 .map_err(|e| IngestError::TaskFailed {
                     path: path.to_owned(),
-                    reason: e.to_string(),
+                    source: e.into(),
                 })?
                 .map_err(|source| IngestError::Io {
                     path: path.to_owned(),
@@ -257,7 +257,7 @@ async fn upload_files(
         };
         let (index, executable, large, result) = joined.map_err(|e| IngestError::TaskFailed {
             path: walked[0].path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         large_running -= usize::from(large);
         let (digest, size) = result?;
@@ -308,7 +308,7 @@ async fn upload_file(
             .await
             .map_err(|e| IngestError::TaskFailed {
                 path: path.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             })?
             .map_err(io_err)?;
     let mut writer = blob_service.open_write().await;
@@ -416,7 +416,7 @@ async fn build_directories(
         } else {
             nodes[index].take().ok_or_else(|| IngestError::TaskFailed {
                 path: w.path.clone(),
-                reason: "file was not uploaded".to_owned(),
+                source: "file was not uploaded".into(),
             })?
         };
         match w.parent {
@@ -427,7 +427,7 @@ async fn build_directories(
 
     let root_entry = root_entry.ok_or_else(|| IngestError::TaskFailed {
         path: root_path.to_owned(),
-        reason: "walk returned no root".to_owned(),
+        source: "walk returned no root".into(),
     })?;
     if let Some(mut putter) = putter {
         let closed = putter.close().await.map_err(dir_err)?;

@@ -135,7 +135,7 @@ impl GrpcBlobService {
         let conn = &self.conn;
         let op = format!("ChunkService/ReadChunks ({} digests)", batch.len());
         let protocol =
-            |why: String| BatchError::Other(Error::Remote(format!("{} {op}: {why}", conn.name)));
+            |why: String| BatchError::Other(Error::remote(format!("{} {op}", conn.name), why));
         let opened = retry(conn, || {
             let mut client = conn.chunk_client();
             let req = tonic::Request::new(ReadChunksRequest {
@@ -224,9 +224,9 @@ impl GrpcBlobService {
 /// A copy of `e` for each entry of a batch that failed as a whole.
 fn each_entry(e: &Error) -> Error {
     match e {
-        Error::Timeout(m) => Error::Timeout(m.clone()),
+        Error::Timeout { what, after } => Error::timeout(what.clone(), *after),
         Error::InvalidRequest(m) => Error::InvalidRequest(m.clone()),
-        other => Error::Remote(other.to_string()),
+        other => Error::remote_msg(storefs_castore::Report(other).to_string()),
     }
 }
 
@@ -300,10 +300,10 @@ impl BlobService for GrpcBlobService {
             .enumerate()
             .map(|(i, c)| {
                 let d = B3Digest::try_from(&c.digest).map_err(|e| {
-                    Error::Remote(format!(
-                        "{} BlobService/Stat {digest}: chunk #{i}: {e}",
-                        self.conn.name
-                    ))
+                    Error::remote(
+                        format!("{} BlobService/Stat {digest}: chunk #{i}", self.conn.name),
+                        e,
+                    )
                 })?;
                 Ok(ChunkMeta {
                     digest: d,
@@ -517,7 +517,7 @@ impl BlobWriter for GrpcBlobWriter {
         // Closing the queue ends the request stream.
         self.tx = None;
         let call = self.call.take().ok_or_else(|| {
-            Error::Remote(format!(
+            Error::remote_msg(format!(
                 "{} {op}: the upload already failed",
                 self.conn.name
             ))
@@ -530,7 +530,7 @@ impl BlobWriter for GrpcBlobWriter {
         .map_err(|s| error(&self.conn, op, &s))?;
         flushed?;
         let remote = B3Digest::try_from(&answer.digest)
-            .map_err(|e| Error::Remote(format!("{} {op}: digest in reply: {e}", self.conn.name)))?;
+            .map_err(|e| Error::remote(format!("{} {op}: digest in reply", self.conn.name), e))?;
         let local = B3Digest::from(self.hasher.finalize());
         if remote != local {
             return Err(Error::Integrity {

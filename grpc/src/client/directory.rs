@@ -151,7 +151,7 @@ impl DirectoryService for GrpcDirectoryService {
             .map_err(|s| error(conn, &op, &s))?
             .is_some()
         {
-            return Err(Error::Remote(format!(
+            return Err(Error::remote_msg(format!(
                 "{} {op}: more than one directory for a non-recursive get",
                 conn.name
             )));
@@ -164,7 +164,7 @@ impl DirectoryService for GrpcDirectoryService {
         let root = *root;
         async_stream::try_stream! {
             let op = format!("DirectoryService/Get {root} (recursive)");
-            let protocol = |why: String| Error::Remote(format!("{} {op}: {why}", conn.name));
+            let protocol = |why: String| Error::remote(format!("{} {op}", conn.name), why);
             let opened = open_get(&conn, &root, true)
                 .await
                 .map_err(|s| error(&conn, &op, &s))?;
@@ -226,7 +226,7 @@ fn check_root(
     expected: B3Digest,
 ) -> Result<B3Digest> {
     let got = B3Digest::try_from(&answer.root_digest)
-        .map_err(|e| Error::Remote(format!("{} {op}: root digest in reply: {e}", conn.name)))?;
+        .map_err(|e| Error::remote(format!("{} {op}: root digest in reply", conn.name), e))?;
     if got != expected {
         return Err(Error::Integrity {
             what: "directory",
@@ -260,16 +260,14 @@ impl GrpcDirectoryPutter {
         match self.call.take() {
             Some((_, task)) => match task.await {
                 Ok(Err(s)) => error(&self.conn, Self::OP, &s),
-                Ok(Ok(_)) => Error::Remote(format!(
+                Ok(Ok(_)) => Error::remote_msg(format!(
                     "{} {}: the service answered before the closure was complete",
                     self.conn.name,
                     Self::OP
                 )),
-                Err(e) => {
-                    Error::Remote(format!("{} {}: upload task: {e}", self.conn.name, Self::OP))
-                }
+                Err(e) => Error::remote(format!("{} {}: upload task", self.conn.name, Self::OP), e),
             },
-            None => Error::Remote(format!(
+            None => Error::remote_msg(format!(
                 "{} {}: the upload already failed",
                 self.conn.name,
                 Self::OP

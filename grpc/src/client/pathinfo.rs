@@ -27,11 +27,11 @@ impl GrpcPathInfoService {
         Self { conn }
     }
 
-    fn invalid(&self, op: &str, why: impl std::fmt::Display) -> Error {
-        Error::Remote(format!(
-            "{} {op}: invalid path info received: {why}",
-            self.conn.name
-        ))
+    fn invalid(&self, op: &str, why: impl Into<storefs_castore::BoxError>) -> Error {
+        Error::remote(
+            format!("{} {op}: invalid path info received", self.conn.name),
+            why,
+        )
     }
 }
 
@@ -132,7 +132,7 @@ impl NarCalculationService for GrpcPathInfoService {
         .map_err(|s| error(conn, op, &s))?
         .into_inner();
         let sha: [u8; 32] = answer.nar_sha256.as_ref().try_into().map_err(|_| {
-            Error::Remote(format!(
+            Error::remote_msg(format!(
                 "{} {op}: nar_sha256 is {} bytes, expected 32",
                 conn.name,
                 answer.nar_sha256.len()

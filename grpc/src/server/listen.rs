@@ -187,7 +187,8 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, UNIX_SOCKET_MODE);
         let err = Listener::bind(&addr).await.unwrap_err();
-        assert!(err.to_string().contains("another server"), "{err}");
+        let err = storefs_castore::Report(&err).to_string();
+        assert!(err.contains("another server"), "{err}");
         drop(live);
         // A regular file is never removed.
         let file = dir.path().join("f");

@@ -74,7 +74,7 @@ pub enum ServeError {
         reason: String,
     },
     /// Binding a listener failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: String,
@@ -85,7 +85,7 @@ pub enum ServeError {
     #[error("no listen address given")]
     NoListeners,
     /// The transport failed while serving.
-    #[error("serving {addr}: {source}")]
+    #[error("serving {addr}")]
     Transport {
         /// The listener that failed.
         addr: String,

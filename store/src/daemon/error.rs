@@ -14,7 +14,7 @@ pub enum ConnectionError {
     #[error(transparent)]
     Wire(#[from] WireError),
     /// Writing to the peer failed.
-    #[error("writing to the peer: {0}")]
+    #[error("writing to the peer")]
     Write(#[source] io::Error),
     /// The first word was not the expected magic.
     #[error("bad magic {got:#x} (expected {expected:#x}): not a Nix daemon protocol peer")]
@@ -37,7 +37,7 @@ pub enum ConnectionError {
         number: u64,
     },
     /// A framed stream could not be read to its end.
-    #[error("framed stream of {op}: {source}")]
+    #[error("framed stream of {op}")]
     Framing {
         /// The op whose data it was.
         op: &'static str,
@@ -46,12 +46,12 @@ pub enum ConnectionError {
     },
     /// A NAR stream failed after its first bytes were sent; the peer
     /// cannot be told, so the connection ends.
-    #[error("streaming the NAR of {path}: {reason}")]
+    #[error("streaming the NAR of {path}")]
     NarStream {
         /// The store path.
         path: String,
         /// What failed.
-        reason: String,
+        source: storefs_castore::BoxError,
     },
     /// The server answered with STDERR_ERROR (client side).
     #[error("daemon error: {0}")]
@@ -115,7 +115,7 @@ impl OpError {
 impl From<storefs_castore::Error> for OpError {
     fn from(e: storefs_castore::Error) -> Self {
         if e.is_data_loss() {
-            tracing::error!(error = %e, "DATA_LOSS: corrupt data in this daemon's own store");
+            tracing::error!(error = %storefs_castore::Report(&e), "DATA_LOSS: corrupt data in this daemon's own store");
         }
         OpError(format!("storefs: {e}"))
     }

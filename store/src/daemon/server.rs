@@ -221,7 +221,7 @@ pub async fn serve_daemon(
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: wait a little rather than spin.
-                    tracing::warn!(error = %e, "daemon socket: accept failed");
+                    tracing::warn!(error = %storefs_castore::Report(&e), "daemon socket: accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
@@ -379,8 +379,8 @@ async fn op_loop(
 
 fn log_end(e: &ConnectionError, phase: &str) {
     if e.is_disconnect() {
-        tracing::debug!(error = %e, phase, "daemon client went away");
+        tracing::debug!(error = %storefs_castore::Report(e), phase, "daemon client went away");
     } else {
-        tracing::warn!(error = %e, phase, "daemon connection dropped");
+        tracing::warn!(error = %storefs_castore::Report(e), phase, "daemon connection dropped");
     }
 }

@@ -65,7 +65,7 @@ pub mod limits {
 #[non_exhaustive]
 pub enum WireError {
     /// The stream failed or ended early.
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}")]
     Io {
         /// What was being read.
         what: &'static str,

@@ -3,23 +3,21 @@
 //!
 //! A NAR file is streamed from its `URL`, its compressed bytes hashed
 //! (`FileHash`, `FileSize`) and decompressed by `Compression` (none, xz,
-//! zstd, bzip2) straight into the strict NAR reader. Paths are trusted when
+//! zstd, bzip2, gzip) straight into the strict NAR reader. Paths are trusted when
 //! signed by a trusted key; a content address alone does not make a
 //! narinfo trusted here (stricter than Nix).
 
 use std::sync::Arc;
 
-use async_compression::tokio::bufread::{BzDecoder, XzDecoder, ZstdDecoder};
 use async_trait::async_trait;
 use storefs_castore::{B3Digest, Node};
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use super::cache_info::CacheInfo;
 use super::engine::{
     Found, ImportOptions, ImportReport, ImportSource, NarSink, Wanted, import_closure,
 };
 use super::error::{ImportError, PathImportError};
-use super::hashing::HashingReader;
+use super::nar_file::read_nar_file;
 use super::progress::ImportProgress;
 use super::source::CacheSource;
 use crate::Services;
@@ -56,23 +54,7 @@ impl BinaryCacheSource {
     /// directory is `options.store_dir`, and parse `options.trusted_keys`
     /// (`name:base64`).
     pub async fn open(url: &str, options: &ImportOptions) -> Result<Self, ImportError> {
-        let cache = CacheSource::parse(url)?;
-        let name = cache.describe();
-        let info_bytes = cache
-            .get_small("nix-cache-info")
-            .await?
-            .ok_or_else(|| ImportError::NoCacheInfo(name.clone()))?;
-        let info = CacheInfo::parse(&info_bytes).map_err(|source| ImportError::CacheInfo {
-            cache: name.clone(),
-            source,
-        })?;
-        if info.store_dir != options.store_dir.as_str() {
-            return Err(ImportError::StoreDirMismatch {
-                cache: name,
-                theirs: info.store_dir,
-                ours: options.store_dir.as_str().to_owned(),
-            });
-        }
+        let cache = open_cache(url, &options.store_dir).await?;
         let keys = options.nix_keys()?;
         Ok(Self {
             cache,
@@ -80,6 +62,44 @@ impl BinaryCacheSource {
             store_dir: options.store_dir.clone(),
         })
     }
+}
+
+/// Open the binary cache at `url` and check, by its `nix-cache-info`, that
+/// it holds paths of `store_dir`.
+pub(crate) async fn open_cache(
+    url: &str,
+    store_dir: &StoreDir,
+) -> Result<CacheSource, ImportError> {
+    let cache = CacheSource::parse(url)?;
+    let name = cache.describe();
+    let info_bytes = cache
+        .get_small("nix-cache-info")
+        .await?
+        .ok_or_else(|| ImportError::NoCacheInfo(name.clone()))?;
+    let info = CacheInfo::parse(&info_bytes).map_err(|source| ImportError::CacheInfo {
+        cache: name.clone(),
+        source,
+    })?;
+    if info.store_dir != store_dir.as_str() {
+        return Err(ImportError::StoreDirMismatch {
+            cache: name,
+            theirs: info.store_dir,
+            ours: store_dir.as_str().to_owned(),
+        });
+    }
+    Ok(cache)
+}
+
+/// Every path whose narinfo `cache` lists.
+pub(crate) async fn list_cache(cache: &CacheSource) -> Result<Vec<Wanted>, ImportError> {
+    Ok(cache
+        .list_narinfos()
+        .await?
+        .into_iter()
+        // A stray file name that is no hash part is not a narinfo.
+        .filter_map(|hash| crate::store_path::parse_hash_part(&hash).ok())
+        .map(|digest| Wanted { digest, path: None })
+        .collect())
 }
 
 #[async_trait]
@@ -91,15 +111,7 @@ impl ImportSource for BinaryCacheSource {
     }
 
     async fn list(&self) -> Result<Vec<Wanted>, ImportError> {
-        Ok(self
-            .cache
-            .list_narinfos()
-            .await?
-            .into_iter()
-            // A stray file name that is no hash part is not a narinfo.
-            .filter_map(|hash| crate::store_path::parse_hash_part(&hash).ok())
-            .map(|digest| Wanted { digest, path: None })
-            .collect())
+        list_cache(&self.cache).await
     }
 
     async fn lookup(&self, wanted: &Wanted) -> Result<Found<NarFile>, PathImportError> {
@@ -152,68 +164,23 @@ impl ImportSource for BinaryCacheSource {
         let NarFile {
             url,
             compression,
-            file_size: expected_size,
-            file_hash: expected_hash,
+            file_size,
+            file_hash,
         } = &found.entry;
-        let reader = self
-            .cache
-            .open(url)
-            .await?
-            .ok_or_else(|| PathImportError::NarMissing(url.clone()))?;
-        let mut file = HashingReader::new(reader);
-        let ingested = {
-            let buffered = BufReader::new(&mut file);
-            let decoded: Box<dyn AsyncRead + Send + Unpin + '_> = match compression.as_str() {
-                "none" => Box::new(buffered),
-                "xz" => Box::new(XzDecoder::new(buffered)),
-                "zstd" => Box::new(ZstdDecoder::new(buffered)),
-                "bzip2" => Box::new(BzDecoder::new(buffered)),
-                other => return Err(PathImportError::UnsupportedCompression(other.to_owned())),
-            };
-            sink.read_nar_to_end(decoded)
-                .await
-                .map_err(|source| PathImportError::BadNar {
-                    url: url.clone(),
-                    source,
-                })?
-        };
-
-        // The decompressor may stop at the end of its stream; read what is
-        // left so FileSize and FileHash cover the whole file. Anything past
-        // FileSize is wrong anyway, so stop one byte after it.
-        let rest_limit = expected_size.map_or(u64::MAX, |s| {
-            s.saturating_sub(file.count()).saturating_add(1)
-        });
-        tokio::io::copy(&mut (&mut file).take(rest_limit), &mut tokio::io::sink())
-            .await
-            .map_err(|source| PathImportError::NarFile {
-                url: url.clone(),
-                source,
-            })?;
-        let (file_size, file_hash) = file.finish();
-
-        if let Some(expected) = *expected_size
-            && expected != file_size
-        {
-            return Err(PathImportError::FileSize {
-                url: url.clone(),
-                expected,
-                actual: file_size,
-            });
-        }
+        let read = read_nar_file(&self.cache, url, url, compression, *file_size, sink).await?;
         // Nix writes sha256 file hashes; another algorithm is left unchecked
         // (the NAR hash still covers the contents).
-        if let Some(expected) = expected_hash
+        if let Some(expected) = file_hash
             && expected.algo() == HashAlgo::Sha256
-            && expected.digest() != file_hash
+            && *expected.digest() != read.file_sha256
         {
             return Err(PathImportError::FileHash {
                 url: url.clone(),
                 expected: nixbase32::encode(expected.digest()),
-                actual: nixbase32::encode(&file_hash),
+                actual: nixbase32::encode(&read.file_sha256),
             });
         }
-        Ok(ingested)
+        Ok(read.ingested)
     }
 }
 

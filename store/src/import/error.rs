@@ -40,6 +40,10 @@ pub enum ImportError {
         /// Ours.
         ours: String,
     },
+    /// Guix signatures are checked and no authorized key was given: every
+    /// path would be refused.
+    #[error("no authorized Ed25519 key was given")]
+    NoAuthorizedKeys,
     /// A trusted key that does not parse.
     #[error("invalid trusted public key {key:?}")]
     BadKey {
@@ -117,6 +121,19 @@ pub enum PathImportError {
         #[source]
         source: BoxError,
     },
+    /// A `guix publish` narinfo that does not parse, or whose signature
+    /// the authorized keys refuse.
+    #[error("narinfo {file}")]
+    RefusedGuixNarInfo {
+        /// The narinfo file.
+        file: String,
+        /// Why.
+        #[source]
+        source: crate::guix::narinfo::GuixNarInfoError,
+    },
+    /// No NAR is offered in a compression storefs decodes.
+    #[error("no NAR in a compression storefs decodes (offered: {0})")]
+    NoUsableOffer(String),
     /// The source describes another path than the one asked for.
     #[error("the source describes {found}, not {expected}")]
     WrongPath {
@@ -134,7 +151,7 @@ pub enum PathImportError {
         signers: String,
     },
     /// A `Compression` we cannot decode.
-    #[error("unsupported compression {0:?} (supported: none, xz, zstd, bzip2)")]
+    #[error("unsupported compression {0:?} (supported: none, xz, zstd, bzip2, gzip)")]
     UnsupportedCompression(String),
     /// The narinfo's `URL` names a file the cache does not have.
     #[error("NAR file {0} is absent from the cache")]

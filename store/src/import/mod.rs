@@ -1,5 +1,6 @@
 //! Closure imports into the store from outside: one engine, several
-//! sources (binary caches here; a nix-daemon in [`crate::daemon`]).
+//! sources (binary caches here; a nix-daemon in [`crate::daemon`]; a
+//! `guix publish` server in [`crate::guix::import`]).
 //!
 //! # Layout
 //! - [`engine`]: the engine ([`import_closure`]) and the [`ImportSource`]
@@ -15,15 +16,18 @@ pub mod cache_info;
 pub mod engine;
 mod error;
 mod hashing;
+mod nar_file;
 pub mod progress;
 pub mod source;
 
 pub use binary_cache::{BinaryCacheSource, NarFile, import_from_binary_cache};
+pub(crate) use binary_cache::{list_cache, open_cache};
 pub use cache_info::{CacheInfo, CacheInfoError};
 pub use engine::{
     DEFAULT_CONCURRENCY, Found, ImportOptions, ImportReport, ImportSource, NarSink, Wanted,
     import_closure,
 };
 pub use error::{BoxError, ImportError, PathFailure, PathImportError};
+pub(crate) use nar_file::read_nar_file;
 pub use progress::{ImportProgress, NoProgress};
 pub use source::{CacheSource, SourceError};

@@ -37,7 +37,7 @@ pub enum SourceError {
     #[error("refusing cache file {0:?}: not a relative path inside the cache")]
     BadRelativePath(String),
     /// Reading a local file failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         /// The file.
         path: String,

@@ -28,7 +28,7 @@ const READ_BUF_LEN: usize = 256 * 1024;
 #[non_exhaustive]
 pub enum LocalNarError {
     /// Reading the file system failed.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         /// The path being read.
         path: PathBuf,
@@ -36,7 +36,7 @@ pub enum LocalNarError {
         source: io::Error,
     },
     /// Writing to the sink failed.
-    #[error("cannot write NAR: {0}")]
+    #[error("cannot write NAR")]
     Write(#[source] io::Error),
     /// A file type a NAR cannot hold.
     #[error("{path} is a {kind}, which a NAR cannot hold")]

@@ -23,7 +23,7 @@ const COPY_BUF_LEN: usize = 64 * 1024;
 #[non_exhaustive]
 pub enum NarWriteError {
     /// Writing to the sink failed.
-    #[error("cannot write NAR: {0}")]
+    #[error("cannot write NAR")]
     Io(#[source] std::io::Error),
     /// A file's blob is not in the blob service.
     #[error("blob {digest} is missing")]
@@ -38,7 +38,7 @@ pub enum NarWriteError {
         digest: B3Digest,
     },
     /// Reading a blob failed (including a digest mismatch at its end).
-    #[error("cannot read blob {digest}: {source}")]
+    #[error("cannot read blob {digest}")]
     BlobRead {
         /// The blob being read.
         digest: B3Digest,
@@ -65,7 +65,7 @@ pub enum NarWriteError {
         max: usize,
     },
     /// A service call failed.
-    #[error("castore service failed: {0}")]
+    #[error("castore service failed")]
     Service(#[from] storefs_castore::Error),
 }
 
@@ -75,7 +75,7 @@ impl From<NarWriteError> for storefs_castore::Error {
             NarWriteError::Service(e) => e,
             NarWriteError::Io(e) => storefs_castore::Error::Io(e),
             other @ (NarWriteError::BlobRead { .. } | NarWriteError::BlobSize { .. }) => {
-                storefs_castore::Error::Storage(other.to_string())
+                storefs_castore::Error::storage_msg(other.to_string())
             }
             other => storefs_castore::Error::InvalidRequest(other.to_string()),
         }

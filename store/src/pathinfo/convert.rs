@@ -26,10 +26,10 @@ pub enum PathInfoError {
     #[error("path info has no entry")]
     MissingEntry,
     /// `entry` is not a valid castore entry.
-    #[error("path info entry: {0}")]
+    #[error("path info entry")]
     InvalidEntry(#[source] DirectoryError),
     /// The entry's name is not a store path base name.
-    #[error("path info entry name {name:?}: {source}")]
+    #[error("path info entry name {name:?}")]
     InvalidEntryName {
         /// The name, lossily decoded.
         name: String,
@@ -68,7 +68,7 @@ pub enum PathInfoError {
         len: usize,
     },
     /// `reference_names[index]` is not a store path base name.
-    #[error("path info {path}: reference name {index}: {source}")]
+    #[error("path info {path}: reference name {index}")]
     InvalidReferenceName {
         /// The store path.
         path: String,
@@ -102,7 +102,7 @@ pub enum PathInfoError {
         len: usize,
     },
     /// `deriver` is not a valid store path.
-    #[error("path info {path}: deriver: {source}")]
+    #[error("path info {path}: deriver")]
     InvalidDeriver {
         /// The store path.
         path: String,

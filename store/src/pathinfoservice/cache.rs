@@ -39,7 +39,9 @@ impl PathInfoService for CachedPathInfoService {
             Ok(Some(info)) => return Ok(Some(info)),
             Ok(None) => {}
             // A broken near side must not hide what far has.
-            Err(e) => warn!(error = %e, "path info cache read failed; asking the service"),
+            Err(e) => {
+                warn!(error = %storefs_castore::Report(&e), "path info cache read failed; asking the service")
+            }
         }
         let Some(info) = self.far.get(digest).await? else {
             return Ok(None);
@@ -47,14 +49,14 @@ impl PathInfoService for CachedPathInfoService {
         // The far side may answer for another digest only by mistake or
         // malice; never cache (or return) a path info under a wrong key.
         if *info.store_path.digest() != digest {
-            return Err(storefs_castore::Error::Remote(format!(
+            return Err(storefs_castore::Error::remote_msg(format!(
                 "asked for the path info of hash {}, got {}",
                 crate::nixbase32::encode(&digest),
                 info.store_path
             )));
         }
         if let Err(e) = self.near.put(info.clone()).await {
-            warn!(path = %info.store_path, error = %e, "cannot cache path info");
+            warn!(path = %info.store_path, error = %storefs_castore::Report(&e), "cannot cache path info");
         }
         Ok(Some(info))
     }
@@ -62,7 +64,7 @@ impl PathInfoService for CachedPathInfoService {
     async fn put(&self, info: PathInfo) -> Result<PathInfo> {
         let stored = self.far.put(info).await?;
         if let Err(e) = self.near.put(stored.clone()).await {
-            warn!(path = %stored.store_path, error = %e, "cannot cache path info");
+            warn!(path = %stored.store_path, error = %storefs_castore::Report(&e), "cannot cache path info");
         }
         Ok(stored)
     }

@@ -35,8 +35,8 @@ const REFERRERS: TableDefinition<(Digest, Digest), &str> =
 /// How many path infos one blocking read of [`PathInfoService::list`] takes.
 const LIST_BATCH: usize = 256;
 
-fn storage(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Storage(format!("redb path info service: {what}: {e}"))
+fn storage(what: &str, e: impl Into<storefs_castore::BoxError>) -> Error {
+    Error::storage(format!("redb path info service: {what}"), e)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

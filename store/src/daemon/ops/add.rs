@@ -388,7 +388,7 @@ async fn add_to_store_old(conn: &mut Conn, ctx: &Ctx) -> Result<(), ConnectionEr
                 .await?;
             return Err(ConnectionError::NarStream {
                 path: name,
-                reason: e.to_string(),
+                source: e.into(),
             });
         }
     };

@@ -31,11 +31,11 @@ pub(super) async fn nar_from_path(conn: &mut Conn, ctx: &Ctx) -> Result<(), Conn
     .await
     .map_err(|e| {
         if is_data_loss(&e) {
-            tracing::error!(path, error = %e, "DATA_LOSS: a NAR could not be rendered from this daemon's own store");
+            tracing::error!(path, error = %storefs_castore::Report(&e), "DATA_LOSS: a NAR could not be rendered from this daemon's own store");
         }
         ConnectionError::NarStream {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         }
     })?;
     conn.flush().await

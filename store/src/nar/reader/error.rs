@@ -37,7 +37,7 @@ pub enum NarReadError {
     },
     /// An entry name breaks the name rules (empty, `.`, `..`, `/`, NUL,
     /// over 255 bytes). Over-long names are refused before being read.
-    #[error("at byte {offset}: invalid entry name: {source}")]
+    #[error("at byte {offset}: invalid entry name")]
     InvalidName {
         /// Where the name string starts.
         offset: u64,
@@ -64,7 +64,7 @@ pub enum NarReadError {
     },
     /// A symlink target breaks the target rules (empty, NUL, over 4095
     /// bytes). Over-long targets are refused before being read.
-    #[error("at byte {offset}: invalid symlink target: {source}")]
+    #[error("at byte {offset}: invalid symlink target")]
     InvalidSymlinkTarget {
         /// Where the target string starts.
         offset: u64,
@@ -86,7 +86,7 @@ pub enum NarReadError {
         offset: u64,
     },
     /// Reading the stream failed.
-    #[error("at byte {offset}: cannot read NAR: {source}")]
+    #[error("at byte {offset}: cannot read NAR")]
     Io {
         /// How far reading got.
         offset: u64,
@@ -94,7 +94,7 @@ pub enum NarReadError {
         source: std::io::Error,
     },
     /// Storing a file's contents failed.
-    #[error("at byte {offset}: cannot store file contents: {source}")]
+    #[error("at byte {offset}: cannot store file contents")]
     Blob {
         /// Where the file's contents start (or end, for a failed close).
         offset: u64,
@@ -102,7 +102,7 @@ pub enum NarReadError {
         source: storefs_castore::Error,
     },
     /// Storing the directories failed.
-    #[error("at byte {offset}: cannot store directory: {source}")]
+    #[error("at byte {offset}: cannot store directory")]
     Directory {
         /// Where the directory's closing string ends.
         offset: u64,
