@@ -19,7 +19,8 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The store to use: redb:///dir, memory:, grpc://host:port, grpc+unix:///path.
+    /// The store to use: redb:///dir, memory:, grpc://host:port, grpc+unix:///path,
+    /// s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=R, file:///dir.
     /// Default: the embedded store under $STOREFS_DATA, else $XDG_DATA_HOME/storefs.
     #[arg(long, global = true, env = "STOREFS_STORE")]
     pub store: Option<String>,
@@ -34,6 +35,10 @@ pub struct GlobalArgs {
     /// A file holding the bearer token for a gRPC store (else $STOREFS_TOKEN).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// S3 credentials for an s3:// store: aws_access_key_id = … and
+    /// aws_secret_access_key = … lines (else $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY).
+    #[arg(long, global = true)]
+    pub s3_credentials_file: Option<PathBuf>,
 }
 
 /// The commands (README.md, "Usage").

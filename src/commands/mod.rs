@@ -30,7 +30,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
-    let open = || services::open(&globals.url, globals.token.clone());
+    let open = || services::open(&globals);
     let sd = &globals.store_dir;
     match command {
         Command::Add { name, paths } => {

@@ -1,5 +1,6 @@
 //! `storefs mount`: the lazy mount of `--store`, in the foreground until
-//! unmounted or signalled. A remote store is fronted by a local redb cache
+//! unmounted or signalled. A remote store (gRPC, or an object store) is
+//! fronted by a local redb cache
 //! (directories, path infos, chunk lists, chunks) that survives restarts; a
 //! local store is mounted as it is.
 
@@ -22,10 +23,12 @@ use crate::services::{self, Globals, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
-    let far = services::open(&globals.url, globals.token.clone()).await?;
+    let far = services::open(globals).await?;
     let (services, cache, blob_origin) = match &globals.url {
-        StoreUrl::Grpc { .. } => {
-            super::mount_access::check(&globals.url, &far).await?;
+        StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
+            if matches!(globals.url, StoreUrl::Grpc { .. }) {
+                super::mount_access::check(&globals.url, &far).await?;
+            }
             let (services, cache, stats) = with_local_cache(far, args).await?;
             (services, Some(cache), BlobOrigin::Cached(stats))
         }
