@@ -130,6 +130,13 @@ pub struct ServeArgs {
     /// Priority announced in nix-cache-info (lower is preferred).
     #[arg(long, default_value_t = 40)]
     pub priority: u32,
+    /// Keep a local redb cache in this directory in front of the store
+    /// (for an object store or a remote: chunks, directories, path infos).
+    #[arg(long)]
+    pub near_cache: Option<PathBuf>,
+    /// Size quota of --near-cache, e.g. 10G (default: a quarter of the free space there).
+    #[arg(long, requires = "near_cache")]
+    pub near_cache_size: Option<String>,
     #[command(flatten)]
     pub guix: GuixServeArgs,
 }

@@ -28,7 +28,7 @@ fn storefs(g: &Garage, data: &Path, url: &str) -> Command {
 }
 
 /// `storefs serve` over `url` on a gRPC socket and a daemon socket.
-fn replica(g: &Garage, dir: &Path, name: &str, url: &str) -> TestServer {
+fn replica(g: &Garage, dir: &Path, name: &str, url: &str, extra: &[&str]) -> TestServer {
     let grpc = dir.join(format!("{name}.sock"));
     let daemon = dir.join(format!("{name}-daemon.sock"));
     let mut cmd = storefs(g, &dir.join(format!("{name}-data")), url);
@@ -36,7 +36,8 @@ fn replica(g: &Garage, dir: &Path, name: &str, url: &str) -> TestServer {
         .arg("--listen")
         .arg(format!("unix:{}", grpc.display()))
         .arg("--daemon-socket")
-        .arg(&daemon);
+        .arg(&daemon)
+        .args(extra);
     let mut s = TestServer::spawn(cmd, &[&grpc, &daemon], &[]);
     s.socket = grpc;
     s
@@ -87,8 +88,20 @@ fn replicas_on_one_bucket_serve_one_store() {
     let g = Garage::start();
     let tmp = tempfile::tempdir().unwrap();
     let url = g.store_url(&g.bucket, "store1");
-    let a = replica(&g, tmp.path(), "a", &url);
-    let b = replica(&g, tmp.path(), "b", &url);
+    let a = replica(&g, tmp.path(), "a", &url, &[]);
+    let near = tmp.path().join("b-near");
+    let b = replica(
+        &g,
+        tmp.path(),
+        "b",
+        &url,
+        &[
+            "--near-cache",
+            near.to_str().unwrap(),
+            "--near-cache-size",
+            "64M",
+        ],
+    );
 
     // `storefs add` through A; `storefs nar` through B is `nix-store --dump`.
     let tree = tmp.path().join("tree");
@@ -161,6 +174,18 @@ fn replicas_on_one_bucket_serve_one_store() {
     let a_daemon = format!("unix://{}", tmp.path().join("a-daemon.sock").display());
     let refs = ok_str(nix::cmd("nix-store").args(["--store", &a_daemon, "-qR", &fx.withrefs]));
     assert_eq!(nix::sorted_lines(&refs), fx.store.requisites(&fx.withrefs));
+
+    // B's near cache holds what B served: with Garage gone, B still
+    // serves it, while A, which keeps nothing, cannot.
+    drop(g);
+    let plain = |url: &str| {
+        let mut c = storefs_cmd(&storefs_bin!(), &data);
+        c.arg("--store").arg(url);
+        c
+    };
+    assert_eq!(ok(plain(&b.url()).arg("nar").arg(&path)), dump);
+    let (served, _, _) = try_run(plain(&a.url()).arg("nar").arg(&path));
+    assert!(!served, "replica A served a path with its bucket gone");
 }
 
 #[test]
@@ -168,7 +193,7 @@ fn a_corrupt_chunk_fails_only_its_file_through_a_mount() {
     let g = Garage::start();
     let tmp = tempfile::tempdir().unwrap();
     let url = g.store_url(&g.bucket, "store2");
-    let a = replica(&g, tmp.path(), "a", &url);
+    let a = replica(&g, tmp.path(), "a", &url, &[]);
     let tree = tmp.path().join("tree");
     let big = pseudo_random(2 << 20, 9);
     write_tree(&tree, &big);
