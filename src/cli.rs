@@ -94,7 +94,7 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Run the store service: gRPC, the HTTP binary cache view, the daemon socket.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mount the store lazily at MOUNTPOINT, in the foreground until unmounted or signalled.
     Mount(MountArgs),
 }
