@@ -19,7 +19,8 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The store to use: redb:///dir, memory:, grpc://host:port, grpc+unix:///path.
+    /// The store to use: redb:///dir, memory:, grpc://host:port, grpc+unix:///path,
+    /// s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=R, file:///dir.
     /// Default: the embedded store under $STOREFS_DATA, else $XDG_DATA_HOME/storefs.
     #[arg(long, global = true, env = "STOREFS_STORE")]
     pub store: Option<String>,
@@ -34,6 +35,10 @@ pub struct GlobalArgs {
     /// A file holding the bearer token for a gRPC store (else $STOREFS_TOKEN).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// S3 credentials for an s3:// store: aws_access_key_id = … and
+    /// aws_secret_access_key = … lines (else $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY).
+    #[arg(long, global = true)]
+    pub s3_credentials_file: Option<PathBuf>,
 }
 
 /// The commands (README.md, "Usage").
@@ -89,7 +94,7 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Run the store service: gRPC, the HTTP binary cache view, the daemon socket.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Mount the store lazily at MOUNTPOINT, in the foreground until unmounted or signalled.
     Mount(MountArgs),
 }
@@ -125,6 +130,13 @@ pub struct ServeArgs {
     /// Priority announced in nix-cache-info (lower is preferred).
     #[arg(long, default_value_t = 40)]
     pub priority: u32,
+    /// Keep a local redb cache in this directory in front of the store
+    /// (for an object store or a remote: chunks, directories, path infos).
+    #[arg(long)]
+    pub near_cache: Option<PathBuf>,
+    /// Size quota of --near-cache, e.g. 10G (default: a quarter of the free space there).
+    #[arg(long, requires = "near_cache")]
+    pub near_cache_size: Option<String>,
     #[command(flatten)]
     pub guix: GuixServeArgs,
 }

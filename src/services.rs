@@ -1,14 +1,19 @@
 //! Building services from store URLs: the embedded default, `memory:`,
-//! `redb://`, and remote gRPC stores. This is the one place that knows
-//! which backend a URL means.
+//! `redb://`, remote gRPC stores, and object stores (`s3://`, `file://`).
+//! This is the one place that knows which backend a URL means.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use storefs_castore::objectstore::{
+    ObjectStoreLocation, ObjectStoreOptions, S3Credentials, open_object_store,
+};
 use storefs_castore::{StoreUrl, open_castore};
 use storefs_grpc::{ClientConfig, Token};
-use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService, RedbPathInfoService};
+use storefs_store::pathinfoservice::{
+    MemoryPathInfoService, ObjectStorePathInfoService, PathInfoService, RedbPathInfoService,
+};
 use storefs_store::store_path::StoreDir;
 
 pub use storefs_store::Services;
@@ -23,6 +28,8 @@ pub struct Globals {
     pub store_dir: StoreDir,
     /// The bearer token for a gRPC store.
     pub token: Option<Token>,
+    /// `--s3-credentials-file`, for an `s3://` store.
+    pub s3_credentials_file: Option<PathBuf>,
 }
 
 impl Globals {
@@ -41,6 +48,7 @@ impl Globals {
             url,
             store_dir,
             token,
+            s3_credentials_file: args.s3_credentials_file.clone(),
         })
     }
 }
@@ -58,9 +66,24 @@ pub fn read_token(file: Option<&Path>) -> anyhow::Result<Option<Token>> {
     Ok(Some(Token::new(text.trim()).context("the token")?))
 }
 
-/// Open the services `url` names. Must run inside a tokio runtime.
-pub async fn open(url: &StoreUrl, token: Option<Token>) -> anyhow::Result<Services> {
+/// Open the services of the store the global flags name. Must run inside
+/// a tokio runtime.
+pub async fn open(globals: &Globals) -> anyhow::Result<Services> {
+    let (url, token) = (&globals.url, globals.token.clone());
     match url {
+        StoreUrl::ObjectStore { location } => {
+            let credentials = match location {
+                ObjectStoreLocation::S3 { .. } => {
+                    s3_credentials(globals.s3_credentials_file.as_deref())?
+                }
+                _ => None,
+            };
+            let mut options = ObjectStoreOptions::default();
+            options.credentials = credentials;
+            let objects = open_object_store(location, &options).await?;
+            let path_info = Arc::new(ObjectStorePathInfoService::new(objects.bucket.clone()));
+            Ok(Services::new(objects.blobs, objects.directories, path_info))
+        }
         StoreUrl::Grpc { endpoint } => {
             let config = ClientConfig {
                 token,
@@ -83,6 +106,30 @@ pub async fn open(url: &StoreUrl, token: Option<Token>) -> anyhow::Result<Servic
             Ok(Services::new(local.blobs, local.directories, path_info))
         }
     }
+}
+
+/// S3 credentials: `--s3-credentials-file`, else `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`); `None` if neither
+/// (opening the store then says what to set).
+fn s3_credentials(file: Option<&Path>) -> anyhow::Result<Option<S3Credentials>> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading --s3-credentials-file {}", f.display()))?;
+        return S3Credentials::parse(&text)
+            .map(Some)
+            .with_context(|| format!("--s3-credentials-file {}", f.display()));
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    Ok(
+        match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token: var("AWS_SESSION_TOKEN"),
+            }),
+            _ => None,
+        },
+    )
 }
 
 /// The embedded store's directory: `$STOREFS_DATA`, else

@@ -19,7 +19,10 @@
 //! - [`CachedBlobService`], [`CachedDirectoryService`]: a near store in front
 //!   of a far one; the near side implements [`ChunkStore`] /
 //!   [`PartialDirectoryStore`].
-//! - [`StoreUrl`], [`open_castore`]: `memory:`, `redb:///dir`, `grpc…` URLs.
+//! - [`StoreUrl`], [`open_castore`]: `memory:`, `redb:///dir`, `grpc…`,
+//!   `s3://…` and `file:///…` URLs.
+//! - [`objectstore`]: blobs and directories in an object store (S3, or a
+//!   local directory), in snix's layout.
 //! - [`token`]: the shared secret every front end checks, in constant time.
 //! - [`activity`]: streams that note when bytes moved, for idle timeouts.
 //!
@@ -51,6 +54,7 @@ mod error;
 pub mod fuzzing;
 mod import;
 mod names;
+pub mod objectstore;
 mod redb_file;
 mod redb_store;
 pub mod token;

@@ -8,13 +8,17 @@
 //! grpc+http://host:port        the same
 //! grpc+unix:///path/to.sock    a store service on a unix socket
 //! grpc+unix:/path/to.sock      the same
+//! s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=R
+//!                              an S3 bucket (path-style), objects under PREFIX
+//! file:///abs/path/to/dir      a local directory as an object store
 //! ```
 //!
-//! Paths are absolute and percent-decoded. Queries and fragments are
-//! refused, so that a typo is not silently ignored. This module parses
-//! all of them, and [`open_castore`] opens the local ones (`memory:`,
-//! `redb:`); gRPC clients are built by the grpc crate from
-//! [`StoreUrl::Grpc`].
+//! Paths are absolute and percent-decoded. Queries are refused except the
+//! `endpoint` and `region` of an `s3:` URL, and fragments always, so that
+//! a typo is not silently ignored. This module parses all of them, and
+//! [`open_castore`] opens the local ones (`memory:`, `redb:`); gRPC
+//! clients are built by the grpc crate from [`StoreUrl::Grpc`], object
+//! stores by [`crate::objectstore::open_object_store`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -23,13 +27,15 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::objectstore::{DEFAULT_REGION, ObjectStoreLocation};
 use crate::{
     ChunkStore, MemoryBlobService, MemoryDirectoryService, PartialDirectoryStore, RedbStore,
 };
 
 /// The schemes [`StoreUrl`] knows, for error messages.
 pub const KNOWN_SCHEMES: &str = "memory:, redb:///path, grpc://host:port, grpc+http://host:port, \
-                                 grpc+unix:///path";
+                                 grpc+unix:///path, s3://bucket[/prefix]?endpoint=URL&region=R, \
+                                 file:///path";
 
 /// A parsed store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,11 @@ pub enum StoreUrl {
     Grpc {
         /// Where it listens.
         endpoint: GrpcEndpoint,
+    },
+    /// `s3://…` or `file:///…`: an object store (`docs/object-store.md`).
+    ObjectStore {
+        /// Which.
+        location: ObjectStoreLocation,
     },
 }
 
@@ -115,8 +126,16 @@ impl StoreUrl {
                 invalid(&e.to_string())
             }
         })?;
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(invalid("store URLs take no query (?…) or fragment (#…)"));
+        if url.fragment().is_some() {
+            return Err(invalid("store URLs take no fragment (#…)"));
+        }
+        if url.scheme() == "s3" {
+            return parse_s3(&url).map_err(|reason| invalid(&reason));
+        }
+        if url.query().is_some() {
+            return Err(invalid(
+                "store URLs take no query (?…), except endpoint= and region= of s3://",
+            ));
         }
         match url.scheme() {
             "memory" => {
@@ -155,12 +174,86 @@ impl StoreUrl {
                     })?,
                 },
             }),
+            "file" => Ok(Self::ObjectStore {
+                location: ObjectStoreLocation::File {
+                    dir: local_path(&url).ok_or_else(|| {
+                        invalid("expected file:///absolute/path/to/dir (three slashes, no host)")
+                    })?,
+                },
+            }),
             other => Err(StoreUrlError::UnknownScheme {
                 scheme: other.to_string(),
                 url: s.to_string(),
             }),
         }
     }
+}
+
+/// An `s3://BUCKET[/PREFIX]?endpoint=…&region=…` URL; the error says
+/// what is wrong.
+fn parse_s3(url: &Url) -> Result<StoreUrl, String> {
+    const FORM: &str = "expected s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=R";
+    let bucket = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("no bucket; {FORM}"))?;
+    if url.port().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "the bucket takes no port or user (the endpoint goes in endpoint=); {FORM}"
+        ));
+    }
+    let prefix = url.path().trim_matches('/');
+    if prefix.split('/').any(|p| p.is_empty()) && !prefix.is_empty()
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+        || prefix.split('/').any(|p| p == "." || p == "..")
+    {
+        return Err(format!(
+            "prefix {prefix:?}: use segments of letters, digits, '.', '_' and '-' separated by \
+             single '/'"
+        ));
+    }
+    let (mut endpoint, mut region) = (None, None);
+    for (k, v) in url.query_pairs() {
+        let slot = match k.as_ref() {
+            "endpoint" => &mut endpoint,
+            "region" => &mut region,
+            other => {
+                return Err(format!(
+                    "unknown query key {other:?} (s3 URLs take endpoint= and region=)"
+                ));
+            }
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(format!("{k}= given twice"));
+        }
+    }
+    if let Some(e) = &endpoint {
+        let parsed = Url::parse(e).map_err(|err| format!("endpoint={e}: {err}"))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none_or(str::is_empty)
+            || !matches!(parsed.path(), "" | "/")
+            || parsed.query().is_some()
+        {
+            return Err(format!(
+                "endpoint={e}: expected http://HOST:PORT or https://HOST[:PORT]"
+            ));
+        }
+        endpoint = Some(e.trim_end_matches('/').to_owned());
+    }
+    let region = region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+    if region.is_empty() {
+        return Err("region= is empty".into());
+    }
+    Ok(StoreUrl::ObjectStore {
+        location: ObjectStoreLocation::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            endpoint,
+            region,
+        },
+    })
 }
 
 /// The percent-decoded absolute path of a `scheme:///path` or
@@ -199,6 +292,31 @@ impl fmt::Display for StoreUrl {
             Self::Grpc {
                 endpoint: GrpcEndpoint::Unix { path },
             } => f.write_str(&path_url("grpc+unix", path)),
+            Self::ObjectStore {
+                location: ObjectStoreLocation::File { dir },
+            } => f.write_str(&path_url("file", dir)),
+            Self::ObjectStore {
+                location:
+                    ObjectStoreLocation::S3 {
+                        bucket,
+                        prefix,
+                        endpoint,
+                        region,
+                    },
+            } => {
+                write!(f, "s3://{bucket}")?;
+                if !prefix.is_empty() {
+                    write!(f, "/{prefix}")?;
+                }
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                if let Some(e) = endpoint {
+                    query.append_pair("endpoint", e);
+                }
+                query.append_pair("region", region);
+                write!(f, "?{}", query.finish())
+            }
+            #[allow(unreachable_patterns)] // a location added later
+            Self::ObjectStore { location } => write!(f, "{location:?}"),
         }
     }
 }
@@ -222,8 +340,9 @@ pub struct LocalCastore {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenStoreError {
-    /// The URL names a remote store; the grpc crate builds its clients.
-    #[error("{0} is a remote store: it is opened by the gRPC client, not as a local castore")]
+    /// The URL names a remote store (gRPC, an object store), which is
+    /// opened by its own client.
+    #[error("{0} is a remote store: it is opened by its own client, not as a local castore")]
     NotLocal(StoreUrl),
     /// Opening the local store failed.
     #[error("opening store {url}")]
@@ -258,7 +377,9 @@ pub async fn open_castore(url: &StoreUrl) -> Result<LocalCastore, OpenStoreError
                 redb: Some(store),
             })
         }
-        StoreUrl::Grpc { .. } => Err(OpenStoreError::NotLocal(url.clone())),
+        StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
+            Err(OpenStoreError::NotLocal(url.clone()))
+        }
     }
 }
 
@@ -330,6 +451,9 @@ mod tests {
             "redb:///tmp/with%20space",
             "grpc://example.org:7070",
             "grpc+unix:///run/storefs.sock",
+            "file:///srv/objects",
+            "s3://bucket?region=us-east-1",
+            "s3://bucket/a/b.c?endpoint=http%3A%2F%2F127.0.0.1%3A3900&region=garage",
         ] {
             let u = ok(s);
             assert_eq!(u.to_string(), s);
@@ -339,17 +463,17 @@ mod tests {
 
     #[test]
     fn unknown_scheme_names_it_and_the_known_ones() {
-        let err = StoreUrl::parse("s3://bucket/x").unwrap_err();
+        let err = StoreUrl::parse("gs://bucket/x").unwrap_err();
         assert_eq!(
             err,
             StoreUrlError::UnknownScheme {
-                scheme: "s3".into(),
-                url: "s3://bucket/x".into()
+                scheme: "gs".into(),
+                url: "gs://bucket/x".into()
             }
         );
         let msg = err.to_string();
         assert!(
-            msg.contains("\"s3\"") && msg.contains("redb:///path"),
+            msg.contains("\"gs\"") && msg.contains("redb:///path") && msg.contains("s3://"),
             "{msg}"
         );
     }
@@ -370,6 +494,19 @@ mod tests {
             "grpc+unix:relative.sock",
             "/just/a/path",
             "",
+            "file://host/dir",
+            "file:///dir?x=1",
+            "s3://",
+            "s3://bucket:9000",
+            "s3://user@bucket",
+            "s3://bucket?endpoint=ftp://x",
+            "s3://bucket?endpoint=http://h:1/path",
+            "s3://bucket?region=",
+            "s3://bucket?regoin=x",
+            "s3://bucket?region=a&region=b",
+            "s3://bucket/a//b",
+            "s3://bucket/sp%20ace",
+            "s3://bucket#frag",
         ] {
             assert!(
                 matches!(StoreUrl::parse(s), Err(StoreUrlError::Invalid { .. })),
@@ -377,6 +514,40 @@ mod tests {
                 StoreUrl::parse(s)
             );
         }
+    }
+
+    #[test]
+    fn object_store_urls() {
+        assert_eq!(
+            ok("s3://b/pre/fix/?endpoint=http://127.0.0.1:3900/&region=garage"),
+            StoreUrl::ObjectStore {
+                location: ObjectStoreLocation::S3 {
+                    bucket: "b".into(),
+                    prefix: "pre/fix".into(),
+                    endpoint: Some("http://127.0.0.1:3900".into()),
+                    region: "garage".into(),
+                }
+            }
+        );
+        assert_eq!(
+            ok("s3://b"),
+            StoreUrl::ObjectStore {
+                location: ObjectStoreLocation::S3 {
+                    bucket: "b".into(),
+                    prefix: String::new(),
+                    endpoint: None,
+                    region: DEFAULT_REGION.into(),
+                }
+            }
+        );
+        assert_eq!(
+            ok("file:///srv/objects"),
+            StoreUrl::ObjectStore {
+                location: ObjectStoreLocation::File {
+                    dir: "/srv/objects".into()
+                }
+            }
+        );
     }
 
     #[tokio::test]

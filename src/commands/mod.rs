@@ -7,6 +7,7 @@ mod info;
 mod mount;
 mod mount_access;
 mod nar;
+mod near_cache;
 mod serve;
 mod startup;
 
@@ -39,7 +40,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
-    let open = || services::open(&globals.url, globals.token.clone());
+    let open = || services::open(&globals);
     let sd = &globals.store_dir;
     match command {
         Command::Add { name, paths } => {
@@ -47,7 +48,22 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
         }
         Command::Nar { path } => nar::run(&open().await?, sd, &path).await?,
         Command::Info { json, paths } => info::run(&open().await?, sd, json, &paths).await?,
-        Command::Serve(args) => serve::run(open().await?, sd.clone(), &args).await?,
+        Command::Serve(args) => {
+            let far = open().await?;
+            match &args.near_cache {
+                Some(dir) => {
+                    let (services, cache, _) =
+                        near_cache::front(far, dir, args.near_cache_size.as_deref()).await?;
+                    let served = serve::run(services, sd.clone(), &args).await;
+                    tokio::task::spawn_blocking(move || cache.flush())
+                        .await
+                        .context("the cache flush task failed")?
+                        .context("flushing the near cache")?;
+                    served?
+                }
+                None => serve::run(far, sd.clone(), &args).await?,
+            }
+        }
         Command::Import {
             from,
             trusted_public_keys,

@@ -1,5 +1,6 @@
 //! `storefs mount`: the lazy mount of `--store`, in the foreground until
-//! unmounted or signalled. A remote store is fronted by a local redb cache
+//! unmounted or signalled. A remote store (gRPC, or an object store) is
+//! fronted by a local redb cache
 //! (directories, path infos, chunk lists, chunks) that survives restarts; a
 //! local store is mounted as it is.
 
@@ -8,12 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use storefs_castore::{
-    BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
-    MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore, StoreUrl,
-};
+use storefs_castore::{CacheStats, RedbStore, StoreUrl};
 use storefs_fuse::{BlobOrigin, MountConfig};
-use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::MountArgs;
@@ -22,10 +19,12 @@ use crate::services::{self, Globals, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
-    let far = services::open(&globals.url, globals.token.clone()).await?;
+    let far = services::open(globals).await?;
     let (services, cache, blob_origin) = match &globals.url {
-        StoreUrl::Grpc { .. } => {
-            super::mount_access::check(&globals.url, &far).await?;
+        StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
+            if matches!(globals.url, StoreUrl::Grpc { .. }) {
+                super::mount_access::check(&globals.url, &far).await?;
+            }
             let (services, cache, stats) = with_local_cache(far, args).await?;
             (services, Some(cache), BlobOrigin::Cached(stats))
         }
@@ -108,74 +107,12 @@ async fn with_local_cache(
         .cache
         .clone()
         .unwrap_or_else(|| services::default_data_dir().join("cache"));
-    let open_dir = dir.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        RedbStore::open_dir_with_cache(open_dir, MOUNT_CACHE_REDB_CACHE_BYTES)
-    })
-    .await
-    .context("the cache task failed")?
-    .with_context(|| format!("opening the cache at {}", dir.display()))?;
-    let quota = match &args.cache_size {
-        Some(s) => parse_size(s).with_context(|| format!("--cache-size {s}"))?,
-        None => default_quota(&dir),
-    };
-    tracing::info!(cache = %dir.display(), quota, "local cache");
-    let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(quota));
-    let near_dirs = Arc::new(store.directory_service());
-    let near_infos = Arc::new(RedbPathInfoService::from_store(&store).await?);
-    let cached_blobs = CachedBlobService::new(near_blobs, far.blob);
-    let stats = Arc::clone(cached_blobs.stats());
-    let blob: Arc<dyn BlobService> = Arc::new(cached_blobs);
-    let directory: Arc<dyn DirectoryService> =
-        Arc::new(CachedDirectoryService::new(near_dirs, far.directory));
-    let path_info: Arc<dyn PathInfoService> =
-        Arc::new(CachedPathInfoService::new(near_infos, far.path_info));
-    let services = Services {
-        blob,
-        directory,
-        path_info,
-        nar_calculation: far.nar_calculation,
-    };
-    Ok((services, store, stats))
-}
-
-/// Parse a size: a number of bytes, optionally with a binary suffix
-/// K, M, G or T (`10G` = 10 GiB); `iB`/`B` suffixes are accepted too.
-pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim();
-    let t = t
-        .strip_suffix("iB")
-        .or_else(|| t.strip_suffix('B'))
-        .unwrap_or(t);
-    let (num, shift) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 30),
-        Some('T' | 't') => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("not a size (use e.g. 500M or 10G)"))?;
-    n.checked_mul(1u64 << shift)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| anyhow::anyhow!("size out of range"))
-}
-
-/// Without `--cache-size`: a quarter of the space free where the cache
-/// lives, at least 256 MiB (and 10 GiB if free space cannot be read).
-fn default_quota(dir: &std::path::Path) -> u64 {
-    const MIN: u64 = 256 << 20;
-    match rustix::fs::statvfs(dir) {
-        Ok(st) => (st.f_bavail.saturating_mul(st.f_frsize) / 4).max(MIN),
-        Err(_) => 10 << 30,
-    }
+    super::near_cache::front(far, &dir, args.cache_size.as_deref()).await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::super::near_cache::parse_size;
 
     #[test]
     fn sizes() {

@@ -26,6 +26,7 @@ pub use chunk_store::ChunkStore;
 pub use memory::MemoryBlobService;
 pub use quota::{DISK_SLACK_BYTES, DISK_SLACK_PERCENT, disk_bound, sync_bytes_for};
 pub use reader::open_read_via_chunks;
+pub(crate) use writer::{ChunkSink, ChunkingWriter};
 
 /// How many `read_chunk` calls the default
 /// [`BlobService::read_chunk_batch`] keeps going at once.

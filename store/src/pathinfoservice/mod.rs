@@ -1,8 +1,9 @@
 //! Stores of `PathInfo`, keyed by the store path's 20-byte digest.
 //!
-//! Backends: [`MemoryPathInfoService`] and [`RedbPathInfoService`] (in the
-//! same redb file as castore's data). Both keep a reference index, so
-//! [`PathInfoService::referrers`] does not scan.
+//! Backends: [`MemoryPathInfoService`], [`RedbPathInfoService`] (in the
+//! same redb file as castore's data) and [`ObjectStorePathInfoService`]
+//! (in the same bucket as castore's objects). All keep a reference index,
+//! so [`PathInfoService::referrers`] does not scan.
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -14,8 +15,10 @@ use crate::store_path::{DIGEST_LEN, StorePath};
 
 mod cache;
 mod memory;
+mod object_store;
 mod redb;
 
+pub use self::object_store::ObjectStorePathInfoService;
 pub use cache::CachedPathInfoService;
 pub use memory::MemoryPathInfoService;
 pub use redb::RedbPathInfoService;

@@ -1,0 +1,38 @@
+//! The few places object-store errors become castore errors, so that a
+//! change of [`crate::Error`]'s shape touches only this file.
+
+use object_store::path::Path;
+
+use crate::Error;
+
+/// An object whose bytes fail their check: names the key, and logs it
+/// (an operator must be able to find the object to repair it).
+pub(crate) fn corrupt(key: &Path, reason: &str) -> Error {
+    tracing::error!(object = %key, reason, "corrupt object in the object store");
+    Error::Storage(format!("object store: object {key} is corrupt: {reason}"))
+}
+
+/// A request to the object store that failed (other than "not found").
+pub(crate) fn request(op: &str, key: &Path, e: &object_store::Error) -> Error {
+    Error::Remote(format!("object store: {op} {key}: {}", chain(e)))
+}
+
+/// A blocking task that did not finish.
+pub(crate) fn task(what: &str, e: tokio::task::JoinError) -> Error {
+    Error::Storage(format!("object store: {what}: {e}"))
+}
+
+/// An error and its causes on one line, each once.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg.replace('\n', " ")
+}

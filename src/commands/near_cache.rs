@@ -1,0 +1,91 @@
+//! A local redb cache in front of a remote store: what `mount` keeps
+//! under `--cache`, and what `serve --near-cache` keeps in front of an
+//! object store, so that a hot path costs no remote request.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use storefs_castore::{
+    BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
+    MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore,
+};
+use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
+
+use crate::services::Services;
+
+/// Front `far` with a redb cache in `dir`, bounded by `size` (e.g. `10G`;
+/// default: a quarter of the free space there). Chunks and chunk lists,
+/// directories and path infos are kept; concurrent misses of one chunk
+/// share one fetch; a path info that is absent is asked again each time.
+/// Returns the services, the cache's store (flush it at exit) and the blob
+/// cache's figures.
+pub async fn front(
+    far: Services,
+    dir: &Path,
+    size: Option<&str>,
+) -> anyhow::Result<(Services, RedbStore, Arc<CacheStats>)> {
+    let open_dir = dir.to_owned();
+    let store = tokio::task::spawn_blocking(move || {
+        RedbStore::open_dir_with_cache(open_dir, MOUNT_CACHE_REDB_CACHE_BYTES)
+    })
+    .await
+    .context("the cache task failed")?
+    .with_context(|| format!("opening the cache at {}", dir.display()))?;
+    let quota = match size {
+        Some(s) => parse_size(s).with_context(|| format!("cache size {s}"))?,
+        None => default_quota(dir),
+    };
+    tracing::info!(cache = %dir.display(), quota, "local cache");
+    let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(quota));
+    let near_dirs = Arc::new(store.directory_service());
+    let near_infos = Arc::new(RedbPathInfoService::from_store(&store).await?);
+    let cached_blobs = CachedBlobService::new(near_blobs, far.blob);
+    let stats = Arc::clone(cached_blobs.stats());
+    let blob: Arc<dyn BlobService> = Arc::new(cached_blobs);
+    let directory: Arc<dyn DirectoryService> =
+        Arc::new(CachedDirectoryService::new(near_dirs, far.directory));
+    let path_info: Arc<dyn PathInfoService> =
+        Arc::new(CachedPathInfoService::new(near_infos, far.path_info));
+    let services = Services {
+        blob,
+        directory,
+        path_info,
+        nar_calculation: far.nar_calculation,
+    };
+    Ok((services, store, stats))
+}
+
+/// Parse a size: a number of bytes, optionally with a binary suffix
+/// K, M, G or T (`10G` = 10 GiB); `iB`/`B` suffixes are accepted too.
+pub fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("not a size (use e.g. 500M or 10G)"))?;
+    n.checked_mul(1u64 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| anyhow::anyhow!("size out of range"))
+}
+
+/// Without `--cache-size`: a quarter of the space free where the cache
+/// lives, at least 256 MiB (and 10 GiB if free space cannot be read).
+fn default_quota(dir: &std::path::Path) -> u64 {
+    const MIN: u64 = 256 << 20;
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => (st.f_bavail.saturating_mul(st.f_frsize) / 4).max(MIN),
+        Err(_) => 10 << 30,
+    }
+}
