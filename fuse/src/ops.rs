@@ -112,6 +112,12 @@ pub(crate) struct FsInner {
     blob_files: Mutex<LruCache<B3Digest, Arc<OpenFile>>>,
     /// Whether the kernel agreed to skip FUSE_OPEN/RELEASE for files.
     no_open: AtomicBool,
+    /// Whether the kernel offered to skip FUSE_OPEN but passthrough needs
+    /// opens: switch over should passthrough be turned off.
+    no_open_possible: AtomicBool,
+    /// FUSE passthrough of files copied into the file cache, if the mount
+    /// has one.
+    pub(crate) passthrough: Option<crate::passthrough::Passthrough>,
     /// Snapshots of the root listing, by directory handle.
     listings: Mutex<HashMap<u64, Arc<RootListing>>>,
     next_fh: AtomicU64,
@@ -129,6 +135,7 @@ pub(crate) struct InnerConfig {
     pub(crate) list_root: bool,
     pub(crate) readahead_chunks: usize,
     pub(crate) dir_cache_entries: usize,
+    pub(crate) passthrough: Option<crate::passthrough::Passthrough>,
 }
 
 impl FsInner {
@@ -153,6 +160,8 @@ impl FsInner {
                 NonZeroUsize::new(BLOB_FILES).unwrap_or(NonZeroUsize::MIN),
             )),
             no_open: AtomicBool::new(false),
+            no_open_possible: AtomicBool::new(false),
+            passthrough: config.passthrough,
             listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             closures: Mutex::new(HashSet::new()),
@@ -340,8 +349,13 @@ impl FsInner {
     }
 
     /// `open`: learn the file's chunk list (from memory if known) and hand
-    /// out a handle.
-    pub(crate) async fn open(self: Arc<Self>, ino: u64, write: bool) -> Result<u64, FsError> {
+    /// out a handle, with the file cache's copy of the file to pass through
+    /// to if there is one (see [`crate::passthrough`]).
+    pub(crate) async fn open(
+        self: Arc<Self>,
+        ino: u64,
+        write: bool,
+    ) -> Result<(u64, Option<std::fs::File>), FsError> {
         let data = self.inode(ino)?;
         let (digest, size) = match &*data {
             InodeData::File { digest, size, .. } => (*digest, *size),
@@ -360,11 +374,15 @@ impl FsInner {
             // trip at all, and reads arrive with handle 0.
             return Err(FsError::NoOpen);
         }
+        let backing = match &self.passthrough {
+            Some(p) => p.backing_for(ino, digest, size, &layout).await,
+            None => None,
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let mut files = self.files.lock();
         files.insert(fh, Arc::new(OpenFile::new(layout)));
         stats::set(&self.stats.open_files, files.len() as u64);
-        Ok(fh)
+        Ok((fh, backing))
     }
 
     /// A file (blob `blob`) is being opened: make sure the small files
@@ -420,6 +438,21 @@ impl FsInner {
     /// FUSE_NO_OPEN_SUPPORT): the next `open` answers ENOSYS to switch over.
     pub(crate) fn set_no_open(&self) {
         self.no_open.store(true, Ordering::Relaxed);
+    }
+
+    /// The kernel offered FUSE_NO_OPEN_SUPPORT but passthrough keeps opens
+    /// coming: remember the offer for [`FsInner::passthrough_refused`].
+    pub(crate) fn set_no_open_possible(&self) {
+        self.no_open_possible.store(true, Ordering::Relaxed);
+    }
+
+    /// Passthrough was turned off (the kernel refused a backing file):
+    /// open without round trips from now on, as a mount without
+    /// passthrough does, if the kernel offered that.
+    pub(crate) fn passthrough_refused(&self) {
+        if self.no_open_possible.load(Ordering::Relaxed) {
+            self.set_no_open();
+        }
     }
 
     /// Open-file state of inode `ino` for reads without a handle, shared by
@@ -479,11 +512,16 @@ impl FsInner {
         )
     }
 
-    /// `release`.
-    pub(crate) fn release(&self, fh: u64) {
-        let mut files = self.files.lock();
-        files.remove(&fh);
-        stats::set(&self.stats.open_files, files.len() as u64);
+    /// `release` of handle `fh` of inode `ino`.
+    pub(crate) fn release(&self, ino: u64, fh: u64) {
+        {
+            let mut files = self.files.lock();
+            files.remove(&fh);
+            stats::set(&self.stats.open_files, files.len() as u64);
+        }
+        if let Some(p) = &self.passthrough {
+            p.release(ino);
+        }
     }
 
     /// `opendir`: a handle, and whether the kernel may cache the listing.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use storefs_castore::{
     BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
-    MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore, StoreUrl,
+    FileCache, MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore, StoreUrl,
 };
 use storefs_fuse::{BlobOrigin, MountConfig};
 use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
@@ -23,13 +23,18 @@ use crate::services::{self, Globals, Services};
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let far = services::open(&globals.url, globals.token.clone()).await?;
-    let (services, cache, blob_origin) = match &globals.url {
+    let (services, cache, blob_origin, file_cache) = match &globals.url {
         StoreUrl::Grpc { .. } => {
             super::mount_access::check(&globals.url, &far).await?;
-            let (services, cache, stats) = with_local_cache(far, args).await?;
-            (services, Some(cache), BlobOrigin::Cached(stats))
+            let local = with_local_cache(far, args).await?;
+            (
+                local.services,
+                Some(local.store),
+                BlobOrigin::Cached(local.stats),
+                local.files,
+            )
         }
-        _ => (far, None, BlobOrigin::Local),
+        _ => (far, None, BlobOrigin::Local, None),
     };
 
     let mut config = MountConfig::new(&args.mountpoint);
@@ -41,6 +46,8 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     config.allow_other = args.allow_other;
     config.store_dir = globals.store_dir.as_str().to_owned();
     config.blob_origin = blob_origin;
+    config.passthrough = !args.no_passthrough;
+    config.file_cache = file_cache;
 
     let runtime = tokio::runtime::Handle::current();
     let mount_services = services.clone();
@@ -97,13 +104,27 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What [`with_local_cache`] sets up.
+struct LocalCache {
+    /// The services, cached.
+    services: Services,
+    /// The cache's store, to flush at exit.
+    store: RedbStore,
+    /// The blob cache's figures.
+    stats: Arc<CacheStats>,
+    /// Whole-file copies for passthrough (`files/` beside the redb file),
+    /// unless `--no-passthrough`.
+    files: Option<Arc<FileCache>>,
+}
+
+/// The share of `--cache-size` the passthrough file copies may take (a
+/// quarter); the chunk cache gets the rest, so both together stay within
+/// the quota.
+const FILE_CACHE_SHARE: u64 = 4;
+
 /// Front `far` with the local redb cache under `--cache` (default: the
-/// data directory's `cache/`); also returns the cache's store, to flush at
-/// exit, and the blob cache's figures.
-async fn with_local_cache(
-    far: Services,
-    args: &MountArgs,
-) -> anyhow::Result<(Services, RedbStore, Arc<CacheStats>)> {
+/// data directory's `cache/`), and the file cache for passthrough beside it.
+async fn with_local_cache(far: Services, args: &MountArgs) -> anyhow::Result<LocalCache> {
     let dir = args
         .cache
         .clone()
@@ -119,8 +140,27 @@ async fn with_local_cache(
         Some(s) => parse_size(s).with_context(|| format!("--cache-size {s}"))?,
         None => default_quota(&dir),
     };
-    tracing::info!(cache = %dir.display(), quota, "local cache");
-    let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(quota));
+    let file_quota = if args.no_passthrough {
+        0
+    } else {
+        quota / FILE_CACHE_SHARE
+    };
+    let chunk_quota = quota - file_quota;
+    tracing::info!(cache = %dir.display(), quota, file_quota, "local cache");
+    let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(chunk_quota));
+    let files = if args.no_passthrough {
+        None
+    } else {
+        let files_dir = dir.join("files");
+        let near: Arc<dyn BlobService> = near_blobs.clone();
+        let open_dir = files_dir.clone();
+        let files =
+            tokio::task::spawn_blocking(move || FileCache::open(open_dir, near, file_quota))
+                .await
+                .context("the file cache task failed")?
+                .with_context(|| format!("opening the file cache at {}", files_dir.display()))?;
+        Some(Arc::new(files))
+    };
     let near_dirs = Arc::new(store.directory_service());
     let near_infos = Arc::new(RedbPathInfoService::from_store(&store).await?);
     let cached_blobs = CachedBlobService::new(near_blobs, far.blob);
@@ -136,7 +176,12 @@ async fn with_local_cache(
         path_info,
         nar_calculation: far.nar_calculation,
     };
-    Ok((services, store, stats))
+    Ok(LocalCache {
+        services,
+        store,
+        stats,
+        files,
+    })
 }
 
 /// Parse a size: a number of bytes, optionally with a binary suffix
