@@ -514,14 +514,14 @@ impl FsInner {
 
     /// `release` of handle `fh` of inode `ino`.
     pub(crate) fn release(&self, ino: u64, fh: u64) {
-        {
-            let mut files = self.files.lock();
-            files.remove(&fh);
-            stats::set(&self.stats.open_files, files.len() as u64);
-        }
+        // The inode's mode first: once `open_files` shows the release, the
+        // inode is free for a passthrough open.
         if let Some(p) = &self.passthrough {
             p.release(ino);
         }
+        let mut files = self.files.lock();
+        files.remove(&fh);
+        stats::set(&self.stats.open_files, files.len() as u64);
     }
 
     /// `opendir`: a handle, and whether the kernel may cache the listing.

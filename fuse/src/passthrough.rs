@@ -132,11 +132,12 @@ impl Passthrough {
         }
         // Open already: its mode decides (a backed inode reuses its backing
         // file, a cached one must stay cached until its last release).
-        let open_now = self
-            .inodes
-            .lock()
-            .get(&ino)
-            .is_some_and(|open| open.opens > 0);
+        let open_now = match self.inodes.lock().get(&ino) {
+            // Its backing file serves this open too: nothing to find or copy.
+            Some(open) if matches!(open.io, Io::Backed(_)) => return None,
+            Some(open) => open.opens > 0,
+            None => false,
+        };
         if self.files.is_ready(&digest, size) {
             return if open_now {
                 None
