@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use fuser::{BackingId, FileHandle, FopenFlags, ReplyOpen};
 use lru::LruCache;
@@ -42,9 +42,12 @@ use crate::stats::{self, MountStats};
 /// How many blobs are remembered as opened before.
 const SEEN: usize = 64 * 1024;
 
-/// Copies into the file cache running at once; an open that finds none
-/// free leaves its file for a later open.
+/// Copies into the file cache running at once ...
 const BUILDS: usize = 4;
+
+/// ... and waiting for their turn at most; an open that finds the queue
+/// full leaves its file for a later open.
+const BUILDS_QUEUED: usize = 1024;
 
 /// The flags of an open file read through the mount: immutable content,
 /// so the kernel may keep its page cache across opens, and closing needs no
@@ -84,6 +87,8 @@ pub(crate) struct Passthrough {
     /// operation and at most one ioctl.
     inodes: Mutex<HashMap<u64, InodeIo>>,
     builds: Arc<Semaphore>,
+    /// Copies started or waiting.
+    queued: Arc<AtomicUsize>,
     stats: Arc<MountStats>,
     runtime: Handle,
 }
@@ -102,6 +107,7 @@ impl Passthrough {
             )),
             inodes: Mutex::new(HashMap::new()),
             builds: Arc::new(Semaphore::new(BUILDS)),
+            queued: Arc::new(AtomicUsize::new(0)),
             stats,
             runtime,
         }
@@ -166,17 +172,23 @@ impl Passthrough {
         None
     }
 
-    /// Copy blob `digest` into the file cache in the background, if a
-    /// build slot is free.
+    /// Copy blob `digest` into the file cache in the background, unless
+    /// too many copies are waiting already.
     fn build_later(&self, digest: B3Digest, size: u64, chunks: Vec<ChunkMeta>) {
-        let Ok(permit) = Arc::clone(&self.builds).try_acquire_owned() else {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= BUILDS_QUEUED {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
             return;
-        };
+        }
         let files = Arc::clone(&self.files);
         let stats = Arc::clone(&self.stats);
+        let builds = Arc::clone(&self.builds);
+        let queued = Arc::clone(&self.queued);
         self.runtime.spawn(async move {
-            let _permit = permit;
-            match files.materialise(digest, size, chunks).await {
+            // The semaphore is never closed; should it be, copy anyway.
+            let _permit = builds.acquire_owned().await.ok();
+            let outcome = files.materialise(digest, size, chunks).await;
+            queued.fetch_sub(1, Ordering::Relaxed);
+            match outcome {
                 Ok(true) => {
                     stats::add(&stats.files_materialised, 1);
                     let s = files.snapshot();
