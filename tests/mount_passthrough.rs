@@ -78,9 +78,11 @@ fn files_read_again_pass_through_and_stay_within_the_quota() {
     assert_eq!(stat(&s, "bytes_fetched"), fetched, "{s}");
     // Copies started by the third reading may still be finishing: the
     // figure catches up with the directory.
-    wait_for(Duration::from_secs(20), "file_cache_bytes is what is on disk", || {
-        files_bytes(&cache.join("files")) == stat(&mount.stats(), "file_cache_bytes")
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "file_cache_bytes is what is on disk",
+        || files_bytes(&cache.join("files")) == stat(&mount.stats(), "file_cache_bytes"),
+    );
     let held = files_bytes(&cache.join("files"));
     assert!(held > 0 && held <= 1 << 20, "file copies take {held} bytes");
     drop(mount);

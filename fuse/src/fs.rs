@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fuser::{
@@ -16,8 +17,9 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use crate::attr::{BLKSIZE, TTL};
+use crate::attr::{BLKSIZE, ROOT_NEGATIVE_TTL, TTL, negative};
 use crate::bridge::Bridge;
+use crate::inodes::ROOT_INO;
 use crate::ops::FsInner;
 use crate::passthrough::open_flags;
 use crate::reader::MAX_READ;
@@ -60,14 +62,14 @@ impl Filesystem for StoreFs {
         // filesystem) and CAP_SYS_ADMIN to register backing files.
         let passthrough = match &self.inner.passthrough {
             Some(p) if may_register_backing_files() => {
-                let granted = config
-                    .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-                    .is_ok()
+                let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                     && config.set_max_stack_depth(1).is_ok();
                 if granted {
                     p.enable();
                 } else {
-                    tracing::info!("the kernel does not offer FUSE passthrough; reads go through the mount");
+                    tracing::info!(
+                        "the kernel does not offer FUSE passthrough; reads go through the mount"
+                    );
                 }
                 granted
             }
@@ -116,10 +118,26 @@ impl Filesystem for StoreFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = Bytes::copy_from_slice(name.as_bytes());
         let op = Arc::clone(&self.inner).lookup(parent.0, name);
-        self.bridge.run("lookup", op, reply, |reply, r| match r {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        });
+        // A name absent from a directory of a store path stays absent (the
+        // directory is immutable): the kernel may remember that (a negative
+        // entry) as long as the entry itself. A store path may yet appear
+        // in the root, so there briefly.
+        let negative_ttl = if parent.0 == ROOT_INO {
+            ROOT_NEGATIVE_TTL
+        } else {
+            TTL
+        };
+        self.bridge
+            .run("lookup", op, reply, move |reply, r| match r {
+                Ok(Some(attr)) => reply.entry(&TTL, &attr, Generation(0)),
+                Ok(None) => reply.entry_with_ttls(
+                    &Duration::ZERO,
+                    &negative_ttl,
+                    &negative(),
+                    Generation(0),
+                ),
+                Err(e) => reply.error(e),
+            });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {

@@ -282,12 +282,22 @@ impl FsInner {
         Ok(attr(ino, &data))
     }
 
-    /// `lookup`: the child `name` of `parent`.
+    /// `lookup`: the child `name` of `parent`, or `None` if there is no
+    /// such name (which the kernel may remember: see `crate::fs`).
     pub(crate) async fn lookup(
         self: Arc<Self>,
         parent: u64,
         name: Bytes,
-    ) -> Result<FileAttr, FsError> {
+    ) -> Result<Option<FileAttr>, FsError> {
+        stats::add(&self.stats.lookups, 1);
+        match self.lookup_entry(parent, name).await {
+            Ok(attr) => Ok(Some(attr)),
+            Err(FsError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lookup_entry(&self, parent: u64, name: Bytes) -> Result<FileAttr, FsError> {
         if parent == ROOT_INO {
             return self.lookup_root(name).await;
         }

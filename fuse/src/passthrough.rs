@@ -165,9 +165,8 @@ impl Passthrough {
         let BlobLayout::Chunks { chunks, .. } = layout else {
             return None;
         };
-        if self.seen.lock().put(digest, ()).is_none() {
-            return None;
-        }
+        // Opened for the first time in this mount: leave it at that.
+        self.seen.lock().put(digest, ())?;
         self.build_later(digest, size, chunks.clone());
         None
     }
@@ -197,7 +196,9 @@ impl Passthrough {
                 }
                 // A chunk is not (or no longer) held locally.
                 Ok(false) => {}
-                Err(e) => tracing::warn!(blob = %digest, error = %e, "file cache: cannot copy blob"),
+                Err(e) => {
+                    tracing::warn!(blob = %digest, error = %e, "file cache: cannot copy blob")
+                }
             }
         });
     }

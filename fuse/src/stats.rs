@@ -57,6 +57,7 @@ pub struct MountStats {
     pub(crate) open_files: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) lookups: AtomicU64,
     pub(crate) passthrough_opens: AtomicU64,
     pub(crate) passthrough_fallbacks: AtomicU64,
     pub(crate) files_materialised: AtomicU64,
@@ -121,6 +122,8 @@ pub struct StatsSnapshot {
     pub timeouts: u64,
     /// Operations that failed with an I/O error (timeouts included).
     pub errors: u64,
+    /// Lookups the kernel asked of the mount (names it had not cached).
+    pub lookups: u64,
     /// Opens answered with FUSE passthrough: the kernel reads the file
     /// from its local copy in the file cache, without asking the mount.
     pub passthrough_opens: u64,
@@ -168,6 +171,7 @@ impl MountStats {
             open_files: get(&self.open_files),
             timeouts: get(&self.timeouts),
             errors: get(&self.errors),
+            lookups: get(&self.lookups),
             passthrough_opens: get(&self.passthrough_opens),
             passthrough_fallbacks: get(&self.passthrough_fallbacks),
             files_materialised: get(&self.files_materialised),

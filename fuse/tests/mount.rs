@@ -227,6 +227,62 @@ fn a_wrong_name_with_a_right_hash_is_enoent() {
 }
 
 #[test]
+fn warm_metadata_needs_no_round_trip_and_new_store_paths_still_appear() {
+    let rt = runtime();
+    let svc = Services::default();
+    let tree = sample_tree();
+    let sp = rt.block_on(svc.add_path("warm-meta", &tree));
+    let infos = svc.infos.clone();
+    let m = mount(rt, &svc, |_| {});
+    let p = m.store_path(&sp);
+    let walk = |p: &Path| {
+        walkdir::WalkDir::new(p)
+            .into_iter()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect::<Vec<u64>>()
+    };
+    let entries = walk(&p);
+    let missing = p.join("no-such-file");
+    assert_eq!(
+        std::fs::metadata(&missing).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    // A second walk, and the absent name again, are answered by the
+    // kernel's caches (long entry/attribute timeouts, negative entries
+    // inside store paths): no lookup reaches the mount.
+    let before = m.stats().lookups;
+    assert_eq!(walk(&p), entries);
+    assert_eq!(
+        std::fs::metadata(&missing).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(m.stats().lookups, before);
+
+    // An absent store path is remembered only briefly: added to the
+    // service, it appears.
+    let later = store_path_for("appears-later");
+    let at = m.path().join(later.base_name());
+    assert_eq!(
+        std::fs::metadata(&at).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    let setup = runtime();
+    let added = setup.block_on(
+        Services {
+            infos,
+            ..svc.clone()
+        }
+        .add_path("appears-later", &file(b"late".to_vec())),
+    );
+    assert_eq!(added, later);
+    wait_for(
+        Duration::from_secs(10),
+        "the new store path appears",
+        || std::fs::read(&at).is_ok_and(|d| d == b"late"),
+    );
+}
+
+#[test]
 fn list_root_lists_every_store_path() {
     let rt = runtime();
     let svc = Services::default();

@@ -118,7 +118,13 @@ fn fully_cached_files_pass_through_and_survive_eviction() {
     });
     let before = m.stats().passthrough_opens;
     assert_eq!(std::fs::read(p.join("b.bin")).unwrap(), b);
-    assert_eq!(m.stats().passthrough_opens, before + 1, "{:?} {:?}", m.stats(), cache.snapshot());
+    assert_eq!(
+        m.stats().passthrough_opens,
+        before + 1,
+        "{:?} {:?}",
+        m.stats(),
+        cache.snapshot()
+    );
     wait_for(Duration::from_secs(5), "files released", || {
         m.stats().open_files == 0
     });
@@ -170,7 +176,11 @@ fn without_passthrough_nothing_is_copied_and_reads_are_the_same() {
     }
     let s = m.stats();
     assert_eq!(
-        (s.passthrough_opens, s.files_materialised, s.passthrough_fallbacks),
+        (
+            s.passthrough_opens,
+            s.files_materialised,
+            s.passthrough_fallbacks
+        ),
         (0, 0, 0)
     );
     assert_eq!(cache.snapshot().files, 0);

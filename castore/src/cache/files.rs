@@ -102,7 +102,11 @@ impl FileCache {
     /// and keeping at most `max_bytes` of files. Files already there are
     /// indexed (oldest modification first out) and checked before their
     /// first use; leftover temporary files are removed.
-    pub fn open(dir: impl Into<PathBuf>, near: Arc<dyn BlobService>, max_bytes: u64) -> Result<Self> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        near: Arc<dyn BlobService>,
+        max_bytes: u64,
+    ) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
         let mut found = Vec::new();
@@ -306,9 +310,11 @@ impl FileCache {
             )));
         }
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!("{TMP_PREFIX}{}-{}-{n}", digest.to_hex(), std::process::id()));
+        let tmp = self.dir.join(format!(
+            "{TMP_PREFIX}{}-{}-{n}",
+            digest.to_hex(),
+            std::process::id()
+        ));
         let result = self.write_tmp(&tmp, digest, &chunks).await;
         match result {
             Ok(true) => {
@@ -364,7 +370,9 @@ impl FileCache {
                 )));
             }
             hasher.update(&data);
-            let mut f = file.take().ok_or_else(|| Error::Storage("file cache: no file".into()))?;
+            let mut f = file
+                .take()
+                .ok_or_else(|| Error::Storage("file cache: no file".into()))?;
             let f = tokio::task::spawn_blocking(move || f.write_all(&data).map(|()| f))
                 .await
                 .map_err(|e| Error::Storage(format!("file cache task failed: {e}")))??;
@@ -451,14 +459,18 @@ mod tests {
     use bytes::Bytes;
 
     fn blob(n: usize, seed: u8) -> Vec<u8> {
-        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     async fn store_chunks(near: &MemoryBlobService, data: &[u8], piece: usize) -> Vec<ChunkMeta> {
         let mut metas = Vec::new();
         for c in data.chunks(piece) {
             let d = B3Digest::of(c);
-            near.insert_chunk(&d, Bytes::copy_from_slice(c)).await.unwrap();
+            near.insert_chunk(&d, Bytes::copy_from_slice(c))
+                .await
+                .unwrap();
             metas.push(ChunkMeta {
                 digest: d,
                 size: c.len() as u64,
@@ -482,7 +494,11 @@ mod tests {
         assert!(cache.materialise(da, 100, ca).await.unwrap());
         assert!(cache.materialise(db, 100, cb).await.unwrap());
         let mut held = Vec::new();
-        cache.open_file(&da, 100).unwrap().read_to_end(&mut held).unwrap();
+        cache
+            .open_file(&da, 100)
+            .unwrap()
+            .read_to_end(&mut held)
+            .unwrap();
         assert_eq!(held, a);
         // Opening `a` made it recent: `b` goes when `c` comes.
         let mut open_a = cache.open_file(&da, 100).unwrap();
@@ -539,7 +555,11 @@ mod tests {
         assert!(!dir.path().join(format!("{TMP_PREFIX}x")).exists());
         assert!(!cache.is_ready(&da, 300));
         let mut held = Vec::new();
-        cache.open_file(&da, 300).unwrap().read_to_end(&mut held).unwrap();
+        cache
+            .open_file(&da, 300)
+            .unwrap()
+            .read_to_end(&mut held)
+            .unwrap();
         assert_eq!(held, a);
         assert!(cache.is_ready(&da, 300));
         assert!(cache.open_file(&db, 300).is_none());
