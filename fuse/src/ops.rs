@@ -22,7 +22,7 @@ use storefs_store::store_path::{HASH_PART_LEN, parse_hash_part};
 
 use crate::attr::{attr, dir_nlink, kind};
 use crate::error::FsError;
-use crate::fetch::{Fetcher, SMALL_BLOB};
+use crate::fetch::{Fetcher, LIST_LOOKAHEAD, LIST_LOOKAHEAD_SCAN, SMALL_BLOB};
 use crate::inodes::{InodeData, InodeKey, InodeTable, ROOT_INO};
 use crate::reader::{self, OpenFile};
 use crate::stats::{self, MountStats};
@@ -397,7 +397,9 @@ impl FsInner {
 
     /// A file (blob `blob`) is being opened: make sure the small files
     /// after it in its directory are here or on their way, fetching those
-    /// that are not in batches (see [`SIBLING_WINDOW_BYTES`]). Bounded by
+    /// that are not in batches (see [`SIBLING_WINDOW_BYTES`]), and ask for
+    /// the chunk lists of the next few large files (not their bytes; see
+    /// [`LIST_LOOKAHEAD`]). Bounded by
     /// the window, so a program that opens one file of a large directory
     /// pulls at most a window of its neighbours. Needs nothing from the
     /// network: the directory is in memory (its store path's closure was
@@ -409,6 +411,21 @@ impl FsInner {
         let Some(dir) = self.dirs.get(&dir) else {
             return;
         };
+        // The large files just after it: their chunk lists, asked for now
+        // and together, are in memory by the time they are opened.
+        let large: Vec<(B3Digest, u64)> = dir
+            .entries_from(&name)
+            .skip(1)
+            .take(LIST_LOOKAHEAD_SCAN)
+            .filter_map(|(_, node)| match node {
+                Node::File { digest, size, .. } if *size > SMALL_BLOB => Some((*digest, *size)),
+                _ => None,
+            })
+            .take(LIST_LOOKAHEAD)
+            .collect();
+        if !large.is_empty() {
+            self.fetcher.prefetch_layouts(large);
+        }
         let mut window = Vec::new();
         let mut bytes = 0u64;
         for (_, node) in dir.entries_from(&name) {

@@ -362,6 +362,48 @@ fn reading_one_small_file_fetches_only_its_chunks() {
 }
 
 #[test]
+fn opening_a_file_asks_for_the_next_large_files_chunk_lists_not_their_bytes() {
+    let rt = runtime();
+    let svc = Services::default();
+    const SIZE: usize = 200 * 1024;
+    let names: Vec<String> = (0..7).map(|i| format!("f{i}")).collect();
+    let tree = T::Dir(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.as_bytes().to_vec(),
+                    file(pseudo_random(SIZE, i as u64 + 70)),
+                )
+            })
+            .collect(),
+    );
+    let sp = rt.block_on(svc.add_path("list-lookahead", &tree));
+    let m = mount(rt, &svc, |_| {});
+    let p = m.store_path(&sp);
+    assert_eq!(
+        std::fs::read(p.join("f0")).unwrap(),
+        pseudo_random(SIZE, 70)
+    );
+    // f0's list, and those of the four after it, asked for.
+    wait_for(Duration::from_secs(10), "lists asked for ahead", || {
+        m.stats().chunk_list_misses == 5
+    });
+    assert_eq!(m.stats().bytes_fetched, SIZE as u64, "{:?}", m.stats());
+    // Their opens find the lists in memory; f5's open asks for its own.
+    for (i, n) in names.iter().enumerate().skip(1) {
+        assert_eq!(
+            std::fs::read(p.join(n)).unwrap(),
+            pseudo_random(SIZE, i as u64 + 70)
+        );
+    }
+    let s = m.stats();
+    assert!(s.chunk_list_hits >= 4, "{s:?}");
+    assert_eq!(s.bytes_fetched, 7 * SIZE as u64, "{s:?}");
+}
+
+#[test]
 fn sequential_reads_trigger_read_ahead() {
     let rt = runtime();
     let svc = Services::default();
