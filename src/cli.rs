@@ -188,6 +188,11 @@ pub struct MountArgs {
     /// Let users other than the one mounting see the files.
     #[arg(long)]
     pub allow_other: bool,
+    /// Never hand fully cached files to the kernel (FUSE passthrough): every
+    /// read goes through the mount, and no file copies are kept beside the
+    /// cache.
+    #[arg(long)]
+    pub no_passthrough: bool,
 }
 
 /// Who may use the daemon socket, and how much of it (docs/access.md).

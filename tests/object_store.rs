@@ -38,7 +38,7 @@ fn replica(g: &Garage, dir: &Path, name: &str, url: &str, extra: &[&str]) -> Tes
         .arg("--daemon-socket")
         .arg(&daemon)
         .args(extra);
-    let mut s = TestServer::spawn(cmd, &[&grpc, &daemon], &[]);
+    let mut s = TestServer::spawn(&mut cmd, &[&grpc, &daemon], &[]);
     s.socket = grpc;
     s
 }

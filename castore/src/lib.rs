@@ -77,7 +77,7 @@ pub use blobservice::{
 };
 pub use cache::{
     CacheStats, CacheStatsSnapshot, CachedBlobService, CachedDirectoryService, FIRST_PAUSE,
-    LOG_INTERVAL, MAX_PAUSE,
+    FileCache, FileCacheSnapshot, LOG_INTERVAL, MAX_PAUSE,
 };
 pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};

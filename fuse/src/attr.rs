@@ -11,6 +11,32 @@ use crate::inodes::InodeData;
 /// immutable, so as long as it likes (a year).
 pub(crate) const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// How long the kernel may remember that a name is absent from the root:
+/// store paths can appear (added to the service), so briefly.
+pub(crate) const ROOT_NEGATIVE_TTL: Duration = Duration::from_secs(1);
+
+/// What a lookup of an absent name answers: inode 0, which the kernel
+/// takes as "no such entry" and keeps for the entry timeout.
+pub(crate) fn negative() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: nix_time(),
+        mtime: nix_time(),
+        ctime: nix_time(),
+        crtime: nix_time(),
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
 /// The `st_blksize` we report: the chunker's average chunk size, so `cp`
 /// and friends read in pieces that map onto chunks.
 pub(crate) const BLKSIZE: u32 = 64 * 1024;

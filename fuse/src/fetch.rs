@@ -34,6 +34,13 @@ pub(crate) const WHOLE_BLOB_MAX: u64 = 16 * 1024 * 1024;
 /// [`Fetcher::layout`]); the default chunker's average chunk size.
 pub(crate) const SMALL_BLOB: u64 = 64 * 1024;
 
+/// The chunk lists of at most this many large files after an opened one
+/// are asked for ahead of their opens ([`Fetcher::prefetch_layouts`]) ...
+pub(crate) const LIST_LOOKAHEAD: usize = 4;
+
+/// ... found among this many entries after it.
+pub(crate) const LIST_LOOKAHEAD_SCAN: usize = 64;
+
 /// How many chunk lists are kept in memory.
 const CHUNK_LISTS: usize = 16 * 1024;
 
@@ -167,6 +174,8 @@ pub(crate) struct Fetcher {
     /// Small blobs the service holds only in chunks (asking for them whole
     /// found nothing): not worth asking for whole again in a batch.
     chunked_small: Mutex<LruCache<B3Digest, ()>>,
+    /// Chunk lists being asked for ahead of their opens.
+    layouts_ahead: Mutex<std::collections::HashSet<B3Digest>>,
 }
 
 impl Fetcher {
@@ -198,6 +207,27 @@ impl Fetcher {
             chunked_small: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CHUNK_LISTS).unwrap_or(NonZeroUsize::MIN),
             )),
+            layouts_ahead: Mutex::default(),
+        }
+    }
+
+    /// Ask for the chunk lists of `blobs` (large files about to be opened,
+    /// with their sizes) in the background, all at once, so that their
+    /// opens find them in memory instead of each waiting a round trip.
+    /// Lists known or already asked for are skipped; a failure is left for
+    /// the open to meet again.
+    pub(crate) fn prefetch_layouts(self: &Arc<Self>, blobs: Vec<(B3Digest, u64)>) {
+        for (digest, size) in blobs {
+            if self.chunk_lists.lock().contains(&digest)
+                || !self.layouts_ahead.lock().insert(digest)
+            {
+                continue;
+            }
+            let this = Arc::clone(self);
+            self.handle.spawn(async move {
+                let _ = tokio::time::timeout(this.timeout, this.layout(digest, size)).await;
+                this.layouts_ahead.lock().remove(&digest);
+            });
         }
     }
 

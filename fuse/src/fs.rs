@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use fuser::{
@@ -16,9 +17,11 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use crate::attr::{BLKSIZE, TTL};
+use crate::attr::{BLKSIZE, ROOT_NEGATIVE_TTL, TTL, negative};
 use crate::bridge::Bridge;
+use crate::inodes::ROOT_INO;
 use crate::ops::FsInner;
+use crate::passthrough::open_flags;
 use crate::reader::MAX_READ;
 
 /// The filesystem fuser runs.
@@ -54,14 +57,41 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, crate::error
 impl Filesystem for StoreFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Each capability on its own: an old kernel lacking one still mounts.
+        // Passthrough (see `crate::passthrough`) needs the kernel's consent,
+        // one level of stacking (the backing files are on a plain disk
+        // filesystem) and CAP_SYS_ADMIN to register backing files.
+        let passthrough = match &self.inner.passthrough {
+            Some(p) if may_register_backing_files() => {
+                let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                    && config.set_max_stack_depth(1).is_ok();
+                if granted {
+                    p.enable();
+                } else {
+                    tracing::info!(
+                        "the kernel does not offer FUSE passthrough; reads go through the mount"
+                    );
+                }
+                granted
+            }
+            Some(_) => {
+                tracing::info!("FUSE passthrough needs CAP_SYS_ADMIN; reads go through the mount");
+                false
+            }
+            None => false,
+        };
         // Open files without a round trip: the kernel asks once, we answer
         // ENOSYS, and from then on it opens files itself (with keep-cache).
+        // Passthrough is decided at open, so it keeps opens coming.
         if self.no_open
             && config
                 .add_capabilities(InitFlags::FUSE_NO_OPEN_SUPPORT)
                 .is_ok()
         {
-            self.inner.set_no_open();
+            if passthrough {
+                self.inner.set_no_open_possible();
+            } else {
+                self.inner.set_no_open();
+            }
         }
         for flag in [
             InitFlags::FUSE_DO_READDIRPLUS,
@@ -88,10 +118,26 @@ impl Filesystem for StoreFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = Bytes::copy_from_slice(name.as_bytes());
         let op = Arc::clone(&self.inner).lookup(parent.0, name);
-        self.bridge.run("lookup", op, reply, |reply, r| match r {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        });
+        // A name absent from a directory of a store path stays absent (the
+        // directory is immutable): the kernel may remember that (a negative
+        // entry) as long as the entry itself. A store path may yet appear
+        // in the root, so there briefly.
+        let negative_ttl = if parent.0 == ROOT_INO {
+            ROOT_NEGATIVE_TTL
+        } else {
+            TTL
+        };
+        self.bridge
+            .run("lookup", op, reply, move |reply, r| match r {
+                Ok(Some(attr)) => reply.entry(&TTL, &attr, Generation(0)),
+                Ok(None) => reply.entry_with_ttls(
+                    &Duration::ZERO,
+                    &negative_ttl,
+                    &negative(),
+                    Generation(0),
+                ),
+                Err(e) => reply.error(e),
+            });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -114,14 +160,17 @@ impl Filesystem for StoreFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let inner = Arc::clone(&self.inner);
         let op = Arc::clone(&self.inner).open(ino.0, write);
-        self.bridge.run("open", op, reply, |reply, r| match r {
-            // Immutable content: the kernel may keep its page cache across
-            // opens, and closing needs no flush.
-            Ok(fh) => reply.opened(
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-            ),
+        self.bridge.run("open", op, reply, move |reply, r| match r {
+            Ok((fh, backing)) => match &inner.passthrough {
+                Some(p) => {
+                    if p.reply_open(reply, ino.0, fh, backing) {
+                        inner.passthrough_refused();
+                    }
+                }
+                None => reply.opened(FileHandle(fh), open_flags()),
+            },
             Err(e) => reply.error(e),
         });
     }
@@ -147,14 +196,14 @@ impl Filesystem for StoreFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.inner.release(fh.0);
+        self.inner.release(ino.0, fh.0);
         reply.ok();
     }
 
@@ -277,4 +326,19 @@ impl Filesystem for StoreFs {
             None => reply.error(Errno::ENOENT),
         }
     }
+}
+
+/// Whether this process may register passthrough backing files: the
+/// kernel asks for `CAP_SYS_ADMIN` (bit 21 of the effective set). Read
+/// from `/proc/self/status`; unknown counts as no.
+fn may_register_backing_files() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }

@@ -22,6 +22,8 @@
 //! - `attr`: attributes as Nix has them.
 //! - `dircache`, `fetch`, `reader`: directories in memory; chunk cache,
 //!   single-flight and read-ahead; positional reads.
+//! - `passthrough`: FUSE passthrough of files copied whole into a
+//!   [`storefs_castore::FileCache`]: the kernel reads them without us.
 //! - `stats`: [`MountStats`] / [`StatsSnapshot`], also readable as the
 //!   `user.storefs.stats` xattr of the root.
 //! - `error`: the one mapping of failures to errno.
@@ -65,6 +67,7 @@ mod memory;
 mod mount;
 mod mountpoint;
 mod ops;
+mod passthrough;
 mod reader;
 mod stats;
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{BackgroundSession, MountOption, SessionACL};
+use storefs_castore::FileCache;
 use storefs_store::Services;
 use tokio::runtime::Handle;
 
@@ -22,6 +23,7 @@ use crate::bridge::Bridge;
 use crate::fetch::Fetcher;
 use crate::fs::StoreFs;
 use crate::ops::{FsInner, InnerConfig};
+use crate::passthrough::Passthrough;
 use crate::stats::{BlobOrigin, MountStats};
 
 /// How to mount. Build it with [`MountConfig::new`] and change the fields
@@ -71,6 +73,15 @@ pub struct MountConfig {
     /// (`user.storefs.stats`) count as fetched only what came from a
     /// remote. Default: all of it is remote.
     pub blob_origin: BlobOrigin,
+    /// Local copies of fully cached files, for FUSE passthrough (the CLI
+    /// keeps them beside its disk cache, within its quota). Without one,
+    /// every read goes through the mount.
+    pub file_cache: Option<Arc<FileCache>>,
+    /// Whether to use FUSE passthrough for files in `file_cache`
+    /// (`--no-passthrough` turns it off). Used only where the kernel
+    /// offers it and the mount may register backing files (root);
+    /// elsewhere the mount behaves as without it.
+    pub passthrough: bool,
 }
 
 impl MountConfig {
@@ -90,6 +101,8 @@ impl MountConfig {
             dir_cache_entries: 200_000,
             no_open: true,
             blob_origin: BlobOrigin::Remote,
+            file_cache: None,
+            passthrough: true,
         }
     }
 }
@@ -188,6 +201,11 @@ pub fn mount(
         config.chunk_cache_bytes,
         config.readahead_in_flight,
     ));
+    let passthrough = config
+        .file_cache
+        .clone()
+        .filter(|_| config.passthrough)
+        .map(|files| Passthrough::new(files, Arc::clone(&stats), runtime.clone()));
     let inner = Arc::new(FsInner::new(
         directories,
         path_infos,
@@ -197,6 +215,7 @@ pub fn mount(
             list_root: config.list_root,
             readahead_chunks: config.readahead_chunks,
             dir_cache_entries: config.dir_cache_entries,
+            passthrough,
         },
     ));
     let bridge = Bridge::new(

@@ -22,7 +22,7 @@ use storefs_store::store_path::{HASH_PART_LEN, parse_hash_part};
 
 use crate::attr::{attr, dir_nlink, kind};
 use crate::error::FsError;
-use crate::fetch::{Fetcher, SMALL_BLOB};
+use crate::fetch::{Fetcher, LIST_LOOKAHEAD, LIST_LOOKAHEAD_SCAN, SMALL_BLOB};
 use crate::inodes::{InodeData, InodeKey, InodeTable, ROOT_INO};
 use crate::reader::{self, OpenFile};
 use crate::stats::{self, MountStats};
@@ -112,6 +112,12 @@ pub(crate) struct FsInner {
     blob_files: Mutex<LruCache<B3Digest, Arc<OpenFile>>>,
     /// Whether the kernel agreed to skip FUSE_OPEN/RELEASE for files.
     no_open: AtomicBool,
+    /// Whether the kernel offered to skip FUSE_OPEN but passthrough needs
+    /// opens: switch over should passthrough be turned off.
+    no_open_possible: AtomicBool,
+    /// FUSE passthrough of files copied into the file cache, if the mount
+    /// has one.
+    pub(crate) passthrough: Option<crate::passthrough::Passthrough>,
     /// Snapshots of the root listing, by directory handle.
     listings: Mutex<HashMap<u64, Arc<RootListing>>>,
     next_fh: AtomicU64,
@@ -129,6 +135,7 @@ pub(crate) struct InnerConfig {
     pub(crate) list_root: bool,
     pub(crate) readahead_chunks: usize,
     pub(crate) dir_cache_entries: usize,
+    pub(crate) passthrough: Option<crate::passthrough::Passthrough>,
 }
 
 impl FsInner {
@@ -153,6 +160,8 @@ impl FsInner {
                 NonZeroUsize::new(BLOB_FILES).unwrap_or(NonZeroUsize::MIN),
             )),
             no_open: AtomicBool::new(false),
+            no_open_possible: AtomicBool::new(false),
+            passthrough: config.passthrough,
             listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             closures: Mutex::new(HashSet::new()),
@@ -273,12 +282,22 @@ impl FsInner {
         Ok(attr(ino, &data))
     }
 
-    /// `lookup`: the child `name` of `parent`.
+    /// `lookup`: the child `name` of `parent`, or `None` if there is no
+    /// such name (which the kernel may remember: see `crate::fs`).
     pub(crate) async fn lookup(
         self: Arc<Self>,
         parent: u64,
         name: Bytes,
-    ) -> Result<FileAttr, FsError> {
+    ) -> Result<Option<FileAttr>, FsError> {
+        stats::add(&self.stats.lookups, 1);
+        match self.lookup_entry(parent, name).await {
+            Ok(attr) => Ok(Some(attr)),
+            Err(FsError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn lookup_entry(&self, parent: u64, name: Bytes) -> Result<FileAttr, FsError> {
         if parent == ROOT_INO {
             return self.lookup_root(name).await;
         }
@@ -340,8 +359,13 @@ impl FsInner {
     }
 
     /// `open`: learn the file's chunk list (from memory if known) and hand
-    /// out a handle.
-    pub(crate) async fn open(self: Arc<Self>, ino: u64, write: bool) -> Result<u64, FsError> {
+    /// out a handle, with the file cache's copy of the file to pass through
+    /// to if there is one (see [`crate::passthrough`]).
+    pub(crate) async fn open(
+        self: Arc<Self>,
+        ino: u64,
+        write: bool,
+    ) -> Result<(u64, Option<std::fs::File>), FsError> {
         let data = self.inode(ino)?;
         let (digest, size) = match &*data {
             InodeData::File { digest, size, .. } => (*digest, *size),
@@ -360,16 +384,22 @@ impl FsInner {
             // trip at all, and reads arrive with handle 0.
             return Err(FsError::NoOpen);
         }
+        let backing = match &self.passthrough {
+            Some(p) => p.backing_for(ino, digest, size, &layout).await,
+            None => None,
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let mut files = self.files.lock();
         files.insert(fh, Arc::new(OpenFile::new(layout)));
         stats::set(&self.stats.open_files, files.len() as u64);
-        Ok(fh)
+        Ok((fh, backing))
     }
 
     /// A file (blob `blob`) is being opened: make sure the small files
     /// after it in its directory are here or on their way, fetching those
-    /// that are not in batches (see [`SIBLING_WINDOW_BYTES`]). Bounded by
+    /// that are not in batches (see [`SIBLING_WINDOW_BYTES`]), and ask for
+    /// the chunk lists of the next few large files (not their bytes; see
+    /// [`LIST_LOOKAHEAD`]). Bounded by
     /// the window, so a program that opens one file of a large directory
     /// pulls at most a window of its neighbours. Needs nothing from the
     /// network: the directory is in memory (its store path's closure was
@@ -381,6 +411,21 @@ impl FsInner {
         let Some(dir) = self.dirs.get(&dir) else {
             return;
         };
+        // The large files just after it: their chunk lists, asked for now
+        // and together, are in memory by the time they are opened.
+        let large: Vec<(B3Digest, u64)> = dir
+            .entries_from(&name)
+            .skip(1)
+            .take(LIST_LOOKAHEAD_SCAN)
+            .filter_map(|(_, node)| match node {
+                Node::File { digest, size, .. } if *size > SMALL_BLOB => Some((*digest, *size)),
+                _ => None,
+            })
+            .take(LIST_LOOKAHEAD)
+            .collect();
+        if !large.is_empty() {
+            self.fetcher.prefetch_layouts(large);
+        }
         let mut window = Vec::new();
         let mut bytes = 0u64;
         for (_, node) in dir.entries_from(&name) {
@@ -420,6 +465,21 @@ impl FsInner {
     /// FUSE_NO_OPEN_SUPPORT): the next `open` answers ENOSYS to switch over.
     pub(crate) fn set_no_open(&self) {
         self.no_open.store(true, Ordering::Relaxed);
+    }
+
+    /// The kernel offered FUSE_NO_OPEN_SUPPORT but passthrough keeps opens
+    /// coming: remember the offer for [`FsInner::passthrough_refused`].
+    pub(crate) fn set_no_open_possible(&self) {
+        self.no_open_possible.store(true, Ordering::Relaxed);
+    }
+
+    /// Passthrough was turned off (the kernel refused a backing file):
+    /// open without round trips from now on, as a mount without
+    /// passthrough does, if the kernel offered that.
+    pub(crate) fn passthrough_refused(&self) {
+        if self.no_open_possible.load(Ordering::Relaxed) {
+            self.set_no_open();
+        }
     }
 
     /// Open-file state of inode `ino` for reads without a handle, shared by
@@ -479,8 +539,13 @@ impl FsInner {
         )
     }
 
-    /// `release`.
-    pub(crate) fn release(&self, fh: u64) {
+    /// `release` of handle `fh` of inode `ino`.
+    pub(crate) fn release(&self, ino: u64, fh: u64) {
+        // The inode's mode first: once `open_files` shows the release, the
+        // inode is free for a passthrough open.
+        if let Some(p) = &self.passthrough {
+            p.release(ino);
+        }
         let mut files = self.files.lock();
         files.remove(&fh);
         stats::set(&self.stats.open_files, files.len() as u64);

@@ -57,6 +57,12 @@ pub struct MountStats {
     pub(crate) open_files: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
+    pub(crate) lookups: AtomicU64,
+    pub(crate) passthrough_opens: AtomicU64,
+    pub(crate) passthrough_fallbacks: AtomicU64,
+    pub(crate) files_materialised: AtomicU64,
+    pub(crate) file_cache_files: AtomicU64,
+    pub(crate) file_cache_bytes: AtomicU64,
 }
 
 /// The counters at one moment, as plain numbers (and as the JSON the
@@ -116,6 +122,20 @@ pub struct StatsSnapshot {
     pub timeouts: u64,
     /// Operations that failed with an I/O error (timeouts included).
     pub errors: u64,
+    /// Lookups the kernel asked of the mount (names it had not cached).
+    pub lookups: u64,
+    /// Opens answered with FUSE passthrough: the kernel reads the file
+    /// from its local copy in the file cache, without asking the mount.
+    pub passthrough_opens: u64,
+    /// Times the kernel refused a backing file, which turned passthrough
+    /// off for the rest of the mount (0 or 1).
+    pub passthrough_fallbacks: u64,
+    /// Files written into the file cache (for passthrough) by this mount.
+    pub files_materialised: u64,
+    /// Files held in the file cache now.
+    pub file_cache_files: u64,
+    /// Bytes of the files held in the file cache now.
+    pub file_cache_bytes: u64,
 }
 
 impl MountStats {
@@ -151,6 +171,12 @@ impl MountStats {
             open_files: get(&self.open_files),
             timeouts: get(&self.timeouts),
             errors: get(&self.errors),
+            lookups: get(&self.lookups),
+            passthrough_opens: get(&self.passthrough_opens),
+            passthrough_fallbacks: get(&self.passthrough_fallbacks),
+            files_materialised: get(&self.files_materialised),
+            file_cache_files: get(&self.file_cache_files),
+            file_cache_bytes: get(&self.file_cache_bytes),
             ..StatsSnapshot::default()
         };
         match &self.origin {

@@ -227,6 +227,62 @@ fn a_wrong_name_with_a_right_hash_is_enoent() {
 }
 
 #[test]
+fn warm_metadata_needs_no_round_trip_and_new_store_paths_still_appear() {
+    let rt = runtime();
+    let svc = Services::default();
+    let tree = sample_tree();
+    let sp = rt.block_on(svc.add_path("warm-meta", &tree));
+    let infos = svc.infos.clone();
+    let m = mount(rt, &svc, |_| {});
+    let p = m.store_path(&sp);
+    let walk = |p: &Path| {
+        walkdir::WalkDir::new(p)
+            .into_iter()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .collect::<Vec<u64>>()
+    };
+    let entries = walk(&p);
+    let missing = p.join("no-such-file");
+    assert_eq!(
+        std::fs::metadata(&missing).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    // A second walk, and the absent name again, are answered by the
+    // kernel's caches (long entry/attribute timeouts, negative entries
+    // inside store paths): no lookup reaches the mount.
+    let before = m.stats().lookups;
+    assert_eq!(walk(&p), entries);
+    assert_eq!(
+        std::fs::metadata(&missing).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(m.stats().lookups, before);
+
+    // An absent store path is remembered only briefly: added to the
+    // service, it appears.
+    let later = store_path_for("appears-later");
+    let at = m.path().join(later.base_name());
+    assert_eq!(
+        std::fs::metadata(&at).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    let setup = runtime();
+    let added = setup.block_on(
+        Services {
+            infos,
+            ..svc.clone()
+        }
+        .add_path("appears-later", &file(b"late".to_vec())),
+    );
+    assert_eq!(added, later);
+    wait_for(
+        Duration::from_secs(10),
+        "the new store path appears",
+        || std::fs::read(&at).is_ok_and(|d| d == b"late"),
+    );
+}
+
+#[test]
 fn list_root_lists_every_store_path() {
     let rt = runtime();
     let svc = Services::default();
@@ -303,6 +359,48 @@ fn reading_one_small_file_fetches_only_its_chunks() {
     std::fs::read(p.join("small.txt")).unwrap();
     let after = m.stats();
     assert_eq!(after.bytes_fetched, before.bytes_fetched);
+}
+
+#[test]
+fn opening_a_file_asks_for_the_next_large_files_chunk_lists_not_their_bytes() {
+    let rt = runtime();
+    let svc = Services::default();
+    const SIZE: usize = 200 * 1024;
+    let names: Vec<String> = (0..7).map(|i| format!("f{i}")).collect();
+    let tree = T::Dir(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    n.as_bytes().to_vec(),
+                    file(pseudo_random(SIZE, i as u64 + 70)),
+                )
+            })
+            .collect(),
+    );
+    let sp = rt.block_on(svc.add_path("list-lookahead", &tree));
+    let m = mount(rt, &svc, |_| {});
+    let p = m.store_path(&sp);
+    assert_eq!(
+        std::fs::read(p.join("f0")).unwrap(),
+        pseudo_random(SIZE, 70)
+    );
+    // f0's list, and those of the four after it, asked for.
+    wait_for(Duration::from_secs(10), "lists asked for ahead", || {
+        m.stats().chunk_list_misses == 5
+    });
+    assert_eq!(m.stats().bytes_fetched, SIZE as u64, "{:?}", m.stats());
+    // Their opens find the lists in memory; f5's open asks for its own.
+    for (i, n) in names.iter().enumerate().skip(1) {
+        assert_eq!(
+            std::fs::read(p.join(n)).unwrap(),
+            pseudo_random(SIZE, i as u64 + 70)
+        );
+    }
+    let s = m.stats();
+    assert!(s.chunk_list_hits >= 4, "{s:?}");
+    assert_eq!(s.bytes_fetched, 7 * SIZE as u64, "{s:?}");
 }
 
 #[test]

@@ -52,9 +52,10 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
             let far = open().await?;
             match &args.near_cache {
                 Some(dir) => {
-                    let (services, cache, _) =
-                        near_cache::front(far, dir, args.near_cache_size.as_deref()).await?;
-                    let served = serve::run(services, sd.clone(), &args).await;
+                    let near =
+                        near_cache::front(far, dir, args.near_cache_size.as_deref(), false).await?;
+                    let served = serve::run(near.services, sd.clone(), &args).await;
+                    let cache = near.store;
                     tokio::task::spawn_blocking(move || cache.flush())
                         .await
                         .context("the cache flush task failed")?

@@ -5,11 +5,10 @@
 //! local store is mounted as it is.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use storefs_castore::{CacheStats, RedbStore, StoreUrl};
+use storefs_castore::StoreUrl;
 use storefs_fuse::{BlobOrigin, MountConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -20,15 +19,20 @@ use crate::services::{self, Globals, Services};
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let far = services::open(globals).await?;
-    let (services, cache, blob_origin) = match &globals.url {
+    let (services, cache, blob_origin, file_cache) = match &globals.url {
         StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
             if matches!(globals.url, StoreUrl::Grpc { .. }) {
                 super::mount_access::check(&globals.url, &far).await?;
             }
-            let (services, cache, stats) = with_local_cache(far, args).await?;
-            (services, Some(cache), BlobOrigin::Cached(stats))
+            let near = with_local_cache(far, args).await?;
+            (
+                near.services,
+                Some(near.store),
+                BlobOrigin::Cached(near.stats),
+                near.files,
+            )
         }
-        _ => (far, None, BlobOrigin::Local),
+        _ => (far, None, BlobOrigin::Local, None),
     };
 
     let mut config = MountConfig::new(&args.mountpoint);
@@ -40,6 +44,8 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     config.allow_other = args.allow_other;
     config.store_dir = globals.store_dir.as_str().to_owned();
     config.blob_origin = blob_origin;
+    config.passthrough = !args.no_passthrough;
+    config.file_cache = file_cache;
 
     let runtime = tokio::runtime::Handle::current();
     let mount_services = services.clone();
@@ -97,17 +103,16 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
 }
 
 /// Front `far` with the local redb cache under `--cache` (default: the
-/// data directory's `cache/`); also returns the cache's store, to flush at
-/// exit, and the blob cache's figures.
+/// data directory's `cache/`), and the file cache for passthrough beside it.
 async fn with_local_cache(
     far: Services,
     args: &MountArgs,
-) -> anyhow::Result<(Services, RedbStore, Arc<CacheStats>)> {
+) -> anyhow::Result<super::near_cache::NearCache> {
     let dir = args
         .cache
         .clone()
         .unwrap_or_else(|| services::default_data_dir().join("cache"));
-    super::near_cache::front(far, &dir, args.cache_size.as_deref()).await
+    super::near_cache::front(far, &dir, args.cache_size.as_deref(), !args.no_passthrough).await
 }
 
 #[cfg(test)]

@@ -8,23 +8,42 @@ use std::sync::Arc;
 use anyhow::Context;
 use storefs_castore::{
     BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
-    MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore,
+    FileCache, MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore,
 };
 use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
 
 use crate::services::Services;
 
+/// What [`front`] sets up.
+pub struct NearCache {
+    /// The services, cached.
+    pub services: Services,
+    /// The cache's store, to flush at exit.
+    pub store: RedbStore,
+    /// The blob cache's figures.
+    pub stats: Arc<CacheStats>,
+    /// Whole-file copies for FUSE passthrough (`files/` beside the redb
+    /// file), when asked for.
+    pub files: Option<Arc<FileCache>>,
+}
+
+/// The share of the cache size the passthrough file copies may take (a
+/// quarter); the chunk cache gets the rest, so both together stay within
+/// the quota.
+const FILE_CACHE_SHARE: u64 = 4;
+
 /// Front `far` with a redb cache in `dir`, bounded by `size` (e.g. `10G`;
-/// default: a quarter of the free space there). Chunks and chunk lists,
-/// directories and path infos are kept; concurrent misses of one chunk
-/// share one fetch; a path info that is absent is asked again each time.
-/// Returns the services, the cache's store (flush it at exit) and the blob
-/// cache's figures.
+/// default: a quarter of the free space there), and with `with_files` a
+/// file cache for passthrough beside it within the same bound. Chunks and
+/// chunk lists, directories and path infos are kept; concurrent misses of
+/// one chunk share one fetch; a path info that is absent is asked again
+/// each time.
 pub async fn front(
     far: Services,
     dir: &Path,
     size: Option<&str>,
-) -> anyhow::Result<(Services, RedbStore, Arc<CacheStats>)> {
+    with_files: bool,
+) -> anyhow::Result<NearCache> {
     let open_dir = dir.to_owned();
     let store = tokio::task::spawn_blocking(move || {
         RedbStore::open_dir_with_cache(open_dir, MOUNT_CACHE_REDB_CACHE_BYTES)
@@ -36,8 +55,27 @@ pub async fn front(
         Some(s) => parse_size(s).with_context(|| format!("cache size {s}"))?,
         None => default_quota(dir),
     };
-    tracing::info!(cache = %dir.display(), quota, "local cache");
-    let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(quota));
+    let file_quota = if with_files {
+        quota / FILE_CACHE_SHARE
+    } else {
+        0
+    };
+    let chunk_quota = quota - file_quota;
+    tracing::info!(cache = %dir.display(), quota, file_quota, "local cache");
+    let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(chunk_quota));
+    let files = if with_files {
+        let files_dir = dir.join("files");
+        let near: Arc<dyn BlobService> = near_blobs.clone();
+        let open_dir = files_dir.clone();
+        let files =
+            tokio::task::spawn_blocking(move || FileCache::open(open_dir, near, file_quota))
+                .await
+                .context("the file cache task failed")?
+                .with_context(|| format!("opening the file cache at {}", files_dir.display()))?;
+        Some(Arc::new(files))
+    } else {
+        None
+    };
     let near_dirs = Arc::new(store.directory_service());
     let near_infos = Arc::new(RedbPathInfoService::from_store(&store).await?);
     let cached_blobs = CachedBlobService::new(near_blobs, far.blob);
@@ -53,7 +91,12 @@ pub async fn front(
         path_info,
         nar_calculation: far.nar_calculation,
     };
-    Ok((services, store, stats))
+    Ok(NearCache {
+        services,
+        store,
+        stats,
+        files,
+    })
 }
 
 /// Parse a size: a number of bytes, optionally with a binary suffix

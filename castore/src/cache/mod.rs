@@ -17,11 +17,13 @@
 
 mod blob;
 mod directory;
+mod files;
 mod fill;
 mod stats;
 mod tee;
 
 pub use blob::CachedBlobService;
 pub use directory::CachedDirectoryService;
+pub use files::{FileCache, FileCacheSnapshot};
 pub use fill::{FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE};
 pub use stats::{CacheStats, CacheStatsSnapshot};

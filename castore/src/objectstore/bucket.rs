@@ -104,7 +104,7 @@ impl Bucket {
                 Ok(Some(b))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(request("GET", key, &e)),
+            Err(e) => Err(request("GET", key, e)),
         }
     }
 
@@ -114,7 +114,7 @@ impl Bucket {
         match self.store.head(key).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(request("HEAD", key, &e)),
+            Err(e) => Err(request("HEAD", key, e)),
         }
     }
 
@@ -130,7 +130,7 @@ impl Bucket {
             .put(key, PutPayload::from(bytes))
             .await
             .map(|_| ())
-            .map_err(|e| request("PUT", key, &e))
+            .map_err(|e| request("PUT", key, e))
     }
 
     /// The keys under `dir` (recursively), in no particular order.
@@ -141,7 +141,7 @@ impl Bucket {
             .list(Some(dir))
             .map(move |r| {
                 r.map(|meta| meta.location)
-                    .map_err(|e| request("LIST", &dir_for_err, &e))
+                    .map_err(|e| request("LIST", &dir_for_err, e))
             })
             .boxed()
     }

@@ -9,17 +9,17 @@ use crate::Error;
 /// (an operator must be able to find the object to repair it).
 pub(crate) fn corrupt(key: &Path, reason: &str) -> Error {
     tracing::error!(object = %key, reason, "corrupt object in the object store");
-    Error::Storage(format!("object store: object {key} is corrupt: {reason}"))
+    Error::storage_msg(format!("object store: object {key} is corrupt: {reason}"))
 }
 
 /// A request to the object store that failed (other than "not found").
-pub(crate) fn request(op: &str, key: &Path, e: &object_store::Error) -> Error {
-    Error::Remote(format!("object store: {op} {key}: {}", chain(e)))
+pub(crate) fn request(op: &str, key: &Path, e: object_store::Error) -> Error {
+    Error::remote(format!("object store: {op} {key}"), e)
 }
 
 /// A blocking task that did not finish.
 pub(crate) fn task(what: &str, e: tokio::task::JoinError) -> Error {
-    Error::Storage(format!("object store: {what}: {e}"))
+    Error::storage(format!("object store: {what}"), e)
 }
 
 /// An error and its causes on one line, each once.

@@ -42,7 +42,7 @@ pub struct ObjectStorePathInfoService {
 /// A record that fails its checks: names the key, and logs it.
 fn corrupt(key: &Path, reason: &str) -> Error {
     tracing::error!(object = %key, reason, "corrupt path info object in the object store");
-    Error::Storage(format!("object store: object {key} is corrupt: {reason}"))
+    Error::storage_msg(format!("object store: object {key} is corrupt: {reason}"))
 }
 
 impl ObjectStorePathInfoService {
