@@ -174,3 +174,47 @@ mod tests {
         assert_eq!(std::io::Error::from(t).kind(), std::io::ErrorKind::TimedOut);
     }
 }
+
+impl Error {
+    /// A copy of an error shared between several waiters on one operation
+    /// (the original stays with the shared future): the same variant and
+    /// text, its sources kept as text.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Integrity {
+                what,
+                expected,
+                actual,
+            } => Error::Integrity {
+                what,
+                expected: *expected,
+                actual: *actual,
+            },
+            Error::InvalidDirectory { digest, source } => Error::InvalidDirectory {
+                digest: *digest,
+                source: source.clone(),
+            },
+            Error::InvalidRequest(m) => Error::InvalidRequest(m.clone()),
+            Error::Storage { context, source } => Error::Storage {
+                context: context.clone(),
+                source: source.as_deref().map(copy_source),
+            },
+            Error::Remote { context, source } => Error::Remote {
+                context: context.clone(),
+                source: source.as_deref().map(copy_source),
+            },
+            Error::Timeout { what, after } => Error::Timeout {
+                what: what.clone(),
+                after: *after,
+            },
+            Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+            #[allow(unreachable_patterns)] // a variant added later still maps
+            other => Error::remote_msg(other.to_string()),
+        }
+    }
+}
+
+/// A source's text (and its own sources'), for a copy of the error.
+fn copy_source(source: &(dyn std::error::Error + Send + Sync + 'static)) -> crate::BoxError {
+    crate::Report(source).to_string().into()
+}

@@ -223,7 +223,7 @@ impl BlobService for CachedBlobService {
                 }
             }
         };
-        fetch.await.map_err(|e| clone_error(&e))
+        fetch.await.map_err(|e| e.duplicate())
     }
 
     /// Near first (each chunk on its own); what near lacks is fetched from
@@ -309,7 +309,7 @@ impl BlobService for CachedBlobService {
         let results = futures::future::join_all(
             waits
                 .into_iter()
-                .map(|(i, f)| f.map(move |r| (i, r.map_err(|e| clone_error(&e))))),
+                .map(|(i, f)| f.map(move |r| (i, r.map_err(|e| e.duplicate())))),
         )
         .await;
         for (i, r) in results {
@@ -329,44 +329,4 @@ impl BlobService for CachedBlobService {
         let near = self.near.open_write().await;
         Box::new(TeeWriter::new(far, near))
     }
-}
-
-/// A copy of an error shared between the readers of one fetch.
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Integrity {
-            what,
-            expected,
-            actual,
-        } => Error::Integrity {
-            what,
-            expected: *expected,
-            actual: *actual,
-        },
-        Error::InvalidDirectory { digest, source } => Error::InvalidDirectory {
-            digest: *digest,
-            source: source.clone(),
-        },
-        Error::InvalidRequest(m) => Error::InvalidRequest(m.clone()),
-        Error::Storage { context, source } => Error::Storage {
-            context: context.clone(),
-            source: source.as_deref().map(copy_source),
-        },
-        Error::Remote { context, source } => Error::Remote {
-            context: context.clone(),
-            source: source.as_deref().map(copy_source),
-        },
-        Error::Timeout { what, after } => Error::Timeout {
-            what: what.clone(),
-            after: *after,
-        },
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        #[allow(unreachable_patterns)] // a variant added later still maps
-        other => Error::remote_msg(other.to_string()),
-    }
-}
-
-/// A source's text (and its own sources'), for a copy of the error.
-fn copy_source(source: &(dyn std::error::Error + Send + Sync + 'static)) -> crate::BoxError {
-    crate::Report(source).to_string().into()
 }

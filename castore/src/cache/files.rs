@@ -299,7 +299,7 @@ impl FileCache {
                 })
                 .clone()
         };
-        build.await.map_err(|e| clone_error(&e))
+        build.await.map_err(|e| e.duplicate())
     }
 
     async fn build(&self, digest: B3Digest, size: u64, chunks: Vec<ChunkMeta>) -> Result<bool> {
@@ -432,23 +432,6 @@ fn remove_quietly(path: &Path) {
         && e.kind() != std::io::ErrorKind::NotFound
     {
         tracing::warn!(path = %path.display(), error = %e, "file cache: cannot remove");
-    }
-}
-
-/// A copy of a shared error (the original stays with the shared future).
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Integrity {
-            what,
-            expected,
-            actual,
-        } => Error::Integrity {
-            what,
-            expected: *expected,
-            actual: *actual,
-        },
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
-        other => Error::storage_msg(crate::Report(other).to_string()),
     }
 }
 

@@ -226,6 +226,11 @@ fn each_entry(e: &Error) -> Error {
     match e {
         Error::Timeout { what, after } => Error::timeout(what.clone(), *after),
         Error::InvalidRequest(m) => Error::InvalidRequest(m.clone()),
+        // The same remote failure again, not wrapped in a second one.
+        Error::Remote { context, source } => Error::remote_msg(match source {
+            Some(s) => format!("{context}: {}", storefs_castore::Report(s.as_ref())),
+            None => context.clone(),
+        }),
         other => Error::remote_msg(storefs_castore::Report(other).to_string()),
     }
 }

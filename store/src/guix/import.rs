@@ -23,10 +23,10 @@ use super::narinfo::{GuixNarInfo, NarOffer, uri_decode};
 use crate::Services;
 use crate::import::{
     CacheSource, Found, ImportError, ImportOptions, ImportProgress, ImportReport, ImportSource,
-    NarSink, PathImportError, Wanted, import_closure, list_cache, open_cache, read_nar_file,
+    NarSink, PathImportError, Wanted, import_closure, list_cache, narinfo_file, open_cache,
+    read_nar_file,
 };
 use crate::nar::NarIngested;
-use crate::nixbase32;
 use crate::pathinfo::PathInfo;
 use crate::store_path::{StoreDir, StorePath};
 
@@ -68,13 +68,7 @@ impl ImportSource for GuixSource {
     }
 
     async fn lookup(&self, wanted: &Wanted) -> Result<Found<NarOffer>, PathImportError> {
-        let hash = nixbase32::encode(&wanted.digest);
-        let file = format!("{hash}.narinfo");
-        let bytes = self
-            .cache
-            .get_small(&file)
-            .await?
-            .ok_or(PathImportError::NotInCache(hash))?;
+        let (file, bytes) = narinfo_file(&self.cache, wanted).await?;
         let refused = |source| PathImportError::RefusedGuixNarInfo {
             file: file.clone(),
             source,

@@ -90,6 +90,20 @@ pub(crate) async fn open_cache(
     Ok(cache)
 }
 
+/// The narinfo of `wanted` in `cache`: its file name and bytes.
+pub(crate) async fn narinfo_file(
+    cache: &CacheSource,
+    wanted: &Wanted,
+) -> Result<(String, Vec<u8>), PathImportError> {
+    let hash = nixbase32::encode(&wanted.digest);
+    let file = format!("{hash}.narinfo");
+    let bytes = cache
+        .get_small(&file)
+        .await?
+        .ok_or(PathImportError::NotInCache(hash))?;
+    Ok((file, bytes))
+}
+
 /// Every path whose narinfo `cache` lists.
 pub(crate) async fn list_cache(cache: &CacheSource) -> Result<Vec<Wanted>, ImportError> {
     Ok(cache
@@ -115,13 +129,7 @@ impl ImportSource for BinaryCacheSource {
     }
 
     async fn lookup(&self, wanted: &Wanted) -> Result<Found<NarFile>, PathImportError> {
-        let hash = nixbase32::encode(&wanted.digest);
-        let file = format!("{hash}.narinfo");
-        let bytes = self
-            .cache
-            .get_small(&file)
-            .await?
-            .ok_or(PathImportError::NotInCache(hash))?;
+        let (file, bytes) = narinfo_file(&self.cache, wanted).await?;
         let narinfo = NarInfo::parse_bytes(&bytes, &self.store_dir)
             .map_err(|source| PathImportError::BadNarInfo { file, source })?;
         // The node is a placeholder until the NAR is read.

@@ -21,7 +21,7 @@ pub mod progress;
 pub mod source;
 
 pub use binary_cache::{BinaryCacheSource, NarFile, import_from_binary_cache};
-pub(crate) use binary_cache::{list_cache, open_cache};
+pub(crate) use binary_cache::{list_cache, narinfo_file, open_cache};
 pub use cache_info::{CacheInfo, CacheInfoError};
 pub use engine::{
     DEFAULT_CONCURRENCY, Found, ImportOptions, ImportReport, ImportSource, NarSink, Wanted,
