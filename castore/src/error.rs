@@ -157,24 +157,6 @@ impl fmt::Debug for Report<'_> {
 /// Shorthand for a castore result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_walks_the_sources_without_repeating_them() {
-        let e = Error::storage("redb read chunk", std::io::Error::other("disk gone"));
-        assert_eq!(e.to_string(), "storage error: redb read chunk");
-        assert_eq!(
-            Report(&e).to_string(),
-            "storage error: redb read chunk: disk gone"
-        );
-        let t = Error::timeout("get blob", Some(Duration::from_secs(3)));
-        assert_eq!(t.to_string(), "timed out: get blob after 3s");
-        assert_eq!(std::io::Error::from(t).kind(), std::io::ErrorKind::TimedOut);
-    }
-}
-
 impl Error {
     /// A copy of an error shared between several waiters on one operation
     /// (the original stays with the shared future): the same variant and
@@ -217,4 +199,22 @@ impl Error {
 /// A source's text (and its own sources'), for a copy of the error.
 fn copy_source(source: &(dyn std::error::Error + Send + Sync + 'static)) -> crate::BoxError {
     crate::Report(source).to_string().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_walks_the_sources_without_repeating_them() {
+        let e = Error::storage("redb read chunk", std::io::Error::other("disk gone"));
+        assert_eq!(e.to_string(), "storage error: redb read chunk");
+        assert_eq!(
+            Report(&e).to_string(),
+            "storage error: redb read chunk: disk gone"
+        );
+        let t = Error::timeout("get blob", Some(Duration::from_secs(3)));
+        assert_eq!(t.to_string(), "timed out: get blob after 3s");
+        assert_eq!(std::io::Error::from(t).kind(), std::io::ErrorKind::TimedOut);
+    }
 }
