@@ -31,8 +31,9 @@ use storefs_store::store_path::{HASH_PART_LEN, StorePath, parse_hash_part};
 use tokio::sync::Semaphore;
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use crate::failure::Failure;
 use crate::nar::{ByteRange, Tree, nar_stream};
-use crate::server::{Failure, HttpConfig, MAX_CONCURRENT_REQUESTS};
+use crate::server::{HttpConfig, MAX_CONCURRENT_REQUESTS};
 use storefs_store::Services;
 
 /// A compression the Guix view offers NARs in.
@@ -115,7 +116,7 @@ pub(crate) fn router(services: Services, config: HttpConfig, guix: GuixHttpConfi
 }
 
 fn not_found(what: impl Into<String>) -> Failure {
-    Failure(StatusCode::NOT_FOUND, what.into())
+    Failure::not_found(what)
 }
 
 fn text(content_type: &'static str, body: String) -> Response {

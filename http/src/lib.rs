@@ -31,6 +31,7 @@
 
 mod auth;
 mod dataloss;
+mod failure;
 pub mod guix;
 mod limits;
 mod listen;

@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::auth::HttpAuth;
+use crate::failure::Failure;
 use crate::limits::HttpLimits;
 use crate::listing::listing;
 use crate::nar::{ByteRange, Tree, nar_stream};
@@ -114,34 +115,8 @@ pub async fn serve_http(
     crate::listen::serve(listener, router(services, config), limits, shutdown).await
 }
 
-/// An answer that is not a success: a status and a one-line reason.
-pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
-
-impl Failure {
-    pub(crate) fn bad_request(what: impl Into<String>) -> Self {
-        Failure(StatusCode::BAD_REQUEST, what.into())
-    }
-
-    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
-        Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let mut text = self.1;
-        text.push('\n');
-        (
-            self.0,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            text,
-        )
-            .into_response()
-    }
-}
-
 fn not_found(what: impl Into<String>) -> Failure {
-    Failure(StatusCode::NOT_FOUND, what.into())
+    Failure::not_found(what)
 }
 
 fn bad_request(what: impl Into<String>) -> Failure {

@@ -27,7 +27,7 @@ use storefs_store::pathinfo::PathInfo;
 use storefs_store::store_path::parse_hash_part;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
-use crate::server::Failure;
+use crate::failure::Failure;
 use storefs_store::Services;
 
 /// Uploaded NARs whose narinfo has not come yet, at most this many; the
