@@ -206,7 +206,7 @@ where
     } else {
         None
     };
-    super::client::read_stderr(r, negotiated).await?;
+    super::stderr::read_stderr(r, negotiated).await?;
     Ok(Negotiated {
         version: negotiated,
         dialect: Dialect::Nix,

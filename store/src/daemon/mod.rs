@@ -39,6 +39,7 @@ mod path_info;
 pub mod peer;
 pub mod protocol;
 mod server;
+mod stderr;
 pub mod wire;
 
 pub use admission::DaemonLimits;
