@@ -1,7 +1,8 @@
 //! Entry points for fuzz targets and property tests: the whole server
 //! (handshake, op loop, every handler) over a byte slice.
 
-use super::server::{DaemonConfig, serve_stream};
+use super::context::DaemonConfig;
+use super::server::serve_stream;
 
 /// Feed `input` to a fresh server (empty memory services, a trusted
 /// client) as if a client sent it, and return everything the server wrote.

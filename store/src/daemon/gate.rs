@@ -12,9 +12,10 @@ use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::admission::{Admission, Ticket};
+use super::context::{Ctx, DaemonConfig};
 use super::handshake::{TrustLevel, server_handshake};
 use super::peer::{Access, Peer, UserList, classify};
-use super::server::{Ctx, DaemonConfig, Greeting, serve_one};
+use super::server::{Greeting, serve_one};
 use crate::Services;
 
 /// Refusals being told at once; past this, refused connections are

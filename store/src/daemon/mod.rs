@@ -28,6 +28,7 @@
 mod admission;
 mod client;
 mod conn;
+mod context;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -44,10 +45,9 @@ pub mod wire;
 
 pub use admission::DaemonLimits;
 pub use client::DaemonClient;
+pub use context::{DaemonConfig, TrustPolicy};
 pub use error::{ConnectionError, OpError};
 pub use handshake::{Dialect, Negotiated, TrustLevel};
 pub use import::{DaemonSource, import_from_daemon};
 pub use path_info::RawPathInfo;
-pub use server::{
-    DEFAULT_SOCKET_MODE, DaemonConfig, TrustPolicy, bind_socket, serve_daemon, serve_stream,
-};
+pub use server::{DEFAULT_SOCKET_MODE, bind_socket, serve_daemon, serve_stream};

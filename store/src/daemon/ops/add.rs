@@ -15,10 +15,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::read_path;
 use crate::daemon::conn::{Conn, Reader, Writer};
+use crate::daemon::context::Ctx;
 use crate::daemon::error::{ConnectionError, OpError};
 use crate::daemon::path_info::{RawPathInfo, put_unkeyed};
 use crate::daemon::protocol::STDERR_READ;
-use crate::daemon::server::Ctx;
 use crate::daemon::wire::{self, FramedReader, limits};
 use crate::nar::{nar_hash_and_size, read_nar, read_nar_to_end};
 use crate::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo};

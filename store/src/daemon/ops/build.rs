@@ -4,9 +4,9 @@
 
 use super::query::derived_path_base;
 use crate::daemon::conn::Conn;
+use crate::daemon::context::Ctx;
 use crate::daemon::error::{ConnectionError, OpError};
 use crate::daemon::protocol::BUILD_STATUS_ALREADY_VALID;
-use crate::daemon::server::Ctx;
 use crate::daemon::wire::{self, limits};
 
 async fn read_targets(conn: &mut Conn) -> Result<(Vec<String>, u64), ConnectionError> {

@@ -4,9 +4,9 @@
 
 use super::{read_path, read_paths};
 use crate::daemon::conn::Conn;
+use crate::daemon::context::Ctx;
 use crate::daemon::error::ConnectionError;
 use crate::daemon::path_info::parse_signature;
-use crate::daemon::server::Ctx;
 use crate::daemon::wire::{self, FramedReader, limits};
 
 /// SetOptions 19: 12 u64, then (≥1.12) overrides → nothing. Accepted and

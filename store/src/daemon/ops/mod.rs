@@ -9,9 +9,9 @@ mod nar;
 mod query;
 
 use super::conn::Conn;
+use super::context::Ctx;
 use super::error::ConnectionError;
 use super::protocol::Op;
-use super::server::Ctx;
 use super::wire::{self, limits};
 
 /// Read the store path argument most ops start with.

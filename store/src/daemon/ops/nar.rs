@@ -4,9 +4,9 @@ use tokio::io::AsyncWriteExt;
 
 use super::read_path;
 use crate::daemon::conn::Conn;
+use crate::daemon::context::Ctx;
 use crate::daemon::error::ConnectionError;
 use crate::daemon::protocol::STDERR_LAST;
-use crate::daemon::server::Ctx;
 use crate::nar::{NarWriteError, write_nar};
 
 /// P → STDERR_LAST, then the raw NAR (no length, no framing). Validity is

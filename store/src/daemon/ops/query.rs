@@ -4,9 +4,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{read_path, read_paths};
 use crate::daemon::conn::Conn;
+use crate::daemon::context::Ctx;
 use crate::daemon::error::{ConnectionError, OpError};
 use crate::daemon::path_info::put_unkeyed;
-use crate::daemon::server::Ctx;
 use crate::daemon::wire::{self, limits};
 use crate::store_path::{StorePath, parse_hash_part};
 
