@@ -22,17 +22,8 @@ pub(crate) fn task(what: &str, e: tokio::task::JoinError) -> Error {
     Error::storage(format!("object store: {what}"), e)
 }
 
-/// An error and its causes on one line, each once.
+/// An error and its causes on one line ([`crate::Report`]), for the
+/// one-line reasons of [`super::OpenObjectStoreError`].
 pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cause = c.source();
-    }
-    msg.replace('\n', " ")
+    crate::Report(e).to_string().replace('\n', " ")
 }
