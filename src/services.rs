@@ -11,10 +11,10 @@ use storefs_castore::objectstore::{
 };
 use storefs_castore::{StoreUrl, open_castore};
 use storefs_grpc::{ClientConfig, Token};
-use storefs_store::pathinfoservice::{
+use storefs_store::StoreDir;
+use storefs_store::{
     MemoryPathInfoService, ObjectStorePathInfoService, PathInfoService, RedbPathInfoService,
 };
-use storefs_store::store_path::StoreDir;
 
 pub use storefs_store::Services;
 

@@ -10,7 +10,7 @@
 //! - [`B3Digest`], [`PathComponent`], [`SymlinkTarget`]: checked values.
 //! - [`Directory`], [`Node`], [`Entry`]: the model, validated on conversion
 //!   from protobuf ([`proto`]).
-//! - [`blobservice`], [`directoryservice`]: the service traits and backends.
+//! - [`BlobService`], [`DirectoryService`]: the service traits and backends.
 //!   Backends: [`MemoryBlobService`] / [`MemoryDirectoryService`], and
 //!   [`RedbBlobService`] / [`RedbDirectoryService`] over one shared
 //!   [`RedbStore`] database file.
@@ -23,8 +23,8 @@
 //!   `s3://…` and `file:///…` URLs.
 //! - [`objectstore`]: blobs and directories in an object store (S3, or a
 //!   local directory), in snix's layout.
-//! - [`token`]: the shared secret every front end checks, in constant time.
-//! - [`activity`]: streams that note when bytes moved, for idle timeouts.
+//! - [`Token`]: the shared secret every front end checks, in constant time.
+//! - [`Activity`]: streams that note when bytes moved, for idle timeouts.
 //!
 //! ```
 //! use storefs_castore::{Directory, Node, B3Digest, PathComponent};
@@ -41,14 +41,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod activity;
-pub mod blobservice;
+mod activity;
+mod blobservice;
 mod cache;
 mod chunking;
 mod data_loss;
 mod digest;
 mod directory;
-pub mod directoryservice;
+mod directoryservice;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -57,7 +57,7 @@ mod names;
 pub mod objectstore;
 mod redb_file;
 mod redb_store;
-pub mod token;
+mod token;
 mod url;
 
 /// The protobuf messages of `snix.castore.v1`, generated from `proto/`.
@@ -70,10 +70,11 @@ pub use self::url::{
     GrpcEndpoint, KNOWN_SCHEMES, LocalCastore, OpenStoreError, StoreUrl, StoreUrlError,
     open_castore,
 };
+pub use activity::{Activity, Tracked};
 pub use blobservice::{
-    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, DISK_SLACK_BYTES,
-    DISK_SLACK_PERCENT, MemoryBlobService, RedbBlobService, WRITE_BATCH_BYTES, disk_bound,
-    sync_bytes_for,
+    BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore,
+    DISK_SLACK_BYTES, DISK_SLACK_PERCENT, MemoryBlobService, RedbBlobService, WRITE_BATCH_BYTES,
+    disk_bound, open_read_via_chunks, sync_bytes_for,
 };
 pub use cache::{
     CacheStats, CacheStatsSnapshot, CachedBlobService, CachedDirectoryService, FIRST_PAUSE,
@@ -99,3 +100,4 @@ pub use redb_store::{
     CACHE_SYNC_BYTES, CACHE_SYNC_INTERVAL, CHUNK_RAW, CHUNK_ZSTD, MAX_BLOCKING_REDB,
     MOUNT_CACHE_REDB_CACHE_BYTES, Recovery, RedbStore, STORE_FILE_NAME,
 };
+pub use token::{MAX_TOKEN_LEN, Token, TokenError};

@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use storefs_castore::blobservice::{BlobService, MemoryBlobService};
-use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
 use storefs_castore::{B3Digest, Directory, Node, PathComponent};
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService};
-use storefs_store::store_path::StorePath;
+use storefs_castore::{BlobService, MemoryBlobService};
+use storefs_castore::{DirectoryService, MemoryDirectoryService};
+use storefs_store::PathInfo;
+use storefs_store::StorePath;
+use storefs_store::{MemoryPathInfoService, PathInfoService};
 use storefs_testkit::pseudo_random;
 use tokio::io::AsyncWriteExt;
 

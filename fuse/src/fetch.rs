@@ -19,7 +19,7 @@ use futures::future::{BoxFuture, Shared};
 use lru::LruCache;
 use parking_lot::Mutex;
 use storefs_castore::B3Digest;
-use storefs_castore::blobservice::{BlobService, ChunkMeta};
+use storefs_castore::{BlobService, ChunkMeta};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 

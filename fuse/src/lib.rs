@@ -2,7 +2,7 @@
 //!
 //! A store path appears under the root when it is looked up by its base
 //! name (`<hash>-<name>`): its hash part is asked of the
-//! [`PathInfoService`](storefs_store::pathinfoservice::PathInfoService) and
+//! [`PathInfoService`](storefs_store::PathInfoService) and
 //! the name must match. The first lookup fetches the path's whole directory
 //! closure in one recursive call; after that its metadata is local. File
 //! contents are fetched chunk by chunk, only as far as programs read them,

@@ -15,10 +15,10 @@ use fuser::{FileAttr, FileType};
 use futures::TryStreamExt;
 use lru::LruCache;
 use parking_lot::Mutex;
-use storefs_castore::directoryservice::DirectoryService;
+use storefs_castore::DirectoryService;
 use storefs_castore::{B3Digest, Directory, Node};
-use storefs_store::pathinfoservice::PathInfoService;
-use storefs_store::store_path::{HASH_PART_LEN, parse_hash_part};
+use storefs_store::PathInfoService;
+use storefs_store::{HASH_PART_LEN, parse_hash_part};
 
 use crate::attr::{attr, dir_nlink, kind};
 use crate::error::FsError;
@@ -26,7 +26,7 @@ use crate::fetch::{Fetcher, LIST_LOOKAHEAD, LIST_LOOKAHEAD_SCAN, SMALL_BLOB};
 use crate::inodes::{InodeData, InodeKey, InodeTable, ROOT_INO};
 use crate::reader::{self, OpenFile};
 use crate::stats::{self, MountStats};
-use storefs_castore::blobservice::ChunkMeta;
+use storefs_castore::ChunkMeta;
 
 /// The xattr naming a file's blob digest (hex).
 pub(crate) const XATTR_BLOB: &str = "user.storefs.blob.digest";

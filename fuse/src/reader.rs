@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use storefs_castore::B3Digest;
-use storefs_castore::blobservice::BlobReader;
+use storefs_castore::BlobReader;
 use tokio::io::AsyncReadExt;
 
 use crate::error::FsError;

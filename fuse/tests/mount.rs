@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::*;
 use storefs_castore::B3Digest;
-use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
+use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use storefs_testkit::wait_for;
 
 fn sample_tree() -> T {
@@ -584,11 +584,11 @@ struct HangingInfos {
 }
 
 #[async_trait]
-impl storefs_store::pathinfoservice::PathInfoService for HangingInfos {
+impl storefs_store::PathInfoService for HangingInfos {
     async fn get(
         &self,
         digest: [u8; 20],
-    ) -> storefs_castore::Result<Option<storefs_store::pathinfo::PathInfo>> {
+    ) -> storefs_castore::Result<Option<storefs_store::PathInfo>> {
         if digest == self.hang {
             self.hung.store(true, SeqCst);
             futures::future::pending::<()>().await;
@@ -597,16 +597,13 @@ impl storefs_store::pathinfoservice::PathInfoService for HangingInfos {
     }
     async fn put(
         &self,
-        info: storefs_store::pathinfo::PathInfo,
-    ) -> storefs_castore::Result<storefs_store::pathinfo::PathInfo> {
+        info: storefs_store::PathInfo,
+    ) -> storefs_castore::Result<storefs_store::PathInfo> {
         self.inner.put(info).await
     }
     fn list(
         &self,
-    ) -> futures::stream::BoxStream<
-        'static,
-        storefs_castore::Result<storefs_store::pathinfo::PathInfo>,
-    > {
+    ) -> futures::stream::BoxStream<'static, storefs_castore::Result<storefs_store::PathInfo>> {
         self.inner.list()
     }
 }

@@ -21,7 +21,7 @@ use tonic::codegen::{Service, http};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::server::NamedService;
 
-pub use storefs_castore::token::{MAX_TOKEN_LEN, Token, TokenError};
+pub use storefs_castore::{MAX_TOKEN_LEN, Token, TokenError};
 
 /// Which tokens the server asks for (see the module documentation).
 #[derive(Debug, Clone, Default)]

@@ -43,10 +43,10 @@
 //! # });
 //! ```
 //!
-//! [`BlobService`]: storefs_castore::blobservice::BlobService
-//! [`DirectoryService`]: storefs_castore::directoryservice::DirectoryService
-//! [`PathInfoService`]: storefs_store::pathinfoservice::PathInfoService
-//! [`NarCalculationService`]: storefs_store::pathinfoservice::NarCalculationService
+//! [`BlobService`]: storefs_castore::BlobService
+//! [`DirectoryService`]: storefs_castore::DirectoryService
+//! [`PathInfoService`]: storefs_store::PathInfoService
+//! [`NarCalculationService`]: storefs_store::NarCalculationService
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -3,8 +3,8 @@
 //! impls, which validate every field); these wrappers give the gRPC code a
 //! single call site.
 
-use storefs_store::pathinfo::{PathInfo, PathInfoError};
 use storefs_store::proto;
+use storefs_store::{PathInfo, PathInfoError};
 
 /// The message for `info`.
 pub(crate) fn to_proto(info: &PathInfo) -> proto::PathInfo {

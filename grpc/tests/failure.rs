@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use storefs_castore::B3Digest;
-use storefs_castore::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta};
+use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use storefs_grpc::{ListenAddr, Listener, ServerConfig};
 use storefs_store::Services;
 use storefs_testkit::grpc::{Kind, client, memory_services};

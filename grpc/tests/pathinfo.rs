@@ -3,10 +3,10 @@
 use futures::TryStreamExt;
 use storefs_castore::{Directory, Node, PathComponent};
 use storefs_grpc::ServerConfig;
+use storefs_store::NarCalculationService;
+use storefs_store::PathInfo;
+use storefs_store::StorePath;
 use storefs_store::nar::NarCalculator;
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::NarCalculationService;
-use storefs_store::store_path::StorePath;
 use storefs_testkit::GrpcServer;
 use storefs_testkit::grpc::{Kind, client, memory_services};
 use storefs_testkit::suites::blob::put_blob;

@@ -20,7 +20,7 @@
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use storefs_castore::token::Token;
+use storefs_castore::Token;
 
 /// The challenges sent with a 401, one per scheme we take.
 const CHALLENGES: [&str; 2] = [

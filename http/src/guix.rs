@@ -24,10 +24,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use storefs_store::guix::key::SecretKey;
-use storefs_store::guix::narinfo::{GuixNarInfo, NarOffer, nar_url, uri_decode};
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::store_path::{HASH_PART_LEN, StorePath, parse_hash_part};
+use storefs_store::PathInfo;
+use storefs_store::guix::SecretKey;
+use storefs_store::guix::{GuixNarInfo, NarOffer, nar_url, uri_decode};
+use storefs_store::{HASH_PART_LEN, StorePath, parse_hash_part};
 use tokio::sync::Semaphore;
 use tokio_util::io::{ReaderStream, StreamReader};
 

@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use storefs_castore::blobservice::BlobService;
-use storefs_castore::directoryservice::DirectoryService;
+use storefs_castore::BlobService;
+use storefs_castore::DirectoryService;
 use storefs_castore::{B3Digest, Directory, Error, Node, PathComponent};
 use storefs_store::nar::wire::{
     MAGIC, TOK_CLOSE, TOK_CONTENTS, TOK_DIRECTORY, TOK_ENTRY, TOK_EXECUTABLE, TOK_NAME, TOK_NODE,

@@ -24,12 +24,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use storefs_store::PathInfo;
+use storefs_store::SecretKey;
 use storefs_store::Services;
 use storefs_store::narinfo::NarInfo;
 use storefs_store::nixbase32;
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::signing::SecretKey;
-use storefs_store::store_path::{DIGEST_LEN, HASH_PART_LEN, StoreDir, parse_hash_part};
+use storefs_store::{DIGEST_LEN, HASH_PART_LEN, StoreDir, parse_hash_part};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 

@@ -21,10 +21,10 @@ use axum::body::Body;
 use futures::TryStreamExt;
 use parking_lot::Mutex;
 use storefs_castore::Node;
+use storefs_store::PathInfo;
 use storefs_store::narinfo::NarInfo;
 use storefs_store::nixbase32;
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::store_path::parse_hash_part;
+use storefs_store::parse_hash_part;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 
 use crate::failure::Failure;
@@ -123,7 +123,7 @@ pub(crate) async fn put_nar(
 /// `PUT /<hash>.narinfo`: check it against its uploaded NAR and record it.
 pub(crate) async fn put_narinfo(
     services: &Services,
-    config_store_dir: &storefs_store::store_path::StoreDir,
+    config_store_dir: &storefs_store::StoreDir,
     pending: &Pending,
     hash: &str,
     body: Body,

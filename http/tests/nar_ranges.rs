@@ -10,11 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
-use storefs_castore::blobservice::{
-    BlobReader, BlobService, BlobWriter, ChunkMeta, MemoryBlobService,
-};
-use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
 use storefs_castore::{B3Digest, Directory, Node, PathComponent, Result};
+use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta, MemoryBlobService};
+use storefs_castore::{DirectoryService, MemoryDirectoryService};
 use storefs_http::nar::{ByteRange, Tree, nar_stream};
 use tokio::io::AsyncWriteExt;
 

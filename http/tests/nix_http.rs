@@ -12,11 +12,11 @@ use std::sync::{Arc, OnceLock};
 
 use storefs_http::{HttpConfig, serve_http};
 use storefs_store::Services;
+use storefs_store::StoreDir;
 use storefs_store::import::{ImportOptions, NoProgress, import_from_binary_cache};
 use storefs_store::narinfo::NarInfo;
 use storefs_store::nixbase32;
-use storefs_store::signing::{PublicKey, SecretKey, TrustedKeys};
-use storefs_store::store_path::StoreDir;
+use storefs_store::{PublicKey, SecretKey, TrustedKeys};
 use storefs_testkit::nix::{Fixtures, NixStore};
 use storefs_testkit::ok;
 use storefs_testkit::pseudo_random;
@@ -90,7 +90,7 @@ fn world() -> &'static World {
                     .unwrap();
                     let mut upload_config = HttpConfig::new(StoreDir::default());
                     upload_config.auth.write =
-                        Some(storefs_castore::token::Token::new(WRITE_TOKEN).unwrap());
+                        Some(storefs_castore::Token::new(WRITE_TOKEN).unwrap());
                     let c = serve_http(
                         uploads,
                         upload_services,

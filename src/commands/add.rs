@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, anyhow, bail};
 use storefs_castore::{IngestOptions, IngestStats, PathComponent, ingest_path_with};
 use storefs_store::nar::nar_hash_of_path;
-use storefs_store::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo};
-use storefs_store::store_path::{StoreDir, StorePath, make_source_path};
+use storefs_store::{ContentAddress, HashAlgo, NixHash, PathInfo};
+use storefs_store::{StoreDir, StorePath, make_source_path};
 
 use crate::services::Services;
 
@@ -38,7 +38,7 @@ pub async fn add_one(
         Some(n) => n.to_owned(),
         None => base_name(path)?,
     };
-    storefs_store::store_path::validate_name(&name)?;
+    storefs_store::validate_name(&name)?;
     let options = IngestOptions {
         name: Some(PathComponent::try_from(name.as_str())?),
         ..IngestOptions::default()

@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use storefs_http::HttpConfig;
 use storefs_http::guix::{GuixCompression, GuixHttpConfig};
-use storefs_store::guix::key::{Acl, SecretKey};
-use storefs_store::store_path::StoreDir;
+use storefs_store::StoreDir;
+use storefs_store::guix::{Acl, SecretKey};
 
 use crate::cli::GuixServeArgs;
 

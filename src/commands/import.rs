@@ -10,9 +10,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use storefs_store::daemon::import_from_daemon;
-use storefs_store::guix::import::import_from_guix;
+use storefs_store::guix::import_from_guix;
 use storefs_store::import::{ImportOptions, ImportProgress, NoProgress, import_from_binary_cache};
-use storefs_store::store_path::{StoreDir, StorePath};
+use storefs_store::{StoreDir, StorePath};
 
 use crate::services::Services;
 

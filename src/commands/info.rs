@@ -1,9 +1,9 @@
 //! `storefs info`: what the store knows of paths.
 
 use storefs_castore::Node;
+use storefs_store::PathInfo;
+use storefs_store::StoreDir;
 use storefs_store::nixbase32;
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::store_path::StoreDir;
 
 use crate::commands::lookup;
 use crate::services::Services;

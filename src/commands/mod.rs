@@ -12,8 +12,8 @@ mod serve;
 mod startup;
 
 use anyhow::{Context, anyhow, bail};
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::store_path::StoreDir;
+use storefs_store::PathInfo;
+use storefs_store::StoreDir;
 
 use crate::Failure;
 use crate::cli::{Cli, Command};

@@ -1,8 +1,8 @@
 //! `storefs nar`: a path's NAR on stdout.
 
 use anyhow::Context;
+use storefs_store::StoreDir;
 use storefs_store::nar::write_nar;
-use storefs_store::store_path::StoreDir;
 use tokio::io::AsyncWriteExt;
 
 use crate::commands::lookup;

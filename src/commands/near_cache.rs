@@ -10,7 +10,7 @@ use storefs_castore::{
     BlobService, CacheStats, CachedBlobService, CachedDirectoryService, DirectoryService,
     FileCache, MOUNT_CACHE_REDB_CACHE_BYTES, RedbBlobService, RedbStore,
 };
-use storefs_store::pathinfoservice::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
+use storefs_store::{CachedPathInfoService, PathInfoService, RedbPathInfoService};
 
 use crate::services::Services;
 

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use storefs_grpc::{AuthPolicy, ListenAddr, Listener, ServerConfig};
+use storefs_store::SecretKey;
+use storefs_store::StoreDir;
 use storefs_store::daemon::{DaemonConfig, TrustPolicy, bind_socket, serve_daemon};
-use storefs_store::signing::SecretKey;
-use storefs_store::store_path::StoreDir;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DaemonAccessArgs, ServeArgs};

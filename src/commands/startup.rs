@@ -4,7 +4,7 @@
 use anyhow::Context;
 use storefs_http::HttpLimits;
 use storefs_store::daemon::DaemonLimits;
-use storefs_store::daemon::peer::{UserList, UserSpec};
+use storefs_store::daemon::{UserList, UserSpec};
 
 use crate::cli::{DaemonAccessArgs, HttpLimitArgs};
 

@@ -16,12 +16,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use storefs_store::StoreDir;
 use storefs_store::daemon::protocol::ProtocolVersion;
 use storefs_store::daemon::{
     DEFAULT_SOCKET_MODE, DaemonClient, DaemonConfig, TrustPolicy, bind_socket, import_from_daemon,
     serve_daemon,
 };
-use storefs_store::store_path::StoreDir;
 
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()

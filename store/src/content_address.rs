@@ -11,10 +11,21 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::hash::HashError;
-use crate::pathinfo::{ContentAddress, HashAlgo, NixHash};
-use crate::store_path::{StoreDir, StorePath, StorePathError};
-use crate::store_path::{make_fixed_output_path, make_text_path};
+use crate::HashError;
+use crate::{HashAlgo, NixHash};
+use crate::{StoreDir, StorePath, StorePathError};
+use crate::{make_fixed_output_path, make_text_path};
+
+/// How a path is content-addressed (Nix's `ca` field).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ContentAddress {
+    /// `text:sha256:…`: `builtins.toFile`, `.drv` files. Always sha256.
+    Text([u8; 32]),
+    /// `fixed:r:<algo>:…`: the hash of the path's NAR.
+    Recursive(NixHash),
+    /// `fixed:<algo>:…`: the hash of a single regular file's contents.
+    Flat(NixHash),
+}
 
 /// Why a string is not a content address, or a content address cannot give
 /// a store path.

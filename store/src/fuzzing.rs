@@ -4,9 +4,9 @@
 use sha2::{Digest, Sha256};
 use storefs_castore::{MemoryBlobService, MemoryDirectoryService};
 
+use crate::StoreDir;
 use crate::nar::{read_nar, read_nar_to_end, write_nar};
 use crate::narinfo::NarInfo;
-use crate::store_path::StoreDir;
 
 /// Parse `data` as a narinfo; if it parses, rendering it and parsing again
 /// must give the same value.
@@ -103,7 +103,7 @@ pub fn daemon_server(data: &[u8]) {
 /// the advanced and the canonical form) to text that parses to the same
 /// value, and the advanced form must be stable.
 pub fn guix_sexp(data: &[u8]) {
-    use crate::guix::sexp::Sexp;
+    use crate::guix::Sexp;
     match Sexp::parse(data) {
         Ok(s) => {
             let adv = s.to_advanced();
@@ -121,7 +121,7 @@ pub fn guix_sexp(data: &[u8]) {
 /// narinfo that parses to the same fields, and a signature it carries
 /// must render to the same `Signature:` value.
 pub fn guix_narinfo(data: &[u8]) {
-    use crate::guix::narinfo::GuixNarInfo;
+    use crate::guix::GuixNarInfo;
     let store_dir = StoreDir::new("/gnu/store").expect("/gnu/store is a valid store directory");
     if let Ok(parsed) = GuixNarInfo::parse(data, &store_dir) {
         let text = parsed.info.render(&store_dir, None);

@@ -23,7 +23,78 @@ use std::str::FromStr;
 use data_encoding::{BASE64, BASE64_NOPAD};
 
 use crate::nixbase32;
-use crate::pathinfo::{HashAlgo, NixHash};
+
+/// A hash algorithm Nix names in content addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashAlgo {
+    /// MD5 (16 bytes).
+    Md5,
+    /// SHA-1 (20 bytes).
+    Sha1,
+    /// SHA-256 (32 bytes).
+    Sha256,
+    /// SHA-512 (64 bytes).
+    Sha512,
+}
+
+impl HashAlgo {
+    /// The digest length in bytes.
+    // An algorithm is never "empty"; `is_empty` would mean nothing here.
+    #[allow(clippy::len_without_is_empty)]
+    pub const fn len(self) -> usize {
+        match self {
+            HashAlgo::Md5 => 16,
+            HashAlgo::Sha1 => 20,
+            HashAlgo::Sha256 => 32,
+            HashAlgo::Sha512 => 64,
+        }
+    }
+
+    /// Nix's name: `md5`, `sha1`, `sha256`, `sha512`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HashAlgo::Md5 => "md5",
+            HashAlgo::Sha1 => "sha1",
+            HashAlgo::Sha256 => "sha256",
+            HashAlgo::Sha512 => "sha512",
+        }
+    }
+}
+
+/// A digest with its algorithm. Constructed only with the right length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NixHash {
+    algo: HashAlgo,
+    digest: Vec<u8>,
+}
+
+impl NixHash {
+    /// Wrap `digest`, which must have `algo`'s length.
+    pub fn new(algo: HashAlgo, digest: &[u8]) -> Option<Self> {
+        (digest.len() == algo.len()).then(|| Self {
+            algo,
+            digest: digest.to_vec(),
+        })
+    }
+
+    /// A SHA-256 digest; infallible, the length is in the type.
+    pub fn sha256(digest: [u8; 32]) -> Self {
+        Self {
+            algo: HashAlgo::Sha256,
+            digest: digest.to_vec(),
+        }
+    }
+
+    /// The algorithm.
+    pub fn algo(&self) -> HashAlgo {
+        self.algo
+    }
+
+    /// The raw digest.
+    pub fn digest(&self) -> &[u8] {
+        &self.digest
+    }
+}
 
 /// Why a string is not a hash.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

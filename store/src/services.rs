@@ -7,7 +7,7 @@ use std::sync::Arc;
 use storefs_castore::{BlobService, DirectoryService};
 
 use crate::nar::NarCalculator;
-use crate::pathinfoservice::{NarCalculationService, PathInfoService};
+use crate::{NarCalculationService, PathInfoService};
 
 /// The services of one store. Cheap to clone: every field is an `Arc`.
 #[derive(Clone)]
@@ -45,7 +45,7 @@ impl Services {
         Self::new(
             Arc::new(storefs_castore::MemoryBlobService::new()),
             Arc::new(storefs_castore::MemoryDirectoryService::new()),
-            Arc::new(crate::pathinfoservice::MemoryPathInfoService::new()),
+            Arc::new(crate::MemoryPathInfoService::new()),
         )
     }
 }

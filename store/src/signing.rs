@@ -16,7 +16,14 @@ use std::str::FromStr;
 use data_encoding::BASE64;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
-use crate::pathinfo::Signature;
+/// An ed25519 signature over a path's fingerprint, by a named key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Signature {
+    /// The key's name (`cache.nixos.org-1`).
+    pub name: String,
+    /// The 64-byte detached signature.
+    pub bytes: [u8; 64],
+}
 
 /// Why a key or signature text is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

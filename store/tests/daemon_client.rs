@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use daemon_common::*;
 use storefs_castore::Node;
+use storefs_store::PathInfo;
+use storefs_store::PathInfoService;
 use storefs_store::Services;
+use storefs_store::StoreDir;
 use storefs_store::daemon::protocol::ProtocolVersion;
 use storefs_store::daemon::{ConnectionError, DaemonClient, DaemonConfig, import_from_daemon};
 use storefs_store::import::{ImportOptions, ImportReport, NoProgress, PathImportError};
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::PathInfoService;
-use storefs_store::store_path::StoreDir;
 use tokio::io::AsyncWriteExt;
 
 /// Services whose `hello.txt` really has its contents, and a second path
@@ -182,7 +182,7 @@ impl storefs_store::import::ImportProgress for Recorder {
     fn nar_bytes(&self, n: u64) {
         self.0.lock().unwrap().push(format!("bytes {n}"));
     }
-    fn path_done(&self, path: &storefs_store::store_path::StorePath, error: Option<&str>) {
+    fn path_done(&self, path: &storefs_store::StorePath, error: Option<&str>) {
         self.0
             .lock()
             .unwrap()
@@ -192,7 +192,7 @@ impl storefs_store::import::ImportProgress for Recorder {
 
 #[tokio::test]
 async fn import_checks_signatures_when_asked() {
-    use storefs_store::signing::SecretKey;
+    use storefs_store::SecretKey;
     let source = services_with_contents().await;
     let sd = StoreDir::default();
     let key = SecretKey::from_seed("test-1", &[3; 32]).unwrap();

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use daemon_common::*;
+use storefs_store::PathInfoService;
 use storefs_store::Services;
+use storefs_store::StoreDir;
 use storefs_store::daemon::{DaemonConfig, TrustPolicy, import_from_daemon};
 use storefs_store::import::{ImportOptions, ImportReport, NoProgress};
-use storefs_store::pathinfoservice::PathInfoService;
-use storefs_store::store_path::StoreDir;
 use storefs_testkit::nix::{self, Fixtures, NixDaemon, sorted_lines};
 use storefs_testkit::{ok_str, try_run};
 

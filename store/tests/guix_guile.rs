@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use data_encoding::BASE64;
-use storefs_store::guix::key::{Acl, PublicKey, SecretKey};
-use storefs_store::guix::narinfo::{GuixNarInfo, GuixNarInfoError, NarOffer, nar_url};
-use storefs_store::guix::sexp::SexpError;
-use storefs_store::guix::signature::SignatureError;
-use storefs_store::store_path::{StoreDir, StorePath};
+use storefs_store::guix::SexpError;
+use storefs_store::guix::SignatureError;
+use storefs_store::guix::{Acl, PublicKey, SecretKey};
+use storefs_store::guix::{GuixNarInfo, GuixNarInfoError, NarOffer, nar_url};
+use storefs_store::{StoreDir, StorePath};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guix/reference.scm")
@@ -253,7 +253,7 @@ fn tampered_foreign_truncated_and_unknown_versions_are_refused_by_both() {
         }
         other => panic!("truncated signature accepted or misreported: {other:?}"),
     }
-    let sexp_err = storefs_store::guix::sexp::Sexp::parse(b"(signature (data").unwrap_err();
+    let sexp_err = storefs_store::guix::Sexp::parse(b"(signature (data").unwrap_err();
     assert!(matches!(sexp_err, SexpError::Truncated { offset: 16, .. }));
 
     // An unknown signature version.

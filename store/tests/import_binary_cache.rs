@@ -7,15 +7,15 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use storefs_castore::blobservice::{BlobService, MemoryBlobService};
-use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
+use storefs_castore::{BlobService, MemoryBlobService};
+use storefs_castore::{DirectoryService, MemoryDirectoryService};
+use storefs_store::StoreDir;
 use storefs_store::import::{
     ImportError, ImportOptions, ImportProgress, ImportReport, NoProgress, PathImportError,
     import_from_binary_cache,
 };
 use storefs_store::nixbase32;
-use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService};
-use storefs_store::store_path::StoreDir;
+use storefs_store::{MemoryPathInfoService, PathInfoService};
 use storefs_testkit::nix::{Fixtures, HttpDir, NixStore};
 
 /// One scratch Nix store with its fixtures and caches, made once for all
@@ -171,7 +171,7 @@ impl ImportProgress for CountProgress {
         self.bytes
             .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
-    fn path_done(&self, path: &storefs_store::store_path::StorePath, error: Option<&str>) {
+    fn path_done(&self, path: &storefs_store::StorePath, error: Option<&str>) {
         self.done
             .lock()
             .unwrap()

@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
+use storefs_store::StoreDir;
 use storefs_store::narinfo::NarInfo;
-use storefs_store::signing::{PublicKey, SecretKey, TrustedKeys};
-use storefs_store::store_path::StoreDir;
+use storefs_store::{PublicKey, SecretKey, TrustedKeys};
 
 fn testdata() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/narinfo")
@@ -66,15 +66,11 @@ fn content_addresses_give_the_store_paths() {
         // Another name, or one reference more, breaks the claim.
         let mut other = info.clone();
         other.store_path =
-            storefs_store::store_path::StorePath::from_parts(*info.store_path.digest(), "x")
-                .unwrap();
+            storefs_store::StorePath::from_parts(*info.store_path.digest(), "x").unwrap();
         assert!(!other.is_content_addressed(&sd), "{file}");
         let mut more = info.clone();
         more.references.push(
-            storefs_store::store_path::StorePath::from_base_name(
-                "00000000000000000000000000000000-x",
-            )
-            .unwrap(),
+            storefs_store::StorePath::from_base_name("00000000000000000000000000000000-x").unwrap(),
         );
         assert!(!more.is_content_addressed(&sd), "{file}");
         checked += 1;

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
+use storefs_store::StoreDir;
 use storefs_store::narinfo::NarInfo;
-use storefs_store::signing::{PublicKey, SecretKey};
-use storefs_store::store_path::StoreDir;
+use storefs_store::{PublicKey, SecretKey};
 use storefs_testkit::nix::{self, NixStore};
 
 fn verify(cache: &Path, key: &str, path: &str) -> bool {

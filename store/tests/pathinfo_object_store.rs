@@ -8,7 +8,7 @@ use object_store::path::Path;
 use prost::Message;
 use storefs_castore::objectstore::Bucket;
 use storefs_store::nixbase32;
-use storefs_store::pathinfoservice::{ObjectStorePathInfoService, PathInfoService};
+use storefs_store::{ObjectStorePathInfoService, PathInfoService};
 use storefs_testkit::suites::path_info::{conformance, info};
 
 fn service() -> (ObjectStorePathInfoService, Bucket) {

@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use futures::stream::BoxStream;
 use storefs_castore::{B3Digest, Result};
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::{MemoryPathInfoService, PathInfoService, RedbPathInfoService};
-use storefs_store::store_path::StorePath;
+use storefs_store::PathInfo;
+use storefs_store::StorePath;
+use storefs_store::{MemoryPathInfoService, PathInfoService, RedbPathInfoService};
 use storefs_testkit::suites::path_info::{conformance, info, names};
 
 #[tokio::test]
@@ -63,7 +63,7 @@ async fn redb_shares_a_database_with_other_tables() {
 
 #[tokio::test]
 async fn redb_lives_beside_castore_in_one_file() {
-    use storefs_castore::blobservice::BlobService;
+    use storefs_castore::BlobService;
     let dir = tempfile::tempdir().unwrap();
     let store = storefs_castore::RedbStore::open_dir(dir.path()).unwrap();
     let svc = RedbPathInfoService::from_store(&store).await.unwrap();

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use storefs_store::narinfo::NarInfo;
-use storefs_store::pathinfo::{ContentAddress, HashAlgo, NixHash, Signature};
-use storefs_store::store_path::{StoreDir, StorePath};
+use storefs_store::{ContentAddress, HashAlgo, NixHash, Signature};
+use storefs_store::{StoreDir, StorePath};
 
 fn store_path() -> impl Strategy<Value = StorePath> {
     (any::<[u8; 20]>(), "[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]{0,40}")

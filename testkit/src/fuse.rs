@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use storefs_castore::{BlobService, DirectoryService};
 use storefs_fuse::{MountConfig, MountHandle, StatsSnapshot};
-use storefs_store::pathinfoservice::PathInfoService;
-use storefs_store::store_path::StorePath;
+use storefs_store::PathInfoService;
+use storefs_store::StorePath;
 
 /// A mount in a temporary directory, with the runtime its tasks run on.
 /// Dropping it unmounts, even when the test fails.

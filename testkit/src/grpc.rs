@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use storefs_castore::{BlobService, DirectoryService, MemoryBlobService, MemoryDirectoryService};
 use storefs_grpc::{ClientConfig, GrpcServices, ListenAddr, Listener, ServerConfig};
+use storefs_store::MemoryPathInfoService;
 use storefs_store::Services;
-use storefs_store::pathinfoservice::MemoryPathInfoService;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -4,17 +4,17 @@
 
 use std::sync::Arc;
 
-use storefs_castore::blobservice::{BlobService, ChunkMeta, ChunkStore};
-use storefs_castore::directoryservice::DirectoryService;
+use storefs_castore::DirectoryService;
 use storefs_castore::{B3Digest, Directory, Node, PathComponent, SymlinkTarget};
+use storefs_castore::{BlobService, ChunkMeta, ChunkStore};
 use storefs_fuse::MountConfig;
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::PathInfoService;
-use storefs_store::store_path::StorePath;
+use storefs_store::PathInfo;
+use storefs_store::PathInfoService;
+use storefs_store::StorePath;
 
-pub use storefs_castore::blobservice::MemoryBlobService;
-pub use storefs_castore::directoryservice::MemoryDirectoryService;
-pub use storefs_store::pathinfoservice::MemoryPathInfoService;
+pub use storefs_castore::MemoryBlobService;
+pub use storefs_castore::MemoryDirectoryService;
+pub use storefs_store::MemoryPathInfoService;
 pub use storefs_testkit::fuse::{FuseMount, runtime};
 #[allow(unused_imports)] // each test binary uses a different subset
 pub use storefs_testkit::{eventually, pseudo_random, xattr};

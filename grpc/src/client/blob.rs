@@ -7,10 +7,8 @@ use std::task::{Context, Poll, ready};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
-use storefs_castore::blobservice::{
-    BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta,
-};
 use storefs_castore::{B3Digest, Error, Result};
+use storefs_castore::{BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -5,9 +5,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use storefs_castore::{Entry, Error, Node, PathComponent, Result};
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::{NarCalculationService, PathInfoService};
-use storefs_store::store_path::DIGEST_LEN;
+use storefs_store::DIGEST_LEN;
+use storefs_store::PathInfo;
+use storefs_store::{NarCalculationService, PathInfoService};
 use tonic::Code;
 
 use super::Conn;

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use storefs_castore::B3Digest;
-use storefs_castore::blobservice::{BlobReader, BlobService, ChunkMeta};
+use storefs_castore::{BlobReader, BlobService, ChunkMeta};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::{Request, Response, Status, Streaming};
 

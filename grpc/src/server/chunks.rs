@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use storefs_castore::B3Digest;
-use storefs_castore::blobservice::BlobService;
+use storefs_castore::BlobService;
 use tonic::{Request, Response, Status};
 
 use crate::limits::{MAX_BATCH_DIGESTS, READ_MESSAGE_SIZE};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use storefs_castore::Directory;
-use storefs_castore::directoryservice::DirectoryService;
+use storefs_castore::DirectoryService;
 use storefs_castore::proto;
 use tonic::{Request, Response, Status, Streaming};
 

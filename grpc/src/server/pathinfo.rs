@@ -7,9 +7,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use storefs_castore::{Entry, PathComponent, proto as castore_proto};
-use storefs_store::pathinfoservice::{NarCalculationService, PathInfoService};
+use storefs_store::DIGEST_LEN;
 use storefs_store::proto::PathInfo as PathInfoProto;
-use storefs_store::store_path::DIGEST_LEN;
+use storefs_store::{NarCalculationService, PathInfoService};
 use tonic::{Request, Response, Status};
 
 use crate::pathinfo_conv;

@@ -9,10 +9,10 @@ use super::admission::DaemonLimits;
 use super::error::OpError;
 use super::peer::{UserList, UserSpec};
 use super::wire;
+use crate::PathInfo;
 use crate::Services;
-use crate::pathinfo::PathInfo;
-use crate::signing::TrustedKeys;
-use crate::store_path::{StoreDir, StorePath};
+use crate::TrustedKeys;
+use crate::{StoreDir, StorePath};
 
 /// Who counts as a trusted client (Nix's `trusted-users`): trusted clients
 /// may upload paths without signatures.
@@ -52,7 +52,7 @@ impl Default for TrustPolicy {
 pub struct DaemonConfig {
     /// The store directory that full paths on the wire must be in.
     pub store_dir: StoreDir,
-    /// Which clients are trusted: they may upload (see [`super::peer`]).
+    /// Which clients are trusted: they may upload (see [`classify`](super::classify)).
     pub trust: TrustPolicy,
     /// Which clients may connect at all (Nix's `allowed-users`; trusted
     /// ones always may). Default: anyone.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use storefs_castore::activity::{Activity, Tracked};
+use storefs_castore::{Activity, Tracked};
 use tokio::io::{BufReader, BufWriter};
 use tokio::net::UnixStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};

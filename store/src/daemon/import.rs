@@ -13,13 +13,13 @@ use super::client::DaemonClient;
 use super::error::ConnectionError;
 use super::protocol::ProtocolVersion;
 use crate::Services;
+use crate::StoreDir;
+use crate::TrustedKeys;
 use crate::import::{
     Found, ImportError, ImportOptions, ImportProgress, ImportReport, ImportSource, NarSink,
     PathImportError, Wanted, import_closure,
 };
 use crate::nar::NarIngested;
-use crate::signing::TrustedKeys;
-use crate::store_path::StoreDir;
 
 /// The protocol version we announce: 1.34 is what Nix 2.8 speaks, and
 /// every daemon from 2.8 on accepts it.

@@ -8,7 +8,7 @@
 //! - `handshake`: both sides of the handshake.
 //! - `conn`, `ops`: one server connection and the per-op handlers.
 //! - `server`: the socket, its tasks and its configuration.
-//! - [`peer`], `admission`, `gate`: who may connect and upload (peer
+//! - `peer`, `admission`, `gate`: who may connect and upload (peer
 //!   credentials, trusted and allowed users), connection limits, timeouts.
 //! - `client`: [`DaemonClient`], the same protocol from the other end.
 //! - `import`: [`DaemonSource`], a daemon as a source of closure imports.
@@ -37,7 +37,7 @@ mod handshake;
 mod import;
 mod ops;
 mod path_info;
-pub mod peer;
+mod peer;
 pub mod protocol;
 mod server;
 mod stderr;
@@ -50,4 +50,5 @@ pub use error::{ConnectionError, OpError};
 pub use handshake::{Dialect, Negotiated, TrustLevel};
 pub use import::{DaemonSource, import_from_daemon};
 pub use path_info::RawPathInfo;
+pub use peer::{Access, Peer, UserList, UserSpec, UserSpecError, classify};
 pub use server::{DEFAULT_SOCKET_MODE, bind_socket, serve_daemon, serve_stream};

@@ -13,8 +13,8 @@ use tokio::io::AsyncRead;
 
 use super::error::OpError;
 use super::wire::{self, WireError, limits};
-use crate::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo, Signature};
-use crate::store_path::{StoreDir, StorePath};
+use crate::{ContentAddress, HashAlgo, NixHash, PathInfo, Signature};
+use crate::{StoreDir, StorePath};
 
 /// Append the unkeyed fields of `info`; the 1.16 fields only if `with_1_16`.
 pub(crate) fn put_unkeyed(

@@ -61,7 +61,7 @@ pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 /// Serve the daemon protocol on `listener` until `shutdown` completes, then
 /// stop accepting, let each open connection finish the request it is in,
 /// and return. Who may connect and upload, how many connections are held
-/// and for how long: see [`super::peer`] and [`DaemonLimits`](super::admission::DaemonLimits).
+/// and for how long: see [`classify`](super::classify) and [`DaemonLimits`](super::DaemonLimits).
 pub async fn serve_daemon(
     listener: UnixListener,
     services: Services,

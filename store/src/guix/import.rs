@@ -20,6 +20,7 @@ use storefs_castore::{B3Digest, Node};
 
 use super::key::Acl;
 use super::narinfo::{GuixNarInfo, NarOffer, uri_decode};
+use crate::PathInfo;
 use crate::Services;
 use crate::import::{
     CacheSource, Found, ImportError, ImportOptions, ImportProgress, ImportReport, ImportSource,
@@ -27,8 +28,7 @@ use crate::import::{
     read_nar_file,
 };
 use crate::nar::NarIngested;
-use crate::pathinfo::PathInfo;
-use crate::store_path::{StoreDir, StorePath};
+use crate::{StoreDir, StorePath};
 
 /// A `guix publish` server, checked and ready to import from.
 #[derive(Debug)]

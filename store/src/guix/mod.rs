@@ -3,19 +3,20 @@
 //! writes them. docs/guix.md describes each byte.
 //!
 //! # Layout
-//! - [`sexp`]: the s-expression parser and writer (libgcrypt's advanced
-//!   form, byte for byte).
-//! - [`key`]: `signing-key.pub`, `signing-key.sec`, `/etc/guix/acl`.
-//! - [`signature`]: the `(signature …)` s-expression and the narinfo
-//!   `Signature:` field.
-//! - [`narinfo`]: the narinfo text, rendered and parsed.
-//! - [`import`]: copying closures out of a `guix publish` server.
+//! - `sexp`: the s-expression parser and writer ([`Sexp`]; libgcrypt's
+//!   advanced form, byte for byte).
+//! - `key`: `signing-key.pub`, `signing-key.sec`, `/etc/guix/acl`
+//!   ([`PublicKey`], [`SecretKey`], [`Acl`]).
+//! - `signature`: the `(signature …)` s-expression and the narinfo
+//!   `Signature:` field ([`GuixSignature`], [`SignatureField`]).
+//! - `narinfo`: the narinfo text, rendered and parsed ([`GuixNarInfo`]).
+//! - `import`: copying closures out of a `guix publish` server
+//!   ([`GuixSource`]).
 //! - `ecdsa`: the ECDSA-on-Ed25519 arithmetic Guix's keys use.
 //!
 //! ```
-//! use storefs_store::guix::key::{Acl, SecretKey};
-//! use storefs_store::guix::narinfo::{GuixNarInfo, NarOffer, nar_url};
-//! use storefs_store::store_path::{StoreDir, StorePath};
+//! use storefs_store::guix::{Acl, GuixNarInfo, NarOffer, SecretKey, nar_url};
+//! use storefs_store::{StoreDir, StorePath};
 //!
 //! let key = SecretKey::generate();
 //! let sd = StoreDir::new("/gnu/store").unwrap();
@@ -31,8 +32,17 @@
 //! ```
 
 mod ecdsa;
-pub mod import;
-pub mod key;
-pub mod narinfo;
-pub mod sexp;
-pub mod signature;
+mod import;
+mod key;
+mod narinfo;
+mod sexp;
+mod signature;
+
+pub use import::{GuixSource, choose_offer, import_from_guix};
+pub use key::{Acl, KeyError, PublicKey, SecretKey};
+pub use narinfo::{
+    GuixNarInfo, GuixNarInfoError, MAX_NARINFO_LEN, NarOffer, ParsedNarInfo, nar_url, uri_decode,
+    uri_encode,
+};
+pub use sexp::{MAX_SEXP_DEPTH, MAX_SEXP_LEN, Sexp, SexpError};
+pub use signature::{GuixSignature, SIGNATURE_VERSION, SignatureError, SignatureField};

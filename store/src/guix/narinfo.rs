@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use super::key::{Acl, SecretKey};
 use super::signature::{GuixSignature, SignatureError, SignatureField};
 use crate::nixbase32;
-use crate::store_path::{StoreDir, StorePath};
+use crate::{StoreDir, StorePath};
 
 /// The longest narinfo accepted.
 pub const MAX_NARINFO_LEN: usize = 1 << 20;

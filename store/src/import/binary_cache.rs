@@ -21,12 +21,12 @@ use super::nar_file::read_nar_file;
 use super::progress::ImportProgress;
 use super::source::CacheSource;
 use crate::Services;
+use crate::StoreDir;
+use crate::TrustedKeys;
 use crate::nar::NarIngested;
 use crate::narinfo::NarInfo;
 use crate::nixbase32;
-use crate::pathinfo::{HashAlgo, PathInfo};
-use crate::signing::TrustedKeys;
-use crate::store_path::StoreDir;
+use crate::{HashAlgo, PathInfo};
 
 /// A binary cache, checked and ready to import from.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ pub struct NarFile {
     /// `FileSize`, if given.
     pub file_size: Option<u64>,
     /// `FileHash`, if given.
-    pub file_hash: Option<crate::pathinfo::NixHash>,
+    pub file_hash: Option<crate::NixHash>,
 }
 
 impl BinaryCacheSource {
@@ -111,7 +111,7 @@ pub(crate) async fn list_cache(cache: &CacheSource) -> Result<Vec<Wanted>, Impor
         .await?
         .into_iter()
         // A stray file name that is no hash part is not a narinfo.
-        .filter_map(|hash| crate::store_path::parse_hash_part(&hash).ok())
+        .filter_map(|hash| crate::parse_hash_part(&hash).ok())
         .map(|digest| Wanted { digest, path: None })
         .collect())
 }

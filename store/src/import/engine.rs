@@ -29,12 +29,12 @@ use tokio_util::io::InspectReader;
 
 use super::error::{ImportError, PathFailure, PathImportError};
 use super::progress::ImportProgress;
+use crate::PathInfo;
 use crate::Services;
 use crate::nar::{NarIngested, NarReadError, read_nar, read_nar_to_end};
 use crate::nixbase32;
-use crate::pathinfo::PathInfo;
-use crate::signing::{PublicKey, TrustedKeys};
-use crate::store_path::{DIGEST_LEN, StoreDir, StorePath};
+use crate::{DIGEST_LEN, StoreDir, StorePath};
+use crate::{PublicKey, TrustedKeys};
 
 /// How many lookups and NAR fetches an import runs at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -400,7 +400,7 @@ async fn execute<S: ImportSource>(
             sd.parse_path(&f.path)
                 .map(|p| *p.digest())
                 .ok()
-                .or_else(|| crate::store_path::parse_hash_part(&f.path).ok())
+                .or_else(|| crate::parse_hash_part(&f.path).ok())
         })
         .collect();
 

@@ -3,9 +3,9 @@
 
 use super::cache_info::CacheInfoError;
 use super::source::SourceError;
+use crate::SigningError;
+use crate::StorePathError;
 use crate::nar::NarReadError;
-use crate::signing::SigningError;
-use crate::store_path::StorePathError;
 
 /// An error of a source's own kind (a daemon connection's, say), kept as
 /// the cause of an import error.
@@ -129,7 +129,7 @@ pub enum PathImportError {
         file: String,
         /// Why.
         #[source]
-        source: crate::guix::narinfo::GuixNarInfoError,
+        source: crate::guix::GuixNarInfoError,
     },
     /// No NAR is offered in a compression storefs decodes.
     #[error("no NAR in a compression storefs decodes (offered: {0})")]

@@ -1,24 +1,27 @@
 //! Closure imports into the store from outside: one engine, several
 //! sources (binary caches here; a nix-daemon in [`crate::daemon`]; a
-//! `guix publish` server in [`crate::guix::import`]).
+//! `guix publish` server in [`crate::guix::GuixSource`]).
 //!
 //! # Layout
-//! - [`engine`]: the engine ([`import_closure`]) and the [`ImportSource`]
+//! - `engine`: the engine ([`import_closure`]) and the [`ImportSource`]
 //!   trait a source implements; options and report.
 //! - `error`: why an import, or one path of it, failed.
-//! - [`binary_cache`]: a Nix binary cache as a source.
-//! - [`source`]: where a binary cache lives and how its files are fetched.
-//! - [`cache_info`]: the cache's `nix-cache-info`.
-//! - [`progress`]: progress reports for whoever draws them.
+//! - `binary_cache`: a Nix binary cache as a source
+//!   ([`BinaryCacheSource`]).
+//! - `source`: where a binary cache lives and how its files are fetched
+//!   ([`CacheSource`]).
+//! - `cache_info`: the cache's `nix-cache-info` ([`CacheInfo`]).
+//! - `progress`: progress reports for whoever draws them
+//!   ([`ImportProgress`]).
 
-pub mod binary_cache;
-pub mod cache_info;
-pub mod engine;
+mod binary_cache;
+mod cache_info;
+mod engine;
 mod error;
 mod hashing;
 mod nar_file;
-pub mod progress;
-pub mod source;
+mod progress;
+mod source;
 
 pub use binary_cache::{BinaryCacheSource, NarFile, import_from_binary_cache};
 pub(crate) use binary_cache::{list_cache, narinfo_file, open_cache};
@@ -30,4 +33,6 @@ pub use engine::{
 pub use error::{BoxError, ImportError, PathFailure, PathImportError};
 pub(crate) use nar_file::read_nar_file;
 pub use progress::{ImportProgress, NoProgress};
-pub use source::{CacheSource, SourceError};
+pub use source::{
+    CONNECT_TIMEOUT, CacheReader, CacheSource, MAX_SMALL_FILE, READ_TIMEOUT, SourceError,
+};

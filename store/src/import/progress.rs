@@ -1,7 +1,7 @@
 //! Progress of a long import, reported to whoever draws it (the CLI's
 //! progress bar). The library never draws anything itself.
 
-use crate::store_path::StorePath;
+use crate::StorePath;
 
 /// Receives an import's progress. Every method has an empty default, so an
 /// implementation picks what it shows. Calls come from several tasks at

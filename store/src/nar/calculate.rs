@@ -8,13 +8,13 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
+use storefs_castore::BlobService;
+use storefs_castore::DirectoryService;
 use storefs_castore::Node;
-use storefs_castore::blobservice::BlobService;
-use storefs_castore::directoryservice::DirectoryService;
 use tokio::io::AsyncWrite;
 
 use super::writer::{NarWriteError, write_nar};
-use crate::pathinfoservice::NarCalculationService;
+use crate::NarCalculationService;
 
 /// An `AsyncWrite` that hashes (sha256) and counts what is written to it,
 /// and keeps nothing.

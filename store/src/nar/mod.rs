@@ -6,12 +6,12 @@
 //! - [`limits`]: the bounds the reader applies and the writer respects.
 //! - [`write_nar`], [`nar_hash_and_size`], [`NarCalculator`]: castore → NAR.
 //! - [`read_nar`], [`read_nar_to_end`]: NAR → castore.
-//! - [`local`]: a local path → NAR (`nix-store --dump`) and its hash,
+//! - `local`: a local path → NAR (`nix-store --dump`) and its hash,
 //!   without castore.
 
-pub mod calculate;
+mod calculate;
 pub mod limits;
-pub mod local;
+mod local;
 mod reader;
 pub mod wire;
 mod writer;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use storefs_castore::blobservice::{BlobService, MemoryBlobService};
-use storefs_castore::directoryservice::{DirectoryService, MemoryDirectoryService};
+use storefs_castore::{BlobService, MemoryBlobService};
+use storefs_castore::{DirectoryService, MemoryDirectoryService};
 
 use super::wire::{self, put_str};
 

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
-use storefs_castore::blobservice::BlobService;
-use storefs_castore::directoryservice::DirectoryService;
+use storefs_castore::BlobService;
+use storefs_castore::DirectoryService;
 use storefs_castore::{B3Digest, Directory, Node, PathComponent};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 
@@ -454,8 +454,8 @@ mod tests {
 
     #[tokio::test]
     async fn calculator_matches_the_written_nar() {
+        use crate::NarCalculationService;
         use crate::nar::NarCalculator;
-        use crate::pathinfoservice::NarCalculationService;
         use sha2::Digest;
         let (bs, ds) = services();
         let a = put_blob(bs.as_ref(), b"a\n").await;

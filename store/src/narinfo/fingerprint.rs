@@ -3,7 +3,7 @@
 
 use super::NarInfo;
 use crate::nixbase32;
-use crate::store_path::{StoreDir, StorePath};
+use crate::{StoreDir, StorePath};
 
 /// Why a fingerprint cannot be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -25,8 +25,8 @@ mod render;
 pub use fingerprint::{FingerprintError, fingerprint};
 pub use parse::NarInfoError;
 
-use crate::pathinfo::{ContentAddress, NixHash, Signature};
-use crate::store_path::StorePath;
+use crate::StorePath;
+use crate::{ContentAddress, NixHash, Signature};
 
 /// The compression Nix assumes when a narinfo names none.
 pub const DEFAULT_COMPRESSION: &str = "bzip2";

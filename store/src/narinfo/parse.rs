@@ -1,9 +1,9 @@
 //! Parsing narinfo text; the grammar and rules are in the module docs.
 
 use super::{DEFAULT_COMPRESSION, NarInfo};
-use crate::pathinfo::Signature;
-use crate::pathinfo::{ContentAddress, HashAlgo, NixHash};
-use crate::store_path::{StoreDir, StorePath};
+use crate::Signature;
+use crate::{ContentAddress, HashAlgo, NixHash};
+use crate::{StoreDir, StorePath};
 
 /// Why a narinfo is refused. Lines count from 1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use super::NarInfo;
+use crate::StoreDir;
 use crate::nixbase32;
-use crate::store_path::StoreDir;
 
 impl NarInfo {
     /// The narinfo text, keys in Nix's order, references and signatures
@@ -49,8 +49,8 @@ impl NarInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pathinfo::Signature;
-    use crate::store_path::StorePath;
+    use crate::Signature;
+    use crate::StorePath;
 
     #[test]
     fn renders_in_nix_order_with_sets_sorted() {

@@ -13,10 +13,10 @@
 
 use storefs_castore::{DirectoryError, Entry, PathComponent};
 
-use super::{ContentAddress, HashAlgo, NixHash, PathInfo, Signature};
 use crate::proto;
 use crate::proto::nar_info::ca::Hash as CaHash;
-use crate::store_path::{DIGEST_LEN, StorePath, StorePathError};
+use crate::{ContentAddress, HashAlgo, NixHash, PathInfo, Signature};
+use crate::{DIGEST_LEN, StorePath, StorePathError};
 
 /// Why a protobuf `PathInfo` is refused. Each variant names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -5,9 +5,9 @@
 use storefs_castore::Node;
 
 use super::PathInfo;
+use crate::StoreDir;
 use crate::narinfo::{FingerprintError, NarInfo, fingerprint};
-use crate::signing::{SecretKey, TrustedKeys};
-use crate::store_path::StoreDir;
+use crate::{SecretKey, TrustedKeys};
 
 impl PathInfo {
     /// The text its signatures sign: `1;<path>;sha256:<nix32>;<narSize>;<refs>`.
@@ -103,9 +103,9 @@ mod tests {
     use storefs_castore::B3Digest;
 
     use super::*;
+    use crate::PublicKey;
+    use crate::StorePath;
     use crate::nixbase32;
-    use crate::signing::PublicKey;
-    use crate::store_path::StorePath;
 
     fn baz() -> PathInfo {
         PathInfo {
@@ -138,7 +138,7 @@ mod tests {
             "1;/nix/store/w2hzasm68w0bfrwg61385vhfcqqrpnm9-baz;sha256:1jv588br4m4ddxl3vjfd0xczmj3cmmpz74r016wryirrs855p581;168;/nix/store/r4mvpxzh7rgrm4j831b2yi90zq64grqm-hello.txt"
         );
         // docs/nix-formats.md, signatures: Nix's signature with test-1 verifies.
-        let nix_sig = crate::pathinfo::Signature::parse("test-1:GR1l5i8X2lYlnemkESyAKb11SvvzXfjlK4v8j70bplXlQsVsPWY78rlMvSxdFecSg1nrSaQl9HBTP7M7JqFEBw==").unwrap();
+        let nix_sig = crate::Signature::parse("test-1:GR1l5i8X2lYlnemkESyAKb11SvvzXfjlK4v8j70bplXlQsVsPWY78rlMvSxdFecSg1nrSaQl9HBTP7M7JqFEBw==").unwrap();
         info.signatures.push(nix_sig);
         let test1 =
             PublicKey::parse("test-1:5iDt6QUYln5qedqaQWEJr8k82cRb37Ae/5JAA7YaO2I=").unwrap();

@@ -11,8 +11,8 @@ use storefs_castore::Result;
 use tracing::warn;
 
 use super::PathInfoService;
-use crate::pathinfo::PathInfo;
-use crate::store_path::{DIGEST_LEN, StorePath};
+use crate::PathInfo;
+use crate::{DIGEST_LEN, StorePath};
 
 /// Reads try `near`, then `far` (and keep what `far` gave in `near`);
 /// writes go to `far`, then `near`; listings and referrers come from `far`,
@@ -81,8 +81,8 @@ impl PathInfoService for CachedPathInfoService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pathinfoservice::MemoryPathInfoService;
-    use crate::store_path::StorePath;
+    use crate::MemoryPathInfoService;
+    use crate::StorePath;
     use storefs_castore::{B3Digest, Node};
 
     fn info(name: &str, seed: u8) -> PathInfo {

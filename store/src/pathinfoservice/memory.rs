@@ -9,8 +9,8 @@ use parking_lot::RwLock;
 use storefs_castore::Result;
 
 use super::{PathInfoService, sort_paths};
-use crate::pathinfo::PathInfo;
-use crate::store_path::{DIGEST_LEN, StorePath};
+use crate::PathInfo;
+use crate::{DIGEST_LEN, StorePath};
 
 type Digest = [u8; DIGEST_LEN];
 

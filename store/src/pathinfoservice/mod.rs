@@ -10,8 +10,8 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use storefs_castore::{Node, Result};
 
-use crate::pathinfo::PathInfo;
-use crate::store_path::{DIGEST_LEN, StorePath};
+use crate::PathInfo;
+use crate::{DIGEST_LEN, StorePath};
 
 mod cache;
 mod memory;

@@ -23,10 +23,10 @@ use storefs_castore::objectstore::Bucket;
 use storefs_castore::{Error, Result};
 
 use super::{PathInfoService, sort_paths};
+use crate::PathInfo;
 use crate::nixbase32;
-use crate::pathinfo::PathInfo;
 use crate::proto;
-use crate::store_path::{DIGEST_LEN, StorePath, parse_hash_part};
+use crate::{DIGEST_LEN, StorePath, parse_hash_part};
 
 type Digest = [u8; DIGEST_LEN];
 

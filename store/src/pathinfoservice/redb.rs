@@ -22,9 +22,9 @@ use prost::Message;
 use storefs_castore::{Error, RedbStore, Result};
 
 use super::{PathInfoService, sort_paths};
-use crate::pathinfo::PathInfo;
+use crate::PathInfo;
 use crate::proto;
-use crate::store_path::{DIGEST_LEN, StorePath};
+use crate::{DIGEST_LEN, StorePath};
 
 type Digest = [u8; DIGEST_LEN];
 

@@ -15,7 +15,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{DIGEST_LEN, StoreDir, StorePath, StorePathError, validate_name};
-use crate::pathinfo::{HashAlgo, NixHash};
+use crate::{HashAlgo, NixHash};
 
 /// The text that is hashed to give a store path:
 /// `<type>:sha256:<hex of inner>:<store dir>:<name>`.

@@ -5,18 +5,18 @@
 use std::sync::Arc;
 
 use storefs_castore::{B3Digest, Node};
+use storefs_store::PathInfo;
+use storefs_store::PathInfoService;
 use storefs_store::Services;
+use storefs_store::StorePath;
 use storefs_store::daemon::wire;
-use storefs_store::pathinfo::PathInfo;
-use storefs_store::pathinfoservice::PathInfoService;
-use storefs_store::store_path::StorePath;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 pub use storefs_testkit::TestDaemon;
 
 /// The path info service the tests use: the real memory backend.
-pub type MapPathInfoService = storefs_store::pathinfoservice::MemoryPathInfoService;
+pub type MapPathInfoService = storefs_store::MemoryPathInfoService;
 
 /// Every path info held.
 pub async fn list_all(svc: &dyn PathInfoService) -> Vec<PathInfo> {
@@ -56,9 +56,8 @@ pub async fn fixture_infos(svc: &dyn PathInfoService) {
         nar_sha256: sha,
         signatures: vec![],
         deriver: None,
-        ca: Some(storefs_store::pathinfo::ContentAddress::Recursive(
-            storefs_store::pathinfo::NixHash::new(storefs_store::pathinfo::HashAlgo::Sha256, &sha)
-                .unwrap(),
+        ca: Some(storefs_store::ContentAddress::Recursive(
+            storefs_store::NixHash::new(storefs_store::HashAlgo::Sha256, &sha).unwrap(),
         )),
     })
     .await

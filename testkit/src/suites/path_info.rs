@@ -2,9 +2,9 @@
 
 use futures::TryStreamExt;
 use storefs_castore::{B3Digest, Node};
-use storefs_store::pathinfo::{ContentAddress, NixHash, PathInfo, Signature};
-use storefs_store::pathinfoservice::PathInfoService;
-use storefs_store::store_path::{StoreDir, StorePath, make_text_path};
+use storefs_store::PathInfoService;
+use storefs_store::{ContentAddress, NixHash, PathInfo, Signature};
+use storefs_store::{StoreDir, StorePath, make_text_path};
 
 /// A text path named `name` with these references, its contents `name`.
 pub fn info(name: &str, refs: &[&PathInfo], self_ref: bool) -> PathInfo {

@@ -21,7 +21,7 @@ use crate::daemon::path_info::{RawPathInfo, put_unkeyed};
 use crate::daemon::protocol::STDERR_READ;
 use crate::daemon::wire::{self, FramedReader, limits};
 use crate::nar::{nar_hash_and_size, read_nar, read_nar_to_end};
-use crate::pathinfo::{ContentAddress, HashAlgo, NixHash, PathInfo};
+use crate::{ContentAddress, HashAlgo, NixHash, PathInfo};
 
 /// Longest text AddTextToStore takes (a large `.drv` is a few MiB).
 const MAX_TEXT_LEN: u64 = 64 << 20;

@@ -8,7 +8,7 @@ use crate::daemon::context::Ctx;
 use crate::daemon::error::{ConnectionError, OpError};
 use crate::daemon::path_info::put_unkeyed;
 use crate::daemon::wire::{self, limits};
-use crate::store_path::{StorePath, parse_hash_part};
+use crate::{StorePath, parse_hash_part};
 
 /// How many path lookups of one request run at once.
 const LOOKUP_CONCURRENCY: usize = 32;

@@ -21,11 +21,11 @@ mod source;
 
 use std::collections::HashSet;
 
-use storefs_castore::blobservice::{BlobService, BlobWriter};
-use storefs_castore::directoryservice::{DirectoryPutter, DirectoryService};
 use storefs_castore::{
     B3Digest, Directory, NameError, Node, PathComponent, SymlinkTarget, SymlinkTargetError,
 };
+use storefs_castore::{BlobService, BlobWriter};
+use storefs_castore::{DirectoryPutter, DirectoryService};
 use tokio::io::AsyncBufRead;
 
 pub use error::NarReadError;

@@ -2,7 +2,7 @@
 //! as the NAR goes, hashing and counting every byte it takes.
 
 use sha2::{Digest, Sha256};
-use storefs_castore::blobservice::BlobWriter;
+use storefs_castore::BlobWriter;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 
 use super::error::NarReadError;
