@@ -136,7 +136,7 @@ fn finish<T>(stats: &MountStats, what: &'static str, res: Result<T, FsError>) ->
     res.map_err(|e| {
         if !e.is_expected() {
             stats::add(&stats.errors, 1);
-            tracing::warn!(op = what, error = %e, "storefs mount: operation failed");
+            tracing::warn!(op = what, error = %e, "storefs: operation failed");
         }
         e.errno()
     })
