@@ -5,24 +5,27 @@
 //!
 //! A virtio-fs device has two queues: the high-priority one (`FORGET`,
 //! `INTERRUPT`) and one request queue (QEMU's default, and what Linux
-//! uses). Both are served by one worker thread, one request at a time: a
-//! request that needs the network waits (within `--timeout`) in the core's
-//! bridge, while the core's read-ahead and sibling fetches go on in tokio.
+//! uses). The queue thread only takes requests off the queues; a pool of
+//! [`WORKERS`] threads answers them, each returning its buffer to the guest
+//! when done, so a request waiting on the network (within `--timeout`, in
+//! the core's bridge) holds up no other. The guest matches answers to
+//! requests by their id, in any order.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{Reader, VirtioFsWriter};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::bindings::virtio_ring::{
     VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
-use virtio_queue::QueueOwnedT;
+use virtio_queue::{DescriptorChain, QueueOwnedT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
@@ -37,81 +40,131 @@ const QUEUES: usize = 2;
 /// Descriptors per queue at most (QEMU asks for 128 by default).
 const QUEUE_SIZE: usize = 1024;
 
+/// Threads answering requests: requests in flight at once.
+pub(crate) const WORKERS: usize = 8;
+
 /// Guest memory as vhost-user maps it.
 type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
 /// One guest connection's device. `vhost-user-backend` calls it from its
 /// socket thread (setup) and its queue thread (requests).
 pub(crate) struct FsBackend {
-    server: Arc<Server<Arc<StoreVirtioFs>>>,
     memory: RwLock<Option<Memory>>,
     event_idx: AtomicBool,
+    /// Requests for the workers; they end when it is dropped.
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+/// One request and the queue to answer it on.
+struct Job {
+    mem: Arc<GuestMemoryMmap>,
+    chain: DescriptorChain<Arc<GuestMemoryMmap>>,
+    vring: VringRwLock,
 }
 
 impl FsBackend {
-    /// A device serving `server`.
-    pub(crate) fn new(server: Arc<Server<Arc<StoreVirtioFs>>>) -> Self {
-        Self {
-            server,
+    /// A device serving `server`, with its pool of workers.
+    pub(crate) fn new(server: Arc<Server<Arc<StoreVirtioFs>>>) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..WORKERS {
+            let rx = Arc::clone(&rx);
+            let server = Arc::clone(&server);
+            std::thread::Builder::new()
+                .name(format!("storefs-vfs-{i}"))
+                .spawn(move || {
+                    loop {
+                        // One worker waits on the queue at a time; the lock
+                        // is released before the request is answered.
+                        let job = rx.lock().recv();
+                        let Ok(job) = job else {
+                            break;
+                        };
+                        answer(&server, job);
+                    }
+                })?;
+        }
+        Ok(Self {
             memory: RwLock::new(None),
             event_idx: AtomicBool::new(false),
-        }
+            jobs: Mutex::new(tx),
+        })
     }
 
-    /// Answer every request waiting in `vring`.
+    /// Hand every request waiting in `vring` to the workers.
     fn process_queue(&self, vring: &VringRwLock) -> io::Result<()> {
         let Some(atomic) = self.memory.read().clone() else {
             return Err(io::Error::other(
                 "a queue was kicked before guest memory was set",
             ));
         };
-        let mem = atomic.memory();
+        let mem = atomic.memory().into_inner();
         loop {
             let chain = vring
                 .get_mut()
                 .get_queue_mut()
-                .iter(atomic.memory())
+                .iter(Arc::clone(&mem))
                 .map_err(|e| io::Error::other(format!("the request queue is broken: {e}")))?
                 .next();
             let Some(chain) = chain else {
                 break;
             };
-            let head = chain.head_index();
-            let used = match (
-                Reader::from_descriptor_chain(&*mem, chain.clone()),
-                VirtioFsWriter::new(&*mem, chain),
-            ) {
-                (Ok(reader), Ok(writer)) => {
-                    match self
-                        .server
-                        .handle_message(reader, writer.into(), None, None)
-                    {
-                        Ok(n) => n,
-                        Err(e) => {
-                            // A malformed request from the guest: answered
-                            // with nothing, the device goes on.
-                            tracing::warn!(error = %e, "virtio-fs: cannot handle a request");
-                            0
-                        }
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(error = %e, "virtio-fs: a descriptor chain outside guest memory");
-                    0
-                }
+            let job = Job {
+                mem: Arc::clone(&mem),
+                chain,
+                vring: vring.clone(),
             };
-            let used = u32::try_from(used).unwrap_or(u32::MAX);
-            vring
-                .add_used(head, used)
-                .map_err(|e| io::Error::other(format!("cannot return a used buffer: {e}")))?;
-            if vring
-                .needs_notification()
-                .map_err(|e| io::Error::other(format!("the request queue is broken: {e}")))?
-            {
-                vring.signal_used_queue()?;
+            if self.jobs.lock().send(job).is_err() {
+                return Err(io::Error::other("the request workers are gone"));
             }
         }
         Ok(())
+    }
+}
+
+/// Answer one request and give its buffer back to the guest.
+fn answer(server: &Server<Arc<StoreVirtioFs>>, job: Job) {
+    let Job { mem, chain, vring } = job;
+    let head = chain.head_index();
+    let used = match (
+        Reader::from_descriptor_chain(&*mem, chain.clone()),
+        VirtioFsWriter::new(&*mem, chain),
+    ) {
+        (Ok(reader), Ok(writer)) => {
+            match server.handle_message(reader, writer.into(), None, None) {
+                Ok(n) => n,
+                Err(e) => {
+                    // A malformed request from the guest: answered with
+                    // nothing, the device goes on.
+                    tracing::warn!(error = %e, "virtio-fs: cannot handle a request");
+                    0
+                }
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "virtio-fs: a descriptor chain outside guest memory");
+            0
+        }
+    };
+    let used = u32::try_from(used).unwrap_or(u32::MAX);
+    let returned = vring
+        .add_used(head, used)
+        .map_err(|e| io::Error::other(e.to_string()))
+        .and_then(|()| {
+            vring
+                .needs_notification()
+                .map_err(|e| io::Error::other(e.to_string()))
+        })
+        .and_then(|notify| {
+            if notify {
+                vring.signal_used_queue()
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(e) = returned {
+        // The guest went away (or reset the device) meanwhile.
+        tracing::debug!(error = %e, "virtio-fs: cannot return a used buffer");
     }
 }
 

@@ -176,7 +176,11 @@ impl VirtiofsServer {
         };
         while !self.stop.load(Ordering::SeqCst) {
             let fs = Arc::new(StoreVirtioFs::new(Arc::clone(&self.core)));
-            let backend = Arc::new(FsBackend::new(Arc::new(Server::new(fs))));
+            let backend = Arc::new(FsBackend::new(Arc::new(Server::new(fs))).map_err(|e| {
+                VirtiofsError::Device {
+                    message: format!("cannot start the request workers: {e}"),
+                }
+            })?);
             let memory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             let mut daemon = VhostUserDaemon::new("storefs-virtiofs".to_owned(), backend, memory)
                 .map_err(device)?;
