@@ -13,8 +13,8 @@
 //! - `serve`: [`VirtiofsConfig`], [`VirtiofsServer`] (the socket, guests one
 //!   after another), [`Stopper`].
 //! - `backend`: the vhost-user-fs device for `vhost-user-backend`: queues,
-//!   features, guest memory, and the queue handler that feeds requests to
-//!   fuse-backend-rs's FUSE server.
+//!   features, guest memory, and the workers that feed requests to
+//!   fuse-backend-rs's FUSE server, several at once.
 //! - `fs`: fuse-backend-rs's `FileSystem` trait over the core.
 //!
 //! The choice of crates and their versions: docs/virtiofs.md.
