@@ -14,7 +14,9 @@ use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions,
     ZeroCopyWriter,
 };
-use storefs_fuse::core::{Attr, BLKSIZE, Core, Errno, NIX_MTIME, ROOT_INO, ROOT_NEGATIVE_TTL, TTL};
+use storefs_fuse::core::{
+    Attr, BLKSIZE, Core, Errno, MAX_READ, NIX_MTIME, ROOT_INO, ROOT_NEGATIVE_TTL, TTL,
+};
 
 /// The filesystem the virtio-fs server runs.
 pub(crate) struct StoreVirtioFs {
@@ -160,6 +162,11 @@ impl FileSystem for StoreVirtioFs {
         _lock_owner: Option<u64>,
         _flags: u32,
     ) -> io::Result<usize> {
+        // The guest names the size: never more than its buffer holds, nor
+        // more than the largest read we announced (1 MiB).
+        let room = u32::try_from(w.available_bytes()).unwrap_or(u32::MAX);
+        let cap = u32::try_from(MAX_READ).unwrap_or(u32::MAX);
+        let size = size.min(room).min(cap);
         let data = self.core.read(inode, handle, offset, size).map_err(err)?;
         w.write_all(&data)?;
         Ok(data.len())
