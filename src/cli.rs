@@ -97,6 +97,10 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Mount the store lazily at MOUNTPOINT, in the foreground until unmounted or signalled.
     Mount(MountArgs),
+    /// Serve the store lazily to virtual machines over virtio-fs: a vhost-user-fs backend on
+    /// SOCKET (QEMU: -chardev socket,path=SOCKET -device vhost-user-fs-pci,tag=store), guests
+    /// one after another, in the foreground until signalled.
+    Virtiofs(VirtiofsArgs),
 }
 
 /// Flags of `storefs serve`.
@@ -159,26 +163,34 @@ pub struct GuixServeArgs {
     pub guix_compression: Vec<String>,
 }
 
-/// Flags of `storefs mount`.
+/// The lazy store's own flags, the same for `storefs mount` and `storefs virtiofs`.
 #[derive(Debug, Args)]
-pub struct MountArgs {
-    /// Where to mount.
-    pub mountpoint: PathBuf,
+pub struct LazyStoreArgs {
     /// Directory of the local cache (redb); default under the data directory.
     #[arg(long)]
     pub cache: Option<PathBuf>,
     /// Size quota of the local cache, e.g. 10G.
     #[arg(long)]
     pub cache_size: Option<String>,
-    /// List every store path in the mount's root directory.
+    /// List every store path in the root directory.
     #[arg(long)]
     pub list_root: bool,
-    /// FUSE worker threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Seconds after which a fetch that has not finished fails with EIO.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
+}
+
+/// Flags of `storefs mount`.
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// The store's cache, listing and timeout.
+    #[command(flatten)]
+    pub lazy: LazyStoreArgs,
+    /// FUSE worker threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Answer the Nix daemon protocol on this unix socket too.
     #[arg(long)]
     pub daemon_socket: Option<PathBuf>,
@@ -193,6 +205,24 @@ pub struct MountArgs {
     /// cache.
     #[arg(long)]
     pub no_passthrough: bool,
+}
+
+/// Flags of `storefs virtiofs`.
+#[derive(Debug, Args)]
+pub struct VirtiofsArgs {
+    /// The vhost-user socket to listen on (a stale one is replaced).
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The store's cache, listing and timeout (as `storefs mount`).
+    #[command(flatten)]
+    pub lazy: LazyStoreArgs,
+    /// Serve one guest and exit when it goes away, instead of waiting for the next.
+    #[arg(long)]
+    pub once: bool,
+    /// Write the figures (JSON, as the user.storefs.stats xattr) to this file after each
+    /// guest and at exit.
+    #[arg(long)]
+    pub stats_file: Option<PathBuf>,
 }
 
 /// Who may use the daemon socket, and how much of it (docs/access.md).

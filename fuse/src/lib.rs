@@ -11,22 +11,18 @@
 //! cache entries, attributes, pages, directories and symlinks for long.
 //!
 //! # Layout
-//! - `mount`: [`MountConfig`], [`mount()`], [`MountHandle`], [`Unmounter`]
-//!   (stale mount clearing, lazy unmount).
-//! - `fs`: the `fuser::Filesystem` callbacks, each a few lines.
-//! - `bridge`: the one boundary between FUSE threads and the tokio runtime
-//!   (inline answer when ready, else a task with a semaphore and deadline).
-//! - `ops`: the operations as async functions: root lookup, directory
-//!   lookups, readdir(plus), open, xattrs.
-//! - `inodes`: the inode table (lookup counts, forget).
-//! - `attr`: attributes as Nix has them.
-//! - `dircache`, `fetch`, `reader`: directories in memory; chunk cache,
-//!   single-flight and read-ahead; positional reads.
-//! - `passthrough`: FUSE passthrough of files copied whole into a
-//!   [`storefs_castore::FileCache`]: the kernel reads them without us.
-//! - `stats`: [`MountStats`] / [`StatsSnapshot`], also readable as the
-//!   `user.storefs.stats` xattr of the root.
-//! - `error`: the one mapping of failures to errno.
+//! - [`core`]: the filesystem whatever the transport: store paths under the
+//!   root, inodes, attributes, lookups, listings, chunked reads with
+//!   read-ahead, caches, figures ([`core::Core`]; plain types, errors as
+//!   errno). The virtio-fs backend (`storefs-virtiofs`) is a second
+//!   transport over it.
+//! - `mount`: the FUSE transport: [`MountConfig`], [`mount()`],
+//!   [`MountHandle`], [`Unmounter`] (stale mount clearing, lazy unmount),
+//!   the thin `fuser::Filesystem` adapter, and FUSE passthrough of files
+//!   copied whole into a [`storefs_castore::FileCache`] (the kernel reads
+//!   them without us; `/dev/fuse` only).
+//! - `memory`: malloc tunables that keep a long-running server's memory
+//!   bounded.
 //!
 //! # Limits worth knowing
 //! - A large blob stored unchunked (over 16 MiB, as snix may store one) is
@@ -56,31 +52,20 @@
 //! ```
 #![deny(missing_docs)]
 
-mod attr;
-mod bridge;
-mod dircache;
-mod error;
-mod fetch;
-mod fs;
-mod inodes;
+pub mod core;
 mod memory;
 mod mount;
-mod mountpoint;
-mod ops;
-mod passthrough;
-mod reader;
-mod stats;
 
+pub use crate::core::{BlobOrigin, MountStats, StatsSnapshot};
 pub use memory::{MALLOC_ARENAS, MMAP_THRESHOLD, bound_malloc};
 pub use mount::{MountConfig, MountError, MountHandle, Unmounter, mount};
-pub use stats::{BlobOrigin, MountStats, StatsSnapshot};
 
 /// Names of the extended attributes the mount offers.
 pub mod xattr {
     /// On files: the hex BLAKE3 digest of the blob.
-    pub const BLOB_DIGEST: &str = crate::ops::XATTR_BLOB;
+    pub const BLOB_DIGEST: &str = crate::core::ops::XATTR_BLOB;
     /// On directories: the hex BLAKE3 digest of the directory.
-    pub const DIRECTORY_DIGEST: &str = crate::ops::XATTR_DIRECTORY;
+    pub const DIRECTORY_DIGEST: &str = crate::core::ops::XATTR_DIRECTORY;
     /// On the root: the mount's figures as JSON ([`crate::StatsSnapshot`]).
-    pub const STATS: &str = crate::ops::XATTR_STATS;
+    pub const STATS: &str = crate::core::ops::XATTR_STATS;
 }

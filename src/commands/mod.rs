@@ -10,6 +10,7 @@ mod nar;
 mod near_cache;
 mod serve;
 mod startup;
+mod virtiofs;
 
 use anyhow::{Context, anyhow, bail};
 use storefs_store::PathInfo;
@@ -82,6 +83,7 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
             import::run(&open().await?, sd, args).await?
         }
         Command::Mount(args) => mount::run(&globals, &args).await?,
+        Command::Virtiofs(args) => virtiofs::run(&globals, &args).await?,
         Command::GuixGenerateKey { dir } => guix::generate_key(&dir)?,
     }
     Ok(())

@@ -12,35 +12,26 @@ use storefs_castore::StoreUrl;
 use storefs_fuse::{BlobOrigin, MountConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::MountArgs;
+use crate::cli::{LazyStoreArgs, MountArgs};
 use crate::commands::serve::{spawn_daemon, spawn_signal_handler};
 use crate::services::{self, Globals, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
-    let far = services::open(globals).await?;
-    let (services, cache, blob_origin, file_cache) = match &globals.url {
-        StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
-            if matches!(globals.url, StoreUrl::Grpc { .. }) {
-                super::mount_access::check(&globals.url, &far).await?;
-            }
-            let near = with_local_cache(far, args).await?;
-            (
-                near.services,
-                Some(near.store),
-                BlobOrigin::Cached(near.stats),
-                near.files,
-            )
-        }
-        _ => (far, None, BlobOrigin::Local, None),
-    };
+    let store = open_lazy(globals, &args.lazy, !args.no_passthrough).await?;
+    let (services, cache, blob_origin, file_cache) = (
+        store.services,
+        store.cache,
+        store.blob_origin,
+        store.file_cache,
+    );
 
     let mut config = MountConfig::new(&args.mountpoint);
-    config.list_root = args.list_root;
+    config.list_root = args.lazy.list_root;
     if let Some(t) = args.threads {
         config.threads = t.max(1);
     }
-    config.timeout = Duration::from_secs(args.timeout.max(1));
+    config.timeout = Duration::from_secs(args.lazy.timeout.max(1));
     config.allow_other = args.allow_other;
     config.store_dir = globals.store_dir.as_str().to_owned();
     config.blob_origin = blob_origin;
@@ -102,17 +93,62 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store as `storefs mount` and `storefs virtiofs` serve it.
+pub(super) struct LazyStore {
+    /// The services to read through.
+    pub(super) services: Services,
+    /// The local cache's store (a remote store only), to flush at exit.
+    pub(super) cache: Option<storefs_castore::RedbStore>,
+    /// Where blobs come from, for the figures.
+    pub(super) blob_origin: BlobOrigin,
+    /// Whole-file copies for FUSE passthrough, if asked for and remote.
+    pub(super) file_cache: Option<std::sync::Arc<storefs_castore::FileCache>>,
+}
+
+/// Open `--store` for a lazy filesystem: a remote store (gRPC, checked for
+/// read access first, or an object store) behind the local cache of
+/// `args` (with whole-file copies when `files`); a local store as it is.
+pub(super) async fn open_lazy(
+    globals: &Globals,
+    args: &LazyStoreArgs,
+    files: bool,
+) -> anyhow::Result<LazyStore> {
+    let far = services::open(globals).await?;
+    Ok(match &globals.url {
+        StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
+            if matches!(globals.url, StoreUrl::Grpc { .. }) {
+                super::mount_access::check(&globals.url, &far).await?;
+            }
+            let near = with_local_cache(far, args, files).await?;
+            LazyStore {
+                services: near.services,
+                cache: Some(near.store),
+                blob_origin: BlobOrigin::Cached(near.stats),
+                file_cache: near.files,
+            }
+        }
+        _ => LazyStore {
+            services: far,
+            cache: None,
+            blob_origin: BlobOrigin::Local,
+            file_cache: None,
+        },
+    })
+}
+
 /// Front `far` with the local redb cache under `--cache` (default: the
-/// data directory's `cache/`), and the file cache for passthrough beside it.
+/// data directory's `cache/`), and with `files`, the file cache for
+/// passthrough beside it.
 async fn with_local_cache(
     far: Services,
-    args: &MountArgs,
+    args: &LazyStoreArgs,
+    files: bool,
 ) -> anyhow::Result<super::near_cache::NearCache> {
     let dir = args
         .cache
         .clone()
         .unwrap_or_else(|| services::default_data_dir().join("cache"));
-    super::near_cache::front(far, &dir, args.cache_size.as_deref(), !args.no_passthrough).await
+    super::near_cache::front(far, &dir, args.cache_size.as_deref(), files).await
 }
 
 #[cfg(test)]

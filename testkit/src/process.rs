@@ -112,12 +112,12 @@ impl TestServer {
         format!("grpc+unix://{}", self.socket.display())
     }
 
-    /// Stop with SIGTERM and wait for the process to exit.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(&c, Signal::TERM);
-            let _ = c.wait();
-        }
+    /// Stop with SIGTERM and wait for the process to exit; its exit
+    /// status (`None` if it was stopped already or cannot be waited for).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        signal(&c, Signal::TERM);
+        c.wait().ok()
     }
 }
 

@@ -1,6 +1,6 @@
 //! The filesystem's operations, as async functions over shared state.
 //!
-//! Each returns `Result<_, FsError>`; [`crate::bridge`] runs them for the
+//! Each returns `Result<_, FsError>`; [`crate::core::bridge`] runs them for the
 //! FUSE callbacks. They are written so that when everything they need is in
 //! memory they finish without ever yielding, and the bridge answers on the
 //! FUSE thread at once.
@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use fuser::{FileAttr, FileType};
 use futures::TryStreamExt;
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -20,20 +19,20 @@ use storefs_castore::{B3Digest, Directory, Node};
 use storefs_store::PathInfoService;
 use storefs_store::{HASH_PART_LEN, parse_hash_part};
 
-use crate::attr::{attr, dir_nlink, kind};
-use crate::error::FsError;
-use crate::fetch::{Fetcher, LIST_LOOKAHEAD, LIST_LOOKAHEAD_SCAN, SMALL_BLOB};
-use crate::inodes::{InodeData, InodeKey, InodeTable, ROOT_INO};
-use crate::reader::{self, OpenFile};
-use crate::stats::{self, MountStats};
+use crate::core::attr::{Attr, FileKind, attr, dir_nlink, kind};
+use crate::core::error::FsError;
+use crate::core::fetch::{Fetcher, LIST_LOOKAHEAD, LIST_LOOKAHEAD_SCAN, SMALL_BLOB};
+use crate::core::inodes::{InodeData, InodeKey, InodeTable, ROOT_INO};
+use crate::core::reader::{self, OpenFile};
+use crate::core::stats::{self, MountStats};
 use storefs_castore::ChunkMeta;
 
 /// The xattr naming a file's blob digest (hex).
-pub(crate) const XATTR_BLOB: &str = "user.storefs.blob.digest";
+pub const XATTR_BLOB: &str = "user.storefs.blob.digest";
 /// The xattr naming a directory's digest (hex).
-pub(crate) const XATTR_DIRECTORY: &str = "user.storefs.directory.digest";
+pub const XATTR_DIRECTORY: &str = "user.storefs.directory.digest";
 /// The xattr of the root holding the mount's figures (JSON).
-pub(crate) const XATTR_STATS: &str = "user.storefs.stats";
+pub const XATTR_STATS: &str = "user.storefs.stats";
 
 /// At most this many entries go into one readdirplus answer: each creates
 /// an inode (and counts a lookup) before we know whether the kernel's buffer
@@ -65,32 +64,46 @@ const SIBLING_WINDOW_FILES: usize = 256;
 /// The `d_ino` of a readdir entry that has no inode yet (libfuse's
 /// `FUSE_UNKNOWN_INO`): plain readdir does not count lookups, so it must
 /// not create inodes.
-const UNKNOWN_INO: u64 = 0xffff_ffff;
+pub const UNKNOWN_INO: u64 = 0xffff_ffff;
 
-/// One entry of a directory listing.
+/// One entry of a directory listing (`readdir`).
 #[derive(Debug, Clone)]
-pub(crate) struct ListItem {
+#[non_exhaustive]
+pub struct ListItem {
     /// The offset of the entry after this one.
-    pub(crate) next_offset: u64,
+    pub next_offset: u64,
     /// The name.
-    pub(crate) name: Bytes,
-    /// For readdir: the inode number (maybe [`UNKNOWN_INO`]) and type.
-    pub(crate) ino: u64,
+    pub name: Bytes,
+    /// The inode number, [`UNKNOWN_INO`] for an entry not looked up yet.
+    pub ino: u64,
     /// The entry's type.
-    pub(crate) kind: FileType,
+    pub kind: FileKind,
 }
 
 /// An entry of a readdirplus answer: the inode was looked up once.
 #[derive(Debug, Clone)]
-pub(crate) struct PlusItem {
+#[non_exhaustive]
+pub struct PlusItem {
     /// The offset of the entry after this one.
-    pub(crate) next_offset: u64,
+    pub next_offset: u64,
     /// The name.
-    pub(crate) name: Bytes,
+    pub name: Bytes,
     /// Its attributes (`attr.ino` is its inode).
-    pub(crate) attr: FileAttr,
-    /// Whether a lookup was counted for it (not for `.` and `..`).
-    pub(crate) counted: bool,
+    pub attr: Attr,
+    /// Whether a lookup was counted for it (not for `.` and `..`): an entry
+    /// that does not reach the kernel must be forgotten once.
+    pub counted: bool,
+}
+
+/// A file opened by [`FsInner::open`].
+pub(crate) struct Opened {
+    /// Its handle.
+    pub(crate) fh: u64,
+    /// Its blob and length.
+    pub(crate) digest: B3Digest,
+    pub(crate) size: u64,
+    /// Its chunks.
+    pub(crate) layout: Arc<crate::core::fetch::BlobLayout>,
 }
 
 /// A snapshot of the root's entries: base name and root node, sorted.
@@ -99,7 +112,7 @@ type RootListing = Vec<(Bytes, Node)>;
 /// The state every operation shares.
 pub(crate) struct FsInner {
     pub(crate) inodes: InodeTable,
-    dirs: crate::dircache::DirCache,
+    dirs: crate::core::dircache::DirCache,
     dir_service: Arc<dyn DirectoryService>,
     pathinfo: Arc<dyn PathInfoService>,
     pub(crate) fetcher: Arc<Fetcher>,
@@ -112,12 +125,6 @@ pub(crate) struct FsInner {
     blob_files: Mutex<LruCache<B3Digest, Arc<OpenFile>>>,
     /// Whether the kernel agreed to skip FUSE_OPEN/RELEASE for files.
     no_open: AtomicBool,
-    /// Whether the kernel offered to skip FUSE_OPEN but passthrough needs
-    /// opens: switch over should passthrough be turned off.
-    no_open_possible: AtomicBool,
-    /// FUSE passthrough of files copied into the file cache, if the mount
-    /// has one.
-    pub(crate) passthrough: Option<crate::passthrough::Passthrough>,
     /// Snapshots of the root listing, by directory handle.
     listings: Mutex<HashMap<u64, Arc<RootListing>>>,
     next_fh: AtomicU64,
@@ -135,7 +142,6 @@ pub(crate) struct InnerConfig {
     pub(crate) list_root: bool,
     pub(crate) readahead_chunks: usize,
     pub(crate) dir_cache_entries: usize,
-    pub(crate) passthrough: Option<crate::passthrough::Passthrough>,
 }
 
 impl FsInner {
@@ -150,7 +156,7 @@ impl FsInner {
         stats::set(&stats.inodes, 1);
         Self {
             inodes: InodeTable::new(),
-            dirs: crate::dircache::DirCache::new(config.dir_cache_entries),
+            dirs: crate::core::dircache::DirCache::new(config.dir_cache_entries),
             dir_service,
             pathinfo,
             fetcher,
@@ -160,8 +166,6 @@ impl FsInner {
                 NonZeroUsize::new(BLOB_FILES).unwrap_or(NonZeroUsize::MIN),
             )),
             no_open: AtomicBool::new(false),
-            no_open_possible: AtomicBool::new(false),
-            passthrough: config.passthrough,
             listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             closures: Mutex::new(HashSet::new()),
@@ -263,7 +267,7 @@ impl FsInner {
     }
 
     /// Count one lookup of the child `name` (which is `node`) of `parent`.
-    async fn child(&self, parent: u64, name: &[u8], node: &Node) -> Result<FileAttr, FsError> {
+    async fn child(&self, parent: u64, name: &[u8], node: &Node) -> Result<Attr, FsError> {
         if let Node::File { digest, .. } = node
             && let Some(InodeData::Directory { digest: dir, .. }) =
                 self.inodes.get(parent).as_deref()
@@ -283,12 +287,12 @@ impl FsInner {
     }
 
     /// `lookup`: the child `name` of `parent`, or `None` if there is no
-    /// such name (which the kernel may remember: see `crate::fs`).
+    /// such name (which the kernel may remember: see `crate::mount::fs`).
     pub(crate) async fn lookup(
         self: Arc<Self>,
         parent: u64,
         name: Bytes,
-    ) -> Result<Option<FileAttr>, FsError> {
+    ) -> Result<Option<Attr>, FsError> {
         stats::add(&self.stats.lookups, 1);
         match self.lookup_entry(parent, name).await {
             Ok(attr) => Ok(Some(attr)),
@@ -297,7 +301,7 @@ impl FsInner {
         }
     }
 
-    async fn lookup_entry(&self, parent: u64, name: Bytes) -> Result<FileAttr, FsError> {
+    async fn lookup_entry(&self, parent: u64, name: Bytes) -> Result<Attr, FsError> {
         if parent == ROOT_INO {
             return self.lookup_root(name).await;
         }
@@ -312,7 +316,7 @@ impl FsInner {
 
     /// A store path by its base name: the hash part is asked of the path
     /// info service, and the name must match.
-    async fn lookup_root(&self, name: Bytes) -> Result<FileAttr, FsError> {
+    async fn lookup_root(&self, name: Bytes) -> Result<Attr, FsError> {
         let (digest, path_name) = parse_root_name(&name).ok_or(FsError::NotFound)?;
         let key = InodeKey::Child {
             parent: ROOT_INO,
@@ -340,7 +344,7 @@ impl FsInner {
     }
 
     /// `getattr`.
-    pub(crate) fn getattr(&self, ino: u64) -> Result<FileAttr, FsError> {
+    pub(crate) fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         Ok(attr(ino, &*self.inode(ino)?))
     }
 
@@ -352,6 +356,19 @@ impl FsInner {
         }
     }
 
+    /// A new session: the kernel on the other side is not the one that
+    /// looked things up so far (a guest rebooted against the same virtio-fs
+    /// backend). Its inodes, open files and listings go; the caches and the
+    /// figures stay.
+    pub(crate) fn new_session(&self) {
+        self.inodes.forget_all();
+        self.count_inodes();
+        self.files.lock().clear();
+        stats::set(&self.stats.open_files, 0);
+        self.listings.lock().clear();
+        self.no_open.store(false, Ordering::Relaxed);
+    }
+
     /// `forget`.
     pub(crate) fn forget(&self, ino: u64, n: u64) {
         self.inodes.forget(ino, n);
@@ -359,13 +376,8 @@ impl FsInner {
     }
 
     /// `open`: learn the file's chunk list (from memory if known) and hand
-    /// out a handle, with the file cache's copy of the file to pass through
-    /// to if there is one (see [`crate::passthrough`]).
-    pub(crate) async fn open(
-        self: Arc<Self>,
-        ino: u64,
-        write: bool,
-    ) -> Result<(u64, Option<std::fs::File>), FsError> {
+    /// out a handle.
+    pub(crate) async fn open(self: Arc<Self>, ino: u64, write: bool) -> Result<Opened, FsError> {
         let data = self.inode(ino)?;
         let (digest, size) = match &*data {
             InodeData::File { digest, size, .. } => (*digest, *size),
@@ -384,15 +396,16 @@ impl FsInner {
             // trip at all, and reads arrive with handle 0.
             return Err(FsError::NoOpen);
         }
-        let backing = match &self.passthrough {
-            Some(p) => p.backing_for(ino, digest, size, &layout).await,
-            None => None,
-        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let mut files = self.files.lock();
-        files.insert(fh, Arc::new(OpenFile::new(layout)));
+        files.insert(fh, Arc::new(OpenFile::new(Arc::clone(&layout))));
         stats::set(&self.stats.open_files, files.len() as u64);
-        Ok((fh, backing))
+        Ok(Opened {
+            fh,
+            digest,
+            size,
+            layout,
+        })
     }
 
     /// A file (blob `blob`) is being opened: make sure the small files
@@ -467,21 +480,6 @@ impl FsInner {
         self.no_open.store(true, Ordering::Relaxed);
     }
 
-    /// The kernel offered FUSE_NO_OPEN_SUPPORT but passthrough keeps opens
-    /// coming: remember the offer for [`FsInner::passthrough_refused`].
-    pub(crate) fn set_no_open_possible(&self) {
-        self.no_open_possible.store(true, Ordering::Relaxed);
-    }
-
-    /// Passthrough was turned off (the kernel refused a backing file):
-    /// open without round trips from now on, as a mount without
-    /// passthrough does, if the kernel offered that.
-    pub(crate) fn passthrough_refused(&self) {
-        if self.no_open_possible.load(Ordering::Relaxed) {
-            self.set_no_open();
-        }
-    }
-
     /// Open-file state of inode `ino` for reads without a handle, shared by
     /// all readers of its blob.
     async fn blob_file(&self, ino: u64) -> Result<Arc<OpenFile>, FsError> {
@@ -539,13 +537,8 @@ impl FsInner {
         )
     }
 
-    /// `release` of handle `fh` of inode `ino`.
-    pub(crate) fn release(&self, ino: u64, fh: u64) {
-        // The inode's mode first: once `open_files` shows the release, the
-        // inode is free for a passthrough open.
-        if let Some(p) = &self.passthrough {
-            p.release(ino);
-        }
+    /// `release` of handle `fh`.
+    pub(crate) fn release(&self, fh: u64) {
         let mut files = self.files.lock();
         files.remove(&fh);
         stats::set(&self.stats.open_files, files.len() as u64);
@@ -637,14 +630,14 @@ impl FsInner {
             .into_iter()
             .map(|(next_offset, name, node)| {
                 let (ino, kind) = match &node {
-                    None if name.as_ref() == b"." => (ino, FileType::Directory),
-                    None => (parent, FileType::Directory),
+                    None if name.as_ref() == b"." => (ino, FileKind::Directory),
+                    None => (parent, FileKind::Directory),
                     Some(node) => {
                         let key = InodeKey::for_node(ino, &name, node);
                         let kind = match node {
-                            Node::Directory { .. } => FileType::Directory,
-                            Node::File { .. } => FileType::RegularFile,
-                            Node::Symlink { .. } => FileType::Symlink,
+                            Node::Directory { .. } => FileKind::Directory,
+                            Node::File { .. } => FileKind::RegularFile,
+                            Node::Symlink { .. } => FileKind::Symlink,
                         };
                         (self.inodes.find(&key).map_or(UNKNOWN_INO, |(i, _)| i), kind)
                     }
@@ -690,7 +683,7 @@ impl FsInner {
                     Err(e) => {
                         // Undo the lookups counted so far: none reaches the kernel.
                         for item in out.iter().filter(|i: &&PlusItem| i.counted) {
-                            self.forget(item.attr.ino.0, 1);
+                            self.forget(item.attr.ino, 1);
                         }
                         return Err(e);
                     }
@@ -736,7 +729,7 @@ impl FsInner {
     }
 
     /// The type of `ino`, if held.
-    pub(crate) fn kind(&self, ino: u64) -> Option<FileType> {
+    pub(crate) fn kind(&self, ino: u64) -> Option<FileKind> {
         self.inodes.get(ino).map(|d| kind(&d))
     }
 }

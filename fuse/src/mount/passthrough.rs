@@ -36,8 +36,8 @@ use storefs_castore::{B3Digest, ChunkMeta, FileCache};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::fetch::BlobLayout;
-use crate::stats::{self, MountStats};
+use crate::core::fetch::BlobLayout;
+use crate::core::stats::{self, MountStats};
 
 /// How many blobs are remembered as opened before.
 const SEEN: usize = 64 * 1024;

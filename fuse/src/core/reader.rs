@@ -14,14 +14,14 @@ use storefs_castore::B3Digest;
 use storefs_castore::BlobReader;
 use tokio::io::AsyncReadExt;
 
-use crate::error::FsError;
-use crate::fetch::{BlobLayout, Fetcher, covering};
-use crate::stats::{self, MountStats};
+use crate::core::error::FsError;
+use crate::core::fetch::{BlobLayout, Fetcher, covering};
+use crate::core::stats::{self, MountStats};
 
 /// Largest read the kernel sends (we ask for 1 MiB), and so the slack within
 /// which a read still counts as sequential: the kernel's own read-ahead may
 /// deliver reads slightly out of order.
-pub(crate) const MAX_READ: u64 = 1024 * 1024;
+pub const MAX_READ: u64 = 1024 * 1024;
 
 /// Sequential reads in a row after which read-ahead widens.
 const RAMP_AFTER: u64 = 8;

@@ -1,5 +1,8 @@
 //! The `fuser::Filesystem` implementation: thin callbacks that hand each
-//! operation of [`crate::ops`] to the [`Bridge`] together with its reply.
+//! operation of the core ([`crate::core`]) to its bridge together with
+//! fuser's reply, and turn the core's plain attributes and errnos into
+//! fuser's. FUSE passthrough (`crate::mount::passthrough`) is this
+//! adapter's own: it needs `/dev/fuse`.
 //!
 //! `batch_forget` keeps fuser's default, which calls [`Filesystem::forget`]
 //! for each node (fuser does not export the type its signature names).
@@ -8,46 +11,93 @@ use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
 
-use crate::attr::{BLKSIZE, ROOT_NEGATIVE_TTL, TTL, negative};
-use crate::bridge::Bridge;
-use crate::inodes::ROOT_INO;
-use crate::ops::FsInner;
-use crate::passthrough::open_flags;
-use crate::reader::MAX_READ;
+use crate::core::attr::negative;
+use crate::core::bridge::Bridge;
+use crate::core::error::FsError;
+use crate::core::ops::FsInner;
+use crate::core::{
+    Attr, BLKSIZE, Core, FileKind, MAX_READ, NIX_MTIME, ROOT_INO, ROOT_NEGATIVE_TTL, TTL,
+};
+use crate::mount::passthrough::{Passthrough, open_flags};
 
 /// The filesystem fuser runs.
 pub(crate) struct StoreFs {
     inner: Arc<FsInner>,
-    bridge: Bridge,
+    bridge: Arc<Bridge>,
+    /// FUSE passthrough of files copied into the file cache, if the mount
+    /// has one.
+    passthrough: Option<Arc<Passthrough>>,
     /// Whether to ask the kernel for FUSE_NO_OPEN_SUPPORT.
     no_open: bool,
+    /// Whether the kernel offered to skip FUSE_OPEN but passthrough needs
+    /// opens: switch over should passthrough be turned off.
+    no_open_possible: Arc<AtomicBool>,
 }
 
 impl StoreFs {
-    /// A filesystem over `inner`, running operations through `bridge`.
-    pub(crate) fn new(inner: Arc<FsInner>, bridge: Bridge, no_open: bool) -> Self {
+    /// The FUSE face of `core`.
+    pub(crate) fn new(core: &Core, passthrough: Option<Passthrough>, no_open: bool) -> Self {
         Self {
-            inner,
-            bridge,
+            inner: Arc::clone(&core.inner),
+            bridge: Arc::clone(&core.bridge),
+            passthrough: passthrough.map(Arc::new),
             no_open,
+            no_open_possible: Arc::new(AtomicBool::new(false)),
         }
+    }
+}
+
+/// The core's errno as fuser's.
+fn errno(e: crate::core::Errno) -> Errno {
+    Errno::from_i32(e)
+}
+
+/// fuser's attributes for the core's.
+fn file_attr(a: &Attr) -> FileAttr {
+    let time = SystemTime::UNIX_EPOCH + NIX_MTIME;
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: time,
+        mtime: time,
+        ctime: time,
+        crtime: time,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+/// fuser's file type for the core's.
+fn file_type(k: FileKind) -> FileType {
+    match k {
+        FileKind::Directory => FileType::Directory,
+        FileKind::RegularFile => FileType::RegularFile,
+        FileKind::Symlink => FileType::Symlink,
     }
 }
 
 /// Answer an xattr request of `size` bytes with `value` (the size alone
 /// when `size` is 0, ERANGE when it is too small).
-fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, crate::error::FsError>) {
+fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, FsError>) {
     match value {
-        Err(e) => reply.error(e.errno()),
+        Err(e) => reply.error(errno(e.errno())),
         Ok(v) if size == 0 => reply.size(u32::try_from(v.len()).unwrap_or(u32::MAX)),
         Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
         Ok(v) => reply.data(&v),
@@ -57,10 +107,10 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: Result<Vec<u8>, crate::error
 impl Filesystem for StoreFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Each capability on its own: an old kernel lacking one still mounts.
-        // Passthrough (see `crate::passthrough`) needs the kernel's consent,
+        // Passthrough (see `crate::mount::passthrough`) needs the kernel's consent,
         // one level of stacking (the backing files are on a plain disk
         // filesystem) and CAP_SYS_ADMIN to register backing files.
-        let passthrough = match &self.inner.passthrough {
+        let passthrough = match &self.passthrough {
             Some(p) if may_register_backing_files() => {
                 let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                     && config.set_max_stack_depth(1).is_ok();
@@ -88,7 +138,7 @@ impl Filesystem for StoreFs {
                 .is_ok()
         {
             if passthrough {
-                self.inner.set_no_open_possible();
+                self.no_open_possible.store(true, Ordering::Relaxed);
             } else {
                 self.inner.set_no_open();
             }
@@ -129,14 +179,14 @@ impl Filesystem for StoreFs {
         };
         self.bridge
             .run("lookup", op, reply, move |reply, r| match r {
-                Ok(Some(attr)) => reply.entry(&TTL, &attr, Generation(0)),
+                Ok(Some(attr)) => reply.entry(&TTL, &file_attr(&attr), Generation(0)),
                 Ok(None) => reply.entry_with_ttls(
                     &Duration::ZERO,
                     &negative_ttl,
-                    &negative(),
+                    &file_attr(&negative()),
                     Generation(0),
                 ),
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(errno(e)),
             });
     }
 
@@ -146,32 +196,53 @@ impl Filesystem for StoreFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.inner.getattr(ino.0) {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(e.errno()),
+            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+            Err(e) => reply.error(errno(e.errno())),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.inner.readlink(ino.0) {
             Ok(target) => reply.data(&target),
-            Err(e) => reply.error(e.errno()),
+            Err(e) => reply.error(errno(e.errno())),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
-        let inner = Arc::clone(&self.inner);
-        let op = Arc::clone(&self.inner).open(ino.0, write);
-        self.bridge.run("open", op, reply, move |reply, r| match r {
-            Ok((fh, backing)) => match &inner.passthrough {
+        let open = Arc::clone(&self.inner).open(ino.0, write);
+        let passthrough = self.passthrough.clone();
+        // With passthrough, the file cache's copy of the file to pass
+        // through to, if there is one (see `crate::mount::passthrough`).
+        let op = async move {
+            let opened = open.await?;
+            let backing = match &passthrough {
                 Some(p) => {
-                    if p.reply_open(reply, ino.0, fh, backing) {
-                        inner.passthrough_refused();
+                    p.backing_for(ino.0, opened.digest, opened.size, &opened.layout)
+                        .await
+                }
+                None => None,
+            };
+            Ok::<_, FsError>((opened.fh, backing))
+        };
+        let inner = Arc::clone(&self.inner);
+        let passthrough = self.passthrough.clone();
+        let no_open_possible = Arc::clone(&self.no_open_possible);
+        self.bridge.run("open", op, reply, move |reply, r| match r {
+            Ok((fh, backing)) => match &passthrough {
+                Some(p) => {
+                    // The kernel refused a backing file, and passthrough is
+                    // off now: open without round trips from now on, as a
+                    // mount without passthrough does, if the kernel offered.
+                    if p.reply_open(reply, ino.0, fh, backing)
+                        && no_open_possible.load(Ordering::Relaxed)
+                    {
+                        inner.set_no_open();
                     }
                 }
                 None => reply.opened(FileHandle(fh), open_flags()),
             },
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(errno(e)),
         });
     }
 
@@ -189,7 +260,7 @@ impl Filesystem for StoreFs {
         let op = self.inner.read(ino.0, fh.0, offset, size);
         self.bridge.run("read", op, reply, |reply, r| match r {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(errno(e)),
         });
     }
 
@@ -203,7 +274,12 @@ impl Filesystem for StoreFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.inner.release(ino.0, fh.0);
+        // The inode's mode first: once `open_files` shows the release, the
+        // inode is free for a passthrough open.
+        if let Some(p) = &self.passthrough {
+            p.release(ino.0);
+        }
+        self.inner.release(fh.0);
         reply.ok();
     }
 
@@ -229,7 +305,7 @@ impl Filesystem for StoreFs {
                 FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
             ),
             Ok((fh, false)) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(e),
+            Err(e) => reply.error(errno(e)),
         });
     }
 
@@ -247,13 +323,14 @@ impl Filesystem for StoreFs {
                 Ok(items) => {
                     for item in items {
                         let name = OsStr::from_bytes(&item.name);
-                        if reply.add(INodeNo(item.ino), item.next_offset, item.kind, name) {
+                        let kind = file_type(item.kind);
+                        if reply.add(INodeNo(item.ino), item.next_offset, kind, name) {
                             break;
                         }
                     }
                     reply.ok();
                 }
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(errno(e)),
             });
     }
 
@@ -275,23 +352,23 @@ impl Filesystem for StoreFs {
                         if !full {
                             let name = OsStr::from_bytes(&item.name);
                             full = reply.add(
-                                item.attr.ino,
+                                INodeNo(item.attr.ino),
                                 item.next_offset,
                                 name,
                                 &TTL,
-                                &item.attr,
+                                &file_attr(&item.attr),
                                 Generation(0),
                             );
                         }
                         // What did not fit never reaches the kernel: take its
                         // lookup back.
                         if full && item.counted {
-                            inner.forget(item.attr.ino.0, 1);
+                            inner.forget(item.attr.ino, 1);
                         }
                     }
                     reply.ok();
                 }
-                Err(e) => reply.error(e),
+                Err(e) => reply.error(errno(e)),
             });
     }
 

@@ -1,15 +1,21 @@
-//! The one boundary between FUSE callbacks and async work.
+//! The one boundary between the transports' threads and async work.
 //!
-//! fuser calls the filesystem on its own threads. Every operation is an
-//! async function of [`crate::ops`]; [`Bridge::run`] polls it once on the
-//! calling thread (inside the runtime's context) and, if it is already done
-//! (everything it needed was in memory), replies at once. Otherwise the
-//! future and the `Reply*` move into a task on the tokio runtime, which
+//! fuser calls the filesystem on its own threads, the virtio-fs backend on
+//! its queue thread. Every operation is an async function of
+//! [`crate::core::ops`]; [`Bridge::run`] polls it once on the calling thread
+//! (inside the runtime's context) and, if it is already done (everything it
+//! needed was in memory), replies at once. Otherwise the future and the
+//! reply (fuser's `Reply*`) move into a task on the tokio runtime, which
 //! replies when the future finishes, so a slow fetch blocks no other
 //! operation and no FUSE thread ever waits. A semaphore bounds the tasks
 //! working at once, and every task has a deadline: a hung remote turns
 //! into EIO after the mount's timeout, never a hang. Nothing here calls
 //! `block_on`.
+//!
+//! A transport that answers on the thread that asked (virtio-fs: a request
+//! is a descriptor chain in guest memory, answered in place) uses
+//! [`Bridge::call`], the same path with a channel as the reply: its thread
+//! waits on the channel (never on the runtime), within the same deadline.
 //!
 //! Errors become errno here, through [`FsError::errno`], and failures that
 //! are not ordinary answers are logged once.
@@ -20,12 +26,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use fuser::Errno;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::error::FsError;
-use crate::stats::{self, MountStats};
+use crate::core::Errno;
+use crate::core::error::FsError;
+use crate::core::stats::{self, MountStats};
 
 /// Runs operations for the FUSE callbacks.
 pub(crate) struct Bridge {
@@ -105,11 +111,32 @@ impl Bridge {
     }
 }
 
+impl Bridge {
+    /// Run `op` and wait for its result on this thread, which must not be
+    /// one of the runtime's (a transport's own thread). The wait is bounded
+    /// by the timeout that [`Bridge::run`] gives every task.
+    pub(crate) fn call<T, F>(&self, what: &'static str, op: F) -> Result<T, Errno>
+    where
+        F: Future<Output = Result<T, FsError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.run(what, op, tx, |tx, r| {
+            // The caller waits until this send, or gave up (then nobody
+            // listens, and the result has nowhere to go).
+            let _ = tx.send(r);
+        });
+        // `run` always answers: inline, or from the task by its deadline.
+        // A runtime shutting down drops the task and with it the sender.
+        rx.recv().unwrap_or(Err(libc::EIO))
+    }
+}
+
 fn finish<T>(stats: &MountStats, what: &'static str, res: Result<T, FsError>) -> Result<T, Errno> {
     res.map_err(|e| {
         if !e.is_expected() {
             stats::add(&stats.errors, 1);
-            tracing::warn!(op = what, error = %e, "storefs mount: operation failed");
+            tracing::warn!(op = what, error = %e, "storefs: operation failed");
         }
         e.errno()
     })
@@ -175,9 +202,31 @@ mod tests {
         );
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(5)).unwrap(),
-            Err(Errno::EIO)
+            Err(libc::EIO)
         );
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(b.stats.snapshot().timeouts, 1);
+    }
+
+    #[test]
+    fn blocking_calls_get_ready_and_pending_answers_and_time_out() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let b = bridge(&rt, Duration::from_millis(200));
+        assert_eq!(b.call("ready", async { Ok(1) }), Ok(1));
+        assert_eq!(
+            b.call("late", async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok::<_, FsError>(2)
+            }),
+            Ok(2)
+        );
+        assert_eq!(
+            b.call("missing", async { Err::<(), _>(FsError::NotFound) }),
+            Err(libc::ENOENT)
+        );
+        assert_eq!(
+            b.call("hang", futures::future::pending::<Result<(), FsError>>()),
+            Err(libc::EIO)
+        );
     }
 }

@@ -23,8 +23,8 @@ use storefs_castore::{BlobService, ChunkMeta};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
-use crate::error::FsError;
-use crate::stats::{self, MountStats};
+use crate::core::error::FsError;
+use crate::core::stats::{self, MountStats};
 
 /// Unchunked blobs up to this size are fetched whole, verified and cached
 /// as one chunk. Larger ones are streamed (see [`BlobLayout::Stream`]).

@@ -19,12 +19,13 @@ use storefs_castore::FileCache;
 use storefs_store::Services;
 use tokio::runtime::Handle;
 
-use crate::bridge::Bridge;
-use crate::fetch::Fetcher;
-use crate::fs::StoreFs;
-use crate::ops::{FsInner, InnerConfig};
-use crate::passthrough::Passthrough;
-use crate::stats::{BlobOrigin, MountStats};
+use crate::core::{BlobOrigin, Core, CoreConfig, CoreError, MountStats};
+use crate::mount::fs::StoreFs;
+use crate::mount::passthrough::Passthrough;
+
+pub(crate) mod fs;
+mod mountpoint;
+pub(crate) mod passthrough;
 
 /// How to mount. Build it with [`MountConfig::new`] and change the fields
 /// you need.
@@ -87,22 +88,39 @@ pub struct MountConfig {
 impl MountConfig {
     /// The defaults, mounting at `mountpoint`.
     pub fn new(mountpoint: impl Into<PathBuf>) -> Self {
+        // The core's defaults are the mount's.
+        let core = CoreConfig::default();
         Self {
             mountpoint: mountpoint.into(),
-            list_root: false,
+            list_root: core.list_root,
             threads: 2,
-            timeout: Duration::from_secs(10),
+            timeout: core.timeout,
             allow_other: false,
             store_dir: "/nix/store".to_owned(),
-            max_in_flight: 256,
-            chunk_cache_bytes: 16 * 1024 * 1024,
-            readahead_chunks: 8,
-            readahead_in_flight: 16,
-            dir_cache_entries: 200_000,
+            max_in_flight: core.max_in_flight,
+            chunk_cache_bytes: core.chunk_cache_bytes,
+            readahead_chunks: core.readahead_chunks,
+            readahead_in_flight: core.readahead_in_flight,
+            dir_cache_entries: core.dir_cache_entries,
             no_open: true,
-            blob_origin: BlobOrigin::Remote,
+            blob_origin: core.blob_origin,
             file_cache: None,
             passthrough: true,
+        }
+    }
+
+    /// The part of this configuration the filesystem core takes (the rest
+    /// is the FUSE mount's own).
+    pub fn core_config(&self) -> CoreConfig {
+        CoreConfig {
+            list_root: self.list_root,
+            timeout: self.timeout,
+            max_in_flight: self.max_in_flight,
+            chunk_cache_bytes: self.chunk_cache_bytes,
+            readahead_chunks: self.readahead_chunks,
+            readahead_in_flight: self.readahead_in_flight,
+            dir_cache_entries: self.dir_cache_entries,
+            blob_origin: self.blob_origin.clone(),
         }
     }
 }
@@ -177,54 +195,26 @@ pub fn mount(
     services: &Services,
     runtime: Handle,
 ) -> Result<MountHandle, MountError> {
-    let blobs = Arc::clone(&services.blob);
-    let directories = Arc::clone(&services.directory);
-    let path_infos = Arc::clone(&services.path_info);
-    if config.timeout.is_zero() {
-        return Err(MountError::Config("timeout must be more than zero".into()));
-    }
+    let core =
+        Core::new(&config.core_config(), services, runtime.clone()).map_err(|e| match e {
+            CoreError::Config(message) => MountError::Config(message.to_owned()),
+        })?;
     crate::memory::bound_malloc();
     clear_stale(&config.mountpoint)?;
-    if let Some(live) = crate::mountpoint::live_mount_at(&config.mountpoint) {
+    if let Some(live) = mountpoint::live_mount_at(&config.mountpoint) {
         return Err(MountError::Busy {
             path: config.mountpoint.clone(),
             fstype: live.fstype,
             device: live.source,
         });
     }
-    let stats = Arc::new(MountStats::new(config.blob_origin.clone()));
-    let fetcher = Arc::new(Fetcher::new(
-        blobs,
-        Arc::clone(&stats),
-        runtime.clone(),
-        config.timeout,
-        config.chunk_cache_bytes,
-        config.readahead_in_flight,
-    ));
+    let stats = core.stats();
     let passthrough = config
         .file_cache
         .clone()
         .filter(|_| config.passthrough)
-        .map(|files| Passthrough::new(files, Arc::clone(&stats), runtime.clone()));
-    let inner = Arc::new(FsInner::new(
-        directories,
-        path_infos,
-        fetcher,
-        Arc::clone(&stats),
-        InnerConfig {
-            list_root: config.list_root,
-            readahead_chunks: config.readahead_chunks,
-            dir_cache_entries: config.dir_cache_entries,
-            passthrough,
-        },
-    ));
-    let bridge = Bridge::new(
-        runtime,
-        config.max_in_flight,
-        config.timeout,
-        Arc::clone(&stats),
-    );
-    let fs = StoreFs::new(inner, bridge, config.no_open);
+        .map(|files| Passthrough::new(files, Arc::clone(&stats), runtime));
+    let fs = StoreFs::new(&core, passthrough, config.no_open);
 
     let mut fuse_config = fuser::Config::default();
     fuse_config.mount_options = vec![

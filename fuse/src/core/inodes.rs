@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use storefs_castore::{B3Digest, Node, SymlinkTarget};
 
 /// The root of the mount.
-pub(crate) const ROOT_INO: u64 = 1;
+pub const ROOT_INO: u64 = 1;
 
 /// What an inode stands for. Immutable once created.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +214,15 @@ impl InodeTable {
         }
     }
 
+    /// A new kernel (a guest rebooted against the same backend) holds no
+    /// inode of the old one: drop every inode but the root. Numbers go on
+    /// from where they were, so none is reused.
+    pub(crate) fn forget_all(&self) {
+        let mut t = self.tables.lock();
+        t.by_ino.retain(|&ino, _| ino == ROOT_INO);
+        t.by_key.clear();
+    }
+
     /// How many inodes are held (the root included).
     pub(crate) fn len(&self) -> usize {
         self.tables.lock().by_ino.len()
@@ -223,6 +232,21 @@ impl InodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forget_all_keeps_the_root_and_never_reuses_numbers() {
+        let t = InodeTable::new();
+        let (k, d) = file(1);
+        let (a, _) = t.lookup(k.clone(), || d.clone());
+        t.lookup(k.clone(), || d.clone());
+        assert_eq!(t.len(), 2);
+        t.forget_all();
+        assert_eq!(t.len(), 1);
+        assert!(t.get(ROOT_INO).is_some());
+        assert!(t.get(a).is_none() && t.find(&k).is_none());
+        let (b, _) = t.lookup(k, || d);
+        assert!(b > a);
+    }
 
     fn file(n: u8) -> (InodeKey, InodeData) {
         let digest = B3Digest::of(&[n]);

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::Errno;
 use storefs_castore::B3Digest;
+
+use crate::core::Errno;
 
 /// Why an operation failed. Cloneable so that one failed fetch can be handed
 /// to every reader that waited on it.
@@ -102,14 +103,14 @@ impl FsError {
     /// The errno the kernel passes on to the program.
     pub(crate) fn errno(&self) -> Errno {
         match self {
-            FsError::NotFound | FsError::UnknownInode(_) => Errno::ENOENT,
-            FsError::UnknownHandle(_) => Errno::EBADF,
-            FsError::NotDirectory(_) => Errno::ENOTDIR,
-            FsError::IsDirectory(_) => Errno::EISDIR,
-            FsError::WrongType(_) => Errno::EINVAL,
-            FsError::NoXattr => Errno::NO_XATTR,
-            FsError::ReadOnly => Errno::EROFS,
-            FsError::NoOpen => Errno::ENOSYS,
+            FsError::NotFound | FsError::UnknownInode(_) => libc::ENOENT,
+            FsError::UnknownHandle(_) => libc::EBADF,
+            FsError::NotDirectory(_) => libc::ENOTDIR,
+            FsError::IsDirectory(_) => libc::EISDIR,
+            FsError::WrongType(_) => libc::EINVAL,
+            FsError::NoXattr => libc::ENODATA,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::NoOpen => libc::ENOSYS,
             // Remote, integrity and timeout failures all look the same to a
             // program: the data cannot be had right now.
             FsError::Missing { .. }
@@ -117,7 +118,7 @@ impl FsError {
             | FsError::DirectoryDigest { .. }
             | FsError::Store(_)
             | FsError::Timeout { .. }
-            | FsError::Stream { .. } => Errno::EIO,
+            | FsError::Stream { .. } => libc::EIO,
         }
     }
 
@@ -138,11 +139,11 @@ mod tests {
     #[test]
     fn remote_failures_are_eio_and_names_are_enoent() {
         let d = B3Digest::of(b"x");
-        assert_eq!(FsError::NotFound.errno(), Errno::ENOENT);
-        assert_eq!(FsError::UnknownInode(7).errno(), Errno::ENOENT);
+        assert_eq!(FsError::NotFound.errno(), libc::ENOENT);
+        assert_eq!(FsError::UnknownInode(7).errno(), libc::ENOENT);
         assert_eq!(
             FsError::from(storefs_castore::Error::remote_msg("down")).errno(),
-            Errno::EIO
+            libc::EIO
         );
         assert_eq!(
             FsError::Timeout {
@@ -150,7 +151,7 @@ mod tests {
                 after: Duration::from_secs(1)
             }
             .errno(),
-            Errno::EIO
+            libc::EIO
         );
         assert_eq!(
             FsError::Missing {
@@ -158,7 +159,7 @@ mod tests {
                 digest: d
             }
             .errno(),
-            Errno::EIO
+            libc::EIO
         );
         assert!(
             !FsError::Missing {

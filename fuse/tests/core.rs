@@ -1,0 +1,163 @@
+//! The filesystem core through its blocking methods, as a thread-per-queue
+//! transport (virtio-fs) calls it: lookups with lookup counts, listings
+//! with attributes, opens and chunked reads, errnos for what is absent or
+//! failing, and a new session forgetting the old kernel's inodes. The FUSE
+//! mount's tests (`mount.rs`) run the same core through fuser.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use storefs_castore::B3Digest;
+use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta};
+use storefs_fuse::core::{Core, CoreConfig, FileKind, ROOT_INO, XATTR_STATS};
+
+/// A core over `svc` on `rt`, with `timeout`.
+fn core(rt: &tokio::runtime::Runtime, svc: &Services, timeout: Duration) -> Core {
+    let mut config = CoreConfig::default();
+    config.timeout = timeout;
+    Core::new(&config, &svc.services(), rt.handle().clone()).expect("core")
+}
+
+#[test]
+fn lookups_listings_and_chunked_reads_in_plain_types() {
+    let rt = runtime();
+    let svc = Services::default();
+    let big = pseudo_random(300_000, 3);
+    let tree = T::Dir(vec![
+        (
+            b"bin".to_vec(),
+            T::Dir(vec![(
+                b"run".to_vec(),
+                T::File(b"#!/bin/sh\n".to_vec(), true, CHUNK),
+            )]),
+        ),
+        (b"big".to_vec(), file(big.clone())),
+        (b"link".to_vec(), T::Link(b"big".to_vec())),
+    ]);
+    let path = rt.block_on(svc.add_path("tree", &tree));
+    let name = path.base_name();
+    // Blocking calls from a thread of our own, never the runtime's.
+    let core = core(&rt, &svc, Duration::from_secs(5));
+
+    assert_eq!(core.lookup(ROOT_INO, b"nope"), Ok(None));
+    assert_eq!(
+        core.lookup(ROOT_INO, b"00000000000000000000000000000000-tree"),
+        Ok(None)
+    );
+    let root = core
+        .lookup(ROOT_INO, name.as_bytes())
+        .unwrap()
+        .expect("the store path");
+    assert_eq!(
+        (root.kind, root.perm, root.nlink),
+        (FileKind::Directory, 0o555, 3)
+    );
+    assert_eq!(core.inodes(), 2);
+
+    let items = core.readdirplus(root.ino, 0, 0).unwrap();
+    let names: Vec<_> = items.iter().map(|i| i.name.to_vec()).collect();
+    assert_eq!(names, [&b"."[..], b"..", b"big", b"bin", b"link"]);
+    let big_attr = items[2].attr;
+    assert_eq!(
+        (big_attr.kind, big_attr.size, big_attr.perm),
+        (FileKind::RegularFile, 300_000, 0o444)
+    );
+    assert!(items[2].counted && !items[0].counted);
+    assert_eq!(core.readlink(items[4].attr.ino).unwrap().as_ref(), b"big");
+    assert_eq!(core.lookup(items[3].attr.ino, b"missing"), Ok(None));
+    let run = core.lookup(items[3].attr.ino, b"run").unwrap().unwrap();
+    assert_eq!((run.perm, run.mode() & 0o170000), (0o555, libc::S_IFREG));
+
+    // Reads of any size at any offset, across chunk boundaries.
+    let fh = core.open(big_attr.ino, false).unwrap();
+    for (offset, size) in [
+        (0u64, 4096u32),
+        (65_000, 200_000),
+        (299_990, 4096),
+        (300_000, 10),
+    ] {
+        let got = core.read(big_attr.ino, fh, offset, size).unwrap();
+        let start = offset as usize;
+        let end = (start + size as usize).min(big.len());
+        assert!(got.as_ref() == &big[start..end], "read {offset}+{size}");
+    }
+    core.release(fh);
+    assert_eq!(core.open(big_attr.ino, true), Err(libc::EROFS));
+    assert_eq!(core.open(root.ino, false), Err(libc::EISDIR));
+    assert!(core.getxattr(ROOT_INO, XATTR_STATS.as_bytes()).is_ok());
+    assert_eq!(core.getxattr(root.ino, b"user.none"), Err(libc::ENODATA));
+    assert!(core.stats().snapshot().blob_bytes_read >= 300_000);
+
+    // Forgetting: counts drop, inodes go.
+    let before = core.inodes();
+    core.forget(run.ino, 1);
+    assert_eq!(core.inodes(), before - 1);
+    assert_eq!(core.getattr(run.ino), Err(libc::ENOENT));
+
+    // A new kernel: nothing of the old one is held, lookups start over.
+    core.new_session();
+    assert_eq!(core.inodes(), 1);
+    assert_eq!(core.getattr(root.ino), Err(libc::ENOENT));
+    let again = core.lookup(ROOT_INO, name.as_bytes()).unwrap().unwrap();
+    assert!(again.ino > root.ino, "inode numbers are never reused");
+    drop(core);
+    drop(rt);
+}
+
+/// A blob service whose reads never finish.
+#[derive(Clone)]
+struct Hung(MemoryBlobService);
+
+#[async_trait::async_trait]
+impl BlobService for Hung {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.0.has(digest).await
+    }
+    async fn chunks(&self, _digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        futures::future::pending().await
+    }
+    async fn read_chunk(
+        &self,
+        _digest: &B3Digest,
+    ) -> storefs_castore::Result<Option<bytes::Bytes>> {
+        futures::future::pending().await
+    }
+    async fn open_read(&self, _digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        futures::future::pending().await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.0.open_write().await
+    }
+}
+
+#[test]
+fn a_hung_store_is_eio_within_the_timeout_and_the_core_goes_on() {
+    let rt = runtime();
+    let svc = Services::default();
+    let path = rt.block_on(svc.add_path(
+        "hung",
+        &T::Dir(vec![(b"f".to_vec(), file(vec![7u8; 1000]))]),
+    ));
+    let services = storefs_store::Services::new(
+        Arc::new(Hung(svc.blobs.clone())),
+        Arc::new(svc.dirs.clone()),
+        Arc::new(svc.infos.clone()),
+    );
+    let mut config = CoreConfig::default();
+    config.timeout = Duration::from_millis(300);
+    let core = Core::new(&config, &services, rt.handle().clone()).unwrap();
+    let dir = core
+        .lookup(ROOT_INO, path.base_name().as_bytes())
+        .unwrap()
+        .unwrap();
+    let f = core.lookup(dir.ino, b"f").unwrap().unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(core.open(f.ino, false), Err(libc::EIO));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(core.stats().snapshot().timeouts, 1);
+    // Metadata is in memory: still answered.
+    assert_eq!(core.getattr(f.ino).map(|a| a.size), Ok(1000));
+}
