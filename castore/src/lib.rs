@@ -23,6 +23,8 @@
 //!   `s3://…` and `file:///…` URLs.
 //! - [`objectstore`]: blobs and directories in an object store (S3, or a
 //!   local directory), in snix's layout.
+//! - [`GcOptions`], [`RedbStore::gc_mark`], [`RedbStore::gc_sweep`]:
+//!   garbage collection of the embedded store.
 //! - [`token`]: the shared secret every front end checks, in constant time.
 //! - [`activity`]: streams that note when bytes moved, for idle timeouts.
 //!
@@ -52,6 +54,7 @@ pub mod directoryservice;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gc;
 mod import;
 mod names;
 pub mod objectstore;
@@ -72,12 +75,12 @@ pub use self::url::{
 };
 pub use blobservice::{
     BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, DISK_SLACK_BYTES,
-    DISK_SLACK_PERCENT, MemoryBlobService, RedbBlobService, WRITE_BATCH_BYTES, disk_bound,
-    sync_bytes_for,
+    DISK_SLACK_PERCENT, MemoryBlobService, QuotaFigures, RedbBlobService, WRITE_BATCH_BYTES,
+    disk_bound, sync_bytes_for,
 };
 pub use cache::{
     CacheStats, CacheStatsSnapshot, CachedBlobService, CachedDirectoryService, FIRST_PAUSE,
-    FileCache, FileCacheSnapshot, LOG_INTERVAL, MAX_PAUSE,
+    FarFetch, FileCache, FileCacheSnapshot, LOG_INTERVAL, MAX_PAUSE, RECENT_FETCHES,
 };
 pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};
@@ -87,6 +90,7 @@ pub use directoryservice::{
     RedbDirectoryService,
 };
 pub use error::{BoxError, Error, Report, Result};
+pub use gc::{GcKind, GcMark, GcOptions, GcReport};
 pub use import::{
     DEFAULT_CONCURRENCY, IngestError, IngestOptions, IngestStats, Ingested, ingest_path,
     ingest_path_with, unsupported_kind,

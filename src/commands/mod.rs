@@ -1,6 +1,7 @@
 //! One module per command; `run` builds the runtime and dispatches.
 
 mod add;
+mod gc;
 mod guix;
 mod import;
 mod info;
@@ -10,6 +11,7 @@ mod nar;
 mod near_cache;
 mod serve;
 mod startup;
+mod status;
 
 use anyhow::{Context, anyhow, bail};
 use storefs_store::pathinfo::PathInfo;
@@ -83,6 +85,25 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
         }
         Command::Mount(args) => mount::run(&globals, &args).await?,
         Command::GuixGenerateKey { dir } => guix::generate_key(&dir)?,
+        Command::Delete { recursive, paths } => {
+            gc::delete(&open().await?, sd, &paths, recursive).await?
+        }
+        Command::Gc {
+            keep_since,
+            dry_run,
+            max_deletions,
+            json,
+        } => {
+            let args = gc::GcArgs {
+                keep_since,
+                dry_run,
+                max_deletions,
+                json,
+            };
+            gc::gc(&globals, &args).await?
+        }
+        Command::Verify => gc::verify(&globals).await?,
+        Command::Status { json, mountpoints } => status::run(&mountpoints, json)?,
     }
     Ok(())
 }

@@ -5,34 +5,41 @@
 //! local store is mounted as it is.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use storefs_castore::StoreUrl;
+use storefs_castore::{CacheStats, RedbBlobService, StoreUrl};
 use storefs_fuse::{BlobOrigin, MountConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::MountArgs;
 use crate::commands::serve::{spawn_daemon, spawn_signal_handler};
+use crate::metrics::{self, MountCollector};
 use crate::services::{self, Globals, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let far = services::open(globals).await?;
-    let (services, cache, blob_origin, file_cache) = match &globals.url {
+    let (services, cache, blob_origin, file_cache, figures) = match &globals.url {
         StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
             if matches!(globals.url, StoreUrl::Grpc { .. }) {
                 super::mount_access::check(&globals.url, &far).await?;
             }
             let near = with_local_cache(far, args).await?;
+            let figures = CacheFigures {
+                stats: Arc::clone(&near.stats),
+                blobs: Arc::clone(&near.blobs),
+            };
             (
                 near.services,
                 Some(near.store),
                 BlobOrigin::Cached(near.stats),
                 near.files,
+                Some(figures),
             )
         }
-        _ => (far, None, BlobOrigin::Local, None),
+        _ => (far, None, BlobOrigin::Local, None, None),
     };
 
     let mut config = MountConfig::new(&args.mountpoint);
@@ -54,9 +61,27 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
             .await
             .context("the mount task failed")??;
 
+    let mount_stats = handle.stats();
+    mount_stats.set_extra(super::status::extra(
+        globals.url.to_string(),
+        figures
+            .as_ref()
+            .map(|f| (Arc::clone(&f.stats), Arc::clone(&f.blobs))),
+    ));
+
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = &args.metrics {
+        let mut registry = metrics::registry();
+        registry.register_collector(Box::new(MountCollector {
+            stats: mount_stats,
+            cache: figures.as_ref().map(|f| Arc::clone(&f.stats)),
+            cache_blobs: figures.as_ref().map(|f| Arc::clone(&f.blobs)),
+        }));
+        let server = metrics::serve(addr, registry, stop.clone()).await?;
+        tasks.spawn(async move { server.await.context("the metrics task failed")? });
+    }
     if let Some(path) = &args.daemon_socket {
         spawn_daemon(
             &mut tasks,
@@ -100,6 +125,12 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     }
     result.context("the mount")?;
     Ok(())
+}
+
+/// The local cache's figures, for metrics and `user.storefs.stats`.
+struct CacheFigures {
+    stats: Arc<CacheStats>,
+    blobs: Arc<RedbBlobService>,
 }
 
 /// Front `far` with the local redb cache under `--cache` (default: the
