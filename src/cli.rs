@@ -179,6 +179,13 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Collect garbage in the embedded store every DURATION while serving
+    /// (as `storefs gc`, which cannot open a store a server holds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub gc_interval: Option<Duration>,
+    /// The grace period of --gc-interval's collections.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_age, requires = "gc_interval")]
+    pub gc_keep_since: Duration,
     #[command(flatten)]
     pub guix: GuixServeArgs,
 }

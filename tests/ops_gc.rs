@@ -7,12 +7,16 @@
 //! half-way leaves a whole store that a second run finishes.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
-use storefs_testkit::{nix::NixStore, ok, ok_str, pseudo_random, storefs, try_run};
+use storefs_testkit::{
+    Serve, nix::NixStore, ok, ok_str, pseudo_random, storefs, storefs_bin, try_run, wait_for,
+};
 
-/// The three paths, in a scratch Nix store.
+/// The three paths, in a scratch Nix store (and C's source directory).
 struct Paths {
+    c_src: std::path::PathBuf,
     store: NixStore,
     a: String,
     b: String,
@@ -48,7 +52,13 @@ in derivation {{
         own = b_own.display()
     ));
     assert!(store.references(&b).contains(&a), "B must refer to A");
-    Paths { store, a, b, c }
+    Paths {
+        c_src: c_dir,
+        store,
+        a,
+        b,
+        c,
+    }
 }
 
 /// Import `paths` (with their closures) into the embedded store `data`.
@@ -78,7 +88,10 @@ const KINDS: [&str; 3] = ["directories", "chunk_lists", "chunks"];
 fn assert_byte_exact(p: &Paths, data: &Path, paths: &[&str]) {
     for path in paths {
         let ours = ok(storefs!(data).args(["nar", path]));
-        assert!(ours == p.store.dump(path), "storefs nar {path} differs from nix-store --dump");
+        assert!(
+            ours == p.store.dump(path),
+            "storefs nar {path} differs from nix-store --dump"
+        );
     }
     ok(storefs!(data).arg("verify"));
 }
@@ -98,7 +111,8 @@ fn gc_frees_exactly_what_only_a_deleted_path_held() {
         assert_eq!(count(&with_c, k, "deleted"), 0, "{with_c}");
         assert_eq!(count(&before_c, k, "deleted"), 0, "{before_c}");
     }
-    let added_chunks = count(&with_c, "chunks", "reachable") - count(&before_c, "chunks", "reachable");
+    let added_chunks =
+        count(&with_c, "chunks", "reachable") - count(&before_c, "chunks", "reachable");
     assert!(added_chunks > 0, "C added no chunks: {with_c}");
 
     // A is needed by B: refused. C is not: deleted.
@@ -125,7 +139,10 @@ fn gc_frees_exactly_what_only_a_deleted_path_held() {
             count(&with_c, k, "reachable") - count(&before_c, k, "reachable"),
             "{k}: the records only C reached: {dry}"
         );
-        assert_eq!(count(&dry, k, "reachable"), count(&before_c, k, "reachable"));
+        assert_eq!(
+            count(&dry, k, "reachable"),
+            count(&before_c, k, "reachable")
+        );
     }
     assert_byte_exact(&p, &data, &[&p.a, &p.b]);
 
@@ -152,7 +169,10 @@ fn gc_frees_exactly_what_only_a_deleted_path_held() {
     let after = gc(&data, &["--dry-run", "--keep-since", "0s"]);
     for k in KINDS {
         assert_eq!(count(&after, k, "deleted"), 0, "{after}");
-        assert_eq!(count(&after, k, "reachable"), count(&before_c, k, "reachable"));
+        assert_eq!(
+            count(&after, k, "reachable"),
+            count(&before_c, k, "reachable")
+        );
     }
 
     // C comes back whole when imported again (its reused chunks included).
@@ -167,4 +187,82 @@ fn gc_frees_exactly_what_only_a_deleted_path_held() {
     assert_eq!(gone, want);
     gc(&data, &["--keep-since", "0s"]);
     assert_byte_exact(&p, &data, &[&p.c]);
+}
+
+/// Uploads running while `serve --gc-interval` collects keep what they
+/// write and what they reuse: each upload dedups against the chunks of C,
+/// deleted and older than the grace period, at its start, and writes its
+/// path info only after a large file of its own, while collections run;
+/// a collector that did not see the reuse would take those chunks.
+#[test]
+fn uploads_during_gc_stay_whole() {
+    let p = make_paths();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    import(&p, &data, "c", &[&p.c]);
+    ok(storefs!(&data).args(["delete", &p.c]));
+    // Wait until C's records are older than the 2 s grace period.
+    wait_for(Duration::from_secs(30), "C's records to age", || {
+        let r = gc(&data, &["--dry-run", "--keep-since", "2s"]);
+        KINDS.iter().all(|k| count(&r, k, "young") == 0) && r["deleted"].as_u64() > Some(0)
+    });
+
+    // Sources that reuse C's large file, each with a file of its own.
+    let only_c = std::fs::read(p.c_src.join("deep/er/only-c")).unwrap();
+    let sources: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| {
+            let d = tmp.path().join(format!("up-{i}"));
+            std::fs::create_dir_all(d.join("in")).unwrap();
+            std::fs::write(d.join("in/reused"), &only_c).unwrap();
+            std::fs::write(d.join("own"), pseudo_random(24 << 20, 100 + i)).unwrap();
+            d
+        })
+        .collect();
+
+    let socket = tmp.path().join("grpc.sock");
+    let serve = Serve::start(
+        &storefs_bin!(),
+        &data,
+        &[
+            "--listen",
+            &format!("unix:{}", socket.display()),
+            "--gc-interval",
+            "300ms",
+            "--gc-keep-since",
+            "2s",
+        ],
+        1,
+    );
+    let url = format!("grpc+unix://{}", socket.display());
+    let data_ref = &data;
+    let uploaded: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = sources
+            .iter()
+            .map(|src| {
+                let url = url.clone();
+                s.spawn(move || ok_str(storefs!(data_ref).args(["--store", &url, "add"]).arg(src)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Two more collections after the last upload, then stop the server.
+    serve.wait_for_log("gc run", Duration::from_secs(30));
+    serve.wait_for_log("gc run", Duration::from_secs(30));
+    drop(serve);
+
+    ok(storefs!(&data).arg("verify"));
+    for (src, path) in sources.iter().zip(&uploaded) {
+        let ours = ok(storefs!(&data).args(["nar", path]));
+        let nix = ok(std::process::Command::new("nix-store")
+            .arg("--dump")
+            .arg(src));
+        assert!(
+            ours == nix,
+            "{path} differs from nix-store --dump of {}",
+            src.display()
+        );
+    }
+    // The collector ran meanwhile: what only C held is gone.
+    let left = gc(&data, &["--dry-run", "--keep-since", "0s"]);
+    assert_eq!(left["deleted"], 0, "{left}");
 }

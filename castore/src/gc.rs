@@ -25,13 +25,13 @@
 //! by itself: you must not run gc on a cache.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::redb_store::{
     BLOB_CHUNKS, CHUNKS, DIRECTORIES, KIND_CHUNK, KIND_CHUNK_LIST, KIND_DIRECTORY, RedbStore,
-    WRITTEN, decode_chunk_list, storage, unix_now,
+    WRITTEN, decode_chunk_list, storage, unix_ms,
 };
 use crate::{B3Digest, Node, Result};
 
@@ -64,6 +64,10 @@ impl Default for GcOptions {
 /// What the mark reached.
 #[derive(Debug, Default)]
 pub struct GcMark {
+    /// When the collection started (before its roots were listed), in
+    /// Unix milliseconds: anything written or reused since is kept,
+    /// whatever the grace period.
+    pub started_ms: u64,
     /// Directories reachable from a root.
     pub directories: HashSet<B3Digest>,
     /// Blobs reachable from a root (their chunk lists, or their only
@@ -121,9 +125,10 @@ impl GcReport {
 }
 
 impl RedbStore {
-    /// Mark everything `roots` reach, in one read transaction. Blocking:
-    /// call it from `spawn_blocking`.
-    pub fn gc_mark(&self, roots: &[Node]) -> Result<GcMark> {
+    /// Mark everything `roots` reach, in one read transaction. `started`
+    /// is when the collection began: before the roots were listed.
+    /// Blocking: call it from `spawn_blocking`.
+    pub fn gc_mark(&self, roots: &[Node], started: SystemTime) -> Result<GcMark> {
         let db = self.database();
         let txn = db.begin_read().map_err(storage("begin read"))?;
         let dirs = txn
@@ -133,7 +138,10 @@ impl RedbStore {
             .open_table(BLOB_CHUNKS)
             .map_err(storage("open chunk lists"))?;
         let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
-        let mut mark = GcMark::default();
+        let mut mark = GcMark {
+            started_ms: unix_ms(started),
+            ..GcMark::default()
+        };
         let mut queue = VecDeque::new();
         let mut blobs = Vec::new();
         for root in roots {
@@ -203,11 +211,13 @@ impl RedbStore {
         Ok(mark)
     }
 
-    /// Delete what `mark` did not reach and is older than the grace
-    /// period (now minus [`GcOptions::grace`]): directories, then chunk
-    /// lists, then chunks. Blocking: call it from `spawn_blocking`.
+    /// Delete what `mark` did not reach and was last written before the
+    /// grace period (the mark's start minus [`GcOptions::grace`]):
+    /// directories, then chunk lists, then chunks. Blocking: call it from
+    /// `spawn_blocking`.
     pub fn gc_sweep(&self, mark: &GcMark, options: &GcOptions) -> Result<GcReport> {
-        let cutoff = unix_now().saturating_sub(options.grace.as_secs());
+        let grace_ms = u64::try_from(options.grace.as_millis()).unwrap_or(u64::MAX);
+        let cutoff = mark.started_ms.saturating_sub(grace_ms);
         let mut report = GcReport {
             dry_run: options.dry_run,
             ..GcReport::default()
@@ -290,7 +300,7 @@ impl RedbStore {
                         .get((kind, *key))
                         .map_err(storage("read written"))?
                         .map(|g| g.value());
-                    if at.is_some_and(|at| at > cutoff) {
+                    if at.is_some_and(|at| at >= cutoff) {
                         out.young += 1;
                         continue;
                     }

@@ -14,7 +14,7 @@
 //!   bookkeeping of a size quota, used only by a blob service opened with
 //!   one (a cache): last use of each chunk it stored, and their total size.
 //! - `castore.written.v1`: (kind, digest) → when a store's writers last
-//!   wrote or reused the record (Unix seconds), for garbage collection's
+//!   wrote or reused the record (Unix milliseconds), for garbage collection's
 //!   grace period. Caches (a quota) keep none.
 //!
 //! Invariants: a record is written only under the digest of its content
@@ -56,7 +56,7 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("castor
 /// already there by a writer: (kind, digest) → Unix seconds. Garbage
 /// collection never deletes a record younger than its grace period, so an
 /// upload whose path info is not written yet keeps what it stored or
-/// reused (`crate::gc`). Kinds: [`KIND_CHUNK`], [`KIND_CHUNK_LIST`],
+/// reused (`crate::gc`). Times are Unix milliseconds. Kinds: [`KIND_CHUNK`], [`KIND_CHUNK_LIST`],
 /// [`KIND_DIRECTORY`]. A record without an entry (written before this
 /// table existed) counts as old.
 pub(crate) const WRITTEN: TableDefinition<(u8, [u8; 32]), u64> =
@@ -68,12 +68,17 @@ pub(crate) const KIND_CHUNK_LIST: u8 = 1;
 /// [`WRITTEN`] kind of a directory.
 pub(crate) const KIND_DIRECTORY: u8 = 2;
 
-/// Seconds since the Unix epoch now (0 if the clock is before it).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+/// Milliseconds since the Unix epoch at `t` (0 before it), the unit of
+/// [`WRITTEN`].
+pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// [`unix_ms`] now.
+pub(crate) fn unix_now() -> u64 {
+    unix_ms(std::time::SystemTime::now())
 }
 
 /// redb's own page cache, per open database. redb's default (1 GiB) made a

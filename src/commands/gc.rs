@@ -12,13 +12,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use futures::TryStreamExt;
 use storefs_castore::{GcOptions, GcReport, Node, RedbStore, StoreUrl, open_castore};
 use storefs_store::pathinfoservice::{PathInfoService, RedbPathInfoService};
 use storefs_store::store_path::{StoreDir, StorePath};
+use tokio_util::sync::CancellationToken;
 
 use crate::services::{Globals, Services};
 
@@ -34,8 +35,18 @@ pub struct GcArgs {
     pub json: bool,
 }
 
-/// The embedded store the global flags name, and its path infos.
-async fn open_embedded(globals: &Globals) -> anyhow::Result<(RedbStore, Arc<RedbPathInfoService>)> {
+/// The embedded store the global flags name, with its services.
+pub struct Embedded {
+    /// Its database.
+    pub store: RedbStore,
+    /// Its path infos (the roots).
+    pub infos: Arc<RedbPathInfoService>,
+    /// Its services, over the same database.
+    pub services: Services,
+}
+
+/// Open the embedded store the global flags name (only `redb://`).
+pub async fn open_embedded(globals: &Globals) -> anyhow::Result<Embedded> {
     if !matches!(globals.url, StoreUrl::Redb { .. }) {
         bail!(
             "garbage collection works on the embedded store (redb://…) only, not {}; \
@@ -47,10 +58,17 @@ async fn open_embedded(globals: &Globals) -> anyhow::Result<(RedbStore, Arc<Redb
     let store = local
         .redb
         .context("the embedded store has no database handle")?;
-    let infos = RedbPathInfoService::from_store(&store)
-        .await
-        .context("opening the path info table")?;
-    Ok((store, Arc::new(infos)))
+    let infos = Arc::new(
+        RedbPathInfoService::from_store(&store)
+            .await
+            .context("opening the path info table")?,
+    );
+    let services = Services::new(local.blobs, local.directories, infos.clone());
+    Ok(Embedded {
+        store,
+        infos,
+        services,
+    })
 }
 
 /// The root nodes of every path info.
@@ -63,27 +81,79 @@ async fn roots(infos: &dyn PathInfoService) -> anyhow::Result<Vec<Node>> {
     Ok(all.into_iter().map(|i| i.node).collect())
 }
 
-/// Run `storefs gc`.
-pub async fn gc(globals: &Globals, args: &GcArgs) -> anyhow::Result<()> {
-    let (store, infos) = open_embedded(globals).await?;
-    let roots = roots(infos.as_ref()).await?;
-    let before = store.file_len()?;
+/// One collection: list the roots, mark, sweep. Returns the report and
+/// the records kept paths need that are missing (a damaged store).
+pub async fn collect(
+    store: &RedbStore,
+    infos: &dyn PathInfoService,
+    options: GcOptions,
+) -> anyhow::Result<(GcReport, Vec<String>)> {
+    // Before the roots are listed: whatever is written from now on is kept.
+    let started = SystemTime::now();
+    let roots = roots(infos).await?;
     let marking = store.clone();
-    let mark = tokio::task::spawn_blocking(move || marking.gc_mark(&roots))
+    let mut mark = tokio::task::spawn_blocking(move || marking.gc_mark(&roots, started))
         .await
         .context("the mark task failed")??;
-    for m in mark.missing.iter().take(10) {
-        eprintln!("storefs: warning: a kept path needs {m}, which is not in the store");
-    }
-    let mut options = GcOptions::default();
-    options.grace = args.keep_since;
-    options.dry_run = args.dry_run;
-    options.max_deletions = args.max_deletions;
+    let missing = std::mem::take(&mut mark.missing);
     let sweeping = store.clone();
     let report = tokio::task::spawn_blocking(move || sweeping.gc_sweep(&mark, &options))
         .await
         .context("the sweep task failed")??;
-    drop(infos);
+    Ok((report, missing))
+}
+
+/// Collect every `interval` until `stop` (`serve --gc-interval`), logging
+/// what each run freed.
+pub async fn every(
+    embedded: Embedded,
+    interval: Duration,
+    keep_since: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let mut options = GcOptions::default();
+        options.grace = keep_since;
+        match collect(&embedded.store, embedded.infos.as_ref(), options).await {
+            Ok((report, missing)) => {
+                if !missing.is_empty() {
+                    tracing::warn!(missing = missing.len(), first = %missing[0], "gc: kept paths miss records");
+                }
+                tracing::info!(
+                    deleted = report.deleted(),
+                    bytes = report.bytes(),
+                    young =
+                        report.directories.young + report.chunk_lists.young + report.chunks.young,
+                    "gc run"
+                );
+            }
+            Err(e) => tracing::warn!(error = %crate::one_line(&e), "gc run failed"),
+        }
+    }
+}
+
+/// Run `storefs gc`.
+pub async fn gc(globals: &Globals, args: &GcArgs) -> anyhow::Result<()> {
+    let Embedded {
+        store,
+        infos,
+        services,
+    } = open_embedded(globals).await?;
+    let before = store.file_len()?;
+    let mut options = GcOptions::default();
+    options.grace = args.keep_since;
+    options.dry_run = args.dry_run;
+    options.max_deletions = args.max_deletions;
+    let (report, missing) = collect(&store, infos.as_ref(), options).await?;
+    for m in missing.iter().take(10) {
+        eprintln!("storefs: warning: a kept path needs {m}, which is not in the store");
+    }
+    // Compaction needs the only handle on the database.
+    drop((infos, services));
     let compacted = if report.deleted() > 0 && !args.dry_run {
         let s = store.clone();
         tokio::task::spawn_blocking(move || s.compact())
@@ -148,10 +218,10 @@ fn report_text(r: &GcReport, grace: Duration, before: u64, after: u64) -> String
 
 /// Run `storefs verify`: every path info's closure must be in the store.
 pub async fn verify(globals: &Globals) -> anyhow::Result<()> {
-    let (store, infos) = open_embedded(globals).await?;
+    let Embedded { store, infos, .. } = open_embedded(globals).await?;
     let roots = roots(infos.as_ref()).await?;
     let n = roots.len();
-    let mark = tokio::task::spawn_blocking(move || store.gc_mark(&roots))
+    let mark = tokio::task::spawn_blocking(move || store.gc_mark(&roots, SystemTime::now()))
         .await
         .context("the mark task failed")??;
     if !mark.missing.is_empty() {

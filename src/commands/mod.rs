@@ -50,6 +50,27 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
         }
         Command::Nar { path } => nar::run(&open().await?, sd, &path).await?,
         Command::Info { json, paths } => info::run(&open().await?, sd, json, &paths).await?,
+        Command::Serve(args) if args.gc_interval.is_some() => {
+            if args.near_cache.is_some() {
+                return Err(usage(anyhow!(
+                    "--gc-interval collects the embedded store; it cannot go with --near-cache"
+                )));
+            }
+            let embedded = gc::open_embedded(&globals).await?;
+            let services = embedded.services.clone();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let interval = args.gc_interval.unwrap_or_default();
+            let collector = tokio::spawn(gc::every(
+                embedded,
+                interval,
+                args.gc_keep_since,
+                stop.clone(),
+            ));
+            let served = serve::run(services, sd.clone(), &args).await;
+            stop.cancel();
+            collector.await.context("the gc task failed")?;
+            served?
+        }
         Command::Serve(args) => {
             let far = open().await?;
             match &args.near_cache {
