@@ -97,6 +97,26 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Mount the store lazily at MOUNTPOINT, in the foreground until unmounted or signalled.
     Mount(MountArgs),
+    /// Fetch store paths ahead of use: read them through a mount, or fill
+    /// a mount's cache directory without one.
+    Prefetch {
+        /// Read the files through this mount (at low priority).
+        #[arg(long, value_name = "MOUNTPOINT", conflicts_with = "cache")]
+        mount: Option<PathBuf>,
+        /// Fill this cache directory (as `mount --cache`; not while a mount
+        /// uses it) from --store.
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Size quota of --cache, e.g. 10G.
+        #[arg(long, requires = "cache")]
+        cache_size: Option<String>,
+        /// Follow references: whole closures (asks --store).
+        #[arg(long)]
+        closure: bool,
+        /// Store paths (with --mount also files or directories in them).
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Remove path infos from the store (their data goes at the next gc).
     /// Refuses a path that another path refers to, unless --recursive.
     Delete {
@@ -245,6 +265,14 @@ pub struct MountArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Write what this mount fetched (path infos, closures, chunk lists,
+    /// chunks), in order, to FILE when it is unmounted: a prefetch list.
+    #[arg(long, value_name = "FILE")]
+    pub record_trace: Option<PathBuf>,
+    /// Replay a recorded trace into the cache in the background from the
+    /// start, demand reads always first.
+    #[arg(long, value_name = "FILE")]
+    pub prefetch_list: Option<PathBuf>,
 }
 
 /// Who may use the daemon socket, and how much of it (docs/access.md).

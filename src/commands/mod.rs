@@ -9,6 +9,7 @@ mod mount;
 mod mount_access;
 mod nar;
 mod near_cache;
+mod prefetch;
 mod serve;
 mod startup;
 mod status;
@@ -124,6 +125,22 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
             gc::gc(&globals, &args).await?
         }
         Command::Verify => gc::verify(&globals).await?,
+        Command::Prefetch {
+            mount,
+            cache,
+            cache_size,
+            closure,
+            paths,
+        } => {
+            let args = prefetch::PrefetchArgs {
+                paths,
+                mount,
+                cache,
+                cache_size,
+                closure,
+            };
+            prefetch::run(open(), sd, &args).await?
+        }
         Command::Status { json, mountpoints } => status::run(&mountpoints, json)?,
     }
     Ok(())

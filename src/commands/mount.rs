@@ -54,19 +54,44 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     config.passthrough = !args.no_passthrough;
     config.file_cache = file_cache;
 
+    // Demand is tracked (and recorded) only for what the mount asks.
+    let prefetch_list = args
+        .prefetch_list
+        .as_deref()
+        .map(super::prefetch::read_trace)
+        .transpose()?;
+    let demand = (args.record_trace.is_some() || prefetch_list.is_some())
+        .then(|| super::prefetch::Demand::new(args.record_trace.is_some()));
     let runtime = tokio::runtime::Handle::current();
-    let mount_services = services.clone();
+    let mount_services = match &demand {
+        Some(d) => d.wrap(services.clone()),
+        None => services.clone(),
+    };
     let handle =
         tokio::task::spawn_blocking(move || storefs_fuse::mount(config, &mount_services, runtime))
             .await
             .context("the mount task failed")??;
 
+    let progress = match (prefetch_list, &demand) {
+        (Some(entries), Some(d)) => {
+            let progress = Arc::new(super::prefetch::Progress::default());
+            tokio::spawn(super::prefetch::replay(
+                entries,
+                services.clone(),
+                Arc::clone(d),
+                Arc::clone(&progress),
+            ));
+            Some(progress)
+        }
+        _ => None,
+    };
     let mount_stats = handle.stats();
     mount_stats.set_extra(super::status::extra(
         globals.url.to_string(),
         figures
             .as_ref()
             .map(|f| (Arc::clone(&f.stats), Arc::clone(&f.blobs))),
+        progress,
     ));
 
     let stop = CancellationToken::new();
@@ -122,6 +147,10 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
             .await
             .context("the cache flush task failed")?
             .context("flushing the cache")?;
+    }
+    if let (Some(file), Some(d)) = (&args.record_trace, &demand) {
+        let n = d.write_trace(file)?;
+        eprintln!("storefs: wrote {n} entries to {}", file.display());
     }
     result.context("the mount")?;
     Ok(())

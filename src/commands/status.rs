@@ -19,13 +19,20 @@ use storefs_fuse::ExtraStats;
 const SLOWEST: usize = 5;
 
 /// The mount owner's figures for `user.storefs.stats`: `remote` (the store
-/// URL), and with a local cache `remote_health`, the quota and the
+/// URL), `prefetch` (a replay's progress), and with a local cache `remote_health`, the quota and the
 /// slowest recent fetches. All read from atomics: the FUSE thread that
 /// answers the xattr never waits.
-pub fn extra(remote: String, cache: Option<(Arc<CacheStats>, Arc<RedbBlobService>)>) -> ExtraStats {
+pub fn extra(
+    remote: String,
+    cache: Option<(Arc<CacheStats>, Arc<RedbBlobService>)>,
+    prefetch: Option<Arc<super::prefetch::Progress>>,
+) -> ExtraStats {
     Arc::new(move || {
         let mut m = Map::new();
         m.insert("remote".into(), Value::String(remote.clone()));
+        if let Some(p) = &prefetch {
+            m.insert("prefetch".into(), p.json());
+        }
         let Some((stats, blobs)) = &cache else {
             return m;
         };
@@ -260,6 +267,21 @@ fn summary(mountpoint: &Path, stats: &Value) -> String {
         num(m, "errors"),
         num(m, "timeouts")
     );
+    if let Some(p) = m.get("prefetch") {
+        let get = |k: &str| p.get(k).and_then(Value::as_u64).unwrap_or(0);
+        out += &format!(
+            "  prefetch:      {} of {} entries{}, {} failed, stood aside {} times\n",
+            get("done"),
+            get("entries"),
+            if p.get("finished").and_then(Value::as_bool) == Some(true) {
+                " (finished)"
+            } else {
+                ""
+            },
+            get("failed"),
+            get("yielded_to_demand")
+        );
+    }
     if let Some(slow) = m.get("slowest_fetches").and_then(Value::as_array)
         && !slow.is_empty()
     {
