@@ -96,7 +96,7 @@ pub enum Command {
     /// Run the store service: gRPC, the HTTP binary cache view, the daemon socket.
     Serve(Box<ServeArgs>),
     /// Mount the store lazily at MOUNTPOINT, in the foreground until unmounted or signalled.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Fetch store paths ahead of use: read them through a mount, or fill
     /// a mount's cache directory without one.
     Prefetch {

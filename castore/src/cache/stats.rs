@@ -119,7 +119,7 @@ impl CacheStats {
     /// slowest first.
     pub fn slowest_fetches(&self, n: usize) -> Vec<FarFetch> {
         let mut all: Vec<FarFetch> = self.recent.lock().iter().copied().collect();
-        all.sort_by(|a, b| b.took.cmp(&a.took));
+        all.sort_by_key(|f| std::cmp::Reverse(f.took));
         all.truncate(n);
         all
     }
