@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use storefs_testkit::{
-    Serve, nix::NixStore, ok, ok_str, pseudo_random, storefs, storefs_bin, try_run, wait_for,
+    Garage, Serve, nix::NixStore, ok, ok_str, pseudo_random, storefs, storefs_bin, try_run,
+    wait_for,
 };
 
 /// The three paths, in a scratch Nix store (and C's source directory).
@@ -265,4 +266,100 @@ fn uploads_during_gc_stay_whole() {
     // The collector ran meanwhile: what only C held is gone.
     let left = gc(&data, &["--dry-run", "--keep-since", "0s"]);
     assert_eq!(left["deleted"], 0, "{left}");
+}
+
+/// A `storefs --store URL` command (with Garage's credentials if any).
+fn on(data: &Path, url: &str, garage: Option<&Garage>) -> std::process::Command {
+    let mut c = storefs!(data);
+    c.args(["--store", url]);
+    if let Some(g) = garage {
+        g.credentials_env(&mut c);
+    }
+    c
+}
+
+/// The same collection on an object store: C deleted, then exactly what
+/// only C held goes, A and B stay byte-exact, a dry run and a stopped
+/// sweep keep the store whole.
+fn object_store_gc(url: &str, garage: Option<&Garage>) {
+    let p = make_paths();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let gc_on = |args: &[&str]| -> Value {
+        let out = ok_str(on(&data, url, garage).args(["gc", "--json"]).args(args));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("gc printed {out:?}: {e}"))
+    };
+    let import_on = |label: &str, path: &str| {
+        let cache = p.store.copy_to_cache(label, "none", None, &[path]);
+        ok(on(&data, url, garage)
+            .args(["import", "--no-check-sigs", "--from"])
+            .arg(format!("file://{}", cache.display()))
+            .arg(path));
+    };
+    let exact = |paths: &[&str]| {
+        for path in paths {
+            let ours = ok(on(&data, url, garage).args(["nar", path]));
+            assert!(
+                ours == p.store.dump(path),
+                "storefs nar {path} differs from nix-store --dump"
+            );
+        }
+        ok(on(&data, url, garage).arg("verify"));
+    };
+
+    import_on("ab", &p.b);
+    let before_c = gc_on(&["--dry-run", "--keep-since", "0s"]);
+    import_on("c", &p.c);
+    let (okay, _, err) = try_run(on(&data, url, garage).args(["delete", &p.a]));
+    assert!(!okay && err.contains("referenced by"), "{err}");
+    ok(on(&data, url, garage).args(["delete", &p.c]));
+    let fresh = gc_on(&[]);
+    assert_eq!(
+        fresh["deleted"], 0,
+        "the grace period keeps fresh objects: {fresh}"
+    );
+    let dry = gc_on(&["--dry-run", "--keep-since", "0s"]);
+    assert_eq!(
+        dry,
+        gc_on(&["--dry-run", "--keep-since", "0s"]),
+        "a dry run deleted"
+    );
+    for k in ["chunk_lists", "chunks"] {
+        assert_eq!(
+            count(&dry, k, "reachable"),
+            count(&before_c, k, "reachable"),
+            "{k}: {dry}"
+        );
+    }
+    assert!(count(&dry, "chunks", "deleted") > 0, "{dry}");
+    let part = gc_on(&["--keep-since", "0s", "--max-deletions", "1"]);
+    assert_eq!(part["stopped_early"], true, "{part}");
+    exact(&[&p.a, &p.b]);
+    let rest = gc_on(&["--keep-since", "0s"]);
+    assert_eq!(
+        1 + rest["deleted"].as_u64().unwrap(),
+        dry["deleted"].as_u64().unwrap(),
+        "{rest}"
+    );
+    exact(&[&p.a, &p.b]);
+    let after = gc_on(&["--dry-run", "--keep-since", "0s"]);
+    assert_eq!(after["deleted"], 0, "{after}");
+    // C again, whole, after its objects went.
+    import_on("c-again", &p.c);
+    exact(&[&p.a, &p.b, &p.c]);
+}
+
+#[test]
+fn gc_on_a_file_object_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    object_store_gc(
+        &format!("file://{}", tmp.path().join("bucket").display()),
+        None,
+    );
+}
+
+#[test]
+fn gc_on_garage() {
+    let g = Garage::start();
+    object_store_gc(&g.store_url(&g.bucket, "gc"), Some(&g));
 }

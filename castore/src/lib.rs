@@ -55,6 +55,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gc;
+mod gc_objects;
 mod import;
 mod names;
 pub mod objectstore;
@@ -91,6 +92,7 @@ pub use directoryservice::{
 };
 pub use error::{BoxError, Error, Report, Result};
 pub use gc::{GcKind, GcMark, GcOptions, GcReport};
+pub use gc_objects::ObjectGcMark;
 pub use import::{
     DEFAULT_CONCURRENCY, IngestError, IngestOptions, IngestStats, Ingested, ingest_path,
     ingest_path_with, unsupported_kind,

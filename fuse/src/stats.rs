@@ -277,6 +277,20 @@ mod tests {
     }
 
     #[test]
+    fn the_owner_s_figures_join_the_json() {
+        let s = MountStats::default();
+        add(&s.bytes_fetched, 7);
+        s.set_extra(Arc::new(|| {
+            let mut m = serde_json::Map::new();
+            m.insert("remote".into(), "grpc://h:1".into());
+            m
+        }));
+        let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(v["remote"], "grpc://h:1");
+        assert_eq!(v["bytes_fetched"], 7);
+    }
+
+    #[test]
     fn a_local_store_fetches_nothing() {
         let s = MountStats::new(BlobOrigin::Local);
         add(&s.bytes_fetched, 4096);

@@ -8,7 +8,9 @@
 //! name, in small transactions: an interrupted run leaves every kept path
 //! whole, and the next run finishes (castore's `gc` module has the
 //! details). It runs on the embedded store (`redb://`), in the process
-//! that owns it (another process holding the file is refused).
+//! that owns it (another process holding the file is refused; `serve
+//! --gc-interval` collects while serving), and on object stores (`s3://`,
+//! `file://`), beside the replicas serving them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,8 +18,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use futures::TryStreamExt;
+use storefs_castore::objectstore::{
+    ObjectCastore, ObjectStoreLocation, ObjectStoreOptions, open_object_store,
+};
 use storefs_castore::{GcOptions, GcReport, Node, RedbStore, StoreUrl, open_castore};
-use storefs_store::pathinfoservice::{PathInfoService, RedbPathInfoService};
+use storefs_store::pathinfoservice::{
+    ObjectStorePathInfoService, PathInfoService, RedbPathInfoService,
+};
 use storefs_store::store_path::{StoreDir, StorePath};
 use tokio_util::sync::CancellationToken;
 
@@ -49,8 +56,8 @@ pub struct Embedded {
 pub async fn open_embedded(globals: &Globals) -> anyhow::Result<Embedded> {
     if !matches!(globals.url, StoreUrl::Redb { .. }) {
         bail!(
-            "garbage collection works on the embedded store (redb://…) only, not {}; \
-             run it where the store lives",
+            "garbage collection works on the embedded store (redb://…) and object stores \
+             (s3://, file://), not {}; run it where the store lives",
             globals.url
         );
     }
@@ -136,8 +143,58 @@ pub async fn every(
     }
 }
 
+/// An object store (`s3://`, `file://`) the global flags name, with its
+/// path infos.
+async fn open_objects(
+    globals: &Globals,
+) -> anyhow::Result<Option<(ObjectCastore, ObjectStorePathInfoService)>> {
+    let StoreUrl::ObjectStore { location } = &globals.url else {
+        return Ok(None);
+    };
+    let mut options = ObjectStoreOptions::default();
+    if matches!(location, ObjectStoreLocation::S3 { .. }) {
+        options.credentials =
+            crate::services::s3_credentials(globals.s3_credentials_file.as_deref())?;
+    }
+    let objects = open_object_store(location, &options).await?;
+    let infos = ObjectStorePathInfoService::new(objects.bucket.clone());
+    Ok(Some((objects, infos)))
+}
+
+/// `storefs gc` on an object store.
+async fn gc_objects(
+    objects: &ObjectCastore,
+    infos: &ObjectStorePathInfoService,
+    args: &GcArgs,
+) -> anyhow::Result<()> {
+    let started = SystemTime::now();
+    let roots = roots(infos).await?;
+    let mark = objects.gc_mark(&roots, started).await?;
+    for m in mark.mark.missing.iter().take(10) {
+        eprintln!("storefs: warning: a kept path needs {m}, which is not in the store");
+    }
+    let mut options = GcOptions::default();
+    options.grace = args.keep_since;
+    options.dry_run = args.dry_run;
+    options.max_deletions = args.max_deletions;
+    let report = objects.gc_sweep(&mark, &options).await?;
+    if args.json {
+        println!("{}", report_json(&report, 0, 0, false));
+    } else {
+        let text = report_text(&report, args.keep_since, 0, 0);
+        // An object store has no file to shrink.
+        for line in text.lines().filter(|l| !l.starts_with("store file:")) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
 /// Run `storefs gc`.
 pub async fn gc(globals: &Globals, args: &GcArgs) -> anyhow::Result<()> {
+    if let Some((objects, infos)) = open_objects(globals).await? {
+        return gc_objects(&objects, &infos, args).await;
+    }
     let Embedded {
         store,
         infos,
@@ -218,12 +275,23 @@ fn report_text(r: &GcReport, grace: Duration, before: u64, after: u64) -> String
 
 /// Run `storefs verify`: every path info's closure must be in the store.
 pub async fn verify(globals: &Globals) -> anyhow::Result<()> {
-    let Embedded { store, infos, .. } = open_embedded(globals).await?;
-    let roots = roots(infos.as_ref()).await?;
-    let n = roots.len();
-    let mark = tokio::task::spawn_blocking(move || store.gc_mark(&roots, SystemTime::now()))
-        .await
-        .context("the mark task failed")??;
+    let (n, mark) = match open_objects(globals).await? {
+        Some((objects, infos)) => {
+            let roots = roots(&infos).await?;
+            let n = roots.len();
+            (n, objects.gc_mark(&roots, SystemTime::now()).await?.mark)
+        }
+        None => {
+            let Embedded { store, infos, .. } = open_embedded(globals).await?;
+            let roots = roots(infos.as_ref()).await?;
+            let n = roots.len();
+            let mark =
+                tokio::task::spawn_blocking(move || store.gc_mark(&roots, SystemTime::now()))
+                    .await
+                    .context("the mark task failed")??;
+            (n, mark)
+        }
+    };
     if !mark.missing.is_empty() {
         for m in mark.missing.iter().take(20) {
             eprintln!("storefs: missing {m}");
