@@ -96,11 +96,70 @@ pub enum Command {
     /// Run the store service: gRPC, the HTTP binary cache view, the daemon socket.
     Serve(Box<ServeArgs>),
     /// Mount the store lazily at MOUNTPOINT, in the foreground until unmounted or signalled.
-    Mount(MountArgs),
+    Mount(Box<MountArgs>),
     /// Serve the store lazily to virtual machines over virtio-fs: a vhost-user-fs backend on
     /// SOCKET (QEMU: -chardev socket,path=SOCKET -device vhost-user-fs-pci,tag=store), guests
     /// one after another, in the foreground until signalled.
     Virtiofs(VirtiofsArgs),
+    /// Fetch store paths ahead of use: read them through a mount, or fill
+    /// a mount's cache directory without one.
+    Prefetch {
+        /// Read the files through this mount (at low priority).
+        #[arg(long, value_name = "MOUNTPOINT", conflicts_with = "cache")]
+        mount: Option<PathBuf>,
+        /// Fill this cache directory (as `mount --cache`; not while a mount
+        /// uses it) from --store.
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Size quota of --cache, e.g. 10G.
+        #[arg(long, requires = "cache")]
+        cache_size: Option<String>,
+        /// Follow references: whole closures (asks --store).
+        #[arg(long)]
+        closure: bool,
+        /// Store paths (with --mount also files or directories in them).
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Remove path infos from the store (their data goes at the next gc).
+    /// Refuses a path that another path refers to, unless --recursive.
+    Delete {
+        /// Delete the paths that refer to these too (and theirs).
+        #[arg(long)]
+        recursive: bool,
+        /// Store paths (full, or base names).
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Delete the directories, blobs and chunks no path info reaches
+    /// (embedded store); prints what it freed.
+    Gc {
+        /// Keep whatever was written (or reused by an upload) within this
+        /// long, e.g. 1h, 30m, 0s: uploads still running are younger.
+        #[arg(long, visible_alias = "grace", value_name = "DURATION", default_value = "1h", value_parser = parse_age)]
+        keep_since: Duration,
+        /// Say what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Stop after deleting this many records (the next run goes on).
+        #[arg(long, value_name = "N")]
+        max_deletions: Option<u64>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that every path info's directories, blobs and chunks are in
+    /// the store (embedded store).
+    Verify,
+    /// What a mount is doing: its remote and health, cache use against the
+    /// quota, hit rate, bytes fetched, the slowest recent fetches.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Mountpoints; none: every storefs mount on this machine.
+        mountpoints: Vec<PathBuf>,
+    },
 }
 
 /// Flags of `storefs serve`.
@@ -141,6 +200,16 @@ pub struct ServeArgs {
     /// Size quota of --near-cache, e.g. 10G (default: a quarter of the free space there).
     #[arg(long, requires = "near_cache")]
     pub near_cache_size: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Collect garbage in the embedded store every DURATION while serving
+    /// (as `storefs gc`, which cannot open a store a server holds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub gc_interval: Option<Duration>,
+    /// The grace period of --gc-interval's collections.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_age, requires = "gc_interval")]
+    pub gc_keep_since: Duration,
     #[command(flatten)]
     pub guix: GuixServeArgs,
 }
@@ -205,6 +274,17 @@ pub struct MountArgs {
     /// cache.
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (host:port).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Write what this mount fetched (path infos, closures, chunk lists,
+    /// chunks), in order, to FILE when it is unmounted: a prefetch list.
+    #[arg(long, value_name = "FILE")]
+    pub record_trace: Option<PathBuf>,
+    /// Replay a recorded trace into the cache in the background from the
+    /// start, demand reads always first.
+    #[arg(long, value_name = "FILE")]
+    pub prefetch_list: Option<PathBuf>,
 }
 
 /// Flags of `storefs virtiofs`.
@@ -289,6 +369,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// An age such as `1h` or `0s` ([`parse_duration`]'s units; zero allowed).
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    match s.trim().trim_end_matches(['s', 'm', 'h']) {
+        "0" => Ok(Duration::ZERO),
+        _ => parse_duration(s),
+    }
+}
+
 /// A file mode in octal, such as `0660` or `660`.
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     u32::from_str_radix(s.trim(), 8)
@@ -310,6 +398,10 @@ mod tests {
         for bad in ["", "s", "0s", "1d", "-1s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_age("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_age("x").is_err());
         assert_eq!(parse_mode("0660"), Ok(0o660));
         assert_eq!(parse_mode("666"), Ok(0o666));
         for bad in ["", "8", "0x1", "77777"] {

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod metrics;
 mod services;
 
 use std::process::ExitCode;

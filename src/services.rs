@@ -111,7 +111,7 @@ pub async fn open(globals: &Globals) -> anyhow::Result<Services> {
 /// S3 credentials: `--s3-credentials-file`, else `AWS_ACCESS_KEY_ID` and
 /// `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`); `None` if neither
 /// (opening the store then says what to set).
-fn s3_credentials(file: Option<&Path>) -> anyhow::Result<Option<S3Credentials>> {
+pub fn s3_credentials(file: Option<&Path>) -> anyhow::Result<Option<S3Credentials>> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading --s3-credentials-file {}", f.display()))?;

@@ -23,6 +23,8 @@
 //!   `s3://…` and `file:///…` URLs.
 //! - [`objectstore`]: blobs and directories in an object store (S3, or a
 //!   local directory), in snix's layout.
+//! - [`GcOptions`], [`RedbStore::gc_mark`], [`RedbStore::gc_sweep`]:
+//!   garbage collection of the embedded store.
 //! - [`Token`]: the shared secret every front end checks, in constant time.
 //! - [`Activity`]: streams that note when bytes moved, for idle timeouts.
 //!
@@ -52,6 +54,8 @@ mod directoryservice;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod gc;
+mod gc_objects;
 mod import;
 mod names;
 pub mod objectstore;
@@ -73,12 +77,12 @@ pub use self::url::{
 pub use activity::{Activity, Tracked};
 pub use blobservice::{
     BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore,
-    DISK_SLACK_BYTES, DISK_SLACK_PERCENT, MemoryBlobService, RedbBlobService, WRITE_BATCH_BYTES,
-    disk_bound, open_read_via_chunks, sync_bytes_for,
+    DISK_SLACK_BYTES, DISK_SLACK_PERCENT, MemoryBlobService, QuotaFigures, RedbBlobService,
+    WRITE_BATCH_BYTES, disk_bound, open_read_via_chunks, sync_bytes_for,
 };
 pub use cache::{
     CacheStats, CacheStatsSnapshot, CachedBlobService, CachedDirectoryService, FIRST_PAUSE,
-    FileCache, FileCacheSnapshot, LOG_INTERVAL, MAX_PAUSE,
+    FarFetch, FileCache, FileCacheSnapshot, LOG_INTERVAL, MAX_PAUSE, RECENT_FETCHES,
 };
 pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};
@@ -88,6 +92,8 @@ pub use directoryservice::{
     RedbDirectoryService,
 };
 pub use error::{BoxError, Error, Report, Result};
+pub use gc::{GcKind, GcMark, GcOptions, GcReport};
+pub use gc_objects::ObjectGcMark;
 pub use import::{
     DEFAULT_CONCURRENCY, IngestError, IngestOptions, IngestStats, Ingested, ingest_path,
     ingest_path_with, unsupported_kind,

@@ -13,6 +13,9 @@
 //! - `castore.chunk_lru`, `castore.chunk_atime`, `castore.meta`: the
 //!   bookkeeping of a size quota, used only by a blob service opened with
 //!   one (a cache): last use of each chunk it stored, and their total size.
+//! - `castore.written.v1`: (kind, digest) → when a store's writers last
+//!   wrote or reused the record (Unix milliseconds), for garbage collection's
+//!   grace period. Caches (a quota) keep none.
 //!
 //! Invariants: a record is written only under the digest of its content
 //! (chunks after decompression, directories as encoded); every read checks
@@ -49,6 +52,34 @@ pub(crate) const CHUNK_ATIME: TableDefinition<[u8; 32], u64> =
     TableDefinition::new("castore.chunk_atime");
 /// Counters, e.g. the bytes of chunk records the quota tracks.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("castore.meta");
+/// When each record of a store (not a cache) was last written or found
+/// already there by a writer: (kind, digest) → Unix seconds. Garbage
+/// collection never deletes a record younger than its grace period, so an
+/// upload whose path info is not written yet keeps what it stored or
+/// reused (`crate::gc`). Times are Unix milliseconds. Kinds: [`KIND_CHUNK`], [`KIND_CHUNK_LIST`],
+/// [`KIND_DIRECTORY`]. A record without an entry (written before this
+/// table existed) counts as old.
+pub(crate) const WRITTEN: TableDefinition<(u8, [u8; 32]), u64> =
+    TableDefinition::new("castore.written.v1");
+/// [`WRITTEN`] kind of a chunk (or a single-chunk blob).
+pub(crate) const KIND_CHUNK: u8 = 0;
+/// [`WRITTEN`] kind of a blob's chunk list.
+pub(crate) const KIND_CHUNK_LIST: u8 = 1;
+/// [`WRITTEN`] kind of a directory.
+pub(crate) const KIND_DIRECTORY: u8 = 2;
+
+/// Milliseconds since the Unix epoch at `t` (0 before it), the unit of
+/// [`WRITTEN`].
+pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// [`unix_ms`] now.
+pub(crate) fn unix_now() -> u64 {
+    unix_ms(std::time::SystemTime::now())
+}
 
 /// redb's own page cache, per open database. redb's default (1 GiB) made a
 /// mount's resident memory grow past 400 MB on one toolchain; the kernel's
@@ -304,6 +335,19 @@ impl RedbStore {
             .map_err(|e| Error::storage(format!("flush {}", self.path.display()), e))
     }
 
+    /// Give the space of deleted records back to the file system (redb's
+    /// compaction), when nothing else holds the database now. Blocking.
+    /// Returns whether it compacted.
+    pub fn compact(&self) -> Result<bool> {
+        let mut slot = self.db.write();
+        match std::sync::Arc::get_mut(&mut slot) {
+            Some(db) => db
+                .compact()
+                .map_err(|e| Error::storage(format!("compacting {}", self.path().display()), e)),
+            None => Ok(false),
+        }
+    }
+
     /// The database file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -334,6 +378,7 @@ impl RedbStore {
         txn.open_table(CHUNK_LRU).map_err(|e| err(e.into()))?;
         txn.open_table(CHUNK_ATIME).map_err(|e| err(e.into()))?;
         txn.open_table(META).map_err(|e| err(e.into()))?;
+        txn.open_table(WRITTEN).map_err(|e| err(e.into()))?;
         txn.commit().map_err(|e| err(e.into()))
     }
 }

@@ -56,7 +56,7 @@ pub mod core;
 mod memory;
 mod mount;
 
-pub use crate::core::{BlobOrigin, MountStats, StatsSnapshot};
+pub use crate::core::{BlobOrigin, ExtraStats, MountStats, StatsSnapshot};
 pub use memory::{MALLOC_ARENAS, MMAP_THRESHOLD, bound_malloc};
 pub use mount::{MountConfig, MountError, MountHandle, Unmounter, mount};
 

@@ -1,6 +1,7 @@
 //! One module per command; `run` builds the runtime and dispatches.
 
 mod add;
+mod gc;
 mod guix;
 mod import;
 mod info;
@@ -8,8 +9,10 @@ mod mount;
 mod mount_access;
 mod nar;
 mod near_cache;
+mod prefetch;
 mod serve;
 mod startup;
+mod status;
 mod virtiofs;
 
 use anyhow::{Context, anyhow, bail};
@@ -49,6 +52,27 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
         }
         Command::Nar { path } => nar::run(&open().await?, sd, &path).await?,
         Command::Info { json, paths } => info::run(&open().await?, sd, json, &paths).await?,
+        Command::Serve(args) if args.gc_interval.is_some() => {
+            if args.near_cache.is_some() {
+                return Err(usage(anyhow!(
+                    "--gc-interval collects the embedded store; it cannot go with --near-cache"
+                )));
+            }
+            let embedded = gc::open_embedded(&globals).await?;
+            let services = embedded.services.clone();
+            let stop = tokio_util::sync::CancellationToken::new();
+            let interval = args.gc_interval.unwrap_or_default();
+            let collector = tokio::spawn(gc::every(
+                embedded,
+                interval,
+                args.gc_keep_since,
+                stop.clone(),
+            ));
+            let served = serve::run(services, sd.clone(), &args).await;
+            stop.cancel();
+            collector.await.context("the gc task failed")?;
+            served?
+        }
         Command::Serve(args) => {
             let far = open().await?;
             match &args.near_cache {
@@ -85,6 +109,41 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
         Command::Mount(args) => mount::run(&globals, &args).await?,
         Command::Virtiofs(args) => virtiofs::run(&globals, &args).await?,
         Command::GuixGenerateKey { dir } => guix::generate_key(&dir)?,
+        Command::Delete { recursive, paths } => {
+            gc::delete(&open().await?, sd, &paths, recursive).await?
+        }
+        Command::Gc {
+            keep_since,
+            dry_run,
+            max_deletions,
+            json,
+        } => {
+            let args = gc::GcArgs {
+                keep_since,
+                dry_run,
+                max_deletions,
+                json,
+            };
+            gc::gc(&globals, &args).await?
+        }
+        Command::Verify => gc::verify(&globals).await?,
+        Command::Prefetch {
+            mount,
+            cache,
+            cache_size,
+            closure,
+            paths,
+        } => {
+            let args = prefetch::PrefetchArgs {
+                paths,
+                mount,
+                cache,
+                cache_size,
+                closure,
+            };
+            prefetch::run(open(), sd, &args).await?
+        }
+        Command::Status { json, mountpoints } => status::run(&mountpoints, json)?,
     }
     Ok(())
 }

@@ -5,25 +5,28 @@
 //! local store is mounted as it is.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use storefs_castore::StoreUrl;
+use storefs_castore::{CacheStats, RedbBlobService, StoreUrl};
 use storefs_fuse::{BlobOrigin, MountConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LazyStoreArgs, MountArgs};
 use crate::commands::serve::{spawn_daemon, spawn_signal_handler};
+use crate::metrics::{self, MountCollector};
 use crate::services::{self, Globals, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let store = open_lazy(globals, &args.lazy, !args.no_passthrough).await?;
-    let (services, cache, blob_origin, file_cache) = (
+    let (services, cache, blob_origin, file_cache, figures) = (
         store.services,
         store.cache,
         store.blob_origin,
         store.file_cache,
+        store.figures,
     );
 
     let mut config = MountConfig::new(&args.mountpoint);
@@ -38,16 +41,59 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     config.passthrough = !args.no_passthrough;
     config.file_cache = file_cache;
 
+    // Demand is tracked (and recorded) only for what the mount asks.
+    let prefetch_list = args
+        .prefetch_list
+        .as_deref()
+        .map(super::prefetch::read_trace)
+        .transpose()?;
+    let demand = (args.record_trace.is_some() || prefetch_list.is_some())
+        .then(|| super::prefetch::Demand::new(args.record_trace.is_some()));
     let runtime = tokio::runtime::Handle::current();
-    let mount_services = services.clone();
+    let mount_services = match &demand {
+        Some(d) => d.wrap(services.clone()),
+        None => services.clone(),
+    };
     let handle =
         tokio::task::spawn_blocking(move || storefs_fuse::mount(config, &mount_services, runtime))
             .await
             .context("the mount task failed")??;
 
+    let progress = match (prefetch_list, &demand) {
+        (Some(entries), Some(d)) => {
+            let progress = Arc::new(super::prefetch::Progress::default());
+            tokio::spawn(super::prefetch::replay(
+                entries,
+                services.clone(),
+                Arc::clone(d),
+                Arc::clone(&progress),
+            ));
+            Some(progress)
+        }
+        _ => None,
+    };
+    let mount_stats = handle.stats();
+    mount_stats.set_extra(super::status::extra(
+        globals.url.to_string(),
+        figures
+            .as_ref()
+            .map(|f| (Arc::clone(&f.stats), Arc::clone(&f.blobs))),
+        progress,
+    ));
+
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = &args.metrics {
+        let mut registry = metrics::registry();
+        registry.register_collector(Box::new(MountCollector {
+            stats: mount_stats,
+            cache: figures.as_ref().map(|f| Arc::clone(&f.stats)),
+            cache_blobs: figures.as_ref().map(|f| Arc::clone(&f.blobs)),
+        }));
+        let server = metrics::serve(addr, registry, stop.clone()).await?;
+        tasks.spawn(async move { server.await.context("the metrics task failed")? });
+    }
     if let Some(path) = &args.daemon_socket {
         spawn_daemon(
             &mut tasks,
@@ -89,6 +135,10 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
             .context("the cache flush task failed")?
             .context("flushing the cache")?;
     }
+    if let (Some(file), Some(d)) = (&args.record_trace, &demand) {
+        let n = d.write_trace(file)?;
+        eprintln!("storefs: wrote {n} entries to {}", file.display());
+    }
     result.context("the mount")?;
     Ok(())
 }
@@ -103,6 +153,8 @@ pub(super) struct LazyStore {
     pub(super) blob_origin: BlobOrigin,
     /// Whole-file copies for FUSE passthrough, if asked for and remote.
     pub(super) file_cache: Option<std::sync::Arc<storefs_castore::FileCache>>,
+    /// The local cache's figures (a remote store only).
+    pub(super) figures: Option<CacheFigures>,
 }
 
 /// Open `--store` for a lazy filesystem: a remote store (gRPC, checked for
@@ -120,11 +172,16 @@ pub(super) async fn open_lazy(
                 super::mount_access::check(&globals.url, &far).await?;
             }
             let near = with_local_cache(far, args, files).await?;
+            let figures = CacheFigures {
+                stats: Arc::clone(&near.stats),
+                blobs: Arc::clone(&near.blobs),
+            };
             LazyStore {
                 services: near.services,
                 cache: Some(near.store),
                 blob_origin: BlobOrigin::Cached(near.stats),
                 file_cache: near.files,
+                figures: Some(figures),
             }
         }
         _ => LazyStore {
@@ -132,8 +189,15 @@ pub(super) async fn open_lazy(
             cache: None,
             blob_origin: BlobOrigin::Local,
             file_cache: None,
+            figures: None,
         },
     })
+}
+
+/// The local cache's figures, for metrics and `user.storefs.stats`.
+pub(super) struct CacheFigures {
+    stats: Arc<CacheStats>,
+    blobs: Arc<RedbBlobService>,
 }
 
 /// Front `far` with the local redb cache under `--cache` (default: the

@@ -22,6 +22,8 @@ pub struct NearCache {
     pub store: RedbStore,
     /// The blob cache's figures.
     pub stats: Arc<CacheStats>,
+    /// The cache's own blob store (its quota's figures).
+    pub blobs: Arc<RedbBlobService>,
     /// Whole-file copies for FUSE passthrough (`files/` beside the redb
     /// file), when asked for.
     pub files: Option<Arc<FileCache>>,
@@ -63,6 +65,11 @@ pub async fn front(
     let chunk_quota = quota - file_quota;
     tracing::info!(cache = %dir.display(), quota, file_quota, "local cache");
     let near_blobs = Arc::new(RedbBlobService::new(store.clone()).with_quota(chunk_quota));
+    // The quota's figures start from what the cache already holds.
+    near_blobs
+        .quota_tracked_bytes()
+        .await
+        .context("reading the cache's size")?;
     let files = if with_files {
         let files_dir = dir.join("files");
         let near: Arc<dyn BlobService> = near_blobs.clone();
@@ -78,7 +85,7 @@ pub async fn front(
     };
     let near_dirs = Arc::new(store.directory_service());
     let near_infos = Arc::new(RedbPathInfoService::from_store(&store).await?);
-    let cached_blobs = CachedBlobService::new(near_blobs, far.blob);
+    let cached_blobs = CachedBlobService::new(near_blobs.clone(), far.blob);
     let stats = Arc::clone(cached_blobs.stats());
     let blob: Arc<dyn BlobService> = Arc::new(cached_blobs);
     let directory: Arc<dyn DirectoryService> =
@@ -95,6 +102,7 @@ pub async fn front(
         services,
         store,
         stats,
+        blobs: near_blobs,
         files,
     })
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DaemonAccessArgs, ServeArgs};
 use crate::commands::startup;
+use crate::metrics::{self, ServiceMetrics};
 use crate::services::{Services, read_token};
 
 /// Where gRPC listens when nothing at all is asked for.
@@ -23,6 +24,23 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone());
     let mut tasks = tokio::task::JoinSet::new();
+
+    // With --metrics, each front end sees the services through its own
+    // meter; without, the services as they are.
+    let service_metrics = match &args.metrics {
+        Some(addr) => {
+            let mut registry = metrics::registry();
+            let m = ServiceMetrics::register(&mut registry);
+            let server = metrics::serve(addr, registry, stop.clone()).await?;
+            tasks.spawn(async move { server.await.context("the metrics task failed")? });
+            Some(m)
+        }
+        None => None,
+    };
+    let front = |frontend: &'static str| match &service_metrics {
+        Some(m) => m.wrap(services.clone(), frontend),
+        None => services.clone(),
+    };
 
     let mut listen = args.listen.clone();
     if listen.is_empty() && args.http.is_none() && args.daemon_socket.is_none() {
@@ -53,7 +71,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
             auth,
             ..ServerConfig::default()
         };
-        let grpc = services.clone();
+        let grpc = front("grpc");
         let s = stop.clone();
         tasks.spawn(async move {
             storefs_grpc::serve(listeners, grpc, config, s.cancelled_owned())
@@ -82,7 +100,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
         };
         config.limits = startup::http_limits(&args.http_limits);
         config.guix = super::guix::http_config(&args.guix, &store_dir, &config)?;
-        let http = services.clone();
+        let http = front("http");
         tracing::info!(listen = %addr, "serving the HTTP binary cache");
         eprintln!(
             "storefs: HTTP binary cache on http://{} ({})",
@@ -104,7 +122,7 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
     if let Some(path) = &args.daemon_socket {
         spawn_daemon(
             &mut tasks,
-            &services,
+            &front("daemon"),
             &store_dir,
             path,
             &args.daemon_access,

@@ -98,6 +98,28 @@ pub(crate) struct Quota {
     recent: Mutex<HashMap<B3Digest, u64>>,
     /// The last tick handed out, so ticks never go backwards in a process.
     last: AtomicU64,
+    /// The tracked total as of the last write transaction (or the last
+    /// [`tracked_bytes`] read), for figures.
+    tracked: AtomicU64,
+    /// Chunks evicted by this process.
+    evicted_chunks: AtomicU64,
+    /// What the evicted chunks were charged.
+    evicted_bytes: AtomicU64,
+}
+
+/// A quota's figures at one moment
+/// ([`crate::RedbBlobService::quota_figures`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QuotaFigures {
+    /// The most bytes of chunk records kept.
+    pub max_bytes: u64,
+    /// Bytes of chunk records held (as charged), as of the last write.
+    pub used_bytes: u64,
+    /// Chunks this process evicted to stay within the quota.
+    pub evicted_chunks: u64,
+    /// Bytes (as charged) of those chunks.
+    pub evicted_bytes: u64,
 }
 
 impl Quota {
@@ -113,7 +135,25 @@ impl Quota {
             max_bytes,
             recent: Mutex::default(),
             last: AtomicU64::new(0),
+            tracked: AtomicU64::new(0),
+            evicted_chunks: AtomicU64::new(0),
+            evicted_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// The figures now.
+    pub(crate) fn figures(&self) -> QuotaFigures {
+        QuotaFigures {
+            max_bytes: self.max_bytes,
+            used_bytes: self.tracked.load(Ordering::Relaxed),
+            evicted_chunks: self.evicted_chunks.load(Ordering::Relaxed),
+            evicted_bytes: self.evicted_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Note the tracked total read from the database.
+    pub(crate) fn set_tracked(&self, bytes: u64) {
+        self.tracked.store(bytes, Ordering::Relaxed);
     }
 
     /// Wall-clock nanoseconds, strictly above every tick already given out
@@ -215,10 +255,15 @@ impl Quota {
                 atime.remove(key).map_err(storage("evict"))?;
                 chunks.remove(key).map_err(storage("evict"))?;
                 total = total.saturating_sub(size);
+                // Counted before the commit: a transaction that then fails
+                // overstates evictions, which is harmless for figures.
+                self.evicted_chunks.fetch_add(1, Ordering::Relaxed);
+                self.evicted_bytes.fetch_add(size, Ordering::Relaxed);
             }
         }
         meta.insert(CHUNK_BYTES, total)
             .map_err(storage("write meta"))?;
+        self.set_tracked(total);
         Ok(())
     }
 }

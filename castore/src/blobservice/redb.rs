@@ -23,8 +23,8 @@ use super::writer::{ChunkSink, ChunkingWriter};
 use super::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
 use crate::redb_store::{
-    BLOB_CHUNKS, CHUNKS, RedbStore, blocking, decode_chunk, decode_chunk_list, encode_chunk,
-    encode_chunk_list, storage,
+    BLOB_CHUNKS, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, RedbStore, WRITTEN, blocking, decode_chunk,
+    decode_chunk_list, encode_chunk, encode_chunk_list, storage, unix_now,
 };
 use crate::{B3Digest, Error, Result};
 
@@ -74,9 +74,21 @@ impl RedbBlobService {
     }
 
     /// The bytes of chunk records the quota tracks (0 without a quota).
+    /// Also refreshes [`RedbBlobService::quota_figures`].
     pub async fn quota_tracked_bytes(&self) -> Result<u64> {
         let db = self.db();
-        blocking(move || tracked_bytes(&db)).await
+        let bytes = blocking(move || tracked_bytes(&db)).await?;
+        if let Some(q) = &self.quota {
+            q.set_tracked(bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// The quota's figures (held, evicted), `None` without a quota. Held
+    /// bytes are as of the last write (or
+    /// [`RedbBlobService::quota_tracked_bytes`]).
+    pub fn quota_figures(&self) -> Option<super::QuotaFigures> {
+        self.quota.as_ref().map(|q| q.figures())
     }
 
     /// The blob service of `store`, cutting new blobs with `config`.
@@ -196,9 +208,20 @@ fn write_batches(
         let mut lists = txn
             .open_table(BLOB_CHUNKS)
             .map_err(storage("open chunk lists"))?;
+        // A store (no quota) notes when each record was written or reused,
+        // in this same transaction, for garbage collection's grace period.
+        let mut written = match quota {
+            None => Some(txn.open_table(WRITTEN).map_err(storage("open written"))?),
+            Some(_) => None,
+        };
+        let now = unix_now();
         for batch in batches {
             for (digest, record) in &batch.records {
                 let key = *digest.as_bytes();
+                if let Some(w) = written.as_mut() {
+                    w.insert((KIND_CHUNK, key), now)
+                        .map_err(storage("note chunk write"))?;
+                }
                 // A chunk already stored is kept (dedup); it may have been
                 // compressed for nothing, which is rare next to the cost of
                 // compressing under the write lock every time.
@@ -219,6 +242,10 @@ fn write_batches(
                 lists
                     .insert(*blob.as_bytes(), encode_chunk_list(list).as_slice())
                     .map_err(storage("insert chunk list"))?;
+                if let Some(w) = written.as_mut() {
+                    w.insert((KIND_CHUNK_LIST, *blob.as_bytes()), now)
+                        .map_err(storage("note chunk list write"))?;
+                }
             }
         }
     }

@@ -69,7 +69,14 @@ impl CachedBlobService {
     /// Fetch `digest` from far and check it. The caller keeps it in near
     /// (see [`CachedBlobService::fill`]).
     async fn fetch(&self, digest: B3Digest) -> Result<Option<Bytes>> {
-        let Some(data) = self.far.read_chunk(&digest).await? else {
+        let request = self.stats.far_request(digest, 1);
+        let got = self.far.read_chunk(&digest).await;
+        let bytes = match &got {
+            Ok(Some(d)) => d.len() as u64,
+            _ => 0,
+        };
+        request.finish(bytes, got.is_err());
+        let Some(data) = got? else {
             return Ok(None);
         };
         let actual = B3Digest::of(&data);
@@ -123,7 +130,17 @@ impl CachedBlobService {
         &self,
         digests: &[B3Digest],
     ) -> (Vec<Result<Option<Bytes>>>, Vec<(B3Digest, Bytes)>) {
+        let Some(first) = digests.first() else {
+            return (Vec::new(), Vec::new());
+        };
+        let request = self.stats.far_request(*first, digests.len() as u64);
         let got = self.far.read_chunk_batch(digests).await;
+        let bytes = got
+            .iter()
+            .filter_map(|r| r.as_ref().ok().and_then(|b| b.as_ref()))
+            .map(|b| b.len() as u64)
+            .sum();
+        request.finish(bytes, got.iter().any(|r| r.is_err()));
         let mut fill = Vec::new();
         let out: Vec<Result<Option<Bytes>>> = digests
             .iter()

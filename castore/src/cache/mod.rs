@@ -26,4 +26,4 @@ pub use blob::CachedBlobService;
 pub use directory::CachedDirectoryService;
 pub use files::{FileCache, FileCacheSnapshot};
 pub use fill::{FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE};
-pub use stats::{CacheStats, CacheStatsSnapshot};
+pub use stats::{CacheStats, CacheStatsSnapshot, FarFetch, RECENT_FETCHES};

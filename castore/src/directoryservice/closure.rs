@@ -90,6 +90,19 @@ pub(crate) trait ClosureBackend: Send + Sync + 'static {
 
     /// Store a checked closure (leaves first) all at once: all or nothing.
     async fn store_closure(&self, dirs: Vec<(B3Digest, Directory)>) -> Result<()>;
+
+    /// [`ClosureBackend::store_closure`], where the closure also names
+    /// `reused`, directories already stored that it does not carry. A
+    /// backend whose garbage collection respects write times notes theirs
+    /// too (and checks they are still there); the default ignores them.
+    async fn store_closure_reusing(
+        &self,
+        dirs: Vec<(B3Digest, Directory)>,
+        reused: Vec<B3Digest>,
+    ) -> Result<()> {
+        let _ = reused;
+        self.store_closure(dirs).await
+    }
 }
 
 enum PutterState {
@@ -104,6 +117,8 @@ enum PutterState {
 pub(crate) struct ClosurePutter<B> {
     backend: B,
     state: PutterState,
+    /// Stored directories the closure names without carrying them.
+    reused: Vec<B3Digest>,
 }
 
 impl<B: ClosureBackend> ClosurePutter<B> {
@@ -112,6 +127,7 @@ impl<B: ClosureBackend> ClosurePutter<B> {
         Self {
             backend,
             state: PutterState::Open(ClosureValidator::default()),
+            reused: Vec::new(),
         }
     }
 
@@ -137,7 +153,7 @@ impl<B: ClosureBackend> DirectoryPutter for ClosurePutter<B> {
         let outside = validator.outside_children(&directory);
         for child in outside {
             match self.backend.contains(&child).await {
-                Ok(true) => {}
+                Ok(true) => self.reused.push(child),
                 Ok(false) => {
                     let e = Error::InvalidRequest(format!(
                         "directory {digest} names child {child}, which was neither put before \
@@ -171,8 +187,9 @@ impl<B: ClosureBackend> DirectoryPutter for ClosurePutter<B> {
             }
         };
         let (root, dirs) = validator.finish().map_err(|e| self.fail(e))?;
+        let reused = std::mem::take(&mut self.reused);
         self.backend
-            .store_closure(dirs)
+            .store_closure_reusing(dirs, reused)
             .await
             .map_err(|e| self.fail(e))?;
         self.state = PutterState::Closed(root);

@@ -18,6 +18,7 @@ mod partial;
 mod redb;
 
 pub use self::redb::RedbDirectoryService;
+pub(crate) use self::redb::verify_directory;
 pub(crate) use closure::{ClosureBackend, ClosurePutter, put_one};
 pub use memory::MemoryDirectoryService;
 pub use partial::PartialDirectoryStore;

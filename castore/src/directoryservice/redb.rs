@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use redb::{Database, Durability};
+use redb::{Database, Durability, ReadableTable};
 
 use super::closure::{ClosureBackend, ClosurePutter, put_one};
 use super::{DirectoryPutter, DirectoryService, PartialDirectoryStore};
-use crate::redb_store::{DIRECTORIES, RedbStore, blocking, storage};
+use crate::redb_store::{
+    DIRECTORIES, KIND_DIRECTORY, RedbStore, WRITTEN, blocking, storage, unix_now,
+};
 use crate::{B3Digest, Directory, Error, Result};
 
 /// A directory service over a [`RedbStore`]. Clones share the database.
@@ -153,10 +155,22 @@ fn walk(db: &Database, root: B3Digest, tx: &tokio::sync::mpsc::Sender<Result<Dir
     }
 }
 
+/// How [`write_directories`] notes write times (`castore.written.v1`).
+enum Stamp<'a> {
+    /// A cache fill: no write times.
+    None,
+    /// A store's write: note the directories written, and `reused`, the
+    /// stored directories the closure names without carrying them; each of
+    /// those must still be there (garbage collection may have taken it
+    /// since the putter checked), or nothing is written.
+    Written { reused: &'a [B3Digest] },
+}
+
 fn write_directories(
     db: &Database,
     dirs: Vec<(B3Digest, Directory)>,
     durability: Durability,
+    stamp: Stamp<'_>,
 ) -> Result<()> {
     let mut txn = db.begin_write().map_err(storage("begin write"))?;
     txn.set_durability(durability);
@@ -164,6 +178,30 @@ fn write_directories(
         let mut table = txn
             .open_table(DIRECTORIES)
             .map_err(storage("open directories"))?;
+        let now = unix_now();
+        if let Stamp::Written { reused } = stamp {
+            let mut written = txn.open_table(WRITTEN).map_err(storage("open written"))?;
+            for digest in reused {
+                if table
+                    .get(*digest.as_bytes())
+                    .map_err(storage("read directory"))?
+                    .is_none()
+                {
+                    return Err(Error::InvalidRequest(format!(
+                        "directory {digest}, named by the closure, is no longer stored \
+                         (garbage collected meanwhile); put it again"
+                    )));
+                }
+                written
+                    .insert((KIND_DIRECTORY, *digest.as_bytes()), now)
+                    .map_err(storage("note directory write"))?;
+            }
+            for (digest, _) in &dirs {
+                written
+                    .insert((KIND_DIRECTORY, *digest.as_bytes()), now)
+                    .map_err(storage("note directory write"))?;
+            }
+        }
         for (digest, dir) in dirs {
             table
                 .insert(*digest.as_bytes(), dir.encode().as_ref())
@@ -224,8 +262,26 @@ impl ClosureBackend for RedbDirectoryService {
     }
 
     async fn store_closure(&self, dirs: Vec<(B3Digest, Directory)>) -> Result<()> {
+        self.store_closure_reusing(dirs, Vec::new()).await
+    }
+
+    /// Notes the write time of the closure and of the stored directories
+    /// it reuses, checking those are still there, in one transaction.
+    async fn store_closure_reusing(
+        &self,
+        dirs: Vec<(B3Digest, Directory)>,
+        reused: Vec<B3Digest>,
+    ) -> Result<()> {
         let db = self.db();
-        blocking(move || write_directories(&db, dirs, Durability::Immediate)).await
+        blocking(move || {
+            write_directories(
+                &db,
+                dirs,
+                Durability::Immediate,
+                Stamp::Written { reused: &reused },
+            )
+        })
+        .await
     }
 }
 
@@ -240,7 +296,10 @@ impl PartialDirectoryStore for RedbDirectoryService {
         let durability = self
             .store
             .cache_fill_durability(directory.encode().len() as u64);
-        blocking(move || write_directories(&db, vec![(digest, directory)], durability)).await?;
+        blocking(move || {
+            write_directories(&db, vec![(digest, directory)], durability, Stamp::None)
+        })
+        .await?;
         Ok(digest)
     }
 
@@ -250,6 +309,6 @@ impl PartialDirectoryStore for RedbDirectoryService {
         let bytes = directories.iter().map(|d| d.encode().len() as u64).sum();
         let dirs = directories.into_iter().map(|d| (d.digest(), d)).collect();
         let durability = self.store.cache_fill_durability(bytes);
-        blocking(move || write_directories(&db, dirs, durability)).await
+        blocking(move || write_directories(&db, dirs, durability, Stamp::None)).await
     }
 }

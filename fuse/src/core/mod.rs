@@ -50,7 +50,7 @@ pub use inodes::ROOT_INO;
 pub use ops::{ListItem, PlusItem, UNKNOWN_INO};
 pub use ops::{XATTR_BLOB, XATTR_DIRECTORY, XATTR_STATS};
 pub use reader::MAX_READ;
-pub use stats::{BlobOrigin, MountStats, StatsSnapshot};
+pub use stats::{BlobOrigin, ExtraStats, MountStats, StatsSnapshot};
 
 /// An errno (`libc::ENOENT`, ...): what every failed operation of the core
 /// answers, for the transport to pass on to the guest or the kernel.

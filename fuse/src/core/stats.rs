@@ -31,12 +31,19 @@ pub enum BlobOrigin {
     Cached(Arc<CacheStats>),
 }
 
+/// Figures the mount's owner adds to `user.storefs.stats` (the cache's
+/// quota, the remote's health, the slowest recent fetches): called at each
+/// read of the xattr, its keys merged into the JSON object.
+pub type ExtraStats = Arc<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
+
 /// Live counters of one mount. Shared by every part of the filesystem; read
 /// them with [`MountStats::snapshot`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MountStats {
     /// Where blob bytes come from (for `bytes_fetched`).
     origin: BlobOrigin,
+    /// What the owner adds to the xattr ([`MountStats::set_extra`]).
+    extra: std::sync::OnceLock<ExtraStats>,
     /// Bytes of chunks (and streamed blobs) the mount read from its blob
     /// service, from a remote or not.
     pub(crate) bytes_fetched: AtomicU64,
@@ -138,7 +145,36 @@ pub struct StatsSnapshot {
     pub file_cache_bytes: u64,
 }
 
+impl std::fmt::Debug for MountStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountStats")
+            .field("snapshot", &self.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
 impl MountStats {
+    /// Add figures of the owner's to what `user.storefs.stats` shows
+    /// (once: a second call is ignored).
+    pub fn set_extra(&self, extra: ExtraStats) {
+        let _ = self.extra.set(extra);
+    }
+
+    /// The JSON `user.storefs.stats` returns: the snapshot, and the
+    /// owner's figures beside it.
+    pub fn to_json(&self) -> String {
+        let snap = self.snapshot();
+        let Some(extra) = self.extra.get() else {
+            return snap.to_json();
+        };
+        let mut obj = match serde_json::to_value(snap) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        obj.extend(extra());
+        serde_json::Value::Object(obj).to_string()
+    }
+
     /// Counters for a mount whose blob service gets its bytes from
     /// `origin`.
     pub fn new(origin: BlobOrigin) -> Self {
@@ -238,6 +274,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&snap.to_json()).unwrap();
         assert_eq!(v["bytes_fetched"], 4096);
         assert_eq!(v["inodes"], 5);
+    }
+
+    #[test]
+    fn the_owner_s_figures_join_the_json() {
+        let s = MountStats::default();
+        add(&s.bytes_fetched, 7);
+        s.set_extra(Arc::new(|| {
+            let mut m = serde_json::Map::new();
+            m.insert("remote".into(), "grpc://h:1".into());
+            m
+        }));
+        let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(v["remote"], "grpc://h:1");
+        assert_eq!(v["bytes_fetched"], 7);
     }
 
     #[test]

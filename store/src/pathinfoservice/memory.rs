@@ -59,6 +59,17 @@ impl PathInfoService for MemoryPathInfoService {
         Ok(info)
     }
 
+    async fn delete(&self, digest: Digest) -> Result<bool> {
+        let mut inner = self.inner.write();
+        let Some(old) = inner.infos.remove(&digest) else {
+            return Ok(false);
+        };
+        for r in &old.references {
+            inner.referrers.remove(&(*r.digest(), digest));
+        }
+        Ok(true)
+    }
+
     fn list(&self) -> BoxStream<'static, Result<PathInfo>> {
         let all: Vec<PathInfo> = self.inner.read().infos.values().cloned().collect();
         stream::iter(all.into_iter().map(Ok)).boxed()

@@ -37,6 +37,20 @@ pub trait PathInfoService: Send + Sync + 'static {
     /// Every path info held, in no particular order.
     fn list(&self) -> BoxStream<'static, Result<PathInfo>>;
 
+    /// Remove the path info with this digest (and its entries in the
+    /// reference index); whether there was one. The data it names stays
+    /// until garbage collection finds nothing else reaches it. Callers
+    /// check referrers first (`storefs delete`): this does not.
+    ///
+    /// Added after the first version of this trait; the default refuses
+    /// (a remote or a cache in front of one cannot delete).
+    async fn delete(&self, digest: [u8; DIGEST_LEN]) -> Result<bool> {
+        let _ = digest;
+        Err(storefs_castore::Error::InvalidRequest(
+            "this store cannot delete path infos (delete them where the store lives)".into(),
+        ))
+    }
+
     /// The paths held whose references include the path with this digest
     /// (Nix's QueryReferrers), itself included if it refers to itself;
     /// sorted by base name. The path itself need not be held.

@@ -115,6 +115,27 @@ impl PathInfoService for ObjectStorePathInfoService {
         Ok(info)
     }
 
+    /// The path info object first, then its referrer entries (an entry
+    /// whose path info is gone is ignored anyway).
+    async fn delete(&self, digest: Digest) -> Result<bool> {
+        let key = self.info_key(&digest);
+        let Some(info) = self.read(&key, &digest).await? else {
+            return Ok(false);
+        };
+        let store = self.bucket.store();
+        let gone = |k: &Path, r: std::result::Result<(), ::object_store::Error>| match r {
+            Ok(()) | Err(::object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::storage(format!("object store: DELETE {k}"), e)),
+        };
+        gone(&key, store.delete(&key).await)?;
+        let base = info.store_path.base_name();
+        for r in &info.references {
+            let entry = self.referrers_dir(r.digest()).child(base.as_str());
+            gone(&entry, store.delete(&entry).await)?;
+        }
+        Ok(true)
+    }
+
     fn list(&self) -> BoxStream<'static, Result<PathInfo>> {
         let this = self.clone();
         self.bucket

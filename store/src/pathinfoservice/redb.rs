@@ -192,6 +192,47 @@ impl PathInfoService for RedbPathInfoService {
         Ok(info)
     }
 
+    /// The record and its reference index entries go in one transaction.
+    async fn delete(&self, key: Digest) -> Result<bool> {
+        let db = self.store.database();
+        blocking(move || {
+            let txn = db.begin_write().map_err(|e| storage("begin write", e))?;
+            let existed = {
+                let mut infos = txn
+                    .open_table(INFOS)
+                    .map_err(|e| storage("open table", e))?;
+                let mut referrers = txn
+                    .open_table(REFERRERS)
+                    .map_err(|e| storage("open table", e))?;
+                let old: Option<Vec<u8>> = infos
+                    .remove(key)
+                    .map_err(|e| storage("remove", e))?
+                    .map(|v| v.value().to_vec());
+                match old {
+                    None => false,
+                    Some(old) => {
+                        let stale: Vec<(Digest, Digest)> = match old_references(&old) {
+                            Some(refs) => refs.into_iter().map(|r| (r, key)).collect(),
+                            None => referrers
+                                .iter()
+                                .map_err(|e| storage("scan", e))?
+                                .filter_map(|e| e.ok().map(|(k, _)| k.value()))
+                                .filter(|(_, referrer)| *referrer == key)
+                                .collect(),
+                        };
+                        for k in stale {
+                            referrers.remove(k).map_err(|e| storage("remove", e))?;
+                        }
+                        true
+                    }
+                }
+            };
+            txn.commit().map_err(|e| storage("commit", e))?;
+            Ok(existed)
+        })
+        .await
+    }
+
     fn list(&self) -> BoxStream<'static, Result<PathInfo>> {
         let db = self.store.database();
         Box::pin(async_stream::try_stream! {
