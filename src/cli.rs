@@ -21,6 +21,7 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// The store to use: redb:///dir, memory:, grpc://host:port, grpc+unix:///path,
     /// s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=R, file:///dir.
+    /// Replicas of a gRPC store, tried in turn: grpc://a:7070,b:7070.
     /// Default: the embedded store under $STOREFS_DATA, else $XDG_DATA_HOME/storefs.
     #[arg(long, global = true, env = "STOREFS_STORE")]
     pub store: Option<String>,
@@ -137,6 +138,10 @@ pub struct ServeArgs {
     /// Size quota of --near-cache, e.g. 10G (default: a quarter of the free space there).
     #[arg(long, requires = "near_cache")]
     pub near_cache_size: Option<String>,
+    /// The longest a request to the backing store may take (an S3 request,
+    /// retries included; a gRPC remote), e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub guix: GuixServeArgs,
 }

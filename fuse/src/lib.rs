@@ -73,7 +73,7 @@ mod stats;
 
 pub use memory::{MALLOC_ARENAS, MMAP_THRESHOLD, bound_malloc};
 pub use mount::{MountConfig, MountError, MountHandle, Unmounter, mount};
-pub use stats::{BlobOrigin, MountStats, StatsSnapshot};
+pub use stats::{BlobOrigin, MountStats, StatsSection, StatsSnapshot};
 
 /// Names of the extended attributes the mount offers.
 pub mod xattr {

@@ -24,7 +24,7 @@ use crate::fetch::Fetcher;
 use crate::fs::StoreFs;
 use crate::ops::{FsInner, InnerConfig};
 use crate::passthrough::Passthrough;
-use crate::stats::{BlobOrigin, MountStats};
+use crate::stats::{BlobOrigin, MountStats, StatsSection};
 
 /// How to mount. Build it with [`MountConfig::new`] and change the fields
 /// you need.
@@ -82,6 +82,9 @@ pub struct MountConfig {
     /// offers it and the mount may register backing files (root);
     /// elsewhere the mount behaves as without it.
     pub passthrough: bool,
+    /// Figures kept outside the mount (the replicas of its remote store),
+    /// shown in `user.storefs.stats` beside its own.
+    pub stats_sections: Vec<StatsSection>,
 }
 
 impl MountConfig {
@@ -103,6 +106,7 @@ impl MountConfig {
             blob_origin: BlobOrigin::Remote,
             file_cache: None,
             passthrough: true,
+            stats_sections: Vec::new(),
         }
     }
 }
@@ -192,7 +196,9 @@ pub fn mount(
             device: live.source,
         });
     }
-    let stats = Arc::new(MountStats::new(config.blob_origin.clone()));
+    let stats = Arc::new(
+        MountStats::new(config.blob_origin.clone()).with_sections(config.stats_sections.clone()),
+    );
     let fetcher = Arc::new(Fetcher::new(
         blobs,
         Arc::clone(&stats),

@@ -712,7 +712,7 @@ impl FsInner {
                 Ok(digest.to_hex().into_bytes())
             }
             (InodeData::Root, n) if n == XATTR_STATS.as_bytes() => {
-                Ok(self.stats.snapshot().to_json().into_bytes())
+                Ok(self.stats.to_json().into_bytes())
             }
             _ => Err(FsError::NoXattr),
         }

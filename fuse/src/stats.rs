@@ -31,12 +31,43 @@ pub enum BlobOrigin {
     Cached(Arc<CacheStats>),
 }
 
+/// A named section of figures kept outside the mount (the replicas of
+/// its remote store, say), added to `user.storefs.stats` under its name.
+#[derive(Clone)]
+pub struct StatsSection {
+    name: String,
+    render: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl StatsSection {
+    /// A section `name` whose figures `render` gives at each read.
+    pub fn new(
+        name: impl Into<String>,
+        render: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            render: Arc::new(render),
+        }
+    }
+}
+
+impl std::fmt::Debug for StatsSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsSection")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Live counters of one mount. Shared by every part of the filesystem; read
 /// them with [`MountStats::snapshot`].
 #[derive(Debug, Default)]
 pub struct MountStats {
     /// Where blob bytes come from (for `bytes_fetched`).
     origin: BlobOrigin,
+    /// Figures from outside the mount, shown beside its own.
+    sections: Vec<StatsSection>,
     /// Bytes of chunks (and streamed blobs) the mount read from its blob
     /// service, from a remote or not.
     pub(crate) bytes_fetched: AtomicU64,
@@ -148,6 +179,25 @@ impl MountStats {
         }
     }
 
+    /// These counters, with `sections` shown beside them in
+    /// [`MountStats::to_json`].
+    pub fn with_sections(mut self, sections: Vec<StatsSection>) -> Self {
+        self.sections = sections;
+        self
+    }
+
+    /// The counters now and each section's figures, as the one line of
+    /// JSON `user.storefs.stats` returns.
+    pub fn to_json(&self) -> String {
+        let mut value = serde_json::to_value(self.snapshot()).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            for s in &self.sections {
+                map.insert(s.name.clone(), (s.render)());
+            }
+        }
+        value.to_string()
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -238,6 +288,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&snap.to_json()).unwrap();
         assert_eq!(v["bytes_fetched"], 4096);
         assert_eq!(v["inodes"], 5);
+    }
+
+    #[test]
+    fn sections_appear_beside_the_counters() {
+        let s = MountStats::default().with_sections(vec![StatsSection::new(
+            "remotes",
+            || serde_json::json!([{"endpoint": "grpc://a:1"}]),
+        )]);
+        add(&s.bytes_fetched, 7);
+        let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        assert_eq!(v["bytes_fetched"], 7);
+        assert_eq!(v["remotes"][0]["endpoint"], "grpc://a:1");
     }
 
     #[test]

@@ -9,16 +9,25 @@ use std::time::Duration;
 
 use anyhow::Context;
 use storefs_castore::StoreUrl;
-use storefs_fuse::{BlobOrigin, MountConfig};
+use storefs_fuse::{BlobOrigin, MountConfig, StatsSection};
+use storefs_grpc::Replicas;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::MountArgs;
 use crate::commands::serve::{spawn_daemon, spawn_signal_handler};
-use crate::services::{self, Globals, Services};
+use crate::services::{self, Globals, OpenOptions, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
-    let far = services::open(globals).await?;
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let opened = services::open_with(
+        globals,
+        OpenOptions {
+            timeout: Some(timeout),
+        },
+    )
+    .await?;
+    let far = opened.services;
     let (services, cache, blob_origin, file_cache) = match &globals.url {
         StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
             if matches!(globals.url, StoreUrl::Grpc { .. }) {
@@ -40,12 +49,13 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         config.threads = t.max(1);
     }
-    config.timeout = Duration::from_secs(args.timeout.max(1));
+    config.timeout = timeout;
     config.allow_other = args.allow_other;
     config.store_dir = globals.store_dir.as_str().to_owned();
     config.blob_origin = blob_origin;
     config.passthrough = !args.no_passthrough;
     config.file_cache = file_cache;
+    config.stats_sections = opened.replicas.map(remotes_section).into_iter().collect();
 
     let runtime = tokio::runtime::Handle::current();
     let mount_services = services.clone();
@@ -80,7 +90,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
 
     println!(
         "storefs: mounted {} at {}",
-        globals.url,
+        globals.display,
         args.mountpoint.display()
     );
     std::io::stdout().flush().ok();
@@ -102,6 +112,28 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `remotes` in `user.storefs.stats`: one entry per replica of the gRPC
+/// store, in the order given (docs/mount.md).
+fn remotes_section(replicas: Replicas) -> StatsSection {
+    StatsSection::new("remotes", move || {
+        replicas
+            .figures()
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "endpoint": f.endpoint,
+                    "state": f.state(),
+                    "requests": f.requests,
+                    "failures": f.failures,
+                    "bytes": f.bytes,
+                    "consecutive_failures": f.consecutive_failures,
+                    "shunned_for_ms": f.shunned_for_ms,
+                })
+            })
+            .collect()
+    })
+}
+
 /// Front `far` with the local redb cache under `--cache` (default: the
 /// data directory's `cache/`), and the file cache for passthrough beside it.
 async fn with_local_cache(
@@ -112,7 +144,16 @@ async fn with_local_cache(
         .cache
         .clone()
         .unwrap_or_else(|| services::default_data_dir().join("cache"));
-    super::near_cache::front(far, &dir, args.cache_size.as_deref(), !args.no_passthrough).await
+    // A path info found absent is asked again each time: a mount shows a
+    // path uploaded elsewhere as soon as it is looked up.
+    super::near_cache::front(
+        far,
+        &dir,
+        args.cache_size.as_deref(),
+        !args.no_passthrough,
+        Duration::ZERO,
+    )
+    .await
 }
 
 #[cfg(test)]
