@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use storefs_castore::objectstore::{
-    ObjectStoreLocation, ObjectStoreOptions, S3Credentials, open_object_store,
+    ObjectStoreLocation, ObjectStoreOptions, RequestCounts, S3Credentials, open_object_store,
 };
 use storefs_castore::{GrpcEndpoint, StoreUrl, open_castore};
 use storefs_grpc::{ClientConfig, Replicas, Token};
@@ -99,6 +99,18 @@ pub struct Opened {
     pub services: Services,
     /// The replicas of a gRPC store, for their figures.
     pub replicas: Option<Replicas>,
+    /// The requests made to an object store, for figures.
+    pub object_requests: Option<Arc<RequestCounts>>,
+}
+
+/// Prints the requests made to the object store on one line on stderr
+/// when dropped (as `serve` exits), for operators and `bench/run`.
+pub struct RequestReport(pub Arc<RequestCounts>);
+
+impl Drop for RequestReport {
+    fn drop(&mut self) {
+        eprintln!("storefs: {}", self.0.snapshot());
+    }
 }
 
 /// Open the services of the store the global flags name. Must run inside
@@ -127,6 +139,7 @@ pub async fn open_with(globals: &Globals, options: OpenOptions) -> anyhow::Resul
             let objects = open_object_store(location, &object_options).await?;
             let path_info = Arc::new(ObjectStorePathInfoService::new(objects.bucket.clone()));
             Ok(Opened {
+                object_requests: Some(objects.bucket.counts().clone()),
                 services: Services::new(objects.blobs, objects.directories, path_info),
                 replicas: None,
             })
@@ -156,6 +169,7 @@ pub async fn open_with(globals: &Globals, options: OpenOptions) -> anyhow::Resul
             Ok(Opened {
                 replicas: Some(remote.replicas.clone()),
                 services: remote.into(),
+                object_requests: None,
             })
         }
         _ => {
@@ -171,6 +185,7 @@ pub async fn open_with(globals: &Globals, options: OpenOptions) -> anyhow::Resul
             Ok(Opened {
                 services: Services::new(local.blobs, local.directories, path_info),
                 replicas: None,
+                object_requests: None,
             })
         }
     }

@@ -52,7 +52,9 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
             let options = services::OpenOptions {
                 timeout: Some(args.timeout),
             };
-            let far = services::open_with(&globals, options).await?.services;
+            let opened = services::open_with(&globals, options).await?;
+            let _report = opened.object_requests.map(services::RequestReport);
+            let far = opened.services;
             match &args.near_cache {
                 Some(dir) => {
                     let size = args.near_cache_size.as_deref();

@@ -48,6 +48,17 @@ pub struct RequestCountsSnapshot {
     pub lists: u64,
 }
 
+impl std::fmt::Display for RequestCountsSnapshot {
+    /// `object store requests: 12 GET (3407872 bytes), 0 HEAD, 5 PUT (1048576 bytes), 1 LIST`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "object store requests: {} GET ({} bytes), {} HEAD, {} PUT ({} bytes), {} LIST",
+            self.gets, self.get_bytes, self.heads, self.puts, self.put_bytes, self.lists
+        )
+    }
+}
+
 impl RequestCounts {
     /// The counts now.
     pub fn snapshot(&self) -> RequestCountsSnapshot {
