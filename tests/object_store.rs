@@ -372,6 +372,40 @@ fn an_http_upload_through_one_replica_is_seen_through_the_other() {
     );
 }
 
+#[test]
+fn a_hung_s3_is_bounded_by_serve_timeout() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = g.store_url(&g.bucket, "store5");
+    let a = replica(&g, tmp.path(), "a", &url, &["--timeout", "2s"]);
+    let tree = tmp.path().join("tree");
+    write_tree(&tree, &pseudo_random(1 << 20, 23));
+    let data = tmp.path().join("client");
+    let path = ok_str(storefs(&g, &data, &url).arg("add").arg(&tree));
+
+    // Garage frozen: the replica's S3 requests give up after its 2 s
+    // (object_store's timeouts), and it says so; the client's own 30 s
+    // deadline is not what ends the call.
+    g.pause();
+    let started = Instant::now();
+    let (served, _, err) = try_run(storefs(&g, &data, &a.url()).arg("nar").arg(&path));
+    let took = started.elapsed();
+    g.resume();
+    assert!(!served, "a path was served with S3 frozen");
+    assert!(
+        err.contains("timed out") || err.contains("timeout"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("DEADLINE_EXCEEDED"),
+        "the client's deadline ended it: {err}"
+    );
+    assert!(took < Duration::from_secs(25), "took {took:?}: {err}");
+    // Thawed, the same replica serves it.
+    let dump = ok(nix::cmd("nix-store").arg("--dump").arg(&tree));
+    assert_eq!(ok(storefs(&g, &data, &a.url()).arg("nar").arg(&path)), dump);
+}
+
 /// EIO, without a libc dependency.
 fn libc_eio() -> i32 {
     5
