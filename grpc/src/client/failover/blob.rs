@@ -76,9 +76,9 @@ impl BlobService for Failover {
                 let mut worst: Option<usize> = None;
                 for (j, r) in pending.iter().copied().zip(got) {
                     match r {
-                        Err(e) if verdict(&e) != Verdict::Final => {
+                        Err(e) if verdict(&e).next() => {
                             still.push(j);
-                            if worst.is_none() || verdict(&e) == Verdict::NextAndShun {
+                            if worst.is_none() || verdict(&e) != Verdict::Next {
                                 worst = Some(j);
                             }
                             out[j] = Some(Err(e));
@@ -98,6 +98,9 @@ impl BlobService for Failover {
                 remotes.record(remote, failure);
                 pending = still;
             }
+            // Another round only for entries a replica could not be asked.
+            pending
+                .retain(|&j| matches!(&out[j], Some(Err(e)) if verdict(e) == Verdict::Unreachable));
         }
         out.into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::remote_msg("ReadChunks: no replica to ask"))))

@@ -39,6 +39,7 @@ impl DirectoryService for Failover {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(remotes.config.max_backoff);
                 }
+                let mut again = false;
                 for i in remotes.order() {
                     let remote = &remotes.list[i];
                     let mut stream = remote.services.directory.get_recursive(&root);
@@ -65,9 +66,13 @@ impl DirectoryService for Failover {
                         Some(e) if verdict(&e) == Verdict::Final => Err(e)?,
                         Some(e) => {
                             tracing::debug!(endpoint = %remote.name, %root, delivered = sent.len(), error = %storefs_castore::Report(&e), "closure broke; resuming on the next replica");
+                            again |= verdict(&e) == Verdict::Unreachable;
                             last = Some(e);
                         }
                     }
+                }
+                if !again {
+                    break;
                 }
             }
             if let Some(e) = last {

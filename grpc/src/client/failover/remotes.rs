@@ -146,24 +146,45 @@ pub(crate) enum Verdict {
     /// The answer stands (a refused request, refused credentials): another
     /// replica would say the same.
     Final,
-    /// Try the next replica; this one is down or broken, skip it a while.
-    NextAndShun,
     /// Try the next replica, but this one is up: it sent data that failed
-    /// its check, or its store reported the data lost.
+    /// its check, or its store reported the data lost. Not asked again.
     Next,
+    /// Try the next replica; this one is broken or slow (no answer in
+    /// time, an internal error): skip it a while. Not asked again by this
+    /// request (a timeout already took its share of the deadline).
+    Shun,
+    /// Try the next replica; this one cannot be reached (refused, the
+    /// connection broke): skip it a while, and after a round where all
+    /// failed so, wait and go round again (it may be restarting).
+    Unreachable,
 }
 
-/// How a request's failure on one replica is handled.
+impl Verdict {
+    /// Whether the request goes on to the next replica.
+    pub(crate) fn next(self) -> bool {
+        self != Verdict::Final
+    }
+
+    /// Whether the replica is skipped for a while.
+    fn shuns(self) -> bool {
+        matches!(self, Verdict::Shun | Verdict::Unreachable)
+    }
+}
+
+/// How a request's failure on one replica is handled. The gRPC status is
+/// read from the error's context, where this crate's clients write its
+/// canonical name (`status::from_status`: "ENDPOINT OP: CODE: message").
 pub(crate) fn verdict(e: &Error) -> Verdict {
     match e {
-        Error::Timeout { .. } => Verdict::NextAndShun,
+        Error::Timeout { .. } => Verdict::Shun,
         Error::Remote { context, .. } => {
-            // The service's own verdict on its data (the status names this
-            // crate writes into the context, `status::from_status`).
-            if context.contains(": DATA_LOSS: ") {
+            let code = |c: &str| context.contains(&format!(": {c}: "));
+            if code("DATA_LOSS") {
                 Verdict::Next
+            } else if code("UNAVAILABLE") || code("UNKNOWN") {
+                Verdict::Unreachable
             } else {
-                Verdict::NextAndShun
+                Verdict::Shun
             }
         }
         Error::Integrity { .. } | Error::InvalidDirectory { .. } => Verdict::Next,
@@ -204,9 +225,10 @@ impl Remotes {
     }
 
     /// Run `attempt` on the replicas in [`Remotes::order`] until one
-    /// answers; after a round where all failed, wait (doubling from
-    /// `initial_backoff`) and go round again, `retries` times. An answer
-    /// that stands ([`Verdict::Final`]) is returned at once.
+    /// answers; after a round where all failed and one could not be reached
+    /// ([`Verdict::Unreachable`]), wait (doubling from `initial_backoff`)
+    /// and go round again, `retries` times. An answer that stands
+    /// ([`Verdict::Final`]) is returned at once.
     ///
     /// You must only use this for requests that may run twice (reads,
     /// writes of content-addressed data, a path info written last).
@@ -222,16 +244,21 @@ impl Remotes {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(self.config.max_backoff);
             }
+            let mut again = false;
             for i in self.order() {
                 let remote = &self.list[i];
                 match self.attempt(remote, &mut attempt).await {
                     Ok(v) => return Ok(v),
                     Err((e, Verdict::Final)) => return Err(e),
-                    Err((e, _)) => {
+                    Err((e, v)) => {
                         tracing::debug!(endpoint = %remote.name, op, error = %storefs_castore::Report(&e), "trying the next replica");
+                        again |= v == Verdict::Unreachable;
                         last = Some(e);
                     }
                 }
+            }
+            if !again {
+                break;
             }
         }
         Err(last.unwrap_or_else(|| Error::remote_msg(format!("{op}: no replica to ask"))))
@@ -257,8 +284,7 @@ impl Remotes {
                 let v = verdict(&e);
                 match v {
                     Verdict::Final => remote.answered(),
-                    Verdict::Next => remote.failed(&self.config, &e, false),
-                    Verdict::NextAndShun => remote.failed(&self.config, &e, true),
+                    v => remote.failed(&self.config, &e, v.shuns()),
                 }
                 Err((e, v))
             }
@@ -274,8 +300,7 @@ impl Remotes {
             None => remote.answered(),
             Some(e) => match verdict(e) {
                 Verdict::Final => remote.answered(),
-                Verdict::Next => remote.failed(&self.config, e, false),
-                Verdict::NextAndShun => remote.failed(&self.config, e, true),
+                v => remote.failed(&self.config, e, v.shuns()),
             },
         }
     }
@@ -301,10 +326,14 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert_eq!(verdict(&Error::timeout("x", None)), Verdict::NextAndShun);
+        assert_eq!(verdict(&Error::timeout("x", None)), Verdict::Shun);
+        assert_eq!(
+            verdict(&Error::remote_msg("grpc://a:1 Read: INTERNAL: redb")),
+            Verdict::Shun
+        );
         assert_eq!(
             verdict(&Error::remote_msg("grpc://a:1 Read: UNAVAILABLE: down")),
-            Verdict::NextAndShun
+            Verdict::Unreachable
         );
         assert_eq!(
             verdict(&Error::remote_msg("grpc://a:1 Read: DATA_LOSS: bad")),
