@@ -21,6 +21,7 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// The store to use: redb:///dir, memory:, grpc://host:port, grpc+unix:///path,
     /// s3://BUCKET[/PREFIX]?endpoint=http://HOST:PORT&region=R, file:///dir.
+    /// Replicas of a gRPC store, tried in turn: grpc://a:7070,b:7070.
     /// Default: the embedded store under $STOREFS_DATA, else $XDG_DATA_HOME/storefs.
     #[arg(long, global = true, env = "STOREFS_STORE")]
     pub store: Option<String>,
@@ -210,6 +211,10 @@ pub struct ServeArgs {
     /// The grace period of --gc-interval's collections.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_age, requires = "gc_interval")]
     pub gc_keep_since: Duration,
+    /// The longest a request to the backing store may take (an S3 request,
+    /// retries included; a gRPC remote), e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub guix: GuixServeArgs,
 }

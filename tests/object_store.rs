@@ -5,18 +5,26 @@
 //! bucket are seen through the other; the bucket follows snix's layout,
 //! read back here by key with the object_store crate and zstd alone; a
 //! corrupt chunk object fails only its own file; a bad endpoint, bad
-//! credentials or a missing bucket fail at startup with one line.
+//! credentials or a missing bucket fail at startup with one line. A mount
+//! given both replicas survives one of them dying in the middle of a
+//! read, fails fast with both gone, and recovers by itself when one comes
+//! back; an HTTP upload (`nix copy --to http://`) through one replica is
+//! seen through the other.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
 use object_store::path::Path as Key;
 use storefs_castore::{B3Digest, ChunkerConfig, chunk_all};
+use storefs_testkit::nix::NixStore;
 use storefs_testkit::nix::{self, Fixtures};
 use storefs_testkit::{
-    Garage, TestMount, TestServer, ok, ok_str, pseudo_random, storefs_bin, storefs_cmd, try_run,
+    Garage, TestMount, TestServer, free_port, ok, ok_str, pseudo_random, storefs_bin, storefs_cmd,
+    try_run, wait_for,
 };
 
 /// `storefs --store URL …` with Garage's key in the environment.
@@ -232,6 +240,170 @@ fn a_corrupt_chunk_fails_only_its_file_through_a_mount() {
     rt.block_on(raw.put(&victim, good.into())).unwrap();
     assert_eq!(std::fs::read(base.join("big.bin")).unwrap(), big);
     drop(mount);
+}
+
+#[test]
+fn a_mount_of_two_replicas_reads_on_when_one_dies() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = g.store_url(&g.bucket, "store3");
+    let a = replica(&g, tmp.path(), "a", &url, &[]);
+    let b = replica(&g, tmp.path(), "b", &url, &[]);
+    let tree = tmp.path().join("tree");
+    let big = pseudo_random(48 << 20, 21);
+    write_tree(&tree, &big);
+    let other = pseudo_random(3 << 20, 22);
+    std::fs::write(tree.join("other.bin"), &other).unwrap();
+    let data = tmp.path().join("client");
+    let path = ok_str(storefs(&g, &data, &a.url()).arg("add").arg(&tree));
+
+    let timeout = 6;
+    let mnt = tmp.path().join("mnt");
+    let both = format!("{},{}", a.url(), b.url());
+    let mount = TestMount::start(
+        &storefs_bin!(),
+        &both,
+        &mnt,
+        &tmp.path().join("cache"),
+        &["--timeout", &timeout.to_string(), "--no-passthrough"],
+    );
+    let base = mnt.join(path.trim_start_matches("/nix/store/"));
+
+    // A quarter of big.bin, cold, from A (the first given).
+    let mut file = std::fs::File::open(base.join("big.bin")).unwrap();
+    let mut got = vec![0u8; big.len() / 4];
+    file.read_exact(&mut got).unwrap();
+    let remotes = |m: &TestMount| m.stats()["remotes"].as_array().unwrap().clone();
+    let r = remotes(&mount);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert!(r[0]["bytes"].as_u64().unwrap() > 0, "{r:?}");
+    assert_eq!(r[1]["bytes"], 0, "{r:?}");
+
+    // A dies in the middle of the read: the rest comes from B, no EIO.
+    drop(a);
+    file.read_to_end(&mut got).unwrap();
+    assert!(got == big, "big.bin read through the failover differs");
+    let r = remotes(&mount);
+    assert!(r[0]["failures"].as_u64().unwrap() >= 1, "{r:?}");
+    assert_eq!(r[0]["state"], "shunned", "{r:?}");
+    assert!(r[1]["bytes"].as_u64().unwrap() > 0, "{r:?}");
+    assert_eq!(r[1]["state"], "healthy", "{r:?}");
+
+    // Both gone: an uncached read fails with EIO, and does not hang (the
+    // bound is a liveness check, far above --timeout, not a speed one).
+    drop(b);
+    let started = Instant::now();
+    let err = std::fs::read(base.join("other.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc_eio()), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4 * timeout),
+        "EIO took {:?}",
+        started.elapsed()
+    );
+    // What was read is cached, and still reads.
+    assert!(std::fs::read(base.join("big.bin")).unwrap() == big);
+
+    // A comes back on its socket: the mount uses it again by itself.
+    let _a = replica(&g, tmp.path(), "a", &url, &[]);
+    let mut back = Vec::new();
+    wait_for(
+        Duration::from_secs(60),
+        "the mount to read through A again",
+        || match std::fs::read(base.join("other.bin")) {
+            Ok(b) => {
+                back = b;
+                true
+            }
+            Err(_) => false,
+        },
+    );
+    assert!(back == other, "other.bin differs");
+    let r = remotes(&mount);
+    assert_eq!(r[0]["state"], "healthy", "{r:?}");
+    drop(mount);
+}
+
+#[test]
+fn an_http_upload_through_one_replica_is_seen_through_the_other() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = g.store_url(&g.bucket, "store4");
+    let a = replica(&g, tmp.path(), "a", &url, &[]);
+    let token = "write-token-for-the-http-view";
+    let token_file = tmp.path().join("write-token");
+    std::fs::write(&token_file, token).unwrap();
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let _b = {
+        let grpc = tmp.path().join("b.sock");
+        let mut cmd = storefs(&g, &tmp.path().join("b-data"), &url);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("unix:{}", grpc.display()))
+            .args(["--http", &http, "--write-token-file"])
+            .arg(&token_file);
+        TestServer::spawn(&mut cmd, &[&grpc], &[port])
+    };
+
+    // Nix uploads a path of its own to B's binary-cache view.
+    let nix = NixStore::new();
+    let own = tmp.path().join("own.txt");
+    std::fs::write(&own, "uploaded over HTTP to replica B\n").unwrap();
+    let own_path = nix.add(&own);
+    let netrc = tmp.path().join("netrc");
+    std::fs::write(
+        &netrc,
+        format!("machine 127.0.0.1 login nix password {token}\n"),
+    )
+    .unwrap();
+    ok(nix
+        .nix()
+        .args(["copy", "--to", &format!("http://{http}")])
+        .arg("--option")
+        .arg("netrc-file")
+        .arg(&netrc)
+        .arg(&own_path));
+
+    // A, which shares nothing with B but the bucket, serves it at once.
+    let data = tmp.path().join("client");
+    assert_eq!(
+        ok(storefs(&g, &data, &a.url()).arg("nar").arg(&own_path)),
+        nix.dump(&own_path)
+    );
+}
+
+#[test]
+fn a_hung_s3_is_bounded_by_serve_timeout() {
+    let g = Garage::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = g.store_url(&g.bucket, "store5");
+    let a = replica(&g, tmp.path(), "a", &url, &["--timeout", "2s"]);
+    let tree = tmp.path().join("tree");
+    write_tree(&tree, &pseudo_random(1 << 20, 23));
+    let data = tmp.path().join("client");
+    let path = ok_str(storefs(&g, &data, &url).arg("add").arg(&tree));
+
+    // Garage frozen: the replica's S3 requests give up after its 2 s
+    // (object_store's timeouts), and it says so; the client's own 30 s
+    // deadline is not what ends the call.
+    g.pause();
+    let started = Instant::now();
+    let (served, _, err) = try_run(storefs(&g, &data, &a.url()).arg("nar").arg(&path));
+    let took = started.elapsed();
+    g.resume();
+    assert!(!served, "a path was served with S3 frozen");
+    assert!(
+        err.contains("timed out") || err.contains("timeout"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("DEADLINE_EXCEEDED"),
+        "the client's deadline ended it: {err}"
+    );
+    assert!(took < Duration::from_secs(25), "took {took:?}: {err}");
+    // Thawed, the same replica serves it.
+    let dump = ok(nix::cmd("nix-store").arg("--dump").arg(&tree));
+    assert_eq!(ok(storefs(&g, &data, &a.url()).arg("nar").arg(&path)), dump);
 }
 
 /// EIO, without a libc dependency.

@@ -11,7 +11,9 @@
 //! - [`auth`]: bearer tokens, on both sides.
 //! - [`limits`]: message sizes, windows, queue lengths.
 //! - `server/`: the tonic service implementations, listeners, shutdown.
-//! - `client/`: the trait implementations over a tonic channel.
+//! - `client/`: the trait implementations over a tonic channel; with
+//!   several replicas of one store ([`connect_replicas`]), over all of
+//!   them with failover.
 //! - [`proto`]: the generated tonic code.
 //!
 //! ```
@@ -60,7 +62,8 @@ mod status;
 pub use auth::{AuthPolicy, Token, TokenError};
 pub use client::{
     ClientConfig, ConnectError, GrpcBlobService, GrpcDirectoryService, GrpcPathInfoService,
-    GrpcServices, connect, connect_endpoint,
+    GrpcServices, RemoteFigures, Replicas, ReplicatedServices, connect, connect_endpoint,
+    connect_replicas, parse_replicas,
 };
 pub use server::{ListenAddr, Listener, ServeError, ServerConfig, UNIX_SOCKET_MODE, serve};
 

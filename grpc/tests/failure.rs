@@ -11,47 +11,20 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use storefs_castore::B3Digest;
 use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta};
-use storefs_grpc::{ListenAddr, Listener, ServerConfig};
+use storefs_grpc::{ListenAddr, ServerConfig};
 use storefs_store::Services;
-use storefs_testkit::grpc::{Kind, client, memory_services};
+use storefs_testkit::grpc::{CrashingServer, Kind, client, memory_services};
 use storefs_testkit::suites::blob::put_blob;
 use storefs_testkit::{GrpcServer, pseudo_random};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-
-/// Start a server on its own runtime (its own threads), so that dropping
-/// that runtime kills it the way a crash would: tasks gone, sockets closed.
-fn server_on_own_runtime(services: Services) -> (tokio::runtime::Runtime, String) {
-    // Built on a plain thread: a runtime cannot be started from inside the
-    // test's runtime.
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(Listener::bind(&ListenAddr::parse("127.0.0.1:0").unwrap()))
-            .unwrap();
-        let url = listener.client_url();
-        rt.spawn(storefs_grpc::serve(
-            vec![listener],
-            services,
-            ServerConfig::default(),
-            futures::future::pending(),
-        ));
-        (rt, url)
-    })
-    .join()
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_mid_stream_is_an_error_not_a_hang() {
     let services = memory_services();
     let data = pseudo_random(48 << 20, 3);
     let digest = put_blob(services.blob.as_ref(), &data).await;
-    let (rt, url) = server_on_own_runtime(services);
-    let c = client(&url);
+    let mut server = CrashingServer::start(services, ListenAddr::parse("127.0.0.1:0").unwrap());
+    let c = client(&server.url);
 
     let mut reader = c.blob.open_read(&digest).await.unwrap().unwrap();
     let mut head = vec![0u8; 1 << 20];
@@ -59,7 +32,7 @@ async fn server_killed_mid_stream_is_an_error_not_a_hang() {
     assert_eq!(head, data[..1 << 20]);
 
     // Kill the server.
-    rt.shutdown_background();
+    server.crash();
     let started = Instant::now();
     let mut rest = Vec::new();
     let err = reader.read_to_end(&mut rest).await.unwrap_err();

@@ -74,11 +74,17 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
             served?
         }
         Command::Serve(args) => {
-            let far = open().await?;
+            let options = services::OpenOptions {
+                timeout: Some(args.timeout),
+            };
+            let opened = services::open_with(&globals, options).await?;
+            let _report = opened.object_requests.map(services::RequestReport);
+            let far = opened.services;
             match &args.near_cache {
                 Some(dir) => {
-                    let near =
-                        near_cache::front(far, dir, args.near_cache_size.as_deref(), false).await?;
+                    let size = args.near_cache_size.as_deref();
+                    let ttl = near_cache::NEGATIVE_PATH_INFO_TTL;
+                    let near = near_cache::front(far, dir, size, false, ttl).await?;
                     let served = serve::run(near.services, sd.clone(), &args).await;
                     let cache = near.store;
                     tokio::task::spawn_blocking(move || cache.flush())

@@ -11,12 +11,13 @@ use std::time::Duration;
 use anyhow::Context;
 use storefs_castore::{CacheStats, RedbBlobService, StoreUrl};
 use storefs_fuse::{BlobOrigin, MountConfig};
+use storefs_grpc::Replicas;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LazyStoreArgs, MountArgs};
 use crate::commands::serve::{spawn_daemon, spawn_signal_handler};
 use crate::metrics::{self, MountCollector};
-use crate::services::{self, Globals, Services};
+use crate::services::{self, Globals, OpenOptions, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
@@ -28,6 +29,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
         store.file_cache,
         store.figures,
     );
+    let replicas = store.replicas;
 
     let mut config = MountConfig::new(&args.mountpoint);
     config.list_root = args.lazy.list_root;
@@ -78,6 +80,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
         figures
             .as_ref()
             .map(|f| (Arc::clone(&f.stats), Arc::clone(&f.blobs))),
+        replicas,
         progress,
     ));
 
@@ -117,7 +120,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
 
     println!(
         "storefs: mounted {} at {}",
-        globals.url,
+        globals.display,
         args.mountpoint.display()
     );
     std::io::stdout().flush().ok();
@@ -155,6 +158,8 @@ pub(super) struct LazyStore {
     pub(super) file_cache: Option<std::sync::Arc<storefs_castore::FileCache>>,
     /// The local cache's figures (a remote store only).
     pub(super) figures: Option<CacheFigures>,
+    /// The replicas of a gRPC store, for their figures.
+    pub(super) replicas: Option<Replicas>,
 }
 
 /// Open `--store` for a lazy filesystem: a remote store (gRPC, checked for
@@ -165,7 +170,14 @@ pub(super) async fn open_lazy(
     args: &LazyStoreArgs,
     files: bool,
 ) -> anyhow::Result<LazyStore> {
-    let far = services::open(globals).await?;
+    let opened = services::open_with(
+        globals,
+        OpenOptions {
+            timeout: Some(Duration::from_secs(args.timeout.max(1))),
+        },
+    )
+    .await?;
+    let (far, replicas) = (opened.services, opened.replicas);
     Ok(match &globals.url {
         StoreUrl::Grpc { .. } | StoreUrl::ObjectStore { .. } => {
             if matches!(globals.url, StoreUrl::Grpc { .. }) {
@@ -182,6 +194,7 @@ pub(super) async fn open_lazy(
                 blob_origin: BlobOrigin::Cached(near.stats),
                 file_cache: near.files,
                 figures: Some(figures),
+                replicas,
             }
         }
         _ => LazyStore {
@@ -190,6 +203,7 @@ pub(super) async fn open_lazy(
             blob_origin: BlobOrigin::Local,
             file_cache: None,
             figures: None,
+            replicas,
         },
     })
 }
@@ -212,7 +226,9 @@ async fn with_local_cache(
         .cache
         .clone()
         .unwrap_or_else(|| services::default_data_dir().join("cache"));
-    super::near_cache::front(far, &dir, args.cache_size.as_deref(), files).await
+    // A path info found absent is asked again each time: a mount shows a
+    // path uploaded elsewhere as soon as it is looked up.
+    super::near_cache::front(far, &dir, args.cache_size.as_deref(), files, Duration::ZERO).await
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use storefs_castore::{
@@ -34,17 +35,23 @@ pub struct NearCache {
 /// the quota.
 const FILE_CACHE_SHARE: u64 = 4;
 
+/// How long `serve --near-cache` reuses an answer "this path is absent"
+/// (docs/object-store.md): a burst of lookups of a missing path costs one
+/// request, and a path uploaded through another replica shows within it.
+pub const NEGATIVE_PATH_INFO_TTL: Duration = Duration::from_secs(1);
+
 /// Front `far` with a redb cache in `dir`, bounded by `size` (e.g. `10G`;
 /// default: a quarter of the free space there), and with `with_files` a
 /// file cache for passthrough beside it within the same bound. Chunks and
 /// chunk lists, directories and path infos are kept; concurrent misses of
-/// one chunk share one fetch; a path info that is absent is asked again
-/// each time.
+/// one chunk share one fetch; a path info that is absent is kept for
+/// `negative_ttl` (zero: asked again each time).
 pub async fn front(
     far: Services,
     dir: &Path,
     size: Option<&str>,
     with_files: bool,
+    negative_ttl: Duration,
 ) -> anyhow::Result<NearCache> {
     let open_dir = dir.to_owned();
     let store = tokio::task::spawn_blocking(move || {
@@ -90,8 +97,9 @@ pub async fn front(
     let blob: Arc<dyn BlobService> = Arc::new(cached_blobs);
     let directory: Arc<dyn DirectoryService> =
         Arc::new(CachedDirectoryService::new(near_dirs, far.directory));
-    let path_info: Arc<dyn PathInfoService> =
-        Arc::new(CachedPathInfoService::new(near_infos, far.path_info));
+    let path_info: Arc<dyn PathInfoService> = Arc::new(
+        CachedPathInfoService::new(near_infos, far.path_info).with_negative_ttl(negative_ttl),
+    );
     let services = Services {
         blob,
         directory,

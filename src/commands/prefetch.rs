@@ -458,8 +458,14 @@ pub async fn run(
         }
         (None, Some(dir)) => {
             let far = open.await?;
-            let near =
-                super::near_cache::front(far, dir, args.cache_size.as_deref(), false).await?;
+            let near = super::near_cache::front(
+                far,
+                dir,
+                args.cache_size.as_deref(),
+                false,
+                std::time::Duration::ZERO,
+            )
+            .await?;
             let infos = expand(&near.services, store_dir, &args.paths, args.closure).await?;
             let mut entries = Vec::new();
             for info in &infos {

@@ -14,22 +14,43 @@ use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 use storefs_castore::{CacheStats, RedbBlobService};
 use storefs_fuse::ExtraStats;
+use storefs_grpc::Replicas;
 
 /// How many of the slowest recent fetches the mount reports.
 const SLOWEST: usize = 5;
 
 /// The mount owner's figures for `user.storefs.stats`: `remote` (the store
-/// URL), `prefetch` (a replay's progress), and with a local cache `remote_health`, the quota and the
-/// slowest recent fetches. All read from atomics: the FUSE thread that
+/// URL), `remotes` (each replica of a gRPC store, in the order given:
+/// docs/replicas.md), `prefetch` (a replay's progress), and with a local
+/// cache `remote_health`, the quota and the slowest recent fetches. All read from atomics: the FUSE thread that
 /// answers the xattr never waits.
 pub fn extra(
     remote: String,
     cache: Option<(Arc<CacheStats>, Arc<RedbBlobService>)>,
+    replicas: Option<Replicas>,
     prefetch: Option<Arc<super::prefetch::Progress>>,
 ) -> ExtraStats {
     Arc::new(move || {
         let mut m = Map::new();
         m.insert("remote".into(), Value::String(remote.clone()));
+        if let Some(r) = &replicas {
+            let remotes = r
+                .figures()
+                .iter()
+                .map(|f| {
+                    json!({
+                        "endpoint": f.endpoint,
+                        "state": f.state(),
+                        "requests": f.requests,
+                        "failures": f.failures,
+                        "bytes": f.bytes,
+                        "consecutive_failures": f.consecutive_failures,
+                        "shunned_for_ms": f.shunned_for_ms,
+                    })
+                })
+                .collect();
+            m.insert("remotes".into(), Value::Array(remotes));
+        }
         if let Some(p) = &prefetch {
             m.insert("prefetch".into(), p.json());
         }

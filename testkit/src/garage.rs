@@ -205,6 +205,21 @@ api_bind_addr = "127.0.0.1:{admin}"
         self.config.with_file_name("garage.log")
     }
 
+    /// Freeze the server (SIGSTOP): its sockets stay open and nothing
+    /// answers, as an S3 that hangs. [`Garage::resume`] thaws it.
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            crate::signal(c, rustix::process::Signal::STOP);
+        }
+    }
+
+    /// Thaw a server frozen by [`Garage::pause`].
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            crate::signal(c, rustix::process::Signal::CONT);
+        }
+    }
+
     /// The config file (for tests that run the CLI themselves).
     pub fn config(&self) -> &Path {
         &self.config

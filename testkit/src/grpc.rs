@@ -114,3 +114,75 @@ pub fn quick_config() -> ClientConfig {
 pub fn client(url: &str) -> GrpcServices {
     storefs_grpc::connect(url, quick_config()).expect("client")
 }
+
+/// A server on a runtime of its own (its own thread), so that
+/// [`CrashingServer::crash`] stops it the way a crash would: every task
+/// gone, every connection closed at once, nothing finished gracefully.
+/// [`CrashingServer::restart`] serves the same services on the same
+/// address again. Dropped, it crashes.
+pub struct CrashingServer {
+    runtime: Option<tokio::runtime::Runtime>,
+    addr: ListenAddr,
+    services: Services,
+    /// The URL clients connect to.
+    pub url: String,
+}
+
+impl CrashingServer {
+    /// Serve `services` on `addr` (a unix socket can be restarted on the
+    /// same path; so can a TCP port given explicitly).
+    pub fn start(services: Services, addr: ListenAddr) -> Self {
+        let mut s = Self {
+            runtime: None,
+            addr,
+            services,
+            url: String::new(),
+        };
+        s.restart();
+        s
+    }
+
+    /// Start serving again (after [`CrashingServer::crash`]); a no-op while
+    /// it runs.
+    pub fn restart(&mut self) {
+        if self.runtime.is_some() {
+            return;
+        }
+        let (addr, services) = (self.addr.clone(), self.services.clone());
+        // Built on a plain thread: a runtime cannot be started from inside
+        // the test's runtime.
+        let (runtime, url) = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            let listener = rt.block_on(Listener::bind(&addr)).expect("bind");
+            let url = listener.client_url();
+            rt.spawn(storefs_grpc::serve(
+                vec![listener],
+                services,
+                ServerConfig::default(),
+                futures::future::pending(),
+            ));
+            (rt, url)
+        })
+        .join()
+        .expect("server thread");
+        self.runtime = Some(runtime);
+        self.url = url;
+    }
+
+    /// Kill it: tasks dropped, sockets closed, no goodbye to clients.
+    pub fn crash(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashingServer {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}

@@ -11,6 +11,7 @@
 mod blob;
 mod call;
 mod directory;
+mod failover;
 mod pathinfo;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tonic::transport::Channel;
 
 pub use blob::GrpcBlobService;
 pub use directory::GrpcDirectoryService;
+pub use failover::{RemoteFigures, Replicas, ReplicatedServices, connect_replicas, parse_replicas};
 pub use pathinfo::GrpcPathInfoService;
 
 use crate::auth::{BearerInterceptor, Token};
@@ -48,6 +50,12 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Largest message decoded from the service.
     pub max_decoding_message_size: usize,
+    /// With several replicas ([`connect_replicas`]): how long one that
+    /// failed is skipped, after its first failure in a row; doubled after
+    /// each further one.
+    pub shun_initial: Duration,
+    /// Cap on how long a failed replica is skipped.
+    pub shun_max: Duration,
 }
 
 impl Default for ClientConfig {
@@ -61,6 +69,8 @@ impl Default for ClientConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             max_decoding_message_size: limits::MAX_DECODING_MESSAGE_SIZE,
+            shun_initial: Duration::from_secs(1),
+            shun_max: Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +97,17 @@ pub enum ConnectError {
     /// Called outside a tokio runtime.
     #[error("the gRPC client must be created inside a tokio runtime")]
     NoRuntime,
+    /// A list of replicas with none in it.
+    #[error("no gRPC endpoint given")]
+    NoEndpoint,
+    /// One entry of a list of replicas is not a gRPC endpoint.
+    #[error("replica #{index}: {reason}")]
+    Replica {
+        /// Its place in the list, from 1.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// The services of one remote store, sharing one connection; it derefs to

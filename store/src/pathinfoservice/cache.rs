@@ -1,12 +1,17 @@
 //! A path info cache: a near service (the mount's local redb) in front of a
 //! far one (the remote service). Store paths are immutable, so a path info
 //! once fetched stays valid; a cached one lets a remounted worker find its
-//! paths with the service down.
+//! paths with the service down. An absent path may appear any moment (an
+//! upload elsewhere), so an answer "absent" is kept only briefly, if at
+//! all ([`CachedPathInfoService::with_negative_ttl`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use parking_lot::Mutex;
 use storefs_castore::Result;
 use tracing::warn;
 
@@ -23,12 +28,72 @@ pub struct CachedPathInfoService {
     near: Arc<dyn PathInfoService>,
     /// The authority.
     far: Arc<dyn PathInfoService>,
+    /// Paths far said were absent, until when that answer is reused.
+    absent: Option<Arc<Absent>>,
+}
+
+/// The most "absent" answers kept; beyond it, expired ones are dropped,
+/// and if none has expired, all of them.
+const MAX_ABSENT: usize = 16 * 1024;
+
+/// Recent "absent" answers of far, each kept for `ttl`.
+struct Absent {
+    ttl: Duration,
+    until: Mutex<HashMap<[u8; DIGEST_LEN], Instant>>,
+}
+
+impl Absent {
+    fn fresh(&self, digest: &[u8; DIGEST_LEN]) -> bool {
+        let mut map = self.until.lock();
+        match map.get(digest) {
+            Some(&t) if t > Instant::now() => true,
+            Some(_) => {
+                map.remove(digest);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&self, digest: [u8; DIGEST_LEN]) {
+        let now = Instant::now();
+        let mut map = self.until.lock();
+        if map.len() >= MAX_ABSENT {
+            map.retain(|_, t| *t > now);
+            if map.len() >= MAX_ABSENT {
+                map.clear();
+            }
+        }
+        map.insert(digest, now + self.ttl);
+    }
+
+    fn forget(&self, digest: &[u8; DIGEST_LEN]) {
+        self.until.lock().remove(digest);
+    }
 }
 
 impl CachedPathInfoService {
-    /// `near` in front of `far`.
+    /// `near` in front of `far`; "absent" is asked of far each time.
     pub fn new(near: Arc<dyn PathInfoService>, far: Arc<dyn PathInfoService>) -> Self {
-        Self { near, far }
+        Self {
+            near,
+            far,
+            absent: None,
+        }
+    }
+
+    /// Keep far's "absent" answers for `ttl` (zero: not at all), so that a
+    /// burst of lookups of a missing path costs one request; a path put
+    /// through this service is seen at once, one uploaded elsewhere within
+    /// `ttl`.
+    pub fn with_negative_ttl(mut self, ttl: Duration) -> Self {
+        self.absent = (!ttl.is_zero()).then(|| {
+            Arc::new(Absent {
+                ttl,
+                until: Mutex::default(),
+            })
+        });
+        self
     }
 }
 
@@ -43,7 +108,15 @@ impl PathInfoService for CachedPathInfoService {
                 warn!(error = %storefs_castore::Report(&e), "path info cache read failed; asking the service")
             }
         }
+        if let Some(absent) = &self.absent
+            && absent.fresh(&digest)
+        {
+            return Ok(None);
+        }
         let Some(info) = self.far.get(digest).await? else {
+            if let Some(absent) = &self.absent {
+                absent.insert(digest);
+            }
             return Ok(None);
         };
         // The far side may answer for another digest only by mistake or
@@ -63,6 +136,9 @@ impl PathInfoService for CachedPathInfoService {
 
     async fn put(&self, info: PathInfo) -> Result<PathInfo> {
         let stored = self.far.put(info).await?;
+        if let Some(absent) = &self.absent {
+            absent.forget(stored.store_path.digest());
+        }
         if let Err(e) = self.near.put(stored.clone()).await {
             warn!(path = %stored.store_path, error = %storefs_castore::Report(&e), "cannot cache path info");
         }
@@ -119,6 +195,62 @@ mod tests {
         assert_eq!(
             cache2.get([1; DIGEST_LEN]).await.unwrap(),
             Some(info("a", 1))
+        );
+    }
+
+    /// A far side that counts its gets.
+    struct Counting(MemoryPathInfoService, std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl PathInfoService for Counting {
+        async fn get(&self, d: [u8; DIGEST_LEN]) -> Result<Option<PathInfo>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.get(d).await
+        }
+        async fn put(&self, info: PathInfo) -> Result<PathInfo> {
+            self.0.put(info).await
+        }
+        fn list(&self) -> BoxStream<'static, Result<PathInfo>> {
+            self.0.list()
+        }
+    }
+
+    #[tokio::test]
+    async fn absent_is_kept_only_for_the_ttl_and_forgotten_on_put() {
+        let far = Arc::new(Counting(MemoryPathInfoService::new(), Default::default()));
+        let gets = || far.1.load(std::sync::atomic::Ordering::SeqCst);
+        let plain = CachedPathInfoService::new(Arc::new(MemoryPathInfoService::new()), far.clone());
+        assert_eq!(plain.get([3; DIGEST_LEN]).await.unwrap(), None);
+        assert_eq!(plain.get([3; DIGEST_LEN]).await.unwrap(), None);
+        assert_eq!(gets(), 2, "without a TTL, absent is asked each time");
+
+        let cache = CachedPathInfoService::new(Arc::new(MemoryPathInfoService::new()), far.clone())
+            .with_negative_ttl(Duration::from_secs(3600));
+        assert_eq!(cache.get([3; DIGEST_LEN]).await.unwrap(), None);
+        assert_eq!(cache.get([3; DIGEST_LEN]).await.unwrap(), None);
+        assert_eq!(gets(), 3, "absent kept within the TTL");
+        // Uploaded elsewhere: seen once the TTL is over.
+        let ttl = Duration::from_millis(50);
+        let brief = CachedPathInfoService::new(Arc::new(MemoryPathInfoService::new()), far.clone())
+            .with_negative_ttl(ttl);
+        assert_eq!(brief.get([3; DIGEST_LEN]).await.unwrap(), None);
+        far.0.put(info("b", 3)).await.unwrap();
+        assert_eq!(
+            cache.get([3; DIGEST_LEN]).await.unwrap(),
+            None,
+            "still within the TTL"
+        );
+        tokio::time::sleep(ttl).await; // lets the TTL run out; nothing else to wait for
+        assert_eq!(
+            brief.get([3; DIGEST_LEN]).await.unwrap(),
+            Some(info("b", 3))
+        );
+        // Put through the cache: seen at once, TTL or not.
+        assert_eq!(cache.get([4; DIGEST_LEN]).await.unwrap(), None);
+        cache.put(info("c", 4)).await.unwrap();
+        assert_eq!(
+            cache.get([4; DIGEST_LEN]).await.unwrap(),
+            Some(info("c", 4))
         );
     }
 
