@@ -396,13 +396,14 @@ impl Fetcher {
         let units = bytes
             .div_ceil(IN_FLIGHT_UNIT)
             .clamp(1, MAX_BYTES_IN_FLIGHT / IN_FLIGHT_UNIT);
-        let got = tokio::time::timeout(self.timeout, async {
-            // The semaphore is never closed, so `acquire_many` cannot fail;
-            // were it to, the request goes ahead unbounded rather than fail.
-            let _permit = self.in_flight.acquire_many(units as u32).await.ok();
-            self.blobs.read_chunk_batch(&digests).await
-        })
-        .await;
+        // Waiting for room among the requests in flight is local queueing,
+        // not a silent remote: it stays outside the deadline (each request
+        // ahead ends within its own, so the wait is bounded), or a busy
+        // machine with many readers would turn slow progress into EIO.
+        // The semaphore is never closed, so `acquire_many` cannot fail;
+        // were it to, the request goes ahead unbounded rather than fail.
+        let _permit = self.in_flight.acquire_many(units as u32).await.ok();
+        let got = tokio::time::timeout(self.timeout, self.blobs.read_chunk_batch(&digests)).await;
         let out: Vec<Result<Bytes, FsError>> = match got {
             Err(_) => {
                 stats::add(&self.stats.timeouts, 1);
