@@ -125,6 +125,29 @@ fn old_references(bytes: &[u8]) -> Option<Vec<Digest>> {
     )
 }
 
+/// Remove the reference index entries of `key`'s old record `old`: those
+/// it names, or, when it no longer decodes, every entry found with `key` as
+/// the referrer (the slow way).
+fn remove_index_entries(
+    referrers: &mut ::redb::Table<'_, (Digest, Digest), &str>,
+    key: Digest,
+    old: &[u8],
+) -> Result<()> {
+    let stale: Vec<(Digest, Digest)> = match old_references(old) {
+        Some(refs) => refs.into_iter().map(|r| (r, key)).collect(),
+        None => referrers
+            .iter()
+            .map_err(|e| storage("scan", e))?
+            .filter_map(|e| e.ok().map(|(k, _)| k.value()))
+            .filter(|(_, referrer)| *referrer == key)
+            .collect(),
+    };
+    for k in stale {
+        referrers.remove(k).map_err(|e| storage("remove", e))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl PathInfoService for RedbPathInfoService {
     async fn get(&self, digest: Digest) -> Result<Option<PathInfo>> {
@@ -162,20 +185,7 @@ impl PathInfoService for RedbPathInfoService {
                     .map_err(|e| storage("get", e))?
                     .map(|v| v.value().to_vec());
                 if let Some(old) = old {
-                    let stale: Vec<(Digest, Digest)> = match old_references(&old) {
-                        Some(old_refs) => old_refs.into_iter().map(|r| (r, key)).collect(),
-                        // The old record is unreadable: find its index
-                        // entries the slow way.
-                        None => referrers
-                            .iter()
-                            .map_err(|e| storage("scan", e))?
-                            .filter_map(|e| e.ok().map(|(k, _)| k.value()))
-                            .filter(|(_, referrer)| *referrer == key)
-                            .collect(),
-                    };
-                    for k in stale {
-                        referrers.remove(k).map_err(|e| storage("remove", e))?;
-                    }
+                    remove_index_entries(&mut referrers, key, &old)?;
                 }
                 infos
                     .insert(key, bytes.as_slice())
@@ -211,18 +221,7 @@ impl PathInfoService for RedbPathInfoService {
                 match old {
                     None => false,
                     Some(old) => {
-                        let stale: Vec<(Digest, Digest)> = match old_references(&old) {
-                            Some(refs) => refs.into_iter().map(|r| (r, key)).collect(),
-                            None => referrers
-                                .iter()
-                                .map_err(|e| storage("scan", e))?
-                                .filter_map(|e| e.ok().map(|(k, _)| k.value()))
-                                .filter(|(_, referrer)| *referrer == key)
-                                .collect(),
-                        };
-                        for k in stale {
-                            referrers.remove(k).map_err(|e| storage("remove", e))?;
-                        }
+                        remove_index_entries(&mut referrers, key, &old)?;
                         true
                     }
                 }
