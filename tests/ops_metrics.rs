@@ -220,6 +220,23 @@ fn mount_metrics_and_status_follow_reads() {
     );
     assert!(value(&after, "storefs_mount_fetched_chunks_total", &[]) >= 2.0);
     assert!(value(&after, "storefs_mount_cache_used_bytes", &[]) > 0.0);
+    // The one replica of the gRPC store, labelled with its endpoint.
+    let endpoint = [("endpoint", server.url())];
+    let endpoint: Vec<(&str, &str)> = endpoint.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        value(
+            &after,
+            "storefs_mount_replica_fetched_bytes_total",
+            &endpoint
+        ),
+        n as f64
+    );
+    assert!(value(&after, "storefs_mount_replica_requests_total", &endpoint) >= 1.0);
+    assert_eq!(
+        value(&after, "storefs_mount_replica_failures_total", &endpoint),
+        0.0
+    );
+    assert_eq!(value(&after, "storefs_mount_replica_up", &endpoint), 1.0);
 
     // The same figures through the mount itself.
     let status: Json =

@@ -80,7 +80,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
         figures
             .as_ref()
             .map(|f| (Arc::clone(&f.stats), Arc::clone(&f.blobs))),
-        replicas,
+        replicas.clone(),
         progress,
     ));
 
@@ -93,6 +93,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
             stats: mount_stats,
             cache: figures.as_ref().map(|f| Arc::clone(&f.stats)),
             cache_blobs: figures.as_ref().map(|f| Arc::clone(&f.blobs)),
+            replicas: replicas.clone(),
         }));
         let server = metrics::serve(addr, registry, stop.clone()).await?;
         tasks.spawn(async move { server.await.context("the metrics task failed")? });

@@ -11,6 +11,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use storefs_castore::{CacheStats, RedbBlobService};
 use storefs_fuse::MountStats;
+use storefs_grpc::{RemoteFigures, Replicas};
 
 /// The figures of one mount, for a [`prometheus_client::registry::Registry`].
 pub struct MountCollector {
@@ -20,6 +21,8 @@ pub struct MountCollector {
     pub cache: Option<Arc<CacheStats>>,
     /// The local disk cache's blob store, for its quota and evictions.
     pub cache_blobs: Option<Arc<RedbBlobService>>,
+    /// The replicas of a gRPC store: one series each, labelled `endpoint`.
+    pub replicas: Option<Replicas>,
 }
 
 impl std::fmt::Debug for MountCollector {
@@ -48,8 +51,55 @@ impl Collector for MountCollector {
                 }
             }
         }
+        if let Some(replicas) = &self.replicas {
+            encode_replicas(&replicas.figures(), &mut encoder)?;
+        }
         Ok(())
     }
+}
+
+/// One series per replica and figure, labelled with its endpoint.
+fn encode_replicas(
+    figures: &[RemoteFigures],
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    type Figure = fn(&RemoteFigures) -> u64;
+    let counters: [(&str, &str, Figure); 3] = [
+        (
+            "mount_replica_requests",
+            "Requests sent to each replica of the remote store",
+            |f| f.requests,
+        ),
+        (
+            "mount_replica_failures",
+            "Requests that failed on each replica (and were tried on the next)",
+            |f| f.failures,
+        ),
+        (
+            "mount_replica_fetched_bytes",
+            "Bytes of chunks received from each replica",
+            |f| f.bytes,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let mut family =
+            encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+        for f in figures {
+            let labels = [("endpoint", f.endpoint.as_str())];
+            ConstCounter::new(get(f)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "mount_replica_up",
+        "1 while a replica is used, 0 while it is skipped after failing",
+        None,
+        ConstGauge::new(0i64).metric_type(),
+    )?;
+    for f in figures {
+        let labels = [("endpoint", f.endpoint.as_str())];
+        ConstGauge::new(i64::from(!f.shunned)).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 impl MountCollector {
