@@ -249,7 +249,8 @@ pub struct LazyStoreArgs {
     /// List every store path in the root directory.
     #[arg(long)]
     pub list_root: bool,
-    /// Seconds after which a fetch that has not finished fails with EIO.
+    /// Seconds after which a call to the service (a chunk batch, a chunk
+    /// list, a directory, a path info) that has not answered fails with EIO.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
 }

@@ -161,3 +161,110 @@ fn a_hung_store_is_eio_within_the_timeout_and_the_core_goes_on() {
     // Metadata is in memory: still answered.
     assert_eq!(core.getattr(f.ino).map(|a| a.size), Ok(1000));
 }
+
+/// A blob service that answers every call, but only after `DELAY`.
+#[derive(Clone)]
+struct Slow(MemoryBlobService);
+
+const DELAY: Duration = Duration::from_millis(300);
+
+#[async_trait::async_trait]
+impl BlobService for Slow {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.0.has(digest).await
+    }
+    async fn chunks(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        tokio::time::sleep(DELAY).await;
+        self.0.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<bytes::Bytes>> {
+        tokio::time::sleep(DELAY).await;
+        self.0.read_chunk(digest).await
+    }
+    async fn read_chunk_batch(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<storefs_castore::Result<Option<bytes::Bytes>>> {
+        tokio::time::sleep(DELAY).await;
+        self.0.read_chunk_batch(digests).await
+    }
+    async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        tokio::time::sleep(DELAY).await;
+        self.0.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.0.open_write().await
+    }
+}
+
+/// Many readers at once ask for more bytes than the mount lets be in flight
+/// (16 MiB): the later ones wait for room far longer than the timeout in
+/// all, while every call to the (slow but answering) service ends within
+/// it. No reader gets EIO and no timeout is counted: waiting behind other
+/// readers is local queueing, not a silent service.
+#[test]
+fn queueing_behind_other_readers_is_not_a_timeout() {
+    let rt = runtime();
+    let svc = Services::default();
+    const READERS: usize = 40;
+    const SIZE: usize = 1024 * 1024;
+    // One file per directory, so that no open fetches its siblings.
+    let tree = T::Dir(
+        (0..READERS)
+            .map(|i| {
+                let data = pseudo_random(SIZE, i as u64);
+                (
+                    format!("d{i}").into_bytes(),
+                    T::Dir(vec![(b"f".to_vec(), file(data))]),
+                )
+            })
+            .collect(),
+    );
+    let path = rt.block_on(svc.add_path("queued", &tree));
+    let services = storefs_store::Services::new(
+        Arc::new(Slow(svc.blobs.clone())),
+        Arc::new(svc.dirs.clone()),
+        Arc::new(svc.infos.clone()),
+    );
+    let mut config = CoreConfig::default();
+    // 40 MiB asked for at once, 16 MiB in flight: three rounds of 300 ms,
+    // the last readers waiting longer than the timeout, all well inside the
+    // 6× backstop.
+    config.timeout = Duration::from_millis(500);
+    let core = Arc::new(Core::new(&config, &services, rt.handle().clone()).unwrap());
+    let root = core
+        .lookup(ROOT_INO, path.base_name().as_bytes())
+        .unwrap()
+        .unwrap();
+    let files: Vec<u64> = (0..READERS)
+        .map(|i| {
+            let d = core
+                .lookup(root.ino, format!("d{i}").as_bytes())
+                .unwrap()
+                .unwrap();
+            core.lookup(d.ino, b"f").unwrap().unwrap().ino
+        })
+        .collect();
+    let start = Arc::new(std::sync::Barrier::new(READERS));
+    let readers: Vec<_> = files
+        .into_iter()
+        .enumerate()
+        .map(|(i, ino)| {
+            let core = Arc::clone(&core);
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                let fh = core.open(ino, false);
+                start.wait();
+                core.read(ino, fh?, 0, SIZE as u32).map(|got| (i, got))
+            })
+        })
+        .collect();
+    for r in readers {
+        let (i, got) = r
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a reader got errno {e}"));
+        assert_eq!(got.as_ref(), &pseudo_random(SIZE, i as u64)[..]);
+    }
+    assert_eq!(core.stats().snapshot().timeouts, 0);
+}

@@ -8,9 +8,13 @@
 //! reply (fuser's `Reply*`) move into a task on the tokio runtime, which
 //! replies when the future finishes, so a slow fetch blocks no other
 //! operation and no FUSE thread ever waits. A semaphore bounds the tasks
-//! working at once, and every task has a deadline: a hung remote turns
-//! into EIO after the mount's timeout, never a hang. Nothing here calls
-//! `block_on`.
+//! working at once. Each call to a service inside an operation has the
+//! mount's timeout (`deadline`), so a hung remote turns into EIO after it;
+//! the bridge adds a backstop over the whole operation, counted from when it
+//! got its permit, [`BACKSTOP_FACTOR`] times the timeout: an operation that
+//! makes several calls, or waits behind other readers on a busy machine,
+//! is not cut off for its local queueing, and still none hangs. Nothing here
+//! calls `block_on`.
 //!
 //! A transport that answers on the thread that asked (virtio-fs: a request
 //! is a descriptor chain in guest memory, answered in place) uses
@@ -33,18 +37,24 @@ use crate::core::Errno;
 use crate::core::error::FsError;
 use crate::core::stats::{self, MountStats};
 
+/// How many timeouts a whole operation may take, from when it got its
+/// permit, before the bridge gives up on it.
+pub(crate) const BACKSTOP_FACTOR: u32 = 6;
+
 /// Runs operations for the FUSE callbacks.
 pub(crate) struct Bridge {
     handle: Handle,
     /// Bounds operations in flight on the runtime.
     permits: Arc<Semaphore>,
-    timeout: Duration,
+    /// The backstop over one operation.
+    backstop: Duration,
     stats: Arc<MountStats>,
 }
 
 impl Bridge {
     /// A bridge onto `handle`'s runtime, with at most `max_in_flight`
-    /// operations working at once, each given `timeout`.
+    /// operations working at once; `timeout` is the deadline of one call to
+    /// a service (the backstop is [`BACKSTOP_FACTOR`] times that).
     pub(crate) fn new(
         handle: Handle,
         max_in_flight: usize,
@@ -54,7 +64,7 @@ impl Bridge {
         Self {
             handle,
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
-            timeout,
+            backstop: timeout.saturating_mul(BACKSTOP_FACTOR),
             stats,
         }
     }
@@ -89,20 +99,17 @@ impl Bridge {
         // registers the task's real waker.
         let permits = Arc::clone(&self.permits);
         let stats = Arc::clone(&self.stats);
-        let timeout = self.timeout;
+        let backstop = self.backstop;
         self.handle.spawn(async move {
-            let work = async move {
-                // The semaphore is never closed; should it be, run anyway.
-                let _permit = permits.acquire_owned().await.ok();
-                op.await
-            };
-            let res = match tokio::time::timeout(timeout, pin!(work)).await {
+            // The semaphore is never closed; should it be, run anyway.
+            let _permit = permits.acquire_owned().await.ok();
+            let res = match tokio::time::timeout(backstop, pin!(op)).await {
                 Ok(res) => res,
                 Err(_) => {
                     stats::add(&stats.timeouts, 1);
                     Err(FsError::Timeout {
                         what,
-                        after: timeout,
+                        after: backstop,
                     })
                 }
             };
@@ -114,7 +121,7 @@ impl Bridge {
 impl Bridge {
     /// Run `op` and wait for its result on this thread, which must not be
     /// one of the runtime's (a transport's own thread). The wait is bounded
-    /// by the timeout that [`Bridge::run`] gives every task.
+    /// by the backstop that [`Bridge::run`] gives every task.
     pub(crate) fn call<T, F>(&self, what: &'static str, op: F) -> Result<T, Errno>
     where
         F: Future<Output = Result<T, FsError>> + Send + 'static,
@@ -189,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn hung_operations_become_eio_within_the_timeout() {
+    fn hung_operations_become_eio_at_the_backstop() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let b = bridge(&rt, Duration::from_millis(100));
         let (tx, rx) = mpsc::channel();
@@ -206,6 +213,42 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(b.stats.snapshot().timeouts, 1);
+    }
+
+    #[test]
+    fn waiting_for_a_permit_is_not_counted_against_the_backstop() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        // One permit; backstop 6 × 20 ms = 120 ms. Five operations of 80 ms
+        // each go first, so the last one waits about 400 ms for its permit.
+        let stats = Arc::new(MountStats::default());
+        let b = Bridge::new(rt.handle().clone(), 1, Duration::from_millis(20), stats);
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..5 {
+            b.run(
+                "busy",
+                async {
+                    tokio::time::sleep(Duration::from_millis(80)).await;
+                    Ok::<_, FsError>("busy")
+                },
+                tx.clone(),
+                |tx, r| tx.send(r).unwrap(),
+            );
+        }
+        let queued = async {
+            tokio::task::yield_now().await;
+            Ok::<_, FsError>("queued")
+        };
+        b.run("queued", queued, tx, |tx, r| tx.send(r).unwrap());
+        let got: Vec<_> = (0..6)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        assert_eq!(
+            got.iter().filter(|r| **r == Ok("busy")).count(),
+            5,
+            "{got:?}"
+        );
+        assert!(got.contains(&Ok("queued")), "{got:?}");
+        assert_eq!(b.stats.snapshot().timeouts, 0);
     }
 
     #[test]

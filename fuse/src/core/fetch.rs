@@ -23,6 +23,7 @@ use storefs_castore::{BlobService, ChunkMeta};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use crate::core::deadline::within;
 use crate::core::error::FsError;
 use crate::core::stats::{self, MountStats};
 
@@ -225,10 +226,16 @@ impl Fetcher {
             }
             let this = Arc::clone(self);
             self.handle.spawn(async move {
-                let _ = tokio::time::timeout(this.timeout, this.layout(digest, size)).await;
+                // Each call inside has its deadline; a failure is the open's.
+                let _ = this.layout(digest, size).await;
                 this.layouts_ahead.lock().remove(&digest);
             });
         }
+    }
+
+    /// The deadline of each call to the blob service.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The blob service, for the streaming fallback.
@@ -255,7 +262,8 @@ impl Fetcher {
             // Fetched whole (and cached): no chunk list needed.
             Vec::new()
         } else {
-            match self.blobs.chunks(&digest).await? {
+            let call = self.blobs.chunks(&digest);
+            match within(&self.stats, "chunk list", self.timeout, call).await? {
                 Some(c) => c,
                 None => {
                     return Err(FsError::Missing {
@@ -403,20 +411,10 @@ impl Fetcher {
         // The semaphore is never closed, so `acquire_many` cannot fail;
         // were it to, the request goes ahead unbounded rather than fail.
         let _permit = self.in_flight.acquire_many(units as u32).await.ok();
-        let got = tokio::time::timeout(self.timeout, self.blobs.read_chunk_batch(&digests)).await;
+        let batch = async { Ok::<_, FsError>(self.blobs.read_chunk_batch(&digests).await) };
+        let got = within(&self.stats, "chunk fetch", self.timeout, batch).await;
         let out: Vec<Result<Bytes, FsError>> = match got {
-            Err(_) => {
-                stats::add(&self.stats.timeouts, 1);
-                metas
-                    .iter()
-                    .map(|_| {
-                        Err(FsError::Timeout {
-                            what: "chunk fetch",
-                            after: self.timeout,
-                        })
-                    })
-                    .collect()
-            }
+            Err(e) => metas.iter().map(|_| Err(e.clone())).collect(),
             Ok(results) => metas
                 .iter()
                 .zip(
@@ -507,17 +505,11 @@ impl Fetcher {
     /// One fetch from the blob service, with its own deadline so that a
     /// hung request leaves the in-flight map even if every waiter gave up.
     async fn fetch(self: Arc<Self>, meta: ChunkMeta) -> Result<Bytes, FsError> {
-        let res =
-            match tokio::time::timeout(self.timeout, self.blobs.read_chunk(&meta.digest)).await {
-                Err(_) => {
-                    stats::add(&self.stats.timeouts, 1);
-                    Err(FsError::Timeout {
-                        what: "chunk fetch",
-                        after: self.timeout,
-                    })
-                }
-                Ok(r) => self.accept(meta, r),
-            };
+        let call = async { Ok::<_, FsError>(self.blobs.read_chunk(&meta.digest).await) };
+        let res = match within(&self.stats, "chunk fetch", self.timeout, call).await {
+            Err(e) => Err(e),
+            Ok(r) => self.accept(meta, r),
+        };
         self.inflight.lock().remove(&meta.digest);
         res
     }

@@ -19,7 +19,8 @@
 //! - `ops`: the operations over shared state (root lookup, directory
 //!   lookups, readdir(plus), open, read, xattrs).
 //! - `bridge`: inline answer when ready, else a task with a semaphore and
-//!   deadline; blocking calls for thread transports.
+//!   a backstop; blocking calls for thread transports.
+//! - `deadline`: the `--timeout` of each call to a service.
 //! - `inodes`: the inode table (lookup counts, forget).
 //! - `attr`: attributes as Nix has them ([`Attr`]).
 //! - `dircache`, `fetch`, `reader`: directories in memory; chunk cache,
@@ -31,6 +32,7 @@
 pub(crate) mod attr;
 mod blocking;
 pub(crate) mod bridge;
+pub(crate) mod deadline;
 pub(crate) mod dircache;
 pub(crate) mod error;
 pub(crate) mod fetch;
@@ -66,8 +68,9 @@ pub struct CoreConfig {
     /// service knows (`--list-root`); otherwise the root lists nothing and
     /// store paths appear only when looked up by name.
     pub list_root: bool,
-    /// Deadline of every operation that waits on a service (`--timeout`):
-    /// past it the operation fails with EIO.
+    /// Deadline of every call to a service (`--timeout`): past it the
+    /// operation that made it fails with EIO. Whole operations get a
+    /// backstop of a few times this, counted from when they start working.
     pub timeout: Duration,
     /// Operations working on the tokio runtime at once.
     pub max_in_flight: usize,
@@ -145,6 +148,7 @@ impl Core {
                 list_root: config.list_root,
                 readahead_chunks: config.readahead_chunks,
                 dir_cache_entries: config.dir_cache_entries,
+                timeout: config.timeout,
             },
         ));
         let bridge = Arc::new(bridge::Bridge::new(

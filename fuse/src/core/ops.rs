@@ -20,6 +20,7 @@ use storefs_store::PathInfoService;
 use storefs_store::{HASH_PART_LEN, parse_hash_part};
 
 use crate::core::attr::{Attr, FileKind, attr, dir_nlink, kind};
+use crate::core::deadline::within;
 use crate::core::error::FsError;
 use crate::core::fetch::{Fetcher, LIST_LOOKAHEAD, LIST_LOOKAHEAD_SCAN, SMALL_BLOB};
 use crate::core::inodes::{InodeData, InodeKey, InodeTable, ROOT_INO};
@@ -132,6 +133,8 @@ pub(crate) struct FsInner {
     closures: Mutex<HashSet<B3Digest>>,
     list_root: bool,
     readahead_chunks: usize,
+    /// The deadline of each call to a service.
+    timeout: std::time::Duration,
     /// The directory (digest) and name each file was last found under, by
     /// blob: where to find its siblings when it is opened.
     file_dirs: Mutex<LruCache<B3Digest, (B3Digest, Bytes)>>,
@@ -142,6 +145,8 @@ pub(crate) struct InnerConfig {
     pub(crate) list_root: bool,
     pub(crate) readahead_chunks: usize,
     pub(crate) dir_cache_entries: usize,
+    /// The deadline of each call to a service (see `deadline`).
+    pub(crate) timeout: std::time::Duration,
 }
 
 impl FsInner {
@@ -171,6 +176,7 @@ impl FsInner {
             closures: Mutex::new(HashSet::new()),
             list_root: config.list_root,
             readahead_chunks: config.readahead_chunks,
+            timeout: config.timeout,
             file_dirs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(FILE_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -192,9 +198,8 @@ impl FsInner {
             return Ok(d);
         }
         stats::add(&self.stats.directories_fetched, 1);
-        let dir = self
-            .dir_service
-            .get(&digest)
+        let call = self.dir_service.get(&digest);
+        let dir = within(&self.stats, "directory fetch", self.timeout, call)
             .await?
             .ok_or(FsError::Missing {
                 what: "directory",
@@ -221,7 +226,16 @@ impl FsInner {
         stats::add(&self.stats.closures_fetched, 1);
         let mut stream = self.dir_service.get_recursive(&root);
         let mut seen = 0usize;
-        while let Some(dir) = stream.try_next().await? {
+        // The deadline is per directory: a large closure may take longer
+        // than one timeout as a whole, a silent service does not.
+        while let Some(dir) = within(
+            &self.stats,
+            "closure fetch",
+            self.timeout,
+            stream.try_next(),
+        )
+        .await?
+        {
             let digest = dir.digest();
             self.dirs.insert(digest, Arc::new(dir));
             seen += 1;
@@ -333,7 +347,10 @@ impl FsInner {
             return Ok(attr(ino, &data));
         }
         stats::add(&self.stats.path_infos_fetched, 1);
-        let info = self.pathinfo.get(digest).await?.ok_or(FsError::NotFound)?;
+        let call = self.pathinfo.get(digest);
+        let info = within(&self.stats, "path info fetch", self.timeout, call)
+            .await?
+            .ok_or(FsError::NotFound)?;
         if info.store_path.name() != path_name {
             return Err(FsError::NotFound);
         }
@@ -552,7 +569,9 @@ impl FsInner {
                 let mut entries = Vec::new();
                 if self.list_root {
                     let mut list = self.pathinfo.list();
-                    while let Some(info) = list.try_next().await? {
+                    while let Some(info) =
+                        within(&self.stats, "path info list", self.timeout, list.try_next()).await?
+                    {
                         entries.push((Bytes::from(info.store_path.base_name()), info.node));
                     }
                     entries.sort_by(|a, b| a.0.cmp(&b.0));

@@ -14,6 +14,7 @@ use storefs_castore::B3Digest;
 use storefs_castore::BlobReader;
 use tokio::io::AsyncReadExt;
 
+use crate::core::deadline::within;
 use crate::core::error::FsError;
 use crate::core::fetch::{BlobLayout, Fetcher, covering};
 use crate::core::stats::{self, MountStats};
@@ -153,7 +154,14 @@ async fn read_stream(
     let taken = file.cursor.lock().take();
     let mut cur = match taken {
         Some(c) if c.pos <= offset => c,
-        _ => match fetcher.blobs().open_read(&digest).await? {
+        _ => match within(
+            stats,
+            "blob open",
+            fetcher.timeout(),
+            fetcher.blobs().open_read(&digest),
+        )
+        .await?
+        {
             Some(reader) => StreamCursor { pos: 0, reader },
             None => {
                 return Err(FsError::Missing {
@@ -183,11 +191,13 @@ async fn read_stream(
     let mut buf = vec![0u8; want];
     let mut got = 0;
     while got < want {
-        let n = cur
-            .reader
-            .read(&mut buf[got..])
-            .await
-            .map_err(|e| stream_err(digest, e))?;
+        let n = within(stats, "blob read", fetcher.timeout(), async {
+            cur.reader
+                .read(&mut buf[got..])
+                .await
+                .map_err(|e| stream_err(digest, e))
+        })
+        .await?;
         if n == 0 {
             return Err(FsError::SizeMismatch {
                 what: "blob",
