@@ -81,8 +81,8 @@ pub use blobservice::{
     WRITE_BATCH_BYTES, disk_bound, open_read_via_chunks, sync_bytes_for,
 };
 pub use cache::{
-    CacheStats, CacheStatsSnapshot, CachedBlobService, CachedDirectoryService, FIRST_PAUSE,
-    FarFetch, FileCache, FileCacheSnapshot, LOG_INTERVAL, MAX_PAUSE, RECENT_FETCHES,
+    CacheStats, CacheStatsSnapshot, CachedBlobService, CachedDirectoryService, FILL_BACKLOG_BYTES,
+    FIRST_PAUSE, FarFetch, FileCache, FileCacheSnapshot, LOG_INTERVAL, MAX_PAUSE, RECENT_FETCHES,
 };
 pub use chunking::{Chunker, ChunkerConfig, ChunkerConfigError, chunk_all};
 pub use digest::{B3_LEN, B3Digest, InvalidDigestLen};

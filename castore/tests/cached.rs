@@ -73,14 +73,18 @@ async fn reads_fill_near() {
     let list = cache.chunks(&blob).await.unwrap().unwrap();
     assert_eq!(near.chunks(&blob).await.unwrap(), Some(list.clone()));
     assert_eq!(near.read_chunk(&list[0].digest).await.unwrap(), None);
-    // Reading one chunk caches just that one.
+    // Reading one chunk caches just that one (written behind the reader:
+    // `flush` waits for it).
     cache.read_chunk(&list[1].digest).await.unwrap().unwrap();
+    cache.flush().await;
     assert_eq!(near.chunk_count(), 1);
     // A whole read caches the rest.
     check_blob(&cache, &blob, &data).await;
+    cache.flush().await;
     assert_eq!(near.chunk_count(), list.len());
     check_blob(&near, &blob, &data).await;
     check_blob(&cache, &small_blob, &small).await;
+    cache.flush().await;
     check_blob(&near, &small_blob, &small).await;
 }
 
@@ -422,6 +426,7 @@ async fn a_failing_near_does_not_fail_writes() {
     assert_eq!(near.chunk_count(), 0);
     // Reads still fill near through insert_chunk.
     check_blob(&cache, &d, &data).await;
+    cache.flush().await;
     assert!(near.chunk_count() > 0);
 }
 
@@ -437,6 +442,7 @@ async fn a_corrupt_near_chunk_is_fetched_again_and_repaired() {
         cache.read_chunk(&d).await.unwrap().unwrap().as_ref(),
         &data[..]
     );
+    cache.flush().await;
     near.danger_overwrite_chunk_record(&d, b"\x00garbage".to_vec())
         .await
         .unwrap();
@@ -449,8 +455,89 @@ async fn a_corrupt_near_chunk_is_fetched_again_and_repaired() {
         cache.read_chunk(&d).await.unwrap().unwrap().as_ref(),
         &data[..]
     );
+    cache.flush().await;
     assert_eq!(
         near.read_chunk(&d).await.unwrap().unwrap().as_ref(),
         &data[..]
     );
+}
+
+/// A near store whose chunk writes wait until the test opens its gate.
+#[derive(Clone)]
+struct HeldNear {
+    inner: MemoryBlobService,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl BlobService for HeldNear {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.inner.has(digest).await
+    }
+    async fn chunks(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        self.inner.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
+        self.inner.read_chunk(digest).await
+    }
+    async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        self.inner.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.inner.open_write().await
+    }
+}
+
+#[async_trait]
+impl storefs_castore::ChunkStore for HeldNear {
+    async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> storefs_castore::Result<()> {
+        // Closed by the test: every waiter goes on.
+        let _ = self.gate.acquire().await;
+        self.inner.insert_chunk(digest, data).await
+    }
+    async fn insert_chunk_list(
+        &self,
+        blob: &B3Digest,
+        chunks: &[ChunkMeta],
+    ) -> storefs_castore::Result<()> {
+        self.inner.insert_chunk_list(blob, chunks).await
+    }
+}
+
+/// Readers do not wait for the cache's writes: a fetch answers while its
+/// fill is still held, a second reader meanwhile gets the same bytes from
+/// memory (not from far again), and `flush` waits for the fill.
+#[tokio::test]
+async fn fills_run_behind_the_readers_and_late_readers_share_them() {
+    let inner = MemoryBlobService::new();
+    let data = pseudo_random(10_000, 41);
+    let d = write_blob(&inner, &data, 1 << 16).await;
+    let far = Arc::new(GatedCounting {
+        inner,
+        reads: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    far.gate.close();
+    let near = HeldNear {
+        inner: MemoryBlobService::new(),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+    };
+    let cache = CachedBlobService::new(Arc::new(near.clone()), far.clone());
+    // Answered although near has not taken the chunk yet.
+    let got = tokio::time::timeout(Duration::from_secs(10), cache.read_chunk(&d))
+        .await
+        .expect("the read waited for the cache's write");
+    assert_eq!(got.unwrap().unwrap().as_ref(), &data[..]);
+    assert_eq!(near.inner.chunk_count(), 0);
+    // A batch read of it meanwhile: from memory, not far.
+    let again = cache.read_chunk_batch(&[d]).await;
+    assert_eq!(
+        again[0].as_ref().unwrap().as_ref().unwrap().as_ref(),
+        &data[..]
+    );
+    assert_eq!(far.reads.load(SeqCst), 1);
+    near.gate.close();
+    cache.flush().await;
+    assert_eq!(near.inner.chunk_count(), 1);
+    assert_eq!(far.reads.load(SeqCst), 1);
 }

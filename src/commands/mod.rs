@@ -86,11 +86,7 @@ async fn dispatch(command: Command, globals: Globals) -> Result<(), Failure> {
                     let ttl = near_cache::NEGATIVE_PATH_INFO_TTL;
                     let near = near_cache::front(far, dir, size, false, ttl).await?;
                     let served = serve::run(near.services, sd.clone(), &args).await;
-                    let cache = near.store;
-                    tokio::task::spawn_blocking(move || cache.flush())
-                        .await
-                        .context("the cache flush task failed")?
-                        .context("flushing the near cache")?;
+                    near.writes.finish().await.context("the near cache")?;
                     served?
                 }
                 None => serve::run(far, sd.clone(), &args).await?,

@@ -134,10 +134,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     stop.cancel();
     while tasks.join_next().await.is_some() {}
     if let Some(cache) = cache {
-        tokio::task::spawn_blocking(move || cache.flush())
-            .await
-            .context("the cache flush task failed")?
-            .context("flushing the cache")?;
+        cache.finish().await?;
     }
     if let (Some(file), Some(d)) = (&args.record_trace, &demand) {
         let n = d.write_trace(file)?;
@@ -151,8 +148,8 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
 pub(super) struct LazyStore {
     /// The services to read through.
     pub(super) services: Services,
-    /// The local cache's store (a remote store only), to flush at exit.
-    pub(super) cache: Option<storefs_castore::RedbStore>,
+    /// The local cache's writes (a remote store only), to finish at exit.
+    pub(super) cache: Option<super::near_cache::CacheWrites>,
     /// Where blobs come from, for the figures.
     pub(super) blob_origin: BlobOrigin,
     /// Whole-file copies for FUSE passthrough, if asked for and remote.
@@ -191,7 +188,7 @@ pub(super) async fn open_lazy(
             };
             LazyStore {
                 services: near.services,
-                cache: Some(near.store),
+                cache: Some(near.writes),
                 blob_origin: BlobOrigin::Cached(near.stats),
                 file_cache: near.files,
                 figures: Some(figures),

@@ -19,8 +19,8 @@ use crate::services::Services;
 pub struct NearCache {
     /// The services, cached.
     pub services: Services,
-    /// The cache's store, to flush at exit.
-    pub store: RedbStore,
+    /// What is still being written into the cache, to finish at exit.
+    pub writes: CacheWrites,
     /// The blob cache's figures.
     pub stats: Arc<CacheStats>,
     /// The cache's own blob store (its quota's figures).
@@ -28,6 +28,27 @@ pub struct NearCache {
     /// Whole-file copies for FUSE passthrough (`files/` beside the redb
     /// file), when asked for.
     pub files: Option<Arc<FileCache>>,
+}
+
+/// The local cache's writes: fills running behind readers, and the redb
+/// file's last commits.
+#[derive(Clone)]
+pub struct CacheWrites {
+    store: RedbStore,
+    blobs: CachedBlobService,
+}
+
+impl CacheWrites {
+    /// Let the fills still running behind readers end, then make the cache
+    /// durable: what was fetched is there next time.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.blobs.flush().await;
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .context("the cache flush task failed")?
+            .context("flushing the cache")
+    }
 }
 
 /// The share of the cache size the passthrough file copies may take (a
@@ -94,6 +115,10 @@ pub async fn front(
     let near_infos = Arc::new(RedbPathInfoService::from_store(&store).await?);
     let cached_blobs = CachedBlobService::new(near_blobs.clone(), far.blob);
     let stats = Arc::clone(cached_blobs.stats());
+    let writes = CacheWrites {
+        store,
+        blobs: cached_blobs.clone(),
+    };
     let blob: Arc<dyn BlobService> = Arc::new(cached_blobs);
     let directory: Arc<dyn DirectoryService> =
         Arc::new(CachedDirectoryService::new(near_dirs, far.directory));
@@ -108,7 +133,7 @@ pub async fn front(
     };
     Ok(NearCache {
         services,
-        store,
+        writes,
         stats,
         blobs: near_blobs,
         files,

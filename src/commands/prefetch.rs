@@ -480,11 +480,7 @@ pub async fn run(
                 Arc::clone(&progress),
             )
             .await;
-            let store = near.store;
-            tokio::task::spawn_blocking(move || store.flush())
-                .await
-                .context("the cache flush task failed")?
-                .context("flushing the cache")?;
+            near.writes.finish().await?;
             let s = near.stats.snapshot();
             println!(
                 "prefetched {} paths into {}: {} bytes fetched, {} already cached, {} failed",

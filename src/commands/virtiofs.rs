@@ -79,10 +79,7 @@ pub async fn run(globals: &Globals, args: &VirtiofsArgs) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "cannot remove the socket"),
     }
     if let Some(cache) = store.cache {
-        tokio::task::spawn_blocking(move || cache.flush())
-            .await
-            .context("the cache flush task failed")?
-            .context("flushing the cache")?;
+        cache.finish().await?;
     }
     if let Some(path) = &stats_file {
         write_stats(path, &stats.snapshot())

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::fill::{AfterFailure, FillGate};
@@ -17,13 +18,29 @@ use super::tee::TeeWriter;
 use crate::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore};
 use crate::{B3Digest, Error, Result};
 
+/// Bytes of fetched chunks that may wait to be written into near while
+/// their readers already have them. A fill (compressing the chunks and
+/// committing them) takes about as long as fetching them on a fast link;
+/// awaited before the answer, it doubled the time of every cold read.
+/// Past this much waiting, fetches wait for the fills before them: memory
+/// stays bounded when the disk is slower than the link.
+pub const FILL_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The unit of the backlog's permits (a semaphore counts in `u32`s).
+const BACKLOG_UNIT: u64 = 4096;
+
+/// [`FILL_BACKLOG_BYTES`] in [`BACKLOG_UNIT`]s.
+const BACKLOG_UNITS: u32 = (FILL_BACKLOG_BYTES / BACKLOG_UNIT) as u32;
+
 /// Blobs read through a near cache from a far service. Chunks and chunk
 /// lists fetched from far are verified, then kept in near.
 ///
 /// A chunk list from far cannot be checked on its own: each chunk is checked
 /// when it is read, and the whole blob when `open_read` reaches its end.
 ///
-/// Concurrent misses on one chunk share one fetch from far.
+/// Concurrent misses on one chunk share one fetch from far. Fetched chunks
+/// are written into near behind their readers (see [`FILL_BACKLOG_BYTES`]);
+/// until written they stay in the in-flight map, answered from memory.
 #[derive(Clone)]
 pub struct CachedBlobService {
     /// Where reads look first and fetched data is kept.
@@ -39,6 +56,8 @@ pub struct CachedBlobService {
     /// Whether fetched data goes into near now (not after a failed write,
     /// for a while).
     gate: Arc<FillGate>,
+    /// Bounds the bytes fetched and not yet written into near.
+    backlog: Arc<Semaphore>,
 }
 
 /// One fetch of a chunk from far, awaited by every reader that wants it.
@@ -57,7 +76,16 @@ impl CachedBlobService {
             inflight: Arc::default(),
             gate: Arc::new(FillGate::new(Arc::clone(&stats))),
             stats,
+            backlog: Arc::new(Semaphore::new(BACKLOG_UNITS as usize)),
         }
+    }
+
+    /// Wait until every fetched chunk has been written into near (or its
+    /// write has failed): before the process exits, so that what was
+    /// fetched is there next time.
+    pub async fn flush(&self) {
+        // Never closed; all permits back means no fill is left.
+        let _all = self.backlog.acquire_many(BACKLOG_UNITS).await;
     }
 
     /// The cache's live figures: hits in near, bytes fetched from far,
@@ -106,11 +134,45 @@ impl CachedBlobService {
         }
     }
 
-    /// Keep fetched chunks in near, in one transaction per batch, before
-    /// the fetch answers its readers; then leave the in-flight map. (Fills
-    /// left to run behind the readers let a second reader, or a quota
-    /// sweep, miss a chunk that was neither in flight nor yet in near; the
-    /// cache tests caught it.)
+    /// Keep fetched chunks in near, in one transaction per batch, behind
+    /// the readers: the fetch answers now, the fill runs on its own once
+    /// there is room in the backlog (waiting for room otherwise). The
+    /// chunks leave the in-flight map only when written, so that a later
+    /// reader, or a quota sweep, never misses a chunk that is neither in
+    /// flight nor yet in near: it gets the fetch's answer from memory.
+    async fn fill_behind(&self, chunks: Vec<(B3Digest, Bytes)>, digests: Vec<B3Digest>) {
+        // What failed or was absent leaves the map now: the next reader
+        // asks far again rather than meet this answer.
+        {
+            let got: std::collections::HashSet<&B3Digest> = chunks.iter().map(|(d, _)| d).collect();
+            let mut map = self.inflight.lock();
+            for d in digests.iter().filter(|d| !got.contains(d)) {
+                map.remove(d);
+            }
+        }
+        let digests: Vec<B3Digest> = chunks.iter().map(|(d, _)| *d).collect();
+        if digests.is_empty() {
+            return;
+        }
+        let bytes: u64 = chunks.iter().map(|(_, d)| d.len() as u64).sum();
+        let units = bytes
+            .div_ceil(BACKLOG_UNIT)
+            .clamp(1, u64::from(BACKLOG_UNITS)) as u32;
+        let this = self.clone();
+        match Arc::clone(&self.backlog).acquire_many_owned(units).await {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    this.fill(chunks, digests).await;
+                    drop(permit);
+                });
+            }
+            // Never closed; were it, fill before answering.
+            Err(_) => this.fill(chunks, digests).await,
+        }
+    }
+
+    /// Write fetched chunks into near in one transaction, then let them
+    /// leave the in-flight map.
     async fn fill(self, chunks: Vec<(B3Digest, Bytes)>, digests: Vec<B3Digest>) {
         if !chunks.is_empty() && self.gate.may_fill() {
             match self.near.insert_chunks(chunks).await {
@@ -230,7 +292,7 @@ impl BlobService for CachedBlobService {
                             Ok(Some(data)) => vec![(d, data.clone())],
                             _ => Vec::new(),
                         };
-                        this.fill(fill, vec![d]).await;
+                        this.fill_behind(fill, vec![d]).await;
                         r
                     }
                     .boxed()
@@ -289,7 +351,7 @@ impl BlobService for CachedBlobService {
                 let (this, ds) = (self.clone(), fresh.clone());
                 let batch: BatchFetch = async move {
                     let (got, fill) = this.fetch_batch(&ds).await;
-                    this.fill(fill, ds).await;
+                    this.fill_behind(fill, ds).await;
                     Arc::new(got.into_iter().map(|r| r.map_err(Arc::new)).collect())
                 }
                 .boxed()

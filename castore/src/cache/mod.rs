@@ -22,7 +22,7 @@ mod fill;
 mod stats;
 mod tee;
 
-pub use blob::CachedBlobService;
+pub use blob::{CachedBlobService, FILL_BACKLOG_BYTES};
 pub use directory::CachedDirectoryService;
 pub use files::{FileCache, FileCacheSnapshot};
 pub use fill::{FIRST_PAUSE, LOG_INTERVAL, MAX_PAUSE};

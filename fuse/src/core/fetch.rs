@@ -149,6 +149,15 @@ pub(crate) const MAX_BYTES_IN_FLIGHT: u64 = 16 * 1024 * 1024;
 /// `u32`s).
 const IN_FLIGHT_UNIT: u64 = 1024;
 
+/// Bytes of read replies being put together from several chunks at once.
+/// A read that spans chunks copies them into one buffer of up to the
+/// kernel's largest read (1 MiB); 64 concurrent readers, as many as the
+/// kernel sends at once, held 64 such buffers beside the chunks they were
+/// copied from. More wait their turn: the chunks are already here, the
+/// copy is quick. (Each reply is freed once the transport has written it,
+/// just after the permit goes, so a few more may be alive at an instant.)
+pub(crate) const MAX_REPLY_BYTES: u64 = 8 * 1024 * 1024;
+
 #[derive(Debug)]
 struct ChunkLru {
     lru: LruCache<B3Digest, Bytes>,
@@ -172,6 +181,9 @@ pub(crate) struct Fetcher {
     /// Bounds the bytes requested and not yet received, in
     /// [`IN_FLIGHT_UNIT`]s (see [`MAX_BYTES_IN_FLIGHT`]).
     in_flight: Semaphore,
+    /// Bounds the bytes of replies being assembled, in [`IN_FLIGHT_UNIT`]s
+    /// (see [`MAX_REPLY_BYTES`]).
+    replies: Arc<Semaphore>,
     /// Small blobs the service holds only in chunks (asking for them whole
     /// found nothing): not worth asking for whole again in a batch.
     chunked_small: Mutex<LruCache<B3Digest, ()>>,
@@ -205,6 +217,7 @@ impl Fetcher {
             inflight: Mutex::new(HashMap::new()),
             readahead: Arc::new(Semaphore::new(readahead_in_flight.max(1))),
             in_flight: Semaphore::new((MAX_BYTES_IN_FLIGHT / IN_FLIGHT_UNIT) as usize),
+            replies: Arc::new(Semaphore::new((MAX_REPLY_BYTES / IN_FLIGHT_UNIT) as usize)),
             chunked_small: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CHUNK_LISTS).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -564,6 +577,7 @@ impl Fetcher {
             .iter()
             .map(|m| self.chunk(*m))
             .collect();
+        let replies = Arc::clone(&self.replies);
         async move {
             if futs.is_empty() {
                 return Ok(Bytes::new());
@@ -576,6 +590,11 @@ impl Fetcher {
                 let p = &parts[0];
                 return Ok(p.slice(skip.min(p.len())..(skip + want).min(p.len())));
             }
+            let units = (want as u64)
+                .div_ceil(IN_FLIGHT_UNIT)
+                .clamp(1, MAX_REPLY_BYTES / IN_FLIGHT_UNIT);
+            // Never closed; were it, the copy goes ahead unbounded.
+            let _permit = replies.acquire_many_owned(units as u32).await.ok();
             let mut out = Vec::with_capacity(want);
             let mut pos = 0usize; // offset of the current part in the concatenation
             for p in &parts {
