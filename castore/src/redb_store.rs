@@ -491,16 +491,29 @@ const POOLED_COMPRESSORS: usize = 4;
 /// zstd level of stored chunks: the fastest of the normal levels.
 const ZSTD_LEVEL: i32 = 1;
 
+/// Largest decoded size a chunk record's zstd frame header is believed
+/// for: the output is allocated once at that size. Larger claims (or none)
+/// decode into an output that grows as the frame really decodes.
+const TRUSTED_FRAME_SIZE: u64 = 16 << 20;
+
+/// Decode one zstd frame. The frame header names the decoded size (every
+/// record written here has it): one allocation of exactly that size, where
+/// a growing buffer reached up to twice the chunk while it decoded, and
+/// many reads at once held many such buffers. A header that lies makes
+/// decoding fail, not allocate more than [`TRUSTED_FRAME_SIZE`].
+fn decode_zstd(frame: &[u8]) -> std::io::Result<Vec<u8>> {
+    match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(n)) if n <= TRUSTED_FRAME_SIZE => zstd::bulk::decompress(frame, n as usize),
+        _ => zstd::stream::decode_all(frame),
+    }
+}
+
 /// Decode a chunk record and check it hashes to `digest`.
 pub(crate) fn decode_chunk(digest: &B3Digest, record: &[u8]) -> Result<bytes::Bytes> {
     let corrupt = |why: String| Error::storage(format!("chunk record {digest} is corrupt"), why);
     let data = match record.split_first() {
         Some((&CHUNK_RAW, rest)) => rest.to_vec(),
-        // The frame's size is not trusted for allocation: decode_all grows
-        // its output as the frame really decodes, and a bad frame fails.
-        Some((&CHUNK_ZSTD, rest)) => {
-            zstd::stream::decode_all(rest).map_err(|e| corrupt(format!("zstd: {e}")))?
-        }
+        Some((&CHUNK_ZSTD, rest)) => decode_zstd(rest).map_err(|e| corrupt(format!("zstd: {e}")))?,
         Some((flag, _)) => return Err(corrupt(format!("unknown flag byte {flag:#04x}"))),
         None => return Err(corrupt("empty record".into())),
     };
@@ -577,6 +590,25 @@ mod tests {
         let rec = encode_chunk(&noise);
         assert_eq!(rec[0], CHUNK_RAW);
         assert_eq!(&rec[1..], &noise[..]);
+    }
+
+    #[test]
+    fn zstd_frames_decode_into_one_exact_allocation_and_liars_fail() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let rec = encode_chunk(&data);
+        assert_eq!(rec[0], CHUNK_ZSTD);
+        let out = decode_zstd(&rec[1..]).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(out.capacity(), data.len(), "allocated once, exactly");
+        let mut liar = zstd::bulk::Compressor::new(1).unwrap();
+        liar.include_contentsize(false).unwrap();
+        let frame = liar.compress(&data).unwrap();
+        assert_eq!(decode_zstd(&frame).unwrap(), data, "no size: grows");
+        // A header claiming 10 bytes before 100,000 more: an error, with
+        // no more than 10 bytes allocated for it.
+        let mut forged = zstd::bulk::compress(&data[..10], 1).unwrap();
+        forged.extend_from_slice(&frame);
+        assert!(decode_zstd(&forged).is_err());
     }
 
     #[test]
