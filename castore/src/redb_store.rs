@@ -513,7 +513,9 @@ pub(crate) fn decode_chunk(digest: &B3Digest, record: &[u8]) -> Result<bytes::By
     let corrupt = |why: String| Error::storage(format!("chunk record {digest} is corrupt"), why);
     let data = match record.split_first() {
         Some((&CHUNK_RAW, rest)) => rest.to_vec(),
-        Some((&CHUNK_ZSTD, rest)) => decode_zstd(rest).map_err(|e| corrupt(format!("zstd: {e}")))?,
+        Some((&CHUNK_ZSTD, rest)) => {
+            decode_zstd(rest).map_err(|e| corrupt(format!("zstd: {e}")))?
+        }
         Some((flag, _)) => return Err(corrupt(format!("unknown flag byte {flag:#04x}"))),
         None => return Err(corrupt("empty record".into())),
     };

@@ -268,3 +268,46 @@ fn queueing_behind_other_readers_is_not_a_timeout() {
     }
     assert_eq!(core.stats().snapshot().timeouts, 0);
 }
+
+/// A walk through a directory fetches its small files a window at a time;
+/// an open elsewhere in the directory fetches only its own file, and a
+/// walk that goes on from there gets windows again.
+#[test]
+fn sibling_windows_follow_walks_not_scattered_opens() {
+    let rt = runtime();
+    let svc = Services::default();
+    let names: Vec<String> = (0..600).map(|i| format!("f{i:03}")).collect();
+    let tree = T::Dir(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone().into_bytes(), file(pseudo_random(100, i as u64))))
+            .collect(),
+    );
+    let path = rt.block_on(svc.add_path("walk", &tree));
+    let core = core(&rt, &svc, Duration::from_secs(10));
+    let root = core
+        .lookup(ROOT_INO, path.base_name().as_bytes())
+        .unwrap()
+        .unwrap();
+    let read = |i: usize| {
+        let f = core.lookup(root.ino, names[i].as_bytes()).unwrap().unwrap();
+        let fh = core.open(f.ino, false).unwrap();
+        let got = core.read(f.ino, fh, 0, 4096).unwrap();
+        core.release(fh);
+        assert_eq!(got.as_ref(), &pseudo_random(100, i as u64)[..]);
+    };
+    // A window of 100-byte files is one request, and the open waits for
+    // it (its own file is in it): counted by the time the open returns.
+    let fetched = || core.stats().snapshot().chunks_fetched;
+    read(0);
+    assert_eq!(fetched(), 256, "the first open: a window of 256 files");
+    read(500);
+    assert_eq!(fetched(), 257, "a jump: only the file opened");
+    read(501);
+    assert_eq!(
+        fetched(),
+        257 + 99,
+        "the walk goes on from there: f501..f599"
+    );
+}

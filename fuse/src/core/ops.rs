@@ -62,6 +62,10 @@ const SIBLING_WINDOW_BYTES: u64 = 2 * 1024 * 1024;
 /// about half a window.
 const SIBLING_WINDOW_FILES: usize = 256;
 
+/// How many directories remember the name of the file last opened in them,
+/// to tell a walk through a directory from opens here and there.
+const DIR_CURSORS: usize = 16 * 1024;
+
 /// The `d_ino` of a readdir entry that has no inode yet (libfuse's
 /// `FUSE_UNKNOWN_INO`): plain readdir does not count lookups, so it must
 /// not create inodes.
@@ -138,6 +142,9 @@ pub(crate) struct FsInner {
     /// The directory (digest) and name each file was last found under, by
     /// blob: where to find its siblings when it is opened.
     file_dirs: Mutex<LruCache<B3Digest, (B3Digest, Bytes)>>,
+    /// The name last opened in each directory (by digest): see
+    /// [`FsInner::walks_on`].
+    dir_cursors: Mutex<LruCache<B3Digest, Bytes>>,
 }
 
 /// What [`FsInner::new`] needs beyond the services.
@@ -179,6 +186,9 @@ impl FsInner {
             timeout: config.timeout,
             file_dirs: Mutex::new(LruCache::new(
                 NonZeroUsize::new(FILE_DIRS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            dir_cursors: Mutex::new(LruCache::new(
+                NonZeroUsize::new(DIR_CURSORS).unwrap_or(NonZeroUsize::MIN),
             )),
         }
     }
@@ -435,10 +445,10 @@ impl FsInner {
     /// network: the directory is in memory (its store path's closure was
     /// fetched at lookup) or the window is skipped.
     fn fetch_siblings(&self, blob: B3Digest) {
-        let Some((dir, name)) = self.file_dirs.lock().get(&blob).cloned() else {
+        let Some((dir_digest, name)) = self.file_dirs.lock().get(&blob).cloned() else {
             return;
         };
-        let Some(dir) = self.dirs.get(&dir) else {
+        let Some(dir) = self.dirs.get(&dir_digest) else {
             return;
         };
         // The large files just after it: their chunk lists, asked for now
@@ -455,6 +465,9 @@ impl FsInner {
             .collect();
         if !large.is_empty() {
             self.fetcher.prefetch_layouts(large);
+        }
+        if !self.walks_on(dir_digest, &dir, &name) {
+            return;
         }
         let mut window = Vec::new();
         let mut bytes = 0u64;
@@ -489,6 +502,23 @@ impl FsInner {
                 self.fetcher.fetch_batch(window);
             }
         }
+    }
+
+    /// Whether opening `name` in directory `dir` (digest `digest`) goes on
+    /// with a walk through it: the first open there, or an open at most a
+    /// window's files after the previous one. Only then is a window of
+    /// siblings worth fetching: programs that open files of a directory
+    /// here and there (many readers at once, a loader) would otherwise pull
+    /// a window per open, each read back from the local cache for nothing
+    /// when the files are there already.
+    fn walks_on(&self, digest: B3Digest, dir: &Directory, name: &Bytes) -> bool {
+        let last = self.dir_cursors.lock().put(digest, name.clone());
+        let Some(last) = last else {
+            return true;
+        };
+        dir.entries_from(&last)
+            .take(SIBLING_WINDOW_FILES + 1)
+            .any(|(n, _)| n.as_ref() == name.as_ref())
     }
 
     /// The kernel agreed to open files without FUSE_OPEN (it asked with
