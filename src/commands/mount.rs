@@ -23,13 +23,7 @@ use crate::services::{self, Globals, OpenOptions, Services};
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     let peering = super::peers::Peering::start(&args.peers).await?;
     let peer_set = peering.set.clone();
-    let store = open_lazy(
-        globals,
-        &args.lazy,
-        !args.no_passthrough,
-        peer_set.clone(),
-    )
-    .await?;
+    let store = open_lazy(globals, &args.lazy, !args.no_passthrough, peer_set.clone()).await?;
     let (services, cache, blob_origin, file_cache, figures) = (
         store.services,
         store.cache,

@@ -118,14 +118,20 @@ impl Peering {
             return Ok(None);
         }
         let Some(cache) = cache else {
-            anyhow::bail!("--peer-listen needs a remote --store (a local store has no cache to share)");
+            anyhow::bail!(
+                "--peer-listen needs a remote --store (a local store has no cache to share)"
+            );
         };
         let serving = storefs_grpc::peer_services(cache, self.max_reads);
         for l in &self.listeners {
             eprintln!(
                 "storefs: serving cached chunks to peers on {}{}",
                 l.client_url(),
-                if self.token.is_some() { " (token required)" } else { "" }
+                if self.token.is_some() {
+                    " (token required)"
+                } else {
+                    ""
+                }
             );
         }
         let config = ServerConfig {
@@ -166,8 +172,7 @@ fn merge(
 fn read_peers_file(file: &Path) -> anyhow::Result<Vec<GrpcEndpoint>> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading --peers-file {}", file.display()))?;
-    storefs_grpc::parse_peer_list(&text)
-        .with_context(|| format!("--peers-file {}", file.display()))
+    storefs_grpc::parse_peer_list(&text).with_context(|| format!("--peers-file {}", file.display()))
 }
 
 /// What identifies a version of the file: its modification time and length.
@@ -203,7 +208,10 @@ async fn follow_peers_file(
                 }
             }
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "--peers-file changed; keeping the peers as they were")
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "--peers-file changed; keeping the peers as they were"
+                )
             }
         }
     }

@@ -52,18 +52,18 @@ impl PeerFirstBlobService {
             }
             let wanted: Vec<B3Digest> = pending.iter().map(|&j| digests[j]).collect();
             peer.asking(wanted.len());
-            let got =
-                match tokio::time::timeout_at(deadline, peer.blob.read_chunk_batch(&wanted)).await
-                {
-                    Ok(got) => got,
-                    Err(_) => {
-                        peer.failed(
-                            config,
-                            &Error::timeout("a chunk read from a peer", Some(config.timeout)),
-                        );
-                        break;
-                    }
-                };
+            let got = match tokio::time::timeout_at(deadline, peer.blob.read_chunk_batch(&wanted))
+                .await
+            {
+                Ok(got) => got,
+                Err(_) => {
+                    peer.failed(
+                        config,
+                        &Error::timeout("a chunk read from a peer", Some(config.timeout)),
+                    );
+                    break;
+                }
+            };
             let mut still = Vec::new();
             let (mut missed, mut lied) = (0, false);
             let mut failure: Option<Error> = None;
@@ -118,11 +118,7 @@ impl BlobService for PeerFirstBlobService {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
-        if let Some(Some(data)) = self
-            .from_peers(std::slice::from_ref(digest))
-            .await
-            .pop()
-        {
+        if let Some(Some(data)) = self.from_peers(std::slice::from_ref(digest)).await.pop() {
             return Ok(Some(data));
         }
         let got = self.service.read_chunk(digest).await?;

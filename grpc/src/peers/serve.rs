@@ -140,8 +140,12 @@ impl BlobService for CacheOnly {
 
     /// Only a blob kept as one chunk: a peer reads chunks, and the cache
     /// may hold only some of a chunked blob's.
+    /// (The server asks `read_chunk` before this, and counts that; this
+    /// asks again uncounted.)
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
+        let _permit = self.permit().await?;
         Ok(self
+            .cache
             .read_chunk(digest)
             .await?
             .map(|data| Box::new(std::io::Cursor::new(data)) as BlobReader))

@@ -169,7 +169,9 @@ impl PeerSet {
     /// The service delivered a chunk of `len` bytes.
     pub(crate) fn from_service(&self, len: usize) {
         self.0.service_chunks.fetch_add(1, Ordering::Relaxed);
-        self.0.service_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.0
+            .service_bytes
+            .fetch_add(len as u64, Ordering::Relaxed);
     }
 
     /// A peer delivered a verified chunk of `len` bytes.
