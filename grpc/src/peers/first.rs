@@ -37,7 +37,7 @@ impl PeerFirstBlobService {
 
     /// Ask the peers for `digests`; each entry is `Some` if a peer
     /// delivered it (verified), `None` if it is left for the service.
-    async fn from_peers(&self, digests: &[B3Digest]) -> Vec<Option<Bytes>> {
+    async fn ask_peers(&self, digests: &[B3Digest]) -> Vec<Option<Bytes>> {
         let mut out: Vec<Option<Bytes>> = vec![None; digests.len()];
         let ask = self.peers.to_ask();
         if ask.is_empty() || digests.is_empty() {
@@ -71,7 +71,7 @@ impl PeerFirstBlobService {
                 match r {
                     Ok(Some(data)) => {
                         peer.delivered(data.len());
-                        self.peers.from_peer(data.len());
+                        self.peers.peer_delivered(data.len());
                         out[j] = Some(data);
                     }
                     Ok(None) => {
@@ -118,12 +118,12 @@ impl BlobService for PeerFirstBlobService {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
-        if let Some(Some(data)) = self.from_peers(std::slice::from_ref(digest)).await.pop() {
+        if let Some(Some(data)) = self.ask_peers(std::slice::from_ref(digest)).await.pop() {
             return Ok(Some(data));
         }
         let got = self.service.read_chunk(digest).await?;
         if let Some(data) = &got {
-            self.peers.from_service(data.len());
+            self.peers.service_delivered(data.len());
         }
         Ok(got)
     }
@@ -131,7 +131,7 @@ impl BlobService for PeerFirstBlobService {
     /// The peers first, the rest in one batch from the service; each entry
     /// answered on its own.
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-        let from_peers = self.from_peers(digests).await;
+        let from_peers = self.ask_peers(digests).await;
         let rest: Vec<B3Digest> = digests
             .iter()
             .zip(&from_peers)
@@ -153,7 +153,7 @@ impl BlobService for PeerFirstBlobService {
                         Err(Error::remote_msg("the service answered too few chunks"))
                     });
                     if let Ok(Some(data)) = &r {
-                        self.peers.from_service(data.len());
+                        self.peers.service_delivered(data.len());
                     }
                     r
                 }

@@ -167,7 +167,7 @@ impl PeerSet {
     }
 
     /// The service delivered a chunk of `len` bytes.
-    pub(crate) fn from_service(&self, len: usize) {
+    pub(crate) fn service_delivered(&self, len: usize) {
         self.0.service_chunks.fetch_add(1, Ordering::Relaxed);
         self.0
             .service_bytes
@@ -175,7 +175,7 @@ impl PeerSet {
     }
 
     /// A peer delivered a verified chunk of `len` bytes.
-    pub(crate) fn from_peer(&self, len: usize) {
+    pub(crate) fn peer_delivered(&self, len: usize) {
         self.0.peer_chunks.fetch_add(1, Ordering::Relaxed);
         self.0.peer_bytes.fetch_add(len as u64, Ordering::Relaxed);
     }
