@@ -382,3 +382,44 @@ fn a_peer_serves_only_cached_chunks_and_fetches_nothing_for_the_asker() {
     assert_eq!(num(&a.stats()["bytes_fetched"]), fetched_before);
     assert_eq!(num(&a.stats()["peer_server"]["misses"]), 2);
 }
+
+#[test]
+fn a_peers_file_is_read_again_when_it_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tree(&tmp.path().join("src"), 4);
+    let data = tmp.path().join("service");
+    let path = ok_str(storefs!(&data).arg("add").arg(tmp.path().join("src")));
+    let (_service, _metrics) = service(tmp.path(), &data);
+    let url = format!("grpc+unix://{}", tmp.path().join("grpc.sock").display());
+
+    let a_sock = tmp.path().join("a-peer.sock");
+    let a = TestMount::start(
+        &storefs_bin!(),
+        &url,
+        &tmp.path().join("a"),
+        &tmp.path().join("a-cache"),
+        &["--peer-listen", &format!("unix:{}", a_sock.display())],
+    );
+    let total = read_all(&a.at.join(base_name(&path)), &files);
+
+    let list = tmp.path().join("peers");
+    std::fs::write(&list, "# no peers yet\n").unwrap();
+    let b = TestMount::start(
+        &storefs_bin!(),
+        &url,
+        &tmp.path().join("b"),
+        &tmp.path().join("b-cache"),
+        &["--peers-file", list.to_str().unwrap()],
+    );
+    assert_eq!(b.stats()["peers"]["list"], serde_json::json!([]));
+    let peer_a = format!("grpc+unix://{}", a_sock.display());
+    std::fs::write(&list, format!("# the fleet\n{peer_a}\n")).unwrap();
+    storefs_testkit::wait_for(
+        std::time::Duration::from_secs(30),
+        "the mount to take the new peers file",
+        || b.stats()["peers"]["list"][0]["endpoint"] == peer_a.as_str(),
+    );
+    read_all(&b.at.join(base_name(&path)), &files);
+    let stats = b.stats();
+    assert_eq!(num(&stats["peers"]["peer_bytes"]), total, "{stats}");
+}
