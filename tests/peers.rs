@@ -127,25 +127,29 @@ fn mounts_read_a_tree_from_a_peer_and_the_service_serves_little() {
     );
 
     let peer_a = format!("grpc+unix://{}", a_sock.display());
-    let mount_peer = |name: &str| {
+    let mount_peer = |name: &str, more: &[&str]| {
+        let mut args = vec![
+            "--peer",
+            &peer_a,
+            "--peer-token-file",
+            token,
+            // Generous for a loaded test machine: the bound is what is
+            // tested, not the speed.
+            "--peer-timeout",
+            "5000",
+        ];
+        args.extend_from_slice(more);
         TestMount::start(
             &storefs_bin!(),
             &url,
             &tmp.path().join(name),
             &tmp.path().join(format!("{name}-cache")),
-            &[
-                "--peer",
-                &peer_a,
-                "--peer-token-file",
-                token,
-                // Generous for a loaded test machine: the bound is what
-                // is tested, not the speed.
-                "--peer-timeout",
-                "5000",
-            ],
+            &args,
         )
     };
-    let (b, c) = (mount_peer("b"), mount_peer("c"));
+    let b_metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let b = mount_peer("b", &["--metrics", &b_metrics.to_string()]);
+    let c = mount_peer("c", &[]);
     let read_bc = std::thread::scope(|s| {
         let rb = s.spawn(|| read_all(&b.at.join(base_name(&path)), &files));
         let rc = s.spawn(|| read_all(&c.at.join(base_name(&path)), &files));
@@ -164,6 +168,16 @@ fn mounts_read_a_tree_from_a_peer_and_the_service_serves_little() {
         assert_eq!(peers["list"][0]["endpoint"], peer_a.as_str(), "{stats}");
         assert_eq!(peers["list"][0]["state"], "healthy", "{stats}");
     }
+    // The same figures in B's Prometheus metrics.
+    let text = String::from_utf8(http::get(b_metrics, "/metrics").body).unwrap();
+    let from_peers = text
+        .lines()
+        .find_map(|l| l.strip_prefix("storefs_mount_peers_fetched_bytes_total "))
+        .unwrap_or_else(|| panic!("no peer bytes in\n{text}"));
+    assert_eq!(
+        from_peers.parse::<u64>().unwrap(),
+        num(&b.stats()["peers"]["peer_bytes"])
+    );
     let served_by_a = &a.stats()["peer_server"];
     assert!(
         num(&served_by_a["bytes"]) * 20 >= total * 2 * 19,

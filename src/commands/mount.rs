@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LazyStoreArgs, MountArgs};
 use crate::commands::serve::{spawn_daemon, spawn_signal_handler};
-use crate::metrics::{self, MountCollector};
+use crate::metrics::{self, MountCollector, PeerCollector};
 use crate::services::{self, Globals, OpenOptions, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
@@ -105,6 +105,10 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
             cache: figures.as_ref().map(|f| Arc::clone(&f.stats)),
             cache_blobs: figures.as_ref().map(|f| Arc::clone(&f.blobs)),
             replicas: replicas.clone(),
+        }));
+        registry.register_collector(Box::new(PeerCollector {
+            peers: peer_set.clone(),
+            served: served.clone(),
         }));
         let server = metrics::serve(addr, registry, stop.clone()).await?;
         tasks.spawn(async move { server.await.context("the metrics task failed")? });
