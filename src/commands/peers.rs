@@ -290,3 +290,43 @@ pub fn report(set: Option<&PeerSet>, served: Option<&PeerServerFigures>) {
         );
     }
 }
+
+/// The peer lines of `storefs status` (none without peers).
+pub fn summary(m: &serde_json::Map<String, Value>) -> String {
+    let get = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let mut out = String::new();
+    if let Some(p) = m.get("peers") {
+        out += &format!(
+            "  peers:         {} bytes in {} chunks from peers, {} bytes in {} chunks from the service, {} verification failures\n",
+            get(p, "peer_bytes"),
+            get(p, "peer_chunks"),
+            get(p, "service_bytes"),
+            get(p, "service_chunks"),
+            get(p, "verification_failures"),
+        );
+        for peer in p
+            .get("list")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            out += &format!(
+                "    {} {}: {} bytes, {} misses, {} failures\n",
+                peer.get("endpoint").and_then(Value::as_str).unwrap_or("?"),
+                peer.get("state").and_then(Value::as_str).unwrap_or("?"),
+                get(peer, "bytes"),
+                get(peer, "misses"),
+                get(peer, "failures"),
+            );
+        }
+    }
+    if let Some(s) = m.get("peer_server") {
+        out += &format!(
+            "  served peers:  {} bytes in {} chunks, {} asked for not cached\n",
+            get(s, "bytes"),
+            get(s, "chunks"),
+            get(s, "misses"),
+        );
+    }
+    out
+}
