@@ -35,6 +35,11 @@ impl PeerFirstBlobService {
         Self { peers, service }
     }
 
+    /// The peers, for their figures.
+    pub fn peers(&self) -> &PeerSet {
+        &self.peers
+    }
+
     /// Ask the peers for `digests`; each entry is `Some` if a peer
     /// delivered it (verified), `None` if it is left for the service.
     async fn ask_peers(&self, digests: &[B3Digest]) -> Vec<Option<Bytes>> {
