@@ -35,7 +35,7 @@ async fn with_peer() -> (Arc<dyn BlobService>, [GrpcServer; 2]) {
     let service = GrpcServer::start(Kind::Unix, shared.clone(), ServerConfig::default()).await;
     let peer = GrpcServer::start(
         Kind::Tcp,
-        peer_services(shared.blob.clone(), 4).services,
+        peer_services(shared.blob.clone(), 4, None).services,
         ServerConfig::default(),
     )
     .await;
@@ -119,7 +119,7 @@ async fn a_dead_peer_is_skipped_then_asked_again_once_back() {
     let shared: Services = memory_services();
     put_blob(shared.blob.as_ref(), &data).await;
     let dir = tempfile::tempdir().unwrap();
-    let served = peer_services(shared.blob.clone(), 4).services;
+    let served = peer_services(shared.blob.clone(), 4, None).services;
     let mut peer = CrashingServer::start(
         served,
         storefs_grpc::ListenAddr::Unix(dir.path().join("peer.sock")),
@@ -147,4 +147,100 @@ async fn a_dead_peer_is_skipped_then_asked_again_once_back() {
     svc.read_chunk(&chunks[2].digest).await.unwrap().unwrap();
     let f = set.figures();
     assert_eq!((f.peer_chunks, f.service_chunks), (2, 1), "{f:?}");
+}
+
+/// A service whose chunk reads wait until the test opens the gate, and
+/// count themselves.
+struct Gate {
+    inner: Arc<dyn BlobService>,
+    open: tokio::sync::Semaphore,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl BlobService for Gate {
+    async fn has(&self, d: &storefs_castore::B3Digest) -> storefs_castore::Result<bool> {
+        self.inner.has(d).await
+    }
+
+    async fn chunks(
+        &self,
+        d: &storefs_castore::B3Digest,
+    ) -> storefs_castore::Result<Option<Vec<storefs_castore::ChunkMeta>>> {
+        self.inner.chunks(d).await
+    }
+
+    async fn read_chunk(
+        &self,
+        d: &storefs_castore::B3Digest,
+    ) -> storefs_castore::Result<Option<bytes::Bytes>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _pass = self.open.acquire().await;
+        self.inner.read_chunk(d).await
+    }
+
+    async fn open_read(
+        &self,
+        d: &storefs_castore::B3Digest,
+    ) -> storefs_castore::Result<Option<storefs_castore::BlobReader>> {
+        self.inner.open_read(d).await
+    }
+
+    async fn open_write(&self) -> Box<dyn storefs_castore::BlobWriter> {
+        self.inner.open_write().await
+    }
+}
+
+#[tokio::test]
+async fn a_peer_asking_for_a_chunk_on_its_way_gets_it_when_it_arrives() {
+    let mut backing = memory_services();
+    let data = pseudo_random(20_000, 3);
+    let digest = put_blob(backing.blob.as_ref(), &data).await;
+    let gate = Arc::new(Gate {
+        inner: backing.blob.clone(),
+        open: tokio::sync::Semaphore::new(0),
+        reads: Default::default(),
+    });
+    backing.blob = gate.clone();
+    let service = GrpcServer::start(Kind::Unix, backing, ServerConfig::default()).await;
+
+    // Mount 1: no peers, nothing cached; it serves peers what is on its way.
+    let m1 = Arc::new(peer_first(&service.url, &[], PeerConfig::default()));
+    let serving = peer_services(
+        Arc::new(storefs_castore::MemoryBlobService::new()),
+        4,
+        Some(m1.peers().in_flight().clone()),
+    );
+    let figures = serving.figures.clone();
+    let peer = GrpcServer::start(Kind::Unix, serving.services, ServerConfig::default()).await;
+
+    let fetch = tokio::spawn({
+        let m1 = m1.clone();
+        async move { m1.read_chunk(&digest).await }
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "mount 1 to ask the service",
+        || gate.reads.load(std::sync::atomic::Ordering::SeqCst) == 1,
+    )
+    .await;
+    // Mount 2 asks mount 1 meanwhile, then the service answers mount 1.
+    let asker = tokio::spawn({
+        let url = peer.url.clone();
+        async move {
+            let c = storefs_grpc::connect(&url, quick_config()).unwrap();
+            c.blob.read_chunk(&digest).await
+        }
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "mount 2 to wait on mount 1",
+        || figures.waiting.load(std::sync::atomic::Ordering::SeqCst) == 1,
+    )
+    .await;
+    gate.open.add_permits(10);
+    assert_eq!(fetch.await.unwrap().unwrap().unwrap(), data);
+    assert_eq!(asker.await.unwrap().unwrap().unwrap(), data);
+    assert_eq!(figures.joined(), 1);
+    assert_eq!(gate.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -227,7 +227,9 @@ pub(super) async fn open_lazy(
             }
         }
         _ if peers.is_some() => {
-            anyhow::bail!("--peer and --peers-file need a remote --store (gRPC or an object store)")
+            anyhow::bail!(
+                "--peer, --peers-file and --peer-listen need a remote --store (gRPC or an object store)"
+            )
         }
         _ => LazyStore {
             services: far,

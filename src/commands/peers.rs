@@ -66,7 +66,10 @@ impl Peering {
                 ),
             }
         }
-        let set = args.reads_from_peers().then(|| {
+        // A mount that serves peers lists its fetches from the service too
+        // (an empty set), so that a peer asking for a chunk on its way
+        // gets it when it arrives.
+        let set = (args.reads_from_peers() || !listeners.is_empty()).then(|| {
             PeerSet::new(PeerConfig {
                 token: token.clone(),
                 timeout: Duration::from_millis(args.peer_timeout.max(1)),
@@ -122,7 +125,11 @@ impl Peering {
                 "--peer-listen needs a remote --store (a local store has no cache to share)"
             );
         };
-        let serving = storefs_grpc::peer_services(cache, self.max_reads);
+        let serving = storefs_grpc::peer_services(
+            cache,
+            self.max_reads,
+            self.set.as_ref().map(|s| s.in_flight().clone()),
+        );
         for l in &self.listeners {
             eprintln!(
                 "storefs: serving cached chunks to peers on {}{}",
@@ -236,7 +243,7 @@ pub fn extra(
             let (chunks, bytes, misses) = s.snapshot();
             m.insert(
                 "peer_server".into(),
-                json!({"chunks": chunks, "bytes": bytes, "misses": misses}),
+                json!({"chunks": chunks, "bytes": bytes, "misses": misses, "from_fetches_in_flight": s.joined()}),
             );
         }
         m

@@ -20,7 +20,8 @@ use super::set::PeerSet;
 /// most that long more than it would on the service alone. Every chunk from
 /// a peer is checked against its digest (by the gRPC client); one that
 /// fails is dropped, counted, and asked of the service, and the peer is
-/// shunned. Everything else — chunk lists (which cannot be checked on
+/// shunned. Chunks on their way from the service are listed in the set's
+/// [`super::InFlight`] meanwhile, for this mount's peer server. Everything else — chunk lists (which cannot be checked on
 /// their own), whole blob reads of unchunked blobs, writes — goes to the
 /// service.
 #[derive(Clone)]
@@ -126,9 +127,11 @@ impl BlobService for PeerFirstBlobService {
         if let Some(Some(data)) = self.ask_peers(std::slice::from_ref(digest)).await.pop() {
             return Ok(Some(data));
         }
+        let mut fetching = self.peers.in_flight().start(std::slice::from_ref(digest));
         let got = self.service.read_chunk(digest).await?;
         if let Some(data) = &got {
             self.peers.service_delivered(data.len());
+            fetching.deliver(digest, data);
         }
         Ok(got)
     }
@@ -143,12 +146,19 @@ impl BlobService for PeerFirstBlobService {
             .filter(|(_, got)| got.is_none())
             .map(|(d, _)| *d)
             .collect();
-        let mut from_service = if rest.is_empty() {
+        let mut fetching = self.peers.in_flight().start(&rest);
+        let got = if rest.is_empty() {
             Vec::new()
         } else {
             self.service.read_chunk_batch(&rest).await
+        };
+        for (d, r) in rest.iter().zip(&got) {
+            if let Ok(Some(data)) = r {
+                fetching.deliver(d, data);
+            }
         }
-        .into_iter();
+        drop(fetching);
+        let mut from_service = got.into_iter();
         from_peers
             .into_iter()
             .map(|got| match got {

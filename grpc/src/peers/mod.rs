@@ -16,23 +16,28 @@
 //!   (`--peer-listen`): the chunks and chunk lists its local cache holds,
 //!   read-only, a bounded number of reads at a time, `NOT_FOUND` for
 //!   everything else (path infos, directories, chunks it lacks). It never
-//!   fetches anything on a peer's behalf.
+//!   fetches anything on a peer's behalf; a chunk the mount is fetching
+//!   from its service right now ([`InFlight`]) is handed over when it
+//!   arrives.
 //!
 //! # Layout
 //! - `list`: parsing a list of peer URLs (a `--peers-file`).
 //! - `peer`: one peer: its client, health and figures.
 //! - `set`: the peers of a mount, their order, and the shared figures.
 //! - `first`: the peer-first blob service.
+//! - `inflight`: the chunks being fetched from the service now.
 //! - `serve`: the cache-only services a mount serves to its peers.
 
 mod first;
+mod inflight;
 mod list;
 mod peer;
 mod serve;
 mod set;
 
 pub use first::PeerFirstBlobService;
+pub use inflight::InFlight;
 pub use list::{PeerListError, parse_peer_list};
 pub use peer::PeerFigures;
-pub use serve::{PeerServerFigures, PeerServing, peer_services};
+pub use serve::{IN_FLIGHT_WAIT, PeerServerFigures, PeerServing, peer_services};
 pub use set::{PeerConfig, PeerSet, PeersFigures};

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,6 +15,12 @@ use storefs_castore::{
 };
 use storefs_store::{DIGEST_LEN, NarCalculationService, PathInfo, PathInfoService, Services};
 use tokio::sync::Semaphore;
+
+use super::inflight::InFlight;
+
+/// How long a peer's read of a chunk waits for this mount's own fetch of
+/// it from the service.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
 
 /// What a peer is told when it asks for anything but a read of chunks.
 const READ_ONLY: &str = "this is a storefs peer: it serves the chunks it has cached, read-only";
@@ -28,12 +35,25 @@ const READ_ONLY: &str = "this is a storefs peer: it serves the chunks it has cac
 /// `NOT_FOUND`. A `Read` of a blob is answered only for one stored as a
 /// single chunk. Path infos and directories are never served (`NOT_FOUND`),
 /// and every write is refused.
-pub fn peer_services(cache: Arc<dyn BlobService>, max_reads: usize) -> PeerServing {
+///
+/// With `in_flight` (the mount's [`PeerSet::in_flight`]), a chunk the
+/// cache lacks but the mount is fetching from its service right now is
+/// handed over when it arrives (waiting at most [`IN_FLIGHT_WAIT`], outside
+/// the bound on reads): a fleet that starts at once fetches a chunk from
+/// the service about once, not once per mount.
+///
+/// [`PeerSet::in_flight`]: super::PeerSet::in_flight
+pub fn peer_services(
+    cache: Arc<dyn BlobService>,
+    max_reads: usize,
+    in_flight: Option<InFlight>,
+) -> PeerServing {
     let figures = Arc::new(PeerServerFigures::default());
     let blobs = Arc::new(CacheOnly {
         cache,
         permits: Arc::new(Semaphore::new(max_reads.max(1))),
         figures: Arc::clone(&figures),
+        in_flight,
     });
     let nothing = Arc::new(Nothing);
     PeerServing {
@@ -62,8 +82,14 @@ pub struct PeerServerFigures {
     pub chunks: AtomicU64,
     /// Bytes of those chunks.
     pub bytes: AtomicU64,
-    /// Chunks asked for that the cache does not hold.
+    /// Chunks asked for that the cache did not hold (nor a fetch in
+    /// flight deliver in time).
     pub misses: AtomicU64,
+    /// Chunks served (counted in `chunks` too) that were on their way from
+    /// the service when asked for.
+    pub joined: AtomicU64,
+    /// Peer reads waiting now for a chunk on its way from the service.
+    pub waiting: AtomicU64,
 }
 
 impl PeerServerFigures {
@@ -78,6 +104,11 @@ impl PeerServerFigures {
             }
             Err(_) => {}
         }
+    }
+
+    /// Chunks served from fetches in flight so far.
+    pub fn joined(&self) -> u64 {
+        self.joined.load(Ordering::Relaxed)
     }
 
     /// `(chunks, bytes, misses)` now.
@@ -95,9 +126,22 @@ struct CacheOnly {
     cache: Arc<dyn BlobService>,
     permits: Arc<Semaphore>,
     figures: Arc<PeerServerFigures>,
+    in_flight: Option<InFlight>,
 }
 
 impl CacheOnly {
+    /// `digest` if the mount is fetching it from its service now and it
+    /// arrives within [`IN_FLIGHT_WAIT`].
+    async fn arriving(&self, digest: &B3Digest) -> Option<Bytes> {
+        let in_flight = self.in_flight.as_ref()?;
+        self.figures.waiting.fetch_add(1, Ordering::Relaxed);
+        let got = in_flight.wait(digest, IN_FLIGHT_WAIT).await;
+        self.figures.waiting.fetch_sub(1, Ordering::Relaxed);
+        let got = got?;
+        self.figures.joined.fetch_add(1, Ordering::Relaxed);
+        Some(got)
+    }
+
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
         self.permits
             .acquire()
@@ -117,8 +161,14 @@ impl BlobService for CacheOnly {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
-        let _permit = self.permit().await?;
-        let got = self.cache.read_chunk(digest).await;
+        let got = {
+            let _permit = self.permit().await?;
+            self.cache.read_chunk(digest).await
+        };
+        let got = match got {
+            Ok(None) => Ok(self.arriving(digest).await),
+            other => other,
+        };
         self.figures.served(&got);
         got
     }
@@ -134,6 +184,13 @@ impl BlobService for CacheOnly {
                     .collect();
             }
         };
+        let got = futures::future::join_all(digests.iter().zip(got).map(|(d, r)| async move {
+            match r {
+                Ok(None) => Ok(self.arriving(d).await),
+                other => other,
+            }
+        }))
+        .await;
         got.iter().for_each(|r| self.figures.served(r));
         got
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use storefs_castore::{GrpcEndpoint, StoreUrl};
 
+use super::inflight::InFlight;
 use super::peer::{Peer, PeerFigures};
 use crate::auth::Token;
 use crate::client::{ClientConfig, ConnectError, GrpcBlobService, connect_endpoint};
@@ -67,6 +68,8 @@ struct Inner {
     peer_bytes: AtomicU64,
     /// Chunks from peers that failed verification, likewise.
     verification_failures: AtomicU64,
+    /// The chunks being fetched from the service now.
+    in_flight: InFlight,
 }
 
 /// Where a mount's chunks came from, at one moment.
@@ -98,12 +101,20 @@ impl PeerSet {
             peer_chunks: AtomicU64::new(0),
             peer_bytes: AtomicU64::new(0),
             verification_failures: AtomicU64::new(0),
+            in_flight: InFlight::default(),
         }))
     }
 
     /// How reads use the peers.
     pub fn config(&self) -> &PeerConfig {
         &self.0.config
+    }
+
+    /// The chunks being fetched from the service now: give it to
+    /// [`super::peer_services`], so that a peer asking for one of them
+    /// gets it when it arrives.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.0.in_flight
     }
 
     /// Make `endpoints` the peers, in this order. A peer already known
