@@ -291,6 +291,45 @@ pub struct MountArgs {
     /// start, demand reads always first.
     #[arg(long, value_name = "FILE")]
     pub prefetch_list: Option<PathBuf>,
+    /// Sharing cached chunks with other mounts (docs/peers.md).
+    #[command(flatten)]
+    pub peers: PeerArgs,
+}
+
+/// Flags of `storefs mount` for sharing chunks between workers.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Serve the chunks this mount has cached to its peers, read-only, on
+    /// ADDR (host:port or unix:PATH); repeatable.
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Vec<String>,
+    /// Read chunks from this peer before the service (grpc://HOST:PORT or
+    /// grpc+unix:///PATH); repeatable.
+    #[arg(long, value_name = "URL")]
+    pub peer: Vec<String>,
+    /// Read the peers from FILE too (one URL a line, `#` comments), and
+    /// again whenever it changes.
+    #[arg(long, value_name = "FILE")]
+    pub peers_file: Option<PathBuf>,
+    /// The bearer token peers need (what this mount serves) and send (what
+    /// it asks of its peers).
+    #[arg(long, value_name = "FILE")]
+    pub peer_token_file: Option<PathBuf>,
+    /// Milliseconds a read may spend among the peers before it asks the
+    /// service.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub peer_timeout: u64,
+    /// Reads served to peers at once (more wait), so that peers cannot
+    /// starve this mount's own programs.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub peer_max_reads: usize,
+}
+
+impl PeerArgs {
+    /// Whether this mount reads from peers at all.
+    pub fn reads_from_peers(&self) -> bool {
+        !self.peer.is_empty() || self.peers_file.is_some()
+    }
 }
 
 /// Flags of `storefs virtiofs`.

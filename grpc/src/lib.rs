@@ -14,6 +14,9 @@
 //! - `client/`: the trait implementations over a tonic channel; with
 //!   several replicas of one store ([`connect_replicas`]), over all of
 //!   them with failover.
+//! - `peers/`: mounts sharing their cached chunks: the peer-first blob
+//!   service ([`PeerFirstBlobService`], [`PeerSet`]) and what a mount
+//!   serves to its peers ([`peer_services`]).
 //! - [`proto`]: the generated tonic code.
 //!
 //! ```
@@ -56,6 +59,7 @@ pub mod auth;
 mod client;
 pub mod limits;
 mod pathinfo_conv;
+mod peers;
 mod server;
 mod status;
 
@@ -64,6 +68,10 @@ pub use client::{
     ClientConfig, ConnectError, GrpcBlobService, GrpcDirectoryService, GrpcPathInfoService,
     GrpcServices, RemoteFigures, Replicas, ReplicatedServices, connect, connect_endpoint,
     connect_replicas, parse_replicas,
+};
+pub use peers::{
+    IN_FLIGHT_WAIT, InFlight, PeerConfig, PeerFigures, PeerFirstBlobService, PeerListError,
+    PeerServerFigures, PeerServing, PeerSet, PeersFigures, parse_peer_list, peer_services,
 };
 pub use server::{ListenAddr, Listener, ServeError, ServerConfig, UNIX_SOCKET_MODE, serve};
 

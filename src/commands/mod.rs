@@ -9,6 +9,7 @@ mod mount;
 mod mount_access;
 mod nar;
 mod near_cache;
+mod peers;
 mod prefetch;
 mod serve;
 mod startup;

@@ -11,17 +11,19 @@ use std::time::Duration;
 use anyhow::Context;
 use storefs_castore::{CacheStats, RedbBlobService, StoreUrl};
 use storefs_fuse::{BlobOrigin, MountConfig};
-use storefs_grpc::Replicas;
+use storefs_grpc::{PeerFirstBlobService, PeerSet, Replicas};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LazyStoreArgs, MountArgs};
 use crate::commands::serve::{spawn_daemon, spawn_signal_handler};
-use crate::metrics::{self, MountCollector};
+use crate::metrics::{self, MountCollector, PeerCollector};
 use crate::services::{self, Globals, OpenOptions, Services};
 
 /// Mount, print one line when ready, and return once unmounted.
 pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
-    let store = open_lazy(globals, &args.lazy, !args.no_passthrough).await?;
+    let peering = super::peers::Peering::start(&args.peers).await?;
+    let peer_set = peering.set.clone();
+    let store = open_lazy(globals, &args.lazy, !args.no_passthrough, peer_set.clone()).await?;
     let (services, cache, blob_origin, file_cache, figures) = (
         store.services,
         store.cache,
@@ -74,19 +76,28 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let mount_stats = handle.stats();
-    mount_stats.set_extra(super::status::extra(
-        globals.url.to_string(),
-        figures
-            .as_ref()
-            .map(|f| (Arc::clone(&f.stats), Arc::clone(&f.blobs))),
-        replicas.clone(),
-        progress,
-    ));
-
     let stop = CancellationToken::new();
     spawn_signal_handler(stop.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    // Peers are served the local cache itself, never the layer that fetches.
+    let peer_cache = figures
+        .as_ref()
+        .map(|f| Arc::clone(&f.blobs) as Arc<dyn storefs_castore::BlobService>);
+    let served = peering.run(peer_cache, &mut tasks, &stop)?;
+
+    let mount_stats = handle.stats();
+    mount_stats.set_extra(super::peers::extra(
+        super::status::extra(
+            globals.url.to_string(),
+            figures
+                .as_ref()
+                .map(|f| (Arc::clone(&f.stats), Arc::clone(&f.blobs))),
+            replicas.clone(),
+            progress,
+        ),
+        peer_set.clone(),
+        served.clone(),
+    ));
     if let Some(addr) = &args.metrics {
         let mut registry = metrics::registry();
         registry.register_collector(Box::new(MountCollector {
@@ -94,6 +105,10 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
             cache: figures.as_ref().map(|f| Arc::clone(&f.stats)),
             cache_blobs: figures.as_ref().map(|f| Arc::clone(&f.blobs)),
             replicas: replicas.clone(),
+        }));
+        registry.register_collector(Box::new(PeerCollector {
+            peers: peer_set.clone(),
+            served: served.clone(),
         }));
         let server = metrics::serve(addr, registry, stop.clone()).await?;
         tasks.spawn(async move { server.await.context("the metrics task failed")? });
@@ -140,6 +155,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
         let n = d.write_trace(file)?;
         eprintln!("storefs: wrote {n} entries to {}", file.display());
     }
+    super::peers::report(peer_set.as_ref(), served.as_deref());
     result.context("the mount")?;
     Ok(())
 }
@@ -162,11 +178,13 @@ pub(super) struct LazyStore {
 
 /// Open `--store` for a lazy filesystem: a remote store (gRPC, checked for
 /// read access first, or an object store) behind the local cache of
-/// `args` (with whole-file copies when `files`); a local store as it is.
+/// `args` (with whole-file copies when `files`), chunks the cache misses
+/// asked of `peers` first; a local store as it is.
 pub(super) async fn open_lazy(
     globals: &Globals,
     args: &LazyStoreArgs,
     files: bool,
+    peers: Option<PeerSet>,
 ) -> anyhow::Result<LazyStore> {
     let opened = services::open_with(
         globals,
@@ -181,6 +199,16 @@ pub(super) async fn open_lazy(
             if matches!(globals.url, StoreUrl::Grpc { .. }) {
                 super::mount_access::check(&globals.url, &far).await?;
             }
+            // Only chunks come from peers, each checked against its
+            // digest; path infos, directories and chunk lists from the
+            // service.
+            let far = match peers {
+                Some(p) => Services {
+                    blob: Arc::new(PeerFirstBlobService::new(p, far.blob.clone())),
+                    ..far
+                },
+                None => far,
+            };
             let near = with_local_cache(far, args, files).await?;
             let figures = CacheFigures {
                 stats: Arc::clone(&near.stats),
@@ -194,6 +222,11 @@ pub(super) async fn open_lazy(
                 figures: Some(figures),
                 replicas,
             }
+        }
+        _ if peers.is_some() => {
+            anyhow::bail!(
+                "--peer, --peers-file and --peer-listen need a remote --store (gRPC or an object store)"
+            )
         }
         _ => LazyStore {
             services: far,

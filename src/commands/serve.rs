@@ -3,6 +3,7 @@
 //! SIGINT or SIGTERM.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use storefs_grpc::{AuthPolicy, ListenAddr, Listener, ServerConfig};
@@ -25,22 +26,17 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
     spawn_signal_handler(stop.clone());
     let mut tasks = tokio::task::JoinSet::new();
 
-    // With --metrics, each front end sees the services through its own
-    // meter; without, the services as they are.
-    let service_metrics = match &args.metrics {
-        Some(addr) => {
-            let mut registry = metrics::registry();
-            let m = ServiceMetrics::register(&mut registry);
-            let server = metrics::serve(addr, registry, stop.clone()).await?;
-            tasks.spawn(async move { server.await.context("the metrics task failed")? });
-            Some(m)
-        }
-        None => None,
-    };
-    let front = |frontend: &'static str| match &service_metrics {
-        Some(m) => m.wrap(services.clone(), frontend),
-        None => services.clone(),
-    };
+    // Each front end sees the services through its own meter: served at
+    // --metrics, and the bytes gRPC served printed at exit (what clients
+    // fetched: bench/run and the peer tests read it).
+    let mut registry = metrics::registry();
+    let service_metrics = ServiceMetrics::register(&mut registry);
+    if let Some(addr) = &args.metrics {
+        let server = metrics::serve(addr, registry, stop.clone()).await?;
+        tasks.spawn(async move { server.await.context("the metrics task failed")? });
+    }
+    let front = |frontend: &'static str| service_metrics.wrap(services.clone(), frontend);
+    let report = ServedReport(Arc::clone(&service_metrics));
 
     let mut listen = args.listen.clone();
     if listen.is_empty() && args.http.is_none() && args.daemon_socket.is_none() {
@@ -140,7 +136,21 @@ pub async fn run(services: Services, store_dir: StoreDir, args: &ServeArgs) -> a
             result = r;
         }
     }
+    drop(report);
     result
+}
+
+/// Prints the blob bytes served over gRPC on one line on stderr when
+/// dropped (as `serve` exits, however it exits).
+struct ServedReport(Arc<ServiceMetrics>);
+
+impl Drop for ServedReport {
+    fn drop(&mut self) {
+        eprintln!(
+            "storefs: served {} blob bytes over gRPC",
+            self.0.bytes_out("grpc")
+        );
+    }
 }
 
 /// Start the Nix daemon socket at `path` over `services`.

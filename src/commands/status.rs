@@ -303,6 +303,7 @@ fn summary(mountpoint: &Path, stats: &Value) -> String {
             get("yielded_to_demand")
         );
     }
+    out += &super::peers::summary(m);
     if let Some(slow) = m.get("slowest_fetches").and_then(Value::as_array)
         && !slow.is_empty()
     {

@@ -20,7 +20,7 @@ use crate::services::Globals;
 /// Serve, print one line when ready, and return when signalled (or, with
 /// `--once`, when the guest goes away).
 pub async fn run(globals: &Globals, args: &VirtiofsArgs) -> anyhow::Result<()> {
-    let store = super::mount::open_lazy(globals, &args.lazy, false).await?;
+    let store = super::mount::open_lazy(globals, &args.lazy, false, None).await?;
     let mut core = CoreConfig::default();
     core.list_root = args.lazy.list_root;
     core.timeout = Duration::from_secs(args.lazy.timeout.max(1));

@@ -7,16 +7,19 @@
 //!   the store services, by front end (`serve`: gRPC, HTTP, daemon).
 //! - `mount`: [`MountCollector`], a mount's figures read from its stats at
 //!   each scrape (the same counters `user.storefs.stats` shows).
+//! - `peers`: [`PeerCollector`], a mount's peer figures (docs/peers.md).
 //! - `endpoint`: the HTTP endpoint.
 //!
 //! The names, labels and meanings are listed in docs/operations.md.
 
 mod endpoint;
 mod mount;
+mod peers;
 mod services;
 
 pub use endpoint::serve;
 pub use mount::MountCollector;
+pub use peers::PeerCollector;
 pub use prometheus_client::registry::Registry;
 pub use services::ServiceMetrics;
 

@@ -100,6 +100,14 @@ impl ServiceMetrics {
         Arc::new(m)
     }
 
+    /// Blob bytes handed to front end `frontend` so far (`serve` prints
+    /// the gRPC figure as it exits, with or without `--metrics`).
+    pub fn bytes_out(&self, frontend: &'static str) -> u64 {
+        self.bytes_out
+            .get_or_create(&FrontLabels { frontend })
+            .get()
+    }
+
     /// `services`, measured as front end `frontend` (`grpc`, `http`,
     /// `daemon`).
     pub fn wrap(self: &Arc<Self>, services: Services, frontend: &'static str) -> Services {

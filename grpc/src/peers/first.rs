@@ -1,0 +1,194 @@
+//! [`PeerFirstBlobService`]: chunks from the peers first, then from the
+//! service.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use storefs_castore::{B3Digest, Error, Result};
+use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta, open_read_via_chunks};
+use tokio::time::Instant;
+
+use super::set::PeerSet;
+
+/// A blob service that reads chunks from peers before the service.
+///
+/// A chunk (or a batch of them) is asked of the peers [`PeerSet`] names,
+/// the likeliest first, one after another for what the earlier ones did
+/// not hold, all within one budget ([`super::PeerConfig::timeout`]); what
+/// they did not deliver by then is asked of the service, so a read waits at
+/// most that long more than it would on the service alone. Every chunk from
+/// a peer is checked against its digest (by the gRPC client); one that
+/// fails is dropped, counted, and asked of the service, and the peer is
+/// shunned. Chunks on their way from the service are listed in the set's
+/// [`super::InFlight`] meanwhile, for this mount's peer server. Everything else — chunk lists (which cannot be checked on
+/// their own), whole blob reads of unchunked blobs, writes — goes to the
+/// service.
+#[derive(Clone)]
+pub struct PeerFirstBlobService {
+    peers: PeerSet,
+    service: Arc<dyn BlobService>,
+}
+
+impl PeerFirstBlobService {
+    /// `peers` in front of `service`.
+    pub fn new(peers: PeerSet, service: Arc<dyn BlobService>) -> Self {
+        Self { peers, service }
+    }
+
+    /// The peers, for their figures.
+    pub fn peers(&self) -> &PeerSet {
+        &self.peers
+    }
+
+    /// Ask the peers for `digests`; each entry is `Some` if a peer
+    /// delivered it (verified), `None` if it is left for the service.
+    async fn ask_peers(&self, digests: &[B3Digest]) -> Vec<Option<Bytes>> {
+        let mut out: Vec<Option<Bytes>> = vec![None; digests.len()];
+        let ask = self.peers.to_ask();
+        if ask.is_empty() || digests.is_empty() {
+            return out;
+        }
+        let config = self.peers.config();
+        let deadline = Instant::now() + config.timeout;
+        let mut pending: Vec<usize> = (0..digests.len()).collect();
+        for peer in ask {
+            if pending.is_empty() {
+                break;
+            }
+            let wanted: Vec<B3Digest> = pending.iter().map(|&j| digests[j]).collect();
+            peer.asking(wanted.len());
+            let got = match tokio::time::timeout_at(deadline, peer.blob.read_chunk_batch(&wanted))
+                .await
+            {
+                Ok(got) => got,
+                Err(_) => {
+                    peer.failed(
+                        config,
+                        &Error::timeout("a chunk read from a peer", Some(config.timeout)),
+                    );
+                    break;
+                }
+            };
+            let mut still = Vec::new();
+            let (mut missed, mut lied) = (0, false);
+            let mut failure: Option<Error> = None;
+            for (j, r) in pending.iter().copied().zip(got) {
+                match r {
+                    Ok(Some(data)) => {
+                        peer.delivered(data.len());
+                        self.peers.peer_delivered(data.len());
+                        out[j] = Some(data);
+                    }
+                    Ok(None) => {
+                        missed += 1;
+                        still.push(j);
+                    }
+                    Err(e @ Error::Integrity { .. }) => {
+                        self.peers.lie();
+                        peer.lied(config, &digests[j], &e);
+                        lied = true;
+                        still.push(j);
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        still.push(j);
+                    }
+                }
+            }
+            peer.missed(missed);
+            match (lied, failure) {
+                (true, _) => {}
+                (false, Some(e)) => peer.failed(config, &e),
+                (false, None) => peer.answered(),
+            }
+            pending = still;
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        out
+    }
+}
+
+#[async_trait]
+impl BlobService for PeerFirstBlobService {
+    async fn has(&self, digest: &B3Digest) -> Result<bool> {
+        self.service.has(digest).await
+    }
+
+    /// From the service only: a peer's chunk list could not be checked
+    /// until the whole blob had been read.
+    async fn chunks(&self, digest: &B3Digest) -> Result<Option<Vec<ChunkMeta>>> {
+        self.service.chunks(digest).await
+    }
+
+    async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
+        if let Some(Some(data)) = self.ask_peers(std::slice::from_ref(digest)).await.pop() {
+            return Ok(Some(data));
+        }
+        let mut fetching = self.peers.in_flight().start(std::slice::from_ref(digest));
+        let got = self.service.read_chunk(digest).await?;
+        if let Some(data) = &got {
+            self.peers.service_delivered(data.len());
+            fetching.deliver(digest, data);
+        }
+        Ok(got)
+    }
+
+    /// The peers first, the rest in one batch from the service; each entry
+    /// answered on its own.
+    async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        let from_peers = self.ask_peers(digests).await;
+        let rest: Vec<B3Digest> = digests
+            .iter()
+            .zip(&from_peers)
+            .filter(|(_, got)| got.is_none())
+            .map(|(d, _)| *d)
+            .collect();
+        let mut fetching = self.peers.in_flight().start(&rest);
+        let got = if rest.is_empty() {
+            Vec::new()
+        } else {
+            self.service.read_chunk_batch(&rest).await
+        };
+        for (d, r) in rest.iter().zip(&got) {
+            if let Ok(Some(data)) = r {
+                fetching.deliver(d, data);
+            }
+        }
+        drop(fetching);
+        let mut from_service = got.into_iter();
+        from_peers
+            .into_iter()
+            .map(|got| match got {
+                Some(data) => Ok(Some(data)),
+                None => {
+                    let r = from_service.next().unwrap_or_else(|| {
+                        Err(Error::remote_msg("the service answered too few chunks"))
+                    });
+                    if let Ok(Some(data)) = &r {
+                        self.peers.service_delivered(data.len());
+                    }
+                    r
+                }
+            })
+            .collect()
+    }
+
+    /// A chunked blob is read through its chunk list (so each chunk may
+    /// come from a peer); an unchunked one from the service.
+    async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
+        let Some(chunks) = self.service.chunks(digest).await? else {
+            return Ok(None);
+        };
+        if !chunks.is_empty() {
+            return open_read_via_chunks(Arc::new(self.clone()), *digest).await;
+        }
+        self.service.open_read(digest).await
+    }
+
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.service.open_write().await
+    }
+}
