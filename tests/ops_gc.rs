@@ -246,6 +246,7 @@ fn gc_killed_mid_sweep_leaves_a_whole_store_and_a_rerun_finishes() {
     }
     child.kill().expect("SIGKILL gc");
     let status = child.wait().expect("wait for gc");
+    eprintln!("gc killed after: {}", seen.last().map_or("", String::as_str));
     assert!(
         seen.last().is_some_and(|l| l.contains("batch of chunks")),
         "gc ended without deleting a batch of chunks: {status}\n{}",
@@ -261,6 +262,7 @@ fn gc_killed_mid_sweep_leaves_a_whole_store_and_a_rerun_finishes() {
     assert_byte_exact(&p, &data, &[&p.a, &p.b]);
     // The rerun finishes the job the killed run began.
     let rest = gc(&data, &["--keep-since", "0s"]);
+    eprintln!("the rerun: {rest}");
     assert_eq!(rest["stopped_early"], false, "{rest}");
     let (rest_deleted, all) = (
         rest["deleted"].as_u64().unwrap(),
