@@ -246,7 +246,10 @@ fn gc_killed_mid_sweep_leaves_a_whole_store_and_a_rerun_finishes() {
     }
     child.kill().expect("SIGKILL gc");
     let status = child.wait().expect("wait for gc");
-    eprintln!("gc killed after: {}", seen.last().map_or("", String::as_str));
+    eprintln!(
+        "gc killed after: {}",
+        seen.last().map_or("", String::as_str)
+    );
     assert!(
         seen.last().is_some_and(|l| l.contains("batch of chunks")),
         "gc ended without deleting a batch of chunks: {status}\n{}",
@@ -293,14 +296,18 @@ fn gc_killed_mid_sweep_leaves_a_whole_store_and_a_rerun_finishes() {
 /// a collector that did not see the reuse would take those chunks.
 #[test]
 fn uploads_during_gc_stay_whole() {
+    const GRACE: &str = "20s";
     let p = make_paths();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     import(&p, &data, "c", &[&p.c]);
     ok(storefs!(&data).args(["delete", &p.c]));
-    // Wait until C's records are older than the 2 s grace period.
-    wait_for(Duration::from_secs(30), "C's records to age", || {
-        let r = gc(&data, &["--dry-run", "--keep-since", "2s"]);
+    // Wait until C's records are older than the grace period. The grace
+    // must exceed the longest upload (first chunk to path info): 2 s was
+    // too short for three debug-build uploads on a loaded machine (their
+    // own fresh chunks aged past it and were collected).
+    wait_for(Duration::from_secs(90), "C's records to age", || {
+        let r = gc(&data, &["--dry-run", "--keep-since", GRACE]);
         KINDS.iter().all(|k| count(&r, k, "young") == 0) && r["deleted"].as_u64() > Some(0)
     });
 
@@ -326,7 +333,7 @@ fn uploads_during_gc_stay_whole() {
             "--gc-interval",
             "300ms",
             "--gc-keep-since",
-            "2s",
+            GRACE,
         ],
         1,
     );
