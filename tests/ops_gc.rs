@@ -3,10 +3,14 @@
 //! A and shares file contents with it) and C (sharing contents with A);
 //! deleting C and collecting frees exactly what only C held, A and B
 //! still dump byte for byte as `nix-store --dump`, a fresh upload is kept
-//! by the grace period, a dry run deletes nothing, and a sweep stopped
-//! half-way leaves a whole store that a second run finishes.
+//! by the grace period, a dry run deletes nothing, a sweep stopped
+//! half-way leaves a whole store that a second run finishes, and so does
+//! a gc killed with SIGKILL while it deletes.
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -190,6 +194,101 @@ fn gc_frees_exactly_what_only_a_deleted_path_held() {
     assert_byte_exact(&p, &data, &[&p.c]);
 }
 
+/// A gc killed with SIGKILL half-way through its sweep: the store is
+/// whole (every kept path's closure present, A and B dump as Nix dumps
+/// them), and a second run deletes the rest. The doomed path holds many
+/// small files (a record each), so the sweep commits many batches; the
+/// kill follows the first committed batch of chunks (a debug log line
+/// written after that commit), not a sleep.
+#[test]
+fn gc_killed_mid_sweep_leaves_a_whole_store_and_a_rerun_finishes() {
+    const FILES: u64 = 20_000;
+    let p = make_paths();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    import(&p, &data, "ab", &[&p.b]);
+    let before = gc(&data, &["--dry-run", "--keep-since", "0s"]);
+
+    let many = tmp.path().join("many");
+    for i in 0..FILES {
+        let d = many.join(format!("d{:03}", i / 100));
+        if i % 100 == 0 {
+            std::fs::create_dir_all(&d).unwrap();
+        }
+        let len = 64 + (i % 512) as usize;
+        std::fs::write(
+            d.join(format!("f{:03}", i % 100)),
+            pseudo_random(len, 1000 + i),
+        )
+        .unwrap();
+    }
+    let doomed = ok_str(storefs!(&data).arg("add").arg(&many));
+    ok(storefs!(&data).args(["delete", &doomed]));
+    let dry = gc(&data, &["--dry-run", "--keep-since", "0s"]);
+    assert!(count(&dry, "chunks", "deleted") >= FILES, "{dry}");
+
+    let mut child = storefs!(&data)
+        .args(["gc", "--json", "--keep-since", "0s"])
+        .env("RUST_LOG", "warn,storefs_castore::gc=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn storefs gc");
+    let stderr = BufReader::new(child.stderr.take().expect("gc's stderr"));
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.expect("gc's stderr");
+        let hit = line.contains("gc: deleted a batch of chunks");
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL gc");
+    let status = child.wait().expect("wait for gc");
+    eprintln!(
+        "gc killed after: {}",
+        seen.last().map_or("", String::as_str)
+    );
+    assert!(
+        seen.last().is_some_and(|l| l.contains("batch of chunks")),
+        "gc ended without deleting a batch of chunks: {status}\n{}",
+        seen.join("\n")
+    );
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "gc finished before SIGKILL reached it: {status}"
+    );
+
+    // Whole after the crash: every kept closure present, A and B exact.
+    assert_byte_exact(&p, &data, &[&p.a, &p.b]);
+    // The rerun finishes the job the killed run began.
+    let rest = gc(&data, &["--keep-since", "0s"]);
+    eprintln!("the rerun: {rest}");
+    assert_eq!(rest["stopped_early"], false, "{rest}");
+    let (rest_deleted, all) = (
+        rest["deleted"].as_u64().unwrap(),
+        dry["deleted"].as_u64().unwrap(),
+    );
+    assert!(
+        rest_deleted > 0 && rest_deleted < all,
+        "the killed run should have deleted part of the {all} records, the rerun the rest: {rest}"
+    );
+    let after = gc(&data, &["--dry-run", "--keep-since", "0s"]);
+    for k in KINDS {
+        assert_eq!(count(&after, k, "deleted"), 0, "{after}");
+        assert_eq!(
+            count(&after, k, "reachable"),
+            count(&before, k, "reachable"),
+            "{k}: {after}"
+        );
+    }
+    assert_byte_exact(&p, &data, &[&p.a, &p.b]);
+    let (okay, _, err) = try_run(storefs!(&data).args(["nar", &doomed]));
+    assert!(!okay && err.contains("not in the store"), "{err}");
+}
+
 /// Uploads running while `serve --gc-interval` collects keep what they
 /// write and what they reuse: each upload dedups against the chunks of C,
 /// deleted and older than the grace period, at its start, and writes its
@@ -197,14 +296,18 @@ fn gc_frees_exactly_what_only_a_deleted_path_held() {
 /// a collector that did not see the reuse would take those chunks.
 #[test]
 fn uploads_during_gc_stay_whole() {
+    const GRACE: &str = "20s";
     let p = make_paths();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     import(&p, &data, "c", &[&p.c]);
     ok(storefs!(&data).args(["delete", &p.c]));
-    // Wait until C's records are older than the 2 s grace period.
-    wait_for(Duration::from_secs(30), "C's records to age", || {
-        let r = gc(&data, &["--dry-run", "--keep-since", "2s"]);
+    // Wait until C's records are older than the grace period. The grace
+    // must exceed the longest upload (first chunk to path info): 2 s was
+    // too short for three debug-build uploads on a loaded machine (their
+    // own fresh chunks aged past it and were collected).
+    wait_for(Duration::from_secs(90), "C's records to age", || {
+        let r = gc(&data, &["--dry-run", "--keep-since", GRACE]);
         KINDS.iter().all(|k| count(&r, k, "young") == 0) && r["deleted"].as_u64() > Some(0)
     });
 
@@ -230,7 +333,7 @@ fn uploads_during_gc_stay_whole() {
             "--gc-interval",
             "300ms",
             "--gc-keep-since",
-            "2s",
+            GRACE,
         ],
         1,
     );

@@ -7,6 +7,8 @@
 //! fetched); the second runs with the service killed (an uncached file
 //! fails with EIO within the timeout, cached files still read, VM and
 //! backend stay up). Then SIGTERM: a clean exit, the socket removed.
+//! And the benchmark's baseline, a closure packed into the initramfs
+//! (`scripts/vm --pack`), runs the same script without any store.
 //!
 //! Needs qemu, busybox-static and the kernel cached by `scripts/vm-setup`
 //! (`scripts/test` runs it).
@@ -75,15 +77,11 @@ fn figures(file: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(file).expect("read the figures")).expect("JSON figures")
 }
 
-#[test]
-fn a_vm_boots_off_the_store_and_runs_a_program_from_it() {
-    assert_vm_tools();
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-
-    // The store path: a script busybox's sh runs, a small message, a file
-    // the guest hashes, and a large file nothing reads in the first boot.
-    let tree = tmp.path().join("vmtest");
+/// A store path's tree in `tree`: `bin/hello`, a script busybox's sh
+/// runs (it prints a greeting, `share/msg` and the SHA-256 of
+/// `share/data`). Returns the script, `share/data` and the expected
+/// output.
+fn hello_tree(tree: &Path) -> (&'static str, Vec<u8>, String) {
     std::fs::create_dir_all(tree.join("bin")).unwrap();
     std::fs::create_dir_all(tree.join("share")).unwrap();
     let script_text = "#!/bin/sh\nd=$(dirname \"$0\")/..\necho \"hello from the store\"\ncat \"$d/share/msg\"\nsha256sum \"$d/share/data\" | cut -d' ' -f1\n";
@@ -96,6 +94,53 @@ fn a_vm_boots_off_the_store_and_runs_a_program_from_it() {
     std::fs::write(tree.join("share/msg"), "a small file, read twice\n").unwrap();
     let data_bytes = pseudo_random(300_000, 7);
     std::fs::write(tree.join("share/data"), &data_bytes).unwrap();
+    let want = format!(
+        "hello from the store\na small file, read twice\n{}\n",
+        hex::encode(Sha256::digest(&data_bytes))
+    );
+    (script_text, data_bytes, want)
+}
+
+/// The benchmark's baseline without a shared store: `scripts/vm --pack
+/// DIR=PATH` copies DIR into the initramfs as PATH (no backend, no
+/// virtio-fs device) and the program runs from it: its output and a
+/// file's SHA-256 inside the guest exact.
+#[test]
+fn a_packed_closure_runs_without_a_store() {
+    assert_vm_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("vmpack");
+    let (_, _, want) = hello_tree(&tree);
+    let path = "/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-vmpack";
+    let out = Command::new(script())
+        .arg("--pack")
+        .arg(format!("{}={path}", tree.display()))
+        .arg(format!("{path}/bin/hello"))
+        .env("STOREFS_VM_TIMEOUT", "240")
+        .env_remove("STOREFS_STORE")
+        .env_remove("STOREFS_VM_SOCKET")
+        .output()
+        .expect("run scripts/vm --pack");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{stderr}");
+    assert!(
+        out.status.success(),
+        "scripts/vm --pack: {}\n{stderr}",
+        out.status
+    );
+    assert!(stderr.contains("first output"), "{stderr}");
+}
+
+#[test]
+fn a_vm_boots_off_the_store_and_runs_a_program_from_it() {
+    assert_vm_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+
+    // The store path: a script busybox's sh runs, a small message, a file
+    // the guest hashes, and a large file nothing reads in the first boot.
+    let tree = tmp.path().join("vmtest");
+    let (script_text, data_bytes, want) = hello_tree(&tree);
     let big = pseudo_random(8 << 20, 8);
     std::fs::write(tree.join("share/big"), &big).unwrap();
     let path = ok_str(storefs!(data).arg("add").arg(&tree));
@@ -130,10 +175,6 @@ fn a_vm_boots_off_the_store_and_runs_a_program_from_it() {
 
     // First boot: the script, its output exact.
     let out = boot(&socket, &format!("{path}/bin/hello"), &[]);
-    let want = format!(
-        "hello from the store\na small file, read twice\n{}\n",
-        hex::encode(Sha256::digest(&data_bytes))
-    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         want,

@@ -322,12 +322,29 @@ impl RedbStore {
                 txn.abort().map_err(storage("abort"))?;
             } else {
                 txn.commit().map_err(storage("commit gc"))?;
+                // Progress of a long sweep (and what a test of a killed
+                // run waits for): this batch's deletions are durable.
+                tracing::debug!(
+                    deleted = out.deleted,
+                    left = left.len(),
+                    "gc: deleted a batch of {}",
+                    kind_name(kind)
+                );
             }
             if unfinished {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+}
+
+/// What a pass deletes, for logs.
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        KIND_DIRECTORY => "directories",
+        KIND_CHUNK_LIST => "chunk lists",
+        _ => "chunks",
     }
 }
 
