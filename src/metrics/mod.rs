@@ -15,6 +15,7 @@
 mod endpoint;
 mod mount;
 mod peers;
+mod per_endpoint;
 mod services;
 
 pub use endpoint::serve;

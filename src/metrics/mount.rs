@@ -13,6 +13,8 @@ use storefs_castore::{CacheStats, RedbBlobService};
 use storefs_fuse::MountStats;
 use storefs_grpc::{RemoteFigures, Replicas};
 
+use super::per_endpoint::{self, CounterFamily};
+
 /// The figures of one mount, for a [`prometheus_client::registry::Registry`].
 pub struct MountCollector {
     /// The mount's own counters.
@@ -63,8 +65,7 @@ fn encode_replicas(
     figures: &[RemoteFigures],
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
-    type Figure = fn(&RemoteFigures) -> u64;
-    let counters: [(&str, &str, Figure); 3] = [
+    let counters: [CounterFamily<RemoteFigures>; 3] = [
         (
             "mount_replica_requests",
             "Requests sent to each replica of the remote store",
@@ -81,25 +82,17 @@ fn encode_replicas(
             |f| f.bytes,
         ),
     ];
-    for (name, help, get) in counters {
-        let mut family =
-            encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
-        for f in figures {
-            let labels = [("endpoint", f.endpoint.as_str())];
-            ConstCounter::new(get(f)).encode(family.encode_family(&labels)?)?;
-        }
-    }
-    let mut family = encoder.encode_descriptor(
-        "mount_replica_up",
-        "1 while a replica is used, 0 while it is skipped after failing",
-        None,
-        ConstGauge::new(0i64).metric_type(),
-    )?;
-    for f in figures {
-        let labels = [("endpoint", f.endpoint.as_str())];
-        ConstGauge::new(i64::from(!f.shunned)).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    per_endpoint::encode(
+        encoder,
+        figures,
+        |f| f.endpoint.as_str(),
+        &counters,
+        (
+            "mount_replica_up",
+            "1 while a replica is used, 0 while it is skipped after failing",
+            |f| !f.shunned,
+        ),
+    )
 }
 
 impl MountCollector {

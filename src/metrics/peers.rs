@@ -7,8 +7,9 @@ use std::sync::Arc;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use storefs_grpc::{PeerFigures, PeerServerFigures, PeerSet};
+
+use super::per_endpoint::{self, CounterFamily};
 
 /// The peer figures of one mount.
 pub struct PeerCollector {
@@ -101,8 +102,7 @@ fn encode_each(
     figures: &[PeerFigures],
     encoder: &mut DescriptorEncoder,
 ) -> Result<(), std::fmt::Error> {
-    type Figure = fn(&PeerFigures) -> u64;
-    let counters: [(&str, &str, Figure); 5] = [
+    let counters: [CounterFamily<PeerFigures>; 5] = [
         (
             "mount_peer_fetched_bytes",
             "Bytes of chunks received from each peer (verified)",
@@ -129,23 +129,15 @@ fn encode_each(
             |f| f.verification_failures,
         ),
     ];
-    for (name, help, get) in counters {
-        let mut family =
-            encoder.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
-        for f in figures {
-            let labels = [("endpoint", f.endpoint.as_str())];
-            ConstCounter::new(get(f)).encode(family.encode_family(&labels)?)?;
-        }
-    }
-    let mut family = encoder.encode_descriptor(
-        "mount_peer_up",
-        "1 while a peer is asked, 0 while it is skipped (failed or distrusted)",
-        None,
-        ConstGauge::new(0i64).metric_type(),
-    )?;
-    for f in figures {
-        let labels = [("endpoint", f.endpoint.as_str())];
-        ConstGauge::new(i64::from(f.state == "healthy")).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    per_endpoint::encode(
+        encoder,
+        figures,
+        |f| f.endpoint.as_str(),
+        &counters,
+        (
+            "mount_peer_up",
+            "1 while a peer is asked, 0 while it is skipped (failed or distrusted)",
+            |f| f.state == "healthy",
+        ),
+    )
 }

@@ -19,6 +19,7 @@ mod memory;
 mod quota;
 mod reader;
 mod redb;
+mod refusing;
 mod writer;
 
 pub use self::redb::{RedbBlobService, WRITE_BATCH_BYTES};
@@ -26,6 +27,7 @@ pub use chunk_store::ChunkStore;
 pub use memory::MemoryBlobService;
 pub use quota::{DISK_SLACK_BYTES, DISK_SLACK_PERCENT, QuotaFigures, disk_bound, sync_bytes_for};
 pub use reader::open_read_via_chunks;
+pub use refusing::RefusingWriter;
 pub(crate) use writer::{ChunkSink, ChunkingWriter};
 
 /// How many `read_chunk` calls the default

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use storefs_castore::{
     B3Digest, BlobReader, BlobService, BlobWriter, ChunkMeta, Directory, DirectoryPutter,
-    DirectoryService, Error, Node, Result,
+    DirectoryService, Error, Node, RefusingWriter, Result,
 };
 use storefs_store::{DIGEST_LEN, NarCalculationService, PathInfo, PathInfoService, Services};
 use tokio::sync::Semaphore;
@@ -209,7 +209,7 @@ impl BlobService for CacheOnly {
     }
 
     async fn open_write(&self) -> Box<dyn BlobWriter> {
-        Box::new(Refused)
+        Box::new(RefusingWriter::new(refused))
     }
 }
 
@@ -261,42 +261,8 @@ impl NarCalculationService for Nothing {
     }
 }
 
-/// A writer or putter that refuses everything.
+/// A directory putter that refuses everything.
 struct Refused;
-
-impl tokio::io::AsyncWrite for Refused {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            READ_ONLY,
-        )))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-#[async_trait]
-impl BlobWriter for Refused {
-    async fn close(&mut self) -> Result<B3Digest> {
-        Err(refused())
-    }
-}
 
 #[async_trait]
 impl DirectoryPutter for Refused {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use storefs_castore::{B3Digest, Error, Result};
-use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta, open_read_via_chunks};
+use storefs_castore::{
+    BlobReader, BlobService, BlobWriter, ChunkMeta, RefusingWriter, open_read_via_chunks,
+};
 
 use super::Failover;
 use super::remotes::{Verdict, verdict};
@@ -130,41 +132,9 @@ impl BlobService for Failover {
         let first = self.remotes.order().first().copied().unwrap_or(0);
         match self.remotes.list.get(first) {
             Some(r) => r.services.grpc_blob.open_write().await,
-            None => Box::new(NoReplica),
+            None => Box::new(RefusingWriter::new(|| {
+                Error::remote_msg("no replica to write to")
+            })),
         }
-    }
-}
-
-/// The writer when there is no replica at all (never, once connected).
-struct NoReplica;
-
-impl tokio::io::AsyncWrite for NoReplica {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(Err(std::io::Error::other("no replica to write to")))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-#[async_trait]
-impl BlobWriter for NoReplica {
-    async fn close(&mut self) -> Result<B3Digest> {
-        Err(Error::remote_msg("no replica to write to"))
     }
 }
