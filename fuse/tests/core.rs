@@ -311,3 +311,54 @@ fn sibling_windows_follow_walks_not_scattered_opens() {
         "the walk goes on from there: f501..f599"
     );
 }
+
+/// A walk that reaches the end of a directory's small files has the next
+/// directory's first window asked for before it gets there; a single open
+/// in a directory does not.
+#[test]
+fn a_walk_reaching_a_directorys_end_fetches_the_next_directory_ahead() {
+    let rt = runtime();
+    let svc = Services::default();
+    let dir = |seed: u64| {
+        T::Dir(
+            (0..20)
+                .map(|i| {
+                    (
+                        format!("f{i:02}").into_bytes(),
+                        file(pseudo_random(100, seed + i)),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let tree = T::Dir(vec![
+        (b"a".to_vec(), dir(0)),
+        (b"b".to_vec(), dir(100)),
+        (b"c".to_vec(), dir(200)),
+    ]);
+    let path = rt.block_on(svc.add_path("dirs", &tree));
+    let core = core(&rt, &svc, Duration::from_secs(10));
+    let root = core
+        .lookup(ROOT_INO, path.base_name().as_bytes())
+        .unwrap()
+        .unwrap();
+    let open = |d: &str, f: &str| {
+        let d = core.lookup(root.ino, d.as_bytes()).unwrap().unwrap();
+        let f = core.lookup(d.ino, f.as_bytes()).unwrap().unwrap();
+        let fh = core.open(f.ino, false).unwrap();
+        core.release(fh);
+    };
+    let fetched = || core.stats().snapshot().chunks_fetched;
+    // One open in `c`: its window, nothing of another directory.
+    open("c", "f00");
+    assert_eq!(fetched(), 20);
+    // A walk through `a`: its window at the first open, then `b`'s first
+    // window in the background.
+    open("a", "f00");
+    assert_eq!(fetched(), 40);
+    open("a", "f01");
+    storefs_testkit::wait_for(Duration::from_secs(10), "b's files fetched ahead", || {
+        fetched() == 60
+    });
+    assert!(core.stats().snapshot().readahead_chunks >= 20);
+}

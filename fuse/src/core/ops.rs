@@ -71,6 +71,17 @@ const DIR_CURSORS: usize = 16 * 1024;
 /// not create inodes.
 pub const UNKNOWN_INO: u64 = 0xffff_ffff;
 
+/// Where an open stands in a walk through its directory (`FsInner::walk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// The first open in the directory.
+    First,
+    /// At most a window's files after the previous open there.
+    On,
+    /// Anywhere else.
+    Jumped,
+}
+
 /// One entry of a directory listing (`readdir`).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -141,7 +152,8 @@ pub(crate) struct FsInner {
     timeout: std::time::Duration,
     /// The directory (digest) and name each file was last found under, by
     /// blob: where to find its siblings when it is opened.
-    file_dirs: Mutex<LruCache<B3Digest, (B3Digest, Bytes)>>,
+    /// Also the inode of that directory, to find the directory after it.
+    file_dirs: Mutex<LruCache<B3Digest, (B3Digest, Bytes, u64)>>,
     /// The name last opened in each directory (by digest): see
     /// [`FsInner::walks_on`].
     dir_cursors: Mutex<LruCache<B3Digest, Bytes>>,
@@ -298,7 +310,7 @@ impl FsInner {
         {
             self.file_dirs
                 .lock()
-                .put(*digest, (*dir, Bytes::copy_from_slice(name)));
+                .put(*digest, (*dir, Bytes::copy_from_slice(name), parent));
         }
         let key = InodeKey::for_node(parent, name, node);
         let data = match self.inodes.find(&key) {
@@ -445,7 +457,7 @@ impl FsInner {
     /// network: the directory is in memory (its store path's closure was
     /// fetched at lookup) or the window is skipped.
     fn fetch_siblings(&self, blob: B3Digest) {
-        let Some((dir_digest, name)) = self.file_dirs.lock().get(&blob).cloned() else {
+        let Some((dir_digest, name, dir_ino)) = self.file_dirs.lock().get(&blob).cloned() else {
             return;
         };
         let Some(dir) = self.dirs.get(&dir_digest) else {
@@ -466,26 +478,16 @@ impl FsInner {
         if !large.is_empty() {
             self.fetcher.prefetch_layouts(large);
         }
-        if !self.walks_on(dir_digest, &dir, &name) {
+        let walk = self.walk(dir_digest, &dir, &name);
+        if walk == Walk::Jumped {
             return;
         }
-        let mut window = Vec::new();
-        let mut bytes = 0u64;
-        for (_, node) in dir.entries_from(&name) {
-            let Node::File { digest, size, .. } = node else {
-                continue;
-            };
-            if *size == 0 || *size > SMALL_BLOB || self.fetcher.is_chunked_small(digest) {
-                continue;
-            }
-            window.push(ChunkMeta {
-                digest: *digest,
-                size: *size,
-            });
-            bytes += size;
-            if bytes >= SIBLING_WINDOW_BYTES || window.len() >= SIBLING_WINDOW_FILES {
-                break;
-            }
+        let (window, to_the_end) = self.small_window(dir.entries_from(&name));
+        if to_the_end && walk == Walk::On {
+            // A walk is going through this directory and the window reaches
+            // its end: the next directory's first small files are asked for
+            // now, so that the walker does not wait for them there.
+            self.fetch_next_directory(dir_ino, &dir);
         }
         // Already asked for up to the middle: the batch that reached it is
         // still ahead of the reader.
@@ -504,21 +506,107 @@ impl FsInner {
         }
     }
 
-    /// Whether opening `name` in directory `dir` (digest `digest`) goes on
-    /// with a walk through it: the first open there, or an open at most a
-    /// window's files after the previous one. Only then is a window of
-    /// siblings worth fetching: programs that open files of a directory
+    /// The small files (see [`SMALL_BLOB`]) among `entries`, in order, up
+    /// to a window ([`SIBLING_WINDOW_BYTES`], [`SIBLING_WINDOW_FILES`]);
+    /// and whether the window reached the end of `entries`.
+    fn small_window<'a>(
+        &self,
+        entries: impl Iterator<Item = (&'a storefs_castore::PathComponent, &'a Node)>,
+    ) -> (Vec<ChunkMeta>, bool) {
+        let mut window = Vec::new();
+        let mut bytes = 0u64;
+        for (_, node) in entries {
+            let Node::File { digest, size, .. } = node else {
+                continue;
+            };
+            if *size == 0 || *size > SMALL_BLOB || self.fetcher.is_chunked_small(digest) {
+                continue;
+            }
+            window.push(ChunkMeta {
+                digest: *digest,
+                size: *size,
+            });
+            bytes += size;
+            if bytes >= SIBLING_WINDOW_BYTES || window.len() >= SIBLING_WINDOW_FILES {
+                return (window, false);
+            }
+        }
+        (window, true)
+    }
+
+    /// Ask for the first window of small files of the directory a walker
+    /// goes to after the files of `dir` (inode `dir_ino`): its first
+    /// subdirectory, else the directory after it in its parent (name order),
+    /// unless they are here or on their way.
+    fn fetch_next_directory(&self, dir_ino: u64, dir: &Directory) {
+        let first_sub = dir.entries().find_map(|(_, n)| match n {
+            Node::Directory { digest, .. } => Some(*digest),
+            _ => None,
+        });
+        if let Some(sub) = first_sub {
+            self.fetch_first_window(sub);
+            return;
+        }
+        let Some(data) = self.inode(dir_ino).ok() else {
+            return;
+        };
+        let InodeData::Directory { digest, parent, .. } = &*data else {
+            return;
+        };
+        let Some(up) = self.inodes.get(*parent) else {
+            return;
+        };
+        let InodeData::Directory { digest: up, .. } = &*up else {
+            return;
+        };
+        let Some(up) = self.dirs.get(up) else {
+            return;
+        };
+        let mut entries = up.entries();
+        let here = entries
+            .by_ref()
+            .any(|(_, n)| matches!(n, Node::Directory { digest: d, .. } if d == digest));
+        if !here {
+            return;
+        }
+        if let Some(next) = entries.find_map(|(_, n)| match n {
+            Node::Directory { digest, .. } => Some(*digest),
+            _ => None,
+        }) {
+            self.fetch_first_window(next);
+        }
+    }
+
+    /// Ask for the first window of small files of directory `digest` (if
+    /// it is in memory), skipping what is here or on its way.
+    fn fetch_first_window(&self, digest: B3Digest) {
+        let Some(dir) = self.dirs.get(&digest) else {
+            return;
+        };
+        let (window, _) = self.small_window(dir.entries());
+        if window.len() > 1 {
+            let n = self.fetcher.fetch_batch(window);
+            stats::add(&self.stats.readahead_chunks, n as u64);
+        }
+    }
+
+    /// Where opening `name` in directory `dir` (digest `digest`) stands in
+    /// a walk through it: the first open there, an open at most a window's
+    /// files after the previous one, or a jump. Only a walk makes a window
+    /// of siblings worth fetching: programs that open files of a directory
     /// here and there (many readers at once, a loader) would otherwise pull
     /// a window per open, each read back from the local cache for nothing
     /// when the files are there already.
-    fn walks_on(&self, digest: B3Digest, dir: &Directory, name: &Bytes) -> bool {
+    fn walk(&self, digest: B3Digest, dir: &Directory, name: &Bytes) -> Walk {
         let last = self.dir_cursors.lock().put(digest, name.clone());
         let Some(last) = last else {
-            return true;
+            return Walk::First;
         };
-        dir.entries_from(&last)
+        let on = dir
+            .entries_from(&last)
             .take(SIBLING_WINDOW_FILES + 1)
-            .any(|(n, _)| n.as_ref() == name.as_ref())
+            .any(|(n, _)| n.as_ref() == name.as_ref());
+        if on { Walk::On } else { Walk::Jumped }
     }
 
     /// The kernel agreed to open files without FUSE_OPEN (it asked with
