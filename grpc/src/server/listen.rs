@@ -140,7 +140,14 @@ async fn remove_stale_socket(path: &Path) -> io::Result<()> {
             io::ErrorKind::AddrInUse,
             "another server is listening on this socket",
         )),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+        // Refused: nobody listens. Reset: the listener closed while we
+        // connected (a server shutting down); it is going away too.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+            ) =>
+        {
             tracing::info!(path = %path.display(), "removing stale socket");
             std::fs::remove_file(path)
         }
