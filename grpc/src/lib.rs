@@ -61,6 +61,7 @@ pub mod limits;
 mod pathinfo_conv;
 mod peers;
 mod server;
+mod shunning;
 mod status;
 
 pub use auth::{AuthPolicy, Token, TokenError};

@@ -9,13 +9,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use storefs_castore::{B3Digest, Error, Report};
 
 use super::set::PeerConfig;
 use crate::client::GrpcBlobService;
+use crate::shunning::Shunning;
 
 /// One peer.
 pub(crate) struct Peer {
@@ -43,10 +44,8 @@ pub(crate) struct Peer {
 /// Whether a peer is usable now.
 #[derive(Debug, Default)]
 struct Health {
-    /// Failures in a row since its last answer.
-    consecutive_failures: u32,
-    /// Skipped until then.
-    shunned_until: Option<Instant>,
+    /// Its failures and the pause they earned.
+    shunning: Shunning,
     /// Whether the pause is for bytes that failed their check.
     lied: bool,
 }
@@ -114,26 +113,23 @@ impl Peer {
     /// It answered: healthy again.
     pub(crate) fn answered(&self) {
         let mut h = self.health.lock();
-        if h.shunned_until.is_some() {
+        h.lied = false;
+        if h.shunning.answered() {
             tracing::info!(peer = %self.name, "peer answers again");
         }
-        *h = Health::default();
     }
 
     /// It is down, slow or broken: skip it for a while.
     pub(crate) fn failed(&self, config: &PeerConfig, error: &Error) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let mut h = self.health.lock();
-        h.consecutive_failures = h.consecutive_failures.saturating_add(1);
-        let doublings = h.consecutive_failures.saturating_sub(1).min(16);
-        let pause = config
-            .shun_initial
-            .saturating_mul(1 << doublings)
-            .min(config.shun_max);
-        if h.shunned_until.is_none() {
+        let (pause, started) = self
+            .health
+            .lock()
+            .shunning
+            .failed(config.shun_initial, config.shun_max);
+        if started {
             tracing::warn!(peer = %self.name, error = %Report(error), ?pause, "peer failed; reading from the others and the service");
         }
-        h.shunned_until = Some(Instant::now() + pause.max(h.remaining()));
     }
 
     /// It sent bytes for `digest` that do not hash to it: never used, and
@@ -145,12 +141,12 @@ impl Peer {
             tracing::warn!(peer = %self.name, chunk = %digest, error = %Report(error), pause = ?config.distrust, "peer sent a chunk that fails verification; shunning it");
         }
         h.lied = true;
-        h.shunned_until = Some(Instant::now() + config.distrust);
+        h.shunning.pause_for(config.distrust);
     }
 
     /// When it may be asked again (`None`: now).
     pub(crate) fn back_at(&self, now: Instant) -> Option<Instant> {
-        self.health.lock().shunned_until.filter(|&t| t > now)
+        self.health.lock().shunning.back_at(now)
     }
 
     /// How likely it is to hold a chunk, from what it delivered so far
@@ -163,8 +159,7 @@ impl Peer {
 
     pub(crate) fn figures(&self, now: Instant) -> PeerFigures {
         let h = self.health.lock();
-        let until = h.shunned_until.filter(|&t| t > now);
-        let state = match (until, h.lied) {
+        let state = match (h.shunning.back_at(now), h.lied) {
             (None, _) => "healthy",
             (Some(_), true) => "distrusted",
             (Some(_), false) => "shunned",
@@ -180,18 +175,7 @@ impl Peer {
             misses: load(&self.misses),
             failures: load(&self.failures),
             verification_failures: load(&self.verification_failures),
-            shunned_for_ms: until
-                .map(|t| u64::try_from((t - now).as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
+            shunned_for_ms: h.shunning.paused_for_ms(now),
         }
-    }
-}
-
-impl Health {
-    /// What is left of the current pause.
-    fn remaining(&self) -> Duration {
-        self.shunned_until
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or_default()
     }
 }

@@ -14,12 +14,13 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use storefs_castore::{Error, Result};
 
 use crate::client::{ClientConfig, GrpcServices};
+use crate::shunning::Shunning;
 
 /// One replica: its clients, its health, its figures.
 pub(crate) struct Remote {
@@ -27,19 +28,11 @@ pub(crate) struct Remote {
     pub(crate) name: Arc<str>,
     /// The clients of this replica (retrying nothing themselves).
     pub(crate) services: GrpcServices,
-    health: Mutex<Health>,
+    /// Whether it is skipped now (while others are healthy).
+    health: Mutex<Shunning>,
     requests: AtomicU64,
     failures: AtomicU64,
     bytes: AtomicU64,
-}
-
-/// Whether a replica is usable now.
-#[derive(Debug, Default)]
-struct Health {
-    /// Failures in a row since its last answer.
-    consecutive_failures: u32,
-    /// Skipped until then (while others are healthy).
-    shunned_until: Option<Instant>,
 }
 
 /// A replica's figures at one moment.
@@ -87,11 +80,9 @@ impl Remote {
     }
 
     fn answered(&self) {
-        let mut h = self.health.lock();
-        if h.shunned_until.is_some() {
+        if self.health.lock().answered() {
             tracing::info!(endpoint = %self.name, "replica answers again");
         }
-        *h = Health::default();
     }
 
     /// A failure: counted; with `shun`, the replica is skipped for a while.
@@ -100,44 +91,32 @@ impl Remote {
         if !shun {
             return;
         }
-        let mut h = self.health.lock();
-        h.consecutive_failures = h.consecutive_failures.saturating_add(1);
-        let pause = shun_pause(config, h.consecutive_failures);
-        if h.shunned_until.is_none() {
+        let (pause, started) = self
+            .health
+            .lock()
+            .failed(config.shun_initial, config.shun_max);
+        if started {
             tracing::warn!(endpoint = %self.name, error = %storefs_castore::Report(error), ?pause, "replica failed; using the others");
         }
-        h.shunned_until = Some(Instant::now() + pause);
     }
 
     /// When the replica may be used again (`None`: now).
     fn back_at(&self, now: Instant) -> Option<Instant> {
-        self.health.lock().shunned_until.filter(|&t| t > now)
+        self.health.lock().back_at(now)
     }
 
     fn figures(&self, now: Instant) -> RemoteFigures {
         let h = self.health.lock();
-        let until = h.shunned_until.filter(|&t| t > now);
         RemoteFigures {
             endpoint: self.name.to_string(),
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
-            consecutive_failures: h.consecutive_failures,
-            shunned: until.is_some(),
-            shunned_for_ms: until
-                .map(|t| u64::try_from((t - now).as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
+            consecutive_failures: h.consecutive_failures(),
+            shunned: h.back_at(now).is_some(),
+            shunned_for_ms: h.paused_for_ms(now),
         }
     }
-}
-
-/// The pause after `failures` failures in a row.
-fn shun_pause(config: &ClientConfig, failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    config
-        .shun_initial
-        .saturating_mul(1 << doublings)
-        .min(config.shun_max)
 }
 
 /// What to do after a request failed on one replica.
@@ -309,20 +288,6 @@ impl Remotes {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pauses_double_up_to_the_cap() {
-        let c = ClientConfig {
-            shun_initial: Duration::from_secs(1),
-            shun_max: Duration::from_secs(30),
-            ..ClientConfig::default()
-        };
-        assert_eq!(shun_pause(&c, 1), Duration::from_secs(1));
-        assert_eq!(shun_pause(&c, 2), Duration::from_secs(2));
-        assert_eq!(shun_pause(&c, 5), Duration::from_secs(16));
-        assert_eq!(shun_pause(&c, 6), Duration::from_secs(30));
-        assert_eq!(shun_pause(&c, u32::MAX), Duration::from_secs(30));
-    }
 
     #[test]
     fn verdicts() {
