@@ -541,3 +541,96 @@ async fn fills_run_behind_the_readers_and_late_readers_share_them() {
     assert_eq!(near.inner.chunk_count(), 1);
     assert_eq!(far.reads.load(SeqCst), 1);
 }
+
+/// A near store that holds its chunks but misses the first `misses` chunk
+/// reads: as if a fill committed, and left the in-flight map, between a
+/// reader's look in near and its look in the map.
+struct LateNear {
+    inner: MemoryBlobService,
+    misses: AtomicUsize,
+}
+
+#[async_trait]
+impl BlobService for LateNear {
+    async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
+        self.inner.has(digest).await
+    }
+    async fn chunks(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Vec<ChunkMeta>>> {
+        self.inner.chunks(digest).await
+    }
+    async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
+        let missed = self
+            .misses
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if missed {
+            return Ok(None);
+        }
+        self.inner.read_chunk(digest).await
+    }
+    async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
+        self.inner.open_read(digest).await
+    }
+    async fn open_write(&self) -> Box<dyn BlobWriter> {
+        self.inner.open_write().await
+    }
+}
+
+#[async_trait]
+impl storefs_castore::ChunkStore for LateNear {
+    async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> storefs_castore::Result<()> {
+        self.inner.insert_chunk(digest, data).await
+    }
+    async fn insert_chunk_list(
+        &self,
+        blob: &B3Digest,
+        chunks: &[ChunkMeta],
+    ) -> storefs_castore::Result<()> {
+        self.inner.insert_chunk_list(blob, chunks).await
+    }
+}
+
+/// A chunk written into near between a reader's look there and its look
+/// among the fetches in flight is read from near, not fetched again: one
+/// chunk alone and chunks in a batch.
+#[tokio::test]
+async fn a_chunk_filled_between_the_two_looks_is_not_fetched_again() {
+    let data = pseudo_random(10_000, 43);
+    let other = pseudo_random(10_000, 44);
+    let near = LateNear {
+        inner: MemoryBlobService::new(),
+        misses: AtomicUsize::new(0),
+    };
+    let d = write_blob(&near.inner, &data, 1 << 16).await;
+    let e = write_blob(&near.inner, &other, 1 << 16).await;
+    let far = Arc::new(GatedCounting {
+        inner: MemoryBlobService::new(),
+        reads: Default::default(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
+    far.gate.close();
+    let near = Arc::new(near);
+    let cache = CachedBlobService::new(near.clone(), far.clone());
+
+    near.misses.store(1, SeqCst);
+    let got = cache.read_chunk(&d).await.unwrap().unwrap();
+    assert_eq!(got.as_ref(), &data[..]);
+    assert_eq!(near.misses.load(SeqCst), 0, "near was looked at once");
+
+    near.misses.store(2, SeqCst);
+    let got = cache.read_chunk_batch(&[d, e]).await;
+    assert_eq!(
+        got[0].as_ref().unwrap().as_ref().unwrap().as_ref(),
+        &data[..]
+    );
+    assert_eq!(
+        got[1].as_ref().unwrap().as_ref().unwrap().as_ref(),
+        &other[..]
+    );
+    assert_eq!(near.misses.load(SeqCst), 0);
+    assert_eq!(
+        far.reads.load(SeqCst),
+        0,
+        "far was asked for a chunk near held"
+    );
+}

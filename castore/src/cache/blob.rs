@@ -60,6 +60,14 @@ pub struct CachedBlobService {
     backlog: Arc<Semaphore>,
 }
 
+/// Where a fetch found its chunk: only what came from far is kept in near.
+enum Origin {
+    /// Written into near after the reader looked there first.
+    Near,
+    /// Fetched from far (and checked).
+    Far,
+}
+
 /// One fetch of a chunk from far, awaited by every reader that wants it.
 type Fetch = Shared<BoxFuture<'static, Result<Option<Bytes>, Arc<Error>>>>;
 
@@ -94,9 +102,52 @@ impl CachedBlobService {
         &self.stats
     }
 
-    /// Fetch `digest` from far and check it. The caller keeps it in near
+    /// Near once more, for a chunk that was in neither near nor the
+    /// in-flight map: a fill may have written it and left the map between
+    /// the two looks. Without this second look the reader fetches a chunk
+    /// near already holds.
+    async fn near_again(&self, digest: &B3Digest) -> Option<Bytes> {
+        match self.near.read_chunk(digest).await {
+            Ok(Some(data)) => {
+                self.stats.near_hit(data.len());
+                Some(data)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.gate.read_failed("chunk", &e);
+                None
+            }
+        }
+    }
+
+    /// What near holds of `digests`, in order; `None` for each it lacks
+    /// (or could not read: that pauses filling, and far answers).
+    async fn near_batch(&self, digests: &[B3Digest]) -> Vec<Option<Result<Option<Bytes>>>> {
+        self.near
+            .read_chunk_batch(digests)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(Some(data)) => {
+                    self.stats.near_hit(data.len());
+                    Some(Ok(Some(data)))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    self.gate.read_failed("chunk", &e);
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Fetch `digest` from far and check it, unless near got it meanwhile
+    /// (see [`Self::near_again`]). The caller keeps a fetched chunk in near
     /// (see [`CachedBlobService::fill`]).
-    async fn fetch(&self, digest: B3Digest) -> Result<Option<Bytes>> {
+    async fn fetch(&self, digest: B3Digest) -> Result<Option<(Bytes, Origin)>> {
+        if let Some(data) = self.near_again(&digest).await {
+            return Ok(Some((data, Origin::Near)));
+        }
         let request = self.stats.far_request(digest, 1);
         let got = self.far.read_chunk(&digest).await;
         let bytes = match &got {
@@ -116,7 +167,7 @@ impl CachedBlobService {
             });
         }
         self.stats.far_fetch(data.len());
-        Ok(Some(data))
+        Ok(Some((data, Origin::Far)))
     }
 
     /// A write into near failed: pause filling, and recover near so that
@@ -192,11 +243,20 @@ impl CachedBlobService {
         &self,
         digests: &[B3Digest],
     ) -> (Vec<Result<Option<Bytes>>>, Vec<(B3Digest, Bytes)>) {
-        let Some(first) = digests.first() else {
-            return (Vec::new(), Vec::new());
+        // Near once more (see `near_again`): what a fill wrote since the
+        // caller looked is answered from there, the rest asked of far.
+        let mut out: Vec<Option<Result<Option<Bytes>>>> = self.near_batch(digests).await;
+        let missing: Vec<B3Digest> = digests
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(d, _)| *d)
+            .collect();
+        let Some(first) = missing.first() else {
+            return (out.into_iter().flatten().collect(), Vec::new());
         };
-        let request = self.stats.far_request(*first, digests.len() as u64);
-        let got = self.far.read_chunk_batch(digests).await;
+        let request = self.stats.far_request(*first, missing.len() as u64);
+        let got = self.far.read_chunk_batch(&missing).await;
         let bytes = got
             .iter()
             .filter_map(|r| r.as_ref().ok().and_then(|b| b.as_ref()))
@@ -204,28 +264,29 @@ impl CachedBlobService {
             .sum();
         request.finish(bytes, got.iter().any(|r| r.is_err()));
         let mut fill = Vec::new();
-        let out: Vec<Result<Option<Bytes>>> = digests
-            .iter()
-            .zip(got)
-            .map(|(digest, r)| {
-                let data = match r {
-                    Ok(Some(data)) => data,
-                    other => return other,
-                };
-                let actual = B3Digest::of(&data);
-                if actual != *digest {
-                    return Err(Error::Integrity {
-                        what: "chunk",
-                        expected: *digest,
-                        actual,
-                    });
+        let mut far = missing.iter().zip(got);
+        for slot in out.iter_mut().filter(|o| o.is_none()) {
+            let answer = match far.next() {
+                Some((digest, Ok(Some(data)))) => {
+                    let actual = B3Digest::of(&data);
+                    if actual == *digest {
+                        self.stats.far_fetch(data.len());
+                        fill.push((*digest, data.clone()));
+                        Ok(Some(data))
+                    } else {
+                        Err(Error::Integrity {
+                            what: "chunk",
+                            expected: *digest,
+                            actual,
+                        })
+                    }
                 }
-                self.stats.far_fetch(data.len());
-                fill.push((*digest, data.clone()));
-                Ok(Some(data))
-            })
-            .collect();
-        (out, fill)
+                Some((_, other)) => other,
+                None => Err(Error::remote_msg("batched fetch answered too few chunks")),
+            };
+            *slot = Some(answer);
+        }
+        (out.into_iter().flatten().collect(), fill)
     }
 
     /// The near side.
@@ -289,11 +350,11 @@ impl BlobService for CachedBlobService {
                     let f = async move {
                         let r = this.fetch(d).await.map_err(Arc::new);
                         let fill = match &r {
-                            Ok(Some(data)) => vec![(d, data.clone())],
+                            Ok(Some((data, Origin::Far))) => vec![(d, data.clone())],
                             _ => Vec::new(),
                         };
                         this.fill_behind(fill, vec![d]).await;
-                        r
+                        r.map(|got| got.map(|(data, _)| data))
                     }
                     .boxed()
                     .shared();
@@ -309,23 +370,7 @@ impl BlobService for CachedBlobService {
     /// far in one batch, joining fetches already in flight, and kept in near
     /// in one transaction.
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-        let mut out: Vec<Option<Result<Option<Bytes>>>> = self
-            .near
-            .read_chunk_batch(digests)
-            .await
-            .into_iter()
-            .map(|r| match r {
-                Ok(Some(data)) => {
-                    self.stats.near_hit(data.len());
-                    Some(Ok(Some(data)))
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    self.gate.read_failed("chunk", &e);
-                    None
-                }
-            })
-            .collect();
+        let mut out: Vec<Option<Result<Option<Bytes>>>> = self.near_batch(digests).await;
         // Each miss waits on a fetch in the map: one already in flight, or
         // one of the batch started here.
         let mut waits: Vec<(usize, Fetch)> = Vec::new();
