@@ -30,7 +30,10 @@ try:
     m = subprocess.Popen([sf, "--store", f"grpc://127.0.0.1:{port}", "mount", str(mnt), "--cache", f"{w}/cache", *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     m.stdout.readline()
-    def show(tag): print(f"{tag:30} HWM {int(st(m.pid,'VmHWM'))/1024:7.1f} MB  RSS {int(st(m.pid,'VmRSS'))/1024:7.1f} MB  threads {st(m.pid,'Threads')}", flush=True)
+    def show(tag):
+        mb = lambda k: int(st(m.pid, k)) / 1024
+        print(f"{tag:30} HWM {mb('VmHWM'):7.1f} MB  RSS {mb('VmRSS'):7.1f} MB "
+              f"(anon {mb('RssAnon'):6.1f}, file {mb('RssFile'):5.1f})  threads {st(m.pid,'Threads')}", flush=True)
     show("mounted")
     root = mnt / Path(path).name
     subprocess.run([str(root/"bin/rustc"), "--version"], check=True); show("rustc --version")

@@ -89,7 +89,7 @@ pub const REDB_CACHE_BYTES: usize = 32 << 20;
 /// redb's page cache for a mount's local cache: small, so that the mount's
 /// resident memory stays bounded under load (the kernel's page cache holds
 /// the file's hot pages anyway).
-pub const MOUNT_CACHE_REDB_CACHE_BYTES: usize = 8 << 20;
+pub const MOUNT_CACHE_REDB_CACHE_BYTES: usize = 4 << 20;
 
 /// At most this long passes between durable commits of cache fills.
 pub const CACHE_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);

@@ -60,6 +60,17 @@ pub struct CachedBlobService {
     backlog: Arc<Semaphore>,
 }
 
+/// A fetched chunk in an allocation of its own. What far answers is often
+/// a slice of a whole receive buffer (megabytes, shared with its
+/// neighbours): kept as is — in the fill backlog, in the in-flight map, in
+/// a reader's memory cache — one chunk would pin all of it, and every
+/// bound on cached bytes would mean nothing. One copy here, where fetched
+/// chunks enter the process for good, lets every holder after it share
+/// the same exact bytes.
+fn own(data: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(data)
+}
+
 /// Where a fetch found its chunk: only what came from far is kept in near.
 enum Origin {
     /// Written into near after the reader looked there first.
@@ -167,7 +178,7 @@ impl CachedBlobService {
             });
         }
         self.stats.far_fetch(data.len());
-        Ok(Some((data, Origin::Far)))
+        Ok(Some((own(&data), Origin::Far)))
     }
 
     /// A write into near failed: pause filling, and recover near so that
@@ -271,6 +282,7 @@ impl CachedBlobService {
                     let actual = B3Digest::of(&data);
                     if actual == *digest {
                         self.stats.far_fetch(data.len());
+                        let data = own(&data);
                         fill.push((*digest, data.clone()));
                         Ok(Some(data))
                     } else {

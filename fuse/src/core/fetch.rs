@@ -468,12 +468,9 @@ impl Fetcher {
             Ok(Some(data)) => {
                 stats::add(&self.stats.chunks_fetched, 1);
                 stats::add(&self.stats.bytes_fetched, data.len() as u64);
-                // A chunk off the wire is a slice of the whole gRPC receive
-                // buffer (often megabytes, shared with its neighbours):
-                // kept as is, one cached chunk pins all of it, and the
-                // cache's byte bound means nothing. The copy holds just
-                // the chunk.
-                let data = Bytes::copy_from_slice(&data);
+                // Kept as it came: the mount's blob service (the local
+                // cache in front of the remote) hands out each fetched
+                // chunk in an allocation of its own, shared with its fill.
                 self.cache_put(meta.digest, data.clone());
                 Ok(data)
             }

@@ -93,10 +93,10 @@ impl Default for CoreConfig {
             list_root: false,
             timeout: Duration::from_secs(10),
             max_in_flight: 256,
-            chunk_cache_bytes: 16 * 1024 * 1024,
+            chunk_cache_bytes: 8 * 1024 * 1024,
             readahead_chunks: 8,
             readahead_in_flight: 16,
-            dir_cache_entries: 200_000,
+            dir_cache_entries: 16 * 1024,
             blob_origin: BlobOrigin::Remote,
         }
     }

@@ -49,7 +49,7 @@ const BLOB_FILES: usize = 4096;
 
 /// How many files remember the directory (and name) they were last found
 /// under, for fetching their small siblings together.
-const FILE_DIRS: usize = 64 * 1024;
+const FILE_DIRS: usize = 16 * 1024;
 
 /// The window of small siblings fetched together when a file is opened:
 /// the small files (up to [`SMALL_BLOB`] each) from the opened one on, in

@@ -53,7 +53,7 @@ pub struct MountConfig {
     pub store_dir: String,
     /// Operations working on the tokio runtime at once.
     pub max_in_flight: usize,
-    /// Bytes of recently read chunks kept in memory (16 MiB: with the
+    /// Bytes of recently read chunks kept in memory (8 MiB: with the
     /// kernel's page cache in front and the local cache behind, more buys
     /// little and counts fully against the mount's memory bound).
     pub chunk_cache_bytes: u64,
@@ -66,9 +66,9 @@ pub struct MountConfig {
     /// price: a file whose blob is missing fails at its first read rather
     /// than at open.
     pub no_open: bool,
-    /// Directory entries kept in memory (beyond that, directories are asked
-    /// of the directory service again, which the CLI backs with a local
-    /// cache).
+    /// Directory entries kept in memory (16k: a few hundred bytes each;
+    /// beyond that, directories are asked of the directory service again,
+    /// which the CLI backs with a local cache).
     pub dir_cache_entries: usize,
     /// Where the blob service gets its bytes, so that the figures
     /// (`user.storefs.stats`) count as fetched only what came from a
