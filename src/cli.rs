@@ -280,6 +280,11 @@ pub struct MountArgs {
     /// cache.
     #[arg(long)]
     pub no_passthrough: bool,
+    /// Inodes the mount holds before it asks the kernel to drop the entries
+    /// of its oldest directories, so that its memory stays bounded however
+    /// much is walked (about 230 bytes each; 0: as many as the kernel keeps).
+    #[arg(long, value_name = "N", default_value_t = storefs_fuse::DEFAULT_MAX_INODES)]
+    pub max_inodes: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics (host:port).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,

@@ -58,7 +58,7 @@ mod mount;
 
 pub use crate::core::{BlobOrigin, ExtraStats, MountStats, StatsSnapshot};
 pub use memory::{MALLOC_ARENAS, MMAP_THRESHOLD, bound_malloc};
-pub use mount::{MountConfig, MountError, MountHandle, Unmounter, mount};
+pub use mount::{DEFAULT_MAX_INODES, MountConfig, MountError, MountHandle, Unmounter, mount};
 
 /// Names of the extended attributes the mount offers.
 pub mod xattr {

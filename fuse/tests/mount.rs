@@ -761,3 +761,56 @@ fn make_stale_mount(dir: &Path) {
     assert_eq!(rc, 0, "mount: {}", std::io::Error::last_os_error());
     drop(dev);
 }
+
+/// Past `max_inodes`, the mount asks the kernel to drop the entries of its
+/// oldest directories: the kernel forgets the inodes below them, the table
+/// comes back within the bound, and what was dropped reads back the same
+/// when walked again.
+#[test]
+fn walking_more_than_max_inodes_keeps_the_table_within_the_bound() {
+    let rt = runtime();
+    let svc = Services::default();
+    let dirs: Vec<(Vec<u8>, T)> = (0..40u32)
+        .map(|d| {
+            let files = (0..10u32)
+                .map(|f| {
+                    let name = format!("f{f}").into_bytes();
+                    (name, file(format!("dir {d} file {f}").into_bytes()))
+                })
+                .collect();
+            (format!("d{d:02}").into_bytes(), T::Dir(files))
+        })
+        .collect();
+    let sp = rt.block_on(svc.add_path("many-inodes", &T::Dir(dirs)));
+    let max = 100;
+    let m = mount(rt, &svc, |c| c.max_inodes = max);
+    let p = m.store_path(&sp);
+    let read_all = || {
+        let mut n = 0;
+        for d in 0..40u32 {
+            for f in 0..10u32 {
+                let at = p.join(format!("d{d:02}/f{f}"));
+                assert_eq!(
+                    std::fs::read(&at).unwrap(),
+                    format!("dir {d} file {f}").into_bytes(),
+                    "{}",
+                    at.display()
+                );
+                n += 1;
+            }
+        }
+        n
+    };
+    assert_eq!(read_all(), 400);
+    // 1 root + 1 store path + 40 directories + 400 files were looked up.
+    wait_for(
+        Duration::from_secs(30),
+        "the inode table to come back within its bound",
+        || m.stats().inodes <= max as u64,
+    );
+    assert!(m.stats().kernel_entries_dropped > 0, "{:?}", m.stats());
+    // Dropped entries are looked up again, with the same bytes.
+    let lookups = m.stats().lookups;
+    assert_eq!(read_all(), 400);
+    assert!(m.stats().lookups > lookups, "{:?}", m.stats());
+}

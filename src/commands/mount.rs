@@ -43,6 +43,7 @@ pub async fn run(globals: &Globals, args: &MountArgs) -> anyhow::Result<()> {
     config.store_dir = globals.store_dir.as_str().to_owned();
     config.blob_origin = blob_origin;
     config.passthrough = !args.no_passthrough;
+    config.max_inodes = args.max_inodes;
     config.file_cache = file_cache;
 
     // Demand is tracked (and recorded) only for what the mount asks.

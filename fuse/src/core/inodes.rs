@@ -223,6 +223,45 @@ impl InodeTable {
         t.by_key.clear();
     }
 
+    /// Past `max` inodes held: entries (parent inode, name) for the kernel
+    /// to drop, so that it forgets the inodes below them and memory follows
+    /// the bound rather than everything ever walked. About an eighth of
+    /// the directories held, the oldest first (lowest numbers: numbers only
+    /// grow), those below a store path before the store paths themselves.
+    /// Empty at or below `max`. Dropping an entry the kernel still uses
+    /// (an open directory, a working directory) does nothing; the next
+    /// pass picks among the rest again.
+    pub(crate) fn entries_to_drop(&self, max: usize) -> Vec<(u64, Bytes)> {
+        let t = self.tables.lock();
+        if t.by_ino.len() <= max {
+            return Vec::new();
+        }
+        let mut dirs: Vec<(bool, u64, u64, Bytes)> = t
+            .by_ino
+            .iter()
+            .filter_map(|(&ino, inode)| match (&inode.key, &*inode.data) {
+                (Some(InodeKey::Child { parent, name }), InodeData::Directory { .. }) => {
+                    Some((*parent == ROOT_INO, ino, *parent, name.clone()))
+                }
+                (Some(InodeKey::Child { parent, name }), _) => {
+                    // A store path that is a file or symlink: dropped last.
+                    Some((true, ino, *parent, name.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        drop(t);
+        let n = (dirs.len() / 8).max(1).min(dirs.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        dirs.select_nth_unstable_by_key(n - 1, |(top, ino, ..)| (*top, *ino));
+        dirs.truncate(n);
+        dirs.into_iter()
+            .map(|(_, _, parent, name)| (parent, name))
+            .collect()
+    }
+
     /// How many inodes are held (the root included).
     pub(crate) fn len(&self) -> usize {
         self.tables.lock().by_ino.len()
@@ -246,6 +285,51 @@ mod tests {
         assert!(t.get(a).is_none() && t.find(&k).is_none());
         let (b, _) = t.lookup(k, || d);
         assert!(b > a);
+    }
+
+    #[test]
+    fn entries_to_drop_are_the_oldest_directories_below_store_paths_first() {
+        let t = InodeTable::new();
+        let dir = |parent: u64, name: &str| {
+            t.lookup(
+                InodeKey::Child {
+                    parent,
+                    name: Bytes::copy_from_slice(name.as_bytes()),
+                },
+                || InodeData::Directory {
+                    digest: B3Digest::of(name.as_bytes()),
+                    nlink: 2,
+                    parent,
+                },
+            )
+            .0
+        };
+        let top = dir(ROOT_INO, "top");
+        let subs: Vec<u64> = (0..16).map(|i| dir(top, &format!("d{i}"))).collect();
+        for n in 0..4 {
+            let (k, d) = file(n);
+            t.lookup(k, || d);
+        }
+        // 1 root + 1 top + 16 dirs + 4 files = 22.
+        assert!(t.entries_to_drop(22).is_empty());
+        // An eighth of the 17 entries that can be dropped: the two oldest
+        // directories below the store path; not the store path itself.
+        let drop = t.entries_to_drop(21);
+        let mut names: Vec<Bytes> = drop.iter().map(|(_, n)| n.clone()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![Bytes::from_static(b"d0"), Bytes::from_static(b"d1")]
+        );
+        assert!(drop.iter().all(|(p, _)| *p == top));
+        // Only store paths left: they go too.
+        for s in &subs {
+            t.forget(*s, 1);
+        }
+        assert_eq!(
+            t.entries_to_drop(1),
+            vec![(ROOT_INO, Bytes::from_static(b"top"))]
+        );
     }
 
     fn file(n: u8) -> (InodeKey, InodeData) {

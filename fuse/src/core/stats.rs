@@ -61,6 +61,7 @@ pub struct MountStats {
     pub(crate) closures_fetched: AtomicU64,
     pub(crate) path_infos_fetched: AtomicU64,
     pub(crate) inodes: AtomicU64,
+    pub(crate) kernel_entries_dropped: AtomicU64,
     pub(crate) open_files: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
@@ -123,6 +124,9 @@ pub struct StatsSnapshot {
     pub path_infos_fetched: u64,
     /// Inodes held now (the root included).
     pub inodes: u64,
+    /// Directory entries the mount asked the kernel to drop, to keep its
+    /// inodes within their bound (`--max-inodes`).
+    pub kernel_entries_dropped: u64,
     /// Files open now.
     pub open_files: u64,
     /// Operations that hit the timeout and answered EIO.
@@ -154,6 +158,11 @@ impl std::fmt::Debug for MountStats {
 }
 
 impl MountStats {
+    /// One directory entry asked of the kernel to drop (the inode bound).
+    pub(crate) fn count_entry_dropped(&self) {
+        add(&self.kernel_entries_dropped, 1);
+    }
+
     /// Add figures of the owner's to what `user.storefs.stats` shows
     /// (once: a second call is ignored).
     pub fn set_extra(&self, extra: ExtraStats) {
@@ -204,6 +213,7 @@ impl MountStats {
             closures_fetched: get(&self.closures_fetched),
             path_infos_fetched: get(&self.path_infos_fetched),
             inodes: get(&self.inodes),
+            kernel_entries_dropped: get(&self.kernel_entries_dropped),
             open_files: get(&self.open_files),
             timeouts: get(&self.timeouts),
             errors: get(&self.errors),

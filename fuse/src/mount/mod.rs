@@ -24,8 +24,14 @@ use crate::mount::fs::StoreFs;
 use crate::mount::passthrough::Passthrough;
 
 pub(crate) mod fs;
+mod inode_bound;
 mod mountpoint;
 pub(crate) mod passthrough;
+
+/// The default of [`MountConfig::max_inodes`]: about 15 MB of inode table,
+/// which keeps the mount within 100 MB however much is walked; more than
+/// the 57k entries of a Rust toolchain.
+pub const DEFAULT_MAX_INODES: usize = 64 * 1024;
 
 /// How to mount. Build it with [`MountConfig::new`] and change the fields
 /// you need.
@@ -78,6 +84,10 @@ pub struct MountConfig {
     /// keeps them beside its disk cache, within its quota). Without one,
     /// every read goes through the mount.
     pub file_cache: Option<Arc<FileCache>>,
+    /// Inodes the mount holds before it asks the kernel to drop the
+    /// entries of its oldest directories (`--max-inodes`; 0: as many as
+    /// the kernel keeps). About 230 bytes each; see docs/mount.md.
+    pub max_inodes: usize,
     /// Whether to use FUSE passthrough for files in `file_cache`
     /// (`--no-passthrough` turns it off). Used only where the kernel
     /// offers it and the mount may register backing files (root);
@@ -105,6 +115,7 @@ impl MountConfig {
             no_open: true,
             blob_origin: core.blob_origin,
             file_cache: None,
+            max_inodes: DEFAULT_MAX_INODES,
             passthrough: true,
         }
     }
@@ -242,6 +253,9 @@ pub fn mount(
             source,
         }
     })?;
+    let inode_bound = (config.max_inodes > 0)
+        .then(|| inode_bound::InodeBound::start(&core, session.notifier(), config.max_inodes))
+        .flatten();
     tracing::info!(
         mountpoint = %config.mountpoint.display(),
         store_dir = %config.store_dir,
@@ -250,6 +264,7 @@ pub fn mount(
     Ok(MountHandle {
         mountpoint: config.mountpoint,
         session: Some(session),
+        inode_bound,
         stats,
     })
 }
@@ -259,6 +274,9 @@ pub fn mount(
 pub struct MountHandle {
     mountpoint: PathBuf,
     session: Option<BackgroundSession>,
+    /// Keeps the inodes within `max_inodes`; stopped before the session
+    /// is joined.
+    inode_bound: Option<inode_bound::InodeBound>,
     stats: Arc<MountStats>,
 }
 
@@ -301,6 +319,7 @@ impl MountHandle {
     }
 
     fn join(&mut self) -> Result<(), MountError> {
+        self.inode_bound = None;
         match self.session.take() {
             Some(session) => session.join().map_err(|source| MountError::Session {
                 path: self.mountpoint.clone(),
