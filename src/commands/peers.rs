@@ -69,10 +69,21 @@ impl Peering {
         // A mount that serves peers lists its fetches from the service too
         // (an empty set), so that a peer asking for a chunk on its way
         // gets it when it arrives.
+        // Its first --peer-listen URL names it in the fleet's split of
+        // chunks (docs/peers.md, "All at once"): the peers must list it by
+        // the same URL.
+        let name = own.first().map(|e| {
+            StoreUrl::Grpc {
+                endpoint: e.clone(),
+            }
+            .to_string()
+            .into()
+        });
         let set = (args.reads_from_peers() || !listeners.is_empty()).then(|| {
             PeerSet::new(PeerConfig {
                 token: token.clone(),
                 timeout: Duration::from_millis(args.peer_timeout.max(1)),
+                name,
                 ..PeerConfig::default()
             })
         });
@@ -128,7 +139,7 @@ impl Peering {
         let serving = storefs_grpc::peer_services(
             cache,
             self.max_reads,
-            self.set.as_ref().map(|s| s.in_flight().clone()),
+            self.set.clone(),
         );
         for l in &self.listeners {
             eprintln!(
@@ -146,7 +157,9 @@ impl Peering {
                 read: self.token.clone(),
                 write: self.token.clone(),
             },
-            concurrency_limit_per_connection: self.max_reads.max(1) * 4,
+            // Reads waiting for a chunk on its way hold no permit and cost
+            // next to nothing; the bound on reads is `max_reads`.
+            concurrency_limit_per_connection: (self.max_reads.max(1) * 4).max(256),
             ..ServerConfig::default()
         };
         let s = stop.clone();
@@ -241,9 +254,15 @@ pub fn extra(
         }
         if let Some(s) = &served {
             let (chunks, bytes, misses) = s.snapshot();
+            let (lingered, wait_misses) = s.lingered();
             m.insert(
                 "peer_server".into(),
-                json!({"chunks": chunks, "bytes": bytes, "misses": misses, "from_fetches_in_flight": s.joined()}),
+                json!({
+                    "chunks": chunks, "bytes": bytes, "misses": misses,
+                    "from_fetches_in_flight": s.joined(),
+                    "from_own_reads_awaited": lingered,
+                    "waits_in_vain": wait_misses,
+                }),
             );
         }
         m

@@ -9,6 +9,7 @@ use storefs_castore::{B3Digest, Error, Result};
 use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta, open_read_via_chunks};
 use tokio::time::Instant;
 
+use super::peer::Peer;
 use super::set::PeerSet;
 
 /// A blob service that reads chunks from peers before the service.
@@ -21,9 +22,10 @@ use super::set::PeerSet;
 /// a peer is checked against its digest (by the gRPC client); one that
 /// fails is dropped, counted, and asked of the service, and the peer is
 /// shunned. Chunks on their way from the service are listed in the set's
-/// [`super::InFlight`] meanwhile, for this mount's peer server. Everything else — chunk lists (which cannot be checked on
-/// their own), whole blob reads of unchunked blobs, writes — goes to the
-/// service.
+/// [`super::InFlight`] meanwhile, and every chunk that arrives is handed
+/// to the peers waiting there, for this mount's peer server. Everything
+/// else — chunk lists (which cannot be checked on their own), whole blob
+/// reads of unchunked blobs, writes — goes to the service.
 #[derive(Clone)]
 pub struct PeerFirstBlobService {
     peers: PeerSet,
@@ -43,16 +45,58 @@ impl PeerFirstBlobService {
 
     /// Ask the peers for `digests`; each entry is `Some` if a peer
     /// delivered it (verified), `None` if it is left for the service.
+    ///
+    /// The digests are grouped by the mount that owns them in the fleet's
+    /// split ([`PeerSet::owner`]); each group asks its own peers in order
+    /// ([`PeerSet::to_ask_for`]), the groups at the same time, all within
+    /// one budget.
     async fn ask_peers(&self, digests: &[B3Digest]) -> Vec<Option<Bytes>> {
+        let in_flight = self.peers.in_flight();
+        in_flight.reading();
         let mut out: Vec<Option<Bytes>> = vec![None; digests.len()];
-        let ask = self.peers.to_ask();
-        if ask.is_empty() || digests.is_empty() {
+        if digests.is_empty() || self.peers.snapshot().is_empty() {
             return out;
         }
+        let deadline = Instant::now() + self.peers.config().timeout;
+        // Group by the first peer to ask (by its address) and whether
+        // this mount owns them.
+        let mut groups: Vec<(Vec<Arc<Peer>>, Vec<usize>)> = Vec::new();
+        for (j, d) in digests.iter().enumerate() {
+            let order = self.peers.to_ask_for(&self.peers.owner(d));
+            if order.is_empty() {
+                continue;
+            }
+            match groups.iter_mut().find(|(o, _)| same_order(o, &order)) {
+                Some((_, members)) => members.push(j),
+                None => groups.push((order, vec![j])),
+            }
+        }
+        let asked = futures::future::join_all(
+            groups
+                .into_iter()
+                .map(|(order, members)| self.ask_in_order(order, digests, members, deadline)),
+        )
+        .await;
+        for (j, data) in asked.into_iter().flatten() {
+            in_flight.arrived(&digests[j], &data);
+            out[j] = Some(data);
+        }
+        out
+    }
+
+    /// Ask `order`'s peers, one after another, for the `pending` entries
+    /// of `digests` the earlier ones did not hold, until `deadline`; what
+    /// they delivered (verified), by index.
+    async fn ask_in_order(
+        &self,
+        order: Vec<Arc<Peer>>,
+        digests: &[B3Digest],
+        mut pending: Vec<usize>,
+        deadline: Instant,
+    ) -> Vec<(usize, Bytes)> {
         let config = self.peers.config();
-        let deadline = Instant::now() + config.timeout;
-        let mut pending: Vec<usize> = (0..digests.len()).collect();
-        for peer in ask {
+        let mut out = Vec::new();
+        for peer in order {
             if pending.is_empty() {
                 break;
             }
@@ -78,7 +122,7 @@ impl PeerFirstBlobService {
                     Ok(Some(data)) => {
                         peer.delivered(data.len());
                         self.peers.peer_delivered(data.len());
-                        out[j] = Some(data);
+                        out.push((j, data));
                     }
                     Ok(None) => {
                         missed += 1;
@@ -109,6 +153,11 @@ impl PeerFirstBlobService {
         }
         out
     }
+}
+
+/// Whether two ask orders are the same peers in the same order.
+fn same_order(a: &[Arc<Peer>], b: &[Arc<Peer>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
 }
 
 #[async_trait]
