@@ -12,7 +12,7 @@
 //! Neither starts a fetch. Only this mount's own reads put a chunk on its
 //! way; a waiter only watches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,13 +34,57 @@ struct Slot {
     fetching: usize,
 }
 
+/// The watched chunks, and the latest arrivals.
+#[derive(Default)]
+struct Slots {
+    watched: HashMap<B3Digest, Slot>,
+    /// Chunks that arrived lately, oldest first, at most [`RECENT_BYTES`].
+    recent: HashMap<B3Digest, Bytes>,
+    order: VecDeque<B3Digest>,
+    recent_bytes: usize,
+}
+
+impl Slots {
+    fn remember(&mut self, digest: &B3Digest, data: &Bytes) {
+        if data.len() > RECENT_BYTES || self.recent.contains_key(digest) {
+            return;
+        }
+        self.recent.insert(*digest, data.clone());
+        self.order.push_back(*digest);
+        self.recent_bytes += data.len();
+        while self.recent_bytes > RECENT_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.recent.remove(&old) {
+                self.recent_bytes -= b.len();
+            }
+        }
+    }
+}
+
+/// What [`InFlight::watch`] found.
+pub(crate) enum Seen {
+    /// The chunk arrived a moment ago.
+    Here(Bytes),
+    /// It is on its way, or awaited: wait for it.
+    Coming(Watch),
+    /// Nobody brings it in.
+    No,
+}
+
 /// The chunks on their way into a mount and the peers waiting for them.
 /// Cheap to clone; clones share the list.
 #[derive(Clone)]
 pub struct InFlight(Arc<Inner>);
 
+/// How many bytes of chunks that arrived lately [`InFlight`] keeps, for a
+/// peer asking just after: a chunk reaches the mount's disk cache a
+/// moment after its readers have it.
+const RECENT_BYTES: usize = 8 << 20;
+
 struct Inner {
-    slots: Mutex<HashMap<B3Digest, Slot>>,
+    slots: Mutex<Slots>,
     /// When the list was made; `last_read` counts from it.
     epoch: Instant,
     /// Milliseconds after `epoch` at which this mount's own reader last
@@ -61,7 +105,7 @@ impl Default for InFlight {
 impl std::fmt::Debug for InFlight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InFlight")
-            .field("chunks", &self.0.slots.lock().len())
+            .field("chunks", &self.0.slots.lock().watched.len())
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +118,7 @@ impl InFlight {
         let mut slots = self.0.slots.lock();
         for d in digests {
             slots
+                .watched
                 .entry(*d)
                 .or_insert_with(|| Slot {
                     tx: watch::channel(None).0,
@@ -90,7 +135,9 @@ impl InFlight {
     /// `digest` has arrived (from the service or a peer, verified): hand
     /// it to whoever waits for it.
     pub(crate) fn arrived(&self, digest: &B3Digest, data: &Bytes) {
-        if let Some(slot) = self.0.slots.lock().remove(digest) {
+        let mut slots = self.0.slots.lock();
+        slots.remember(digest, data);
+        if let Some(slot) = slots.watched.remove(digest) {
             slot.tx.send_replace(Some(Some(data.clone())));
         }
     }
@@ -111,22 +158,25 @@ impl InFlight {
         now.saturating_sub(last) <= window.as_millis() as u64
     }
 
-    /// Watch `digest`: `Some` if it is being fetched now, or if `linger`
-    /// (then it is awaited until this mount's reader brings it in); `None`
-    /// otherwise. Check the cache again after this, before waiting: a
-    /// chunk that arrived just before is there, not here.
-    pub(crate) fn watch(&self, digest: &B3Digest, linger: bool) -> Option<Watch> {
+    /// Watch `digest`: [`Seen::Here`] if it arrived a moment ago;
+    /// [`Seen::Coming`] if it is being fetched now, or if `linger` (then it
+    /// is awaited until this mount's reader brings it in); [`Seen::No`]
+    /// otherwise.
+    pub(crate) fn watch(&self, digest: &B3Digest, linger: bool) -> Seen {
         let mut slots = self.0.slots.lock();
-        let (rx, fetching) = match slots.get(digest) {
+        if let Some(data) = slots.recent.get(digest) {
+            return Seen::Here(data.clone());
+        }
+        let (rx, fetching) = match slots.watched.get(digest) {
             Some(slot) => (slot.tx.subscribe(), slot.fetching > 0),
             None if linger => {
                 let (tx, rx) = watch::channel(None);
-                slots.insert(*digest, Slot { tx, fetching: 0 });
+                slots.watched.insert(*digest, Slot { tx, fetching: 0 });
                 (rx, false)
             }
-            None => return None,
+            None => return Seen::No,
         };
-        Some(Watch {
+        Seen::Coming(Watch {
             list: self.clone(),
             digest: *digest,
             rx,
@@ -137,7 +187,7 @@ impl InFlight {
     /// How many chunks are watched or fetched now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.slots.lock().len()
+        self.0.slots.lock().watched.len()
     }
 }
 
@@ -164,10 +214,10 @@ impl Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         let mut slots = self.list.0.slots.lock();
-        if let Some(slot) = slots.get(&self.digest) {
+        if let Some(slot) = slots.watched.get(&self.digest) {
             // Nobody fetches it and this was the last waiter.
             if slot.fetching == 0 && slot.tx.receiver_count() <= 1 {
-                slots.remove(&self.digest);
+                slots.watched.remove(&self.digest);
             }
         }
     }
@@ -195,12 +245,12 @@ impl Drop for Fetching {
     fn drop(&mut self) {
         let mut slots = self.list.0.slots.lock();
         for d in self.digests.drain(..) {
-            let Some(slot) = slots.get_mut(&d) else {
+            let Some(slot) = slots.watched.get_mut(&d) else {
                 continue;
             };
             slot.fetching = slot.fetching.saturating_sub(1);
             if slot.fetching == 0
-                && let Some(slot) = slots.remove(&d)
+                && let Some(slot) = slots.watched.remove(&d)
             {
                 slot.tx.send_replace(Some(None));
             }
@@ -216,13 +266,31 @@ mod tests {
         B3Digest::of(&[i])
     }
 
+    fn coming(seen: Seen) -> Watch {
+        match seen {
+            Seen::Coming(w) => w,
+            _ => panic!("not a wait"),
+        }
+    }
+
+    #[test]
+    fn a_chunk_that_just_arrived_is_at_hand_and_old_ones_are_forgotten() {
+        let list = InFlight::default();
+        let big = Bytes::from(vec![7u8; RECENT_BYTES / 2 + 1]);
+        list.arrived(&digest(5), &big);
+        assert!(matches!(list.watch(&digest(5), false), Seen::Here(b) if b == big));
+        list.arrived(&digest(6), &big);
+        assert!(matches!(list.watch(&digest(5), false), Seen::No));
+        assert!(matches!(list.watch(&digest(6), false), Seen::Here(_)));
+    }
+
     #[tokio::test]
     async fn a_waiter_gets_a_fetched_chunk_and_the_list_empties() {
         let list = InFlight::default();
         let d = digest(1);
-        assert!(list.watch(&d, false).is_none(), "nothing fetched yet");
+        assert!(matches!(list.watch(&d, false), Seen::No), "nothing fetched yet");
         let mut fetching = list.start(&[d]);
-        let w = list.watch(&d, false).expect("being fetched");
+        let w = coming(list.watch(&d, false));
         let waiter = tokio::spawn(w.wait(Duration::from_secs(30)));
         fetching.deliver(&d, &Bytes::from_static(b"x"));
         assert_eq!(waiter.await.unwrap(), Some(Bytes::from_static(b"x")));
@@ -235,7 +303,7 @@ mod tests {
         let list = InFlight::default();
         let d = digest(2);
         let fetching = list.start(&[d]);
-        let w = list.watch(&d, false).expect("being fetched");
+        let w = coming(list.watch(&d, false));
         drop(fetching);
         // A day-long limit: the test would hang if the give-up were lost.
         assert_eq!(w.wait(Duration::from_secs(86_400)).await, None);
@@ -246,7 +314,7 @@ mod tests {
     async fn a_lingering_waiter_gets_the_chunk_once_the_mount_fetches_it() {
         let list = InFlight::default();
         let d = digest(3);
-        let w = list.watch(&d, true).expect("lingering");
+        let w = coming(list.watch(&d, true));
         let waiter = tokio::spawn(w.wait(Duration::from_secs(30)));
         // The mount's own reader wants it later and fetches it.
         let mut fetching = list.start(&[d]);
@@ -260,7 +328,7 @@ mod tests {
     async fn a_lingering_waiter_that_times_out_leaves_nothing_behind() {
         let list = InFlight::default();
         let d = digest(4);
-        let w = list.watch(&d, true).expect("lingering");
+        let w = coming(list.watch(&d, true));
         assert_eq!(w.wait(Duration::from_millis(1)).await, None);
         assert_eq!(list.len(), 0);
     }

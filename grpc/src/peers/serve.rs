@@ -15,6 +15,7 @@ use storefs_castore::{
 use storefs_store::{DIGEST_LEN, NarCalculationService, PathInfo, PathInfoService, Services};
 use tokio::sync::Semaphore;
 
+use super::inflight::Seen;
 use super::set::PeerSet;
 
 /// Waits that came to nothing in a row (less those that delivered) after
@@ -101,7 +102,8 @@ pub struct PeerServerFigures {
     /// flight deliver in time).
     pub misses: AtomicU64,
     /// Chunks served (counted in `chunks` too) that were on their way from
-    /// the service when asked for.
+    /// the service when asked for, or had arrived a moment before (not yet
+    /// in the disk cache).
     pub joined: AtomicU64,
     /// Chunks served (counted in `chunks` too) that this mount owns in the
     /// split and its own reader brought in while the asker waited.
@@ -180,7 +182,14 @@ impl CacheOnly {
     async fn arriving(&self, digest: &B3Digest) -> Option<Bytes> {
         let set = self.set.as_ref()?;
         let linger = self.may_linger(set, digest);
-        let watch = set.in_flight().watch(digest, linger)?;
+        let watch = match set.in_flight().watch(digest, linger) {
+            Seen::Here(data) => {
+                self.figures.joined.fetch_add(1, Ordering::Relaxed);
+                return Some(data);
+            }
+            Seen::Coming(w) => w,
+            Seen::No => return None,
+        };
         // It may have arrived between the miss and the watch.
         if let Ok(Some(data)) = self.cache.read_chunk(digest).await {
             return Some(data);
