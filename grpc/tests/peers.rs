@@ -295,9 +295,8 @@ async fn split_pair(
         );
         figures.push(serving.figures.clone());
         let addr = storefs_grpc::ListenAddr::Unix(dir.path().join("peer.sock"));
-        servers.push(
-            GrpcServer::start_on(addr, dir, serving.services, ServerConfig::default()).await,
-        );
+        servers
+            .push(GrpcServer::start_on(addr, dir, serving.services, ServerConfig::default()).await);
         mounts.push(m);
     }
     let [a, b] = <[_; 2]>::try_from(mounts).ok().unwrap();

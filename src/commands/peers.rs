@@ -136,11 +136,7 @@ impl Peering {
                 "--peer-listen needs a remote --store (a local store has no cache to share)"
             );
         };
-        let serving = storefs_grpc::peer_services(
-            cache,
-            self.max_reads,
-            self.set.clone(),
-        );
+        let serving = storefs_grpc::peer_services(cache, self.max_reads, self.set.clone());
         for l in &self.listeners {
             eprintln!(
                 "storefs: serving cached chunks to peers on {}{}",

@@ -106,9 +106,9 @@ impl PeerFirstBlobService {
         let got = self.service.read_chunk_batch(&wanted).await;
         let mut got = got.into_iter();
         for (j, d) in rest.into_iter().zip(&wanted) {
-            let r = got.next().unwrap_or_else(|| {
-                Err(Error::remote_msg("the service answered too few chunks"))
-            });
+            let r = got
+                .next()
+                .unwrap_or_else(|| Err(Error::remote_msg("the service answered too few chunks")));
             if let Ok(Some(data)) = &r {
                 self.peers.service_delivered(data.len());
                 fetching.deliver(d, data);
@@ -136,8 +136,7 @@ impl PeerFirstBlobService {
             }
             let wanted: Vec<B3Digest> = pending.iter().map(|&j| digests[j]).collect();
             peer.asking(wanted.len());
-            let got = match tokio::time::timeout_at(deadline, ask_peer(&peer, &wanted)).await
-            {
+            let got = match tokio::time::timeout_at(deadline, ask_peer(&peer, &wanted)).await {
                 Ok(got) => got,
                 Err(_) => {
                     peer.failed(

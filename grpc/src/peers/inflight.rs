@@ -288,7 +288,10 @@ mod tests {
     async fn a_waiter_gets_a_fetched_chunk_and_the_list_empties() {
         let list = InFlight::default();
         let d = digest(1);
-        assert!(matches!(list.watch(&d, false), Seen::No), "nothing fetched yet");
+        assert!(
+            matches!(list.watch(&d, false), Seen::No),
+            "nothing fetched yet"
+        );
         let mut fetching = list.start(&[d]);
         let w = coming(list.watch(&d, false));
         let waiter = tokio::spawn(w.wait(Duration::from_secs(30)));

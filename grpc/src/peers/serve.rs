@@ -174,7 +174,7 @@ impl CacheOnly {
             return false;
         }
         let n = self.linger_asks.fetch_add(1, Ordering::Relaxed);
-        self.linger_score.load(Ordering::Relaxed) > -LINGER_GIVE_UP || n % PROBE_EVERY == 0
+        self.linger_score.load(Ordering::Relaxed) > -LINGER_GIVE_UP || n.is_multiple_of(PROBE_EVERY)
     }
 
     /// `digest`, which the cache lacked a moment ago, if this mount's own
