@@ -10,7 +10,7 @@ use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta, open_read_
 use tokio::time::Instant;
 
 use super::peer::Peer;
-use super::set::PeerSet;
+use super::set::{Owner, PeerSet};
 
 /// A blob service that reads chunks from peers before the service.
 ///
@@ -53,23 +53,35 @@ impl PeerFirstBlobService {
     async fn read(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
         self.peers.in_flight().reading();
         let deadline = Instant::now() + self.peers.config().timeout;
-        let mut groups: Vec<(Vec<Arc<Peer>>, Vec<usize>)> = Vec::new();
+        // (whether this mount owns them, the peers to ask, the indices)
+        let mut groups: Vec<(bool, Vec<Arc<Peer>>, Vec<usize>)> = Vec::new();
         if !self.peers.snapshot().is_empty() {
+            let mut own_order = None;
             for (j, d) in digests.iter().enumerate() {
-                let order = self.peers.to_ask_for(&self.peers.owner(d));
-                match groups.iter_mut().find(|(o, _)| same_order(o, &order)) {
-                    Some((_, members)) => members.push(j),
-                    None => groups.push((order, vec![j])),
+                let owner = self.peers.owner(d);
+                let mine = matches!(owner, Owner::Me);
+                let order = match (mine, &own_order) {
+                    // One decision per batch for the chunks it owns.
+                    (true, Some(o)) => Vec::clone(o),
+                    _ => self.peers.to_ask_for(&owner),
+                };
+                if mine && own_order.is_none() {
+                    own_order = Some(order.clone());
+                }
+                match groups
+                    .iter_mut()
+                    .find(|(m, o, _)| *m == mine && same_order(o, &order))
+                {
+                    Some((_, _, members)) => members.push(j),
+                    None => groups.push((mine, order, vec![j])),
                 }
             }
         } else if !digests.is_empty() {
-            groups.push((Vec::new(), (0..digests.len()).collect()));
+            groups.push((false, Vec::new(), (0..digests.len()).collect()));
         }
-        let got = futures::future::join_all(
-            groups
-                .into_iter()
-                .map(|(order, members)| self.read_group(order, digests, members, deadline)),
-        )
+        let got = futures::future::join_all(groups.into_iter().map(|(mine, order, members)| {
+            self.read_group(mine, order, digests, members, deadline)
+        }))
         .await;
         let mut out: Vec<Result<Option<Bytes>>> = (0..digests.len())
             .map(|_| Err(Error::remote_msg("the service answered too few chunks")))
@@ -83,6 +95,7 @@ impl PeerFirstBlobService {
     /// One group of [`Self::read`]: `order`'s peers, then the service.
     async fn read_group(
         &self,
+        mine: bool,
         order: Vec<Arc<Peer>>,
         digests: &[B3Digest],
         members: Vec<usize>,
@@ -92,7 +105,12 @@ impl PeerFirstBlobService {
         let mut out: Vec<(usize, Result<Option<Bytes>>)> = Vec::with_capacity(members.len());
         let mut rest = members.clone();
         if !order.is_empty() {
-            for (j, data) in self.ask_in_order(order, digests, members, deadline).await {
+            let asked = members.len();
+            let found = self.ask_in_order(order, digests, members, deadline).await;
+            if mine {
+                self.peers.asked_for_own(asked, found.len());
+            }
+            for (j, data) in found {
                 in_flight.arrived(&digests[j], &data);
                 rest.retain(|&k| k != j);
                 out.push((j, Ok(Some(data))));

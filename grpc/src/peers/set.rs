@@ -125,7 +125,26 @@ struct Inner {
     in_flight: InFlight,
     /// [`rank_key`] of [`PeerConfig::name`].
     key: Option<u64>,
+    /// How often peers had the chunks this mount owns.
+    own: parking_lot::Mutex<OwnAsks>,
 }
+
+/// Chunks this mount owns that it asked of peers, and how many they had.
+#[derive(Debug, Default)]
+struct OwnAsks {
+    asked: u64,
+    found: u64,
+    /// Batches of such chunks so far, for the probe.
+    batches: u64,
+}
+
+/// How many chunks this mount owns must have been asked of peers before
+/// their share delivered decides whether to go on asking.
+const OWN_ASKS_KNOWN: u64 = 64;
+
+/// While peers hardly ever have the chunks this mount owns, one batch of
+/// them in this many is still asked of a peer.
+const OWN_PROBE: u64 = 16;
 
 /// Where a mount's chunks came from, at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +176,7 @@ impl PeerSet {
             verification_failures: AtomicU64::new(0),
             in_flight: InFlight::default(),
             key: config.name.as_deref().map(rank_key),
+            own: parking_lot::Mutex::default(),
             config,
         }))
     }
@@ -276,13 +296,15 @@ impl PeerSet {
     /// The peers to ask for a chunk `owner` owns, in order: the owner
     /// first (if it is not being skipped), then the likeliest others; for
     /// a chunk this mount owns, only the likeliest peer (a fleet that
-    /// starts together has it nowhere yet; one that came earlier has it
-    /// at its likeliest).
+    /// came earlier has it there), and none while peers hardly ever have
+    /// such chunks (a fleet that starts together has them nowhere yet; see
+    /// [`PeerSet::asked_for_own`]).
     pub(crate) fn to_ask_for(&self, owner: &Owner) -> Vec<Arc<Peer>> {
         let mut ask = self.to_ask();
         match owner {
             Owner::Nobody => {}
-            Owner::Me => ask.truncate(1),
+            Owner::Me if self.ask_for_own() => ask.truncate(1),
+            Owner::Me => ask.clear(),
             Owner::Peer(p) => {
                 let now = Instant::now();
                 ask.retain(|q| !Arc::ptr_eq(q, p));
@@ -293,6 +315,29 @@ impl PeerSet {
             }
         }
         ask
+    }
+
+    /// Whether to ask a peer for chunks this mount owns: while peers
+    /// deliver at least one in ten of those asked (or fewer than
+    /// [`OWN_ASKS_KNOWN`] were asked), else one batch in [`OWN_PROBE`].
+    fn ask_for_own(&self) -> bool {
+        let mut own = self.0.own.lock();
+        own.batches += 1;
+        own.asked < OWN_ASKS_KNOWN
+            || own.found * 10 >= own.asked
+            || own.batches.is_multiple_of(OWN_PROBE)
+    }
+
+    /// Peers delivered `found` of `asked` chunks this mount owns.
+    pub(crate) fn asked_for_own(&self, asked: usize, found: usize) {
+        let mut own = self.0.own.lock();
+        own.asked += asked as u64;
+        own.found += found as u64;
+        // Recent asks weigh more.
+        if own.asked > 16 * OWN_ASKS_KNOWN {
+            own.asked /= 2;
+            own.found /= 2;
+        }
     }
 
     /// The service delivered a chunk of `len` bytes.
