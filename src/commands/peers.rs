@@ -32,6 +32,9 @@ pub struct Peering {
     max_reads: usize,
     /// `--peers-file`, its peers merged with `--peer`'s.
     file: Option<PathBuf>,
+    /// The version of `file` taken before it was read at start, so that a
+    /// change made after that is noticed however late the follower starts.
+    file_version: Option<(SystemTime, u64)>,
     fixed: Vec<GrpcEndpoint>,
     /// This mount's own peer URLs, left out of its peers.
     own: Vec<GrpcEndpoint>,
@@ -93,6 +96,7 @@ impl Peering {
             token,
             max_reads: args.peer_max_reads,
             file: args.peers_file.clone(),
+            file_version: args.peers_file.as_deref().and_then(version),
             fixed,
             own,
         };
@@ -123,9 +127,9 @@ impl Peering {
     ) -> anyhow::Result<Option<Arc<PeerServerFigures>>> {
         if let (Some(set), Some(file)) = (&self.set, &self.file) {
             let (set, file, stop) = (set.clone(), file.clone(), stop.clone());
-            let (fixed, own) = (self.fixed.clone(), self.own.clone());
+            let (fixed, own, seen) = (self.fixed.clone(), self.own.clone(), self.file_version);
             tokio::spawn(async move {
-                follow_peers_file(set, &file, fixed, own, stop).await;
+                follow_peers_file(set, &file, seen, fixed, own, stop).await;
             });
         }
         if self.listeners.is_empty() {
@@ -197,16 +201,16 @@ fn version(file: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Re-read `file` whenever it changes; a file that cannot be read or
-/// parsed is logged and the peers are left as they were.
+/// Re-read `file` whenever it changes from version `seen` on; a file that
+/// cannot be read or parsed is logged and the peers are left as they were.
 async fn follow_peers_file(
     set: PeerSet,
     file: &Path,
+    mut seen: Option<(SystemTime, u64)>,
     fixed: Vec<GrpcEndpoint>,
     own: Vec<GrpcEndpoint>,
     stop: CancellationToken,
 ) {
-    let mut seen = version(file);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
