@@ -45,7 +45,7 @@ const READ_ONLY: &str = "this is a storefs peer: it serves the chunks it has cac
 /// (at most [`PeerConfig::linger`], outside the bound on reads) when
 /// - the mount is fetching it from its service right now, for its own
 ///   readers; or
-/// - the mount owns it in the fleet's split ([`PeerSet::owner`]) and its
+/// - the mount owns it in the fleet's split ([`PeerSet::first_fetcher`]) and its
 ///   own reader is busy: a fleet that reads the same files together
 ///   brings each chunk in at its owner, and the others wait for that
 ///   rather than all asking the service at once. Never a fetch: if the

@@ -34,7 +34,7 @@ pub struct PeerConfig {
     pub distrust: Duration,
     /// This mount's own URL as its peers list it (from `--peer-listen`).
     /// With it, the fleet splits the chunks among its mounts
-    /// ([`PeerSet::owner`]): each chunk has one mount that asks the service
+    /// ([`PeerSet::first_fetcher`]): each chunk has one mount that asks the service
     /// first, and the others ask that mount first. `None`: no split.
     pub name: Option<Arc<str>>,
     /// How recently this mount's own reader must have missed its cache
