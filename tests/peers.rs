@@ -185,6 +185,76 @@ fn mounts_read_a_tree_from_a_peer_and_the_service_serves_little() {
     );
 }
 
+#[test]
+fn four_mounts_reading_a_tree_at_once_cost_the_service_about_one_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tree(&tmp.path().join("src"), 2);
+    let data = tmp.path().join("service");
+    let path = ok_str(storefs!(&data).arg("add").arg(tmp.path().join("src")));
+    let (_service, metrics) = service(tmp.path(), &data);
+    let url = format!("grpc+unix://{}", tmp.path().join("grpc.sock").display());
+    let n = 4;
+    let socks: Vec<PathBuf> = (0..n)
+        .map(|i| tmp.path().join(format!("peer{i}.sock")))
+        .collect();
+    let mounts: Vec<TestMount> = (0..n)
+        .map(|i| {
+            let listen = format!("unix:{}", socks[i].display());
+            let others: Vec<String> = (1..n)
+                .map(|k| format!("grpc+unix://{}", socks[(i + k) % n].display()))
+                .collect();
+            // Generous for a loaded test machine: what is tested is the
+            // bytes, not the speed.
+            let mut args = vec!["--peer-listen", &listen, "--peer-timeout", "5000"];
+            for o in &others {
+                args.extend_from_slice(&["--peer", o]);
+            }
+            TestMount::start(
+                &storefs_bin!(),
+                &url,
+                &tmp.path().join(format!("m{i}")),
+                &tmp.path().join(format!("m{i}-cache")),
+                &args,
+            )
+        })
+        .collect();
+    let before = served(metrics);
+    let total: u64 = files.iter().map(|(_, d)| d.len() as u64).sum();
+    let start = std::sync::Barrier::new(n);
+    let read: u64 = std::thread::scope(|s| {
+        let readers: Vec<_> = mounts
+            .iter()
+            .map(|m| {
+                let (start, files, root) = (&start, &files, m.at.join(base_name(&path)));
+                s.spawn(move || {
+                    start.wait();
+                    read_all(&root, files)
+                })
+            })
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).sum()
+    });
+    assert_eq!(read, total * n as u64);
+    let service_sent = served(metrics) - before;
+    // Without peers the service sends the tree once per mount (4×); each
+    // chunk fetched by one mount and shared is 1×. Half again is slack
+    // for a loaded machine, still far below the sum.
+    let stats: Vec<serde_json::Value> = mounts.iter().map(|m| m.stats()).collect();
+    eprintln!(
+        "{n} mounts at once: the service sent {:.2}× the tree",
+        service_sent as f64 / total as f64
+    );
+    assert!(
+        service_sent * 2 <= total * 3,
+        "{n} mounts read {total} bytes each at once; the service sent {service_sent}; stats {stats:?}"
+    );
+    let from_peers: u64 = stats.iter().map(|s| num(&s["peers"]["peer_bytes"])).sum();
+    assert!(from_peers * 2 >= total * 5, "{stats:?}");
+    for s in &stats {
+        assert_eq!(num(&s["peers"]["verification_failures"]), 0, "{s}");
+    }
+}
+
 /// A peer that answers every chunk read with bytes that are not the chunk.
 struct Liar {
     inner: MemoryBlobService,

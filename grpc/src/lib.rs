@@ -71,8 +71,8 @@ pub use client::{
     connect_replicas, parse_replicas,
 };
 pub use peers::{
-    IN_FLIGHT_WAIT, InFlight, PeerConfig, PeerFigures, PeerFirstBlobService, PeerListError,
-    PeerServerFigures, PeerServing, PeerSet, PeersFigures, parse_peer_list, peer_services,
+    InFlight, PeerConfig, PeerFigures, PeerFirstBlobService, PeerListError, PeerServerFigures,
+    PeerServing, PeerSet, PeersFigures, parse_peer_list, peer_services,
 };
 pub use server::{ListenAddr, Listener, ServeError, ServerConfig, UNIX_SOCKET_MODE, serve};
 

@@ -209,7 +209,7 @@ async fn a_peer_asking_for_a_chunk_on_its_way_gets_it_when_it_arrives() {
     let serving = peer_services(
         Arc::new(storefs_castore::MemoryBlobService::new()),
         4,
-        Some(m1.peers().in_flight().clone()),
+        Some(m1.peers().clone()),
     );
     let figures = serving.figures.clone();
     let peer = GrpcServer::start(Kind::Unix, serving.services, ServerConfig::default()).await;
@@ -243,4 +243,138 @@ async fn a_peer_asking_for_a_chunk_on_its_way_gets_it_when_it_arrives() {
     assert_eq!(asker.await.unwrap().unwrap().unwrap(), data);
     assert_eq!(figures.joined(), 1);
     assert_eq!(gate.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Two mounts of one gated service, `a` and `b`, each serving the other
+/// its peer server over an empty cache, with the fleet's split on (each
+/// named by the URL the other knows it by); `timeout` is their budget.
+/// Returns the gate, the mounts, their peer servers' figures, and the
+/// servers (kept alive).
+async fn split_pair(
+    blobs: &[Vec<u8>],
+    timeout: Duration,
+) -> (
+    Arc<Gate>,
+    Vec<storefs_castore::B3Digest>,
+    [Arc<PeerFirstBlobService>; 2],
+    [Arc<storefs_grpc::PeerServerFigures>; 2],
+    Vec<GrpcServer>,
+) {
+    let mut backing = memory_services();
+    let mut digests = Vec::new();
+    for b in blobs {
+        digests.push(put_blob(backing.blob.as_ref(), b).await);
+    }
+    let gate = Arc::new(Gate {
+        inner: backing.blob.clone(),
+        open: tokio::sync::Semaphore::new(0),
+        reads: Default::default(),
+    });
+    backing.blob = gate.clone();
+    let service = GrpcServer::start(Kind::Unix, backing, ServerConfig::default()).await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let urls: Vec<String> = dirs
+        .iter()
+        .map(|d| format!("grpc+unix://{}", d.path().join("peer.sock").display()))
+        .collect();
+    let mut mounts = Vec::new();
+    let mut figures = Vec::new();
+    let mut servers = vec![service];
+    for (i, dir) in dirs.into_iter().enumerate() {
+        let config = PeerConfig {
+            name: Some(StoreUrl::parse(&urls[i]).unwrap().to_string().into()),
+            timeout,
+            active_window: Duration::from_secs(3600),
+            ..PeerConfig::default()
+        };
+        let m = Arc::new(peer_first(&servers[0].url, &[&urls[1 - i]], config));
+        let serving = peer_services(
+            Arc::new(storefs_castore::MemoryBlobService::new()),
+            4,
+            Some(m.peers().clone()),
+        );
+        figures.push(serving.figures.clone());
+        let addr = storefs_grpc::ListenAddr::Unix(dir.path().join("peer.sock"));
+        servers
+            .push(GrpcServer::start_on(addr, dir, serving.services, ServerConfig::default()).await);
+        mounts.push(m);
+    }
+    let [a, b] = <[_; 2]>::try_from(mounts).ok().unwrap();
+    let [fa, fb] = <[_; 2]>::try_from(figures).ok().unwrap();
+    (gate, digests, [a, b], [fa, fb], servers)
+}
+
+/// The index of the first digest whose first fetcher is `mount`.
+fn owned_by(mount: &PeerFirstBlobService, digests: &[storefs_castore::B3Digest]) -> usize {
+    let me = mount.peers().config().name.clone();
+    digests
+        .iter()
+        .position(|d| mount.peers().first_fetcher(d) == me)
+        .expect("some digest owned by each mount")
+}
+
+#[tokio::test]
+async fn a_chunk_two_mounts_want_at_once_is_fetched_once_by_its_owner() {
+    let blobs: Vec<Vec<u8>> = (0..16).map(|i| pseudo_random(9_000, 40 + i)).collect();
+    let (gate, digests, [a, b], [fa, _fb], _servers) =
+        split_pair(&blobs, Duration::from_secs(20)).await;
+    let d = owned_by(&a, &digests);
+    // Both mounts agree who fetches it first.
+    assert_eq!(
+        a.peers().first_fetcher(&digests[d]),
+        b.peers().first_fetcher(&digests[d])
+    );
+    // A's own reader is busy (it just read something else).
+    let other = (d + 1) % digests.len();
+    gate.open.add_permits(1);
+    a.read_chunk(&digests[other]).await.unwrap().unwrap();
+    let reads_before = gate.reads.load(std::sync::atomic::Ordering::SeqCst);
+
+    // B wants the chunk first: it asks A, which has nothing yet and waits
+    // for its own reader rather than B going to the service.
+    let asker = tokio::spawn({
+        let (b, digest) = (b.clone(), digests[d]);
+        async move { b.read_chunk(&digest).await }
+    });
+    wait_until(Duration::from_secs(10), "B to wait on A", || {
+        fa.waiting.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    // Then A's reader wants it: one fetch from the service, for both.
+    gate.open.add_permits(100);
+    assert_eq!(a.read_chunk(&digests[d]).await.unwrap().unwrap(), blobs[d]);
+    assert_eq!(asker.await.unwrap().unwrap().unwrap(), blobs[d]);
+    assert_eq!(
+        gate.reads.load(std::sync::atomic::Ordering::SeqCst) - reads_before,
+        1,
+        "the service was asked for the chunk once"
+    );
+    assert_eq!(fa.lingered(), (1, 0));
+    let fb = b.peers().figures();
+    assert_eq!((fb.peer_chunks, fb.service_chunks), (1, 0), "{fb:?}");
+}
+
+#[tokio::test]
+async fn an_owner_keeps_a_peer_waiting_but_never_fetches_for_it() {
+    let blobs: Vec<Vec<u8>> = (0..16).map(|i| pseudo_random(9_000, 80 + i)).collect();
+    let (gate, digests, [a, b], [fa, _fb], _servers) =
+        split_pair(&blobs, Duration::from_millis(400)).await;
+    let d = owned_by(&a, &digests);
+    let other = (d + 1) % digests.len();
+    gate.open.add_permits(100);
+    a.read_chunk(&digests[other]).await.unwrap().unwrap();
+    let reads_before = gate.reads.load(std::sync::atomic::Ordering::SeqCst);
+    // A's reader never wants it: B waits at A in vain, then reads it from
+    // the service itself; A fetched nothing for B.
+    assert_eq!(b.read_chunk(&digests[d]).await.unwrap().unwrap(), blobs[d]);
+    assert_eq!(
+        gate.reads.load(std::sync::atomic::Ordering::SeqCst) - reads_before,
+        1,
+        "only B's own read reached the service"
+    );
+    assert_eq!(fa.lingered(), (0, 1));
+    assert_eq!(fa.snapshot().0, 0, "A served nothing");
+    let fb = b.peers().figures();
+    assert_eq!((fb.peer_chunks, fb.service_chunks), (0, 1), "{fb:?}");
+    assert_eq!(fb.peers[0].failures, 0, "waiting in vain is not a failure");
 }

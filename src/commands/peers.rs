@@ -32,6 +32,9 @@ pub struct Peering {
     max_reads: usize,
     /// `--peers-file`, its peers merged with `--peer`'s.
     file: Option<PathBuf>,
+    /// The version of `file` taken before it was read at start, so that a
+    /// change made after that is noticed however late the follower starts.
+    file_version: Option<(SystemTime, u64)>,
     fixed: Vec<GrpcEndpoint>,
     /// This mount's own peer URLs, left out of its peers.
     own: Vec<GrpcEndpoint>,
@@ -69,10 +72,21 @@ impl Peering {
         // A mount that serves peers lists its fetches from the service too
         // (an empty set), so that a peer asking for a chunk on its way
         // gets it when it arrives.
+        // Its first --peer-listen URL names it in the fleet's split of
+        // chunks (docs/peers.md, "All at once"): the peers must list it by
+        // the same URL.
+        let name = own.first().map(|e| {
+            StoreUrl::Grpc {
+                endpoint: e.clone(),
+            }
+            .to_string()
+            .into()
+        });
         let set = (args.reads_from_peers() || !listeners.is_empty()).then(|| {
             PeerSet::new(PeerConfig {
                 token: token.clone(),
                 timeout: Duration::from_millis(args.peer_timeout.max(1)),
+                name,
                 ..PeerConfig::default()
             })
         });
@@ -82,6 +96,7 @@ impl Peering {
             token,
             max_reads: args.peer_max_reads,
             file: args.peers_file.clone(),
+            file_version: args.peers_file.as_deref().and_then(version),
             fixed,
             own,
         };
@@ -112,9 +127,9 @@ impl Peering {
     ) -> anyhow::Result<Option<Arc<PeerServerFigures>>> {
         if let (Some(set), Some(file)) = (&self.set, &self.file) {
             let (set, file, stop) = (set.clone(), file.clone(), stop.clone());
-            let (fixed, own) = (self.fixed.clone(), self.own.clone());
+            let (fixed, own, seen) = (self.fixed.clone(), self.own.clone(), self.file_version);
             tokio::spawn(async move {
-                follow_peers_file(set, &file, fixed, own, stop).await;
+                follow_peers_file(set, &file, seen, fixed, own, stop).await;
             });
         }
         if self.listeners.is_empty() {
@@ -125,11 +140,7 @@ impl Peering {
                 "--peer-listen needs a remote --store (a local store has no cache to share)"
             );
         };
-        let serving = storefs_grpc::peer_services(
-            cache,
-            self.max_reads,
-            self.set.as_ref().map(|s| s.in_flight().clone()),
-        );
+        let serving = storefs_grpc::peer_services(cache, self.max_reads, self.set.clone());
         for l in &self.listeners {
             eprintln!(
                 "storefs: serving cached chunks to peers on {}{}",
@@ -146,7 +157,9 @@ impl Peering {
                 read: self.token.clone(),
                 write: self.token.clone(),
             },
-            concurrency_limit_per_connection: self.max_reads.max(1) * 4,
+            // Reads waiting for a chunk on its way hold no permit and cost
+            // next to nothing; the bound on reads is `max_reads`.
+            concurrency_limit_per_connection: (self.max_reads.max(1) * 4).max(256),
             ..ServerConfig::default()
         };
         let s = stop.clone();
@@ -188,16 +201,16 @@ fn version(file: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Re-read `file` whenever it changes; a file that cannot be read or
-/// parsed is logged and the peers are left as they were.
+/// Re-read `file` whenever it changes from version `seen` on; a file that
+/// cannot be read or parsed is logged and the peers are left as they were.
 async fn follow_peers_file(
     set: PeerSet,
     file: &Path,
+    mut seen: Option<(SystemTime, u64)>,
     fixed: Vec<GrpcEndpoint>,
     own: Vec<GrpcEndpoint>,
     stop: CancellationToken,
 ) {
-    let mut seen = version(file);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -241,9 +254,15 @@ pub fn extra(
         }
         if let Some(s) = &served {
             let (chunks, bytes, misses) = s.snapshot();
+            let (lingered, wait_misses) = s.lingered();
             m.insert(
                 "peer_server".into(),
-                json!({"chunks": chunks, "bytes": bytes, "misses": misses, "from_fetches_in_flight": s.joined()}),
+                json!({
+                    "chunks": chunks, "bytes": bytes, "misses": misses,
+                    "from_fetches_in_flight": s.joined(),
+                    "from_own_reads_awaited": lingered,
+                    "waits_in_vain": wait_misses,
+                }),
             );
         }
         m

@@ -92,6 +92,25 @@ impl Collector for PeerCollector {
                 "Chunks peers asked for that the cache did not hold",
                 misses,
             )?;
+            let (awaited, in_vain) = s.lingered();
+            counter(
+                &mut encoder,
+                "mount_peer_served_in_flight",
+                "Chunks served to peers from this mount's fetches on their way (or just arrived)",
+                s.joined(),
+            )?;
+            counter(
+                &mut encoder,
+                "mount_peer_served_awaited",
+                "Chunks served to peers that waited for this mount's own reader to bring them in (the split)",
+                awaited,
+            )?;
+            counter(
+                &mut encoder,
+                "mount_peer_waits_in_vain",
+                "Peer reads that waited here for a chunk that did not come in time",
+                in_vain,
+            )?;
         }
         Ok(())
     }

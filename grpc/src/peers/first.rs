@@ -9,7 +9,8 @@ use storefs_castore::{B3Digest, Error, Result};
 use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta, open_read_via_chunks};
 use tokio::time::Instant;
 
-use super::set::PeerSet;
+use super::peer::Peer;
+use super::set::{Owner, PeerSet};
 
 /// A blob service that reads chunks from peers before the service.
 ///
@@ -21,9 +22,10 @@ use super::set::PeerSet;
 /// a peer is checked against its digest (by the gRPC client); one that
 /// fails is dropped, counted, and asked of the service, and the peer is
 /// shunned. Chunks on their way from the service are listed in the set's
-/// [`super::InFlight`] meanwhile, for this mount's peer server. Everything else — chunk lists (which cannot be checked on
-/// their own), whole blob reads of unchunked blobs, writes — goes to the
-/// service.
+/// [`super::InFlight`] meanwhile, and every chunk that arrives is handed
+/// to the peers waiting there, for this mount's peer server. Everything
+/// else — chunk lists (which cannot be checked on their own), whole blob
+/// reads of unchunked blobs, writes — goes to the service.
 #[derive(Clone)]
 pub struct PeerFirstBlobService {
     peers: PeerSet,
@@ -41,26 +43,118 @@ impl PeerFirstBlobService {
         &self.peers
     }
 
-    /// Ask the peers for `digests`; each entry is `Some` if a peer
-    /// delivered it (verified), `None` if it is left for the service.
-    async fn ask_peers(&self, digests: &[B3Digest]) -> Vec<Option<Bytes>> {
-        let mut out: Vec<Option<Bytes>> = vec![None; digests.len()];
-        let ask = self.peers.to_ask();
-        if ask.is_empty() || digests.is_empty() {
+    /// Read `digests`: grouped by the mount that owns them in the fleet's
+    /// split ([`PeerSet::owner`]), each group asks its own peers in order
+    /// ([`PeerSet::to_ask_for`]) within one budget, then the service for
+    /// what they did not deliver; the groups run at the same time, so a
+    /// chunk this mount owns never waits on a peer keeping another chunk
+    /// waiting (two mounts would then wait on each other). Each entry is
+    /// answered on its own.
+    async fn read(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        self.peers.in_flight().reading();
+        let deadline = Instant::now() + self.peers.config().timeout;
+        // (whether this mount owns them, the peers to ask, the indices)
+        let mut groups: Vec<(bool, Vec<Arc<Peer>>, Vec<usize>)> = Vec::new();
+        if !self.peers.snapshot().is_empty() {
+            let mut own_order = None;
+            for (j, d) in digests.iter().enumerate() {
+                let owner = self.peers.owner(d);
+                let mine = matches!(owner, Owner::Me);
+                let order = match (mine, &own_order) {
+                    // One decision per batch for the chunks it owns.
+                    (true, Some(o)) => Vec::clone(o),
+                    _ => self.peers.to_ask_for(&owner),
+                };
+                if mine && own_order.is_none() {
+                    own_order = Some(order.clone());
+                }
+                match groups
+                    .iter_mut()
+                    .find(|(m, o, _)| *m == mine && same_order(o, &order))
+                {
+                    Some((_, _, members)) => members.push(j),
+                    None => groups.push((mine, order, vec![j])),
+                }
+            }
+        } else if !digests.is_empty() {
+            groups.push((false, Vec::new(), (0..digests.len()).collect()));
+        }
+        let got = futures::future::join_all(groups.into_iter().map(|(mine, order, members)| {
+            self.read_group(mine, order, digests, members, deadline)
+        }))
+        .await;
+        let mut out: Vec<Result<Option<Bytes>>> = (0..digests.len())
+            .map(|_| Err(Error::remote_msg("the service answered too few chunks")))
+            .collect();
+        for (j, r) in got.into_iter().flatten() {
+            out[j] = r;
+        }
+        out
+    }
+
+    /// One group of [`Self::read`]: `order`'s peers, then the service.
+    async fn read_group(
+        &self,
+        mine: bool,
+        order: Vec<Arc<Peer>>,
+        digests: &[B3Digest],
+        members: Vec<usize>,
+        deadline: Instant,
+    ) -> Vec<(usize, Result<Option<Bytes>>)> {
+        let in_flight = self.peers.in_flight();
+        let mut out: Vec<(usize, Result<Option<Bytes>>)> = Vec::with_capacity(members.len());
+        let mut rest = members.clone();
+        if !order.is_empty() {
+            let asked = members.len();
+            let found = self.ask_in_order(order, digests, members, deadline).await;
+            if mine {
+                self.peers.asked_for_own(asked, found.len());
+            }
+            for (j, data) in found {
+                in_flight.arrived(&digests[j], &data);
+                rest.retain(|&k| k != j);
+                out.push((j, Ok(Some(data))));
+            }
+        }
+        if rest.is_empty() {
             return out;
         }
+        let wanted: Vec<B3Digest> = rest.iter().map(|&j| digests[j]).collect();
+        let mut fetching = in_flight.start(&wanted);
+        let got = self.service.read_chunk_batch(&wanted).await;
+        let mut got = got.into_iter();
+        for (j, d) in rest.into_iter().zip(&wanted) {
+            let r = got
+                .next()
+                .unwrap_or_else(|| Err(Error::remote_msg("the service answered too few chunks")));
+            if let Ok(Some(data)) = &r {
+                self.peers.service_delivered(data.len());
+                fetching.deliver(d, data);
+            }
+            out.push((j, r));
+        }
+        out
+    }
+
+    /// Ask `order`'s peers, one after another, for the `pending` entries
+    /// of `digests` the earlier ones did not hold, until `deadline`; what
+    /// they delivered (verified), by index.
+    async fn ask_in_order(
+        &self,
+        order: Vec<Arc<Peer>>,
+        digests: &[B3Digest],
+        mut pending: Vec<usize>,
+        deadline: Instant,
+    ) -> Vec<(usize, Bytes)> {
         let config = self.peers.config();
-        let deadline = Instant::now() + config.timeout;
-        let mut pending: Vec<usize> = (0..digests.len()).collect();
-        for peer in ask {
+        let mut out = Vec::new();
+        for peer in order {
             if pending.is_empty() {
                 break;
             }
             let wanted: Vec<B3Digest> = pending.iter().map(|&j| digests[j]).collect();
             peer.asking(wanted.len());
-            let got = match tokio::time::timeout_at(deadline, peer.blob.read_chunk_batch(&wanted))
-                .await
-            {
+            let got = match tokio::time::timeout_at(deadline, ask_peer(&peer, &wanted)).await {
                 Ok(got) => got,
                 Err(_) => {
                     peer.failed(
@@ -78,7 +172,7 @@ impl PeerFirstBlobService {
                     Ok(Some(data)) => {
                         peer.delivered(data.len());
                         self.peers.peer_delivered(data.len());
-                        out[j] = Some(data);
+                        out.push((j, data));
                     }
                     Ok(None) => {
                         missed += 1;
@@ -111,6 +205,27 @@ impl PeerFirstBlobService {
     }
 }
 
+/// How many chunks one request to a peer asks for at most: a peer's
+/// server reads a batch's chunks a few at a time (8), and a chunk may keep
+/// the reader waiting there (for a fetch on its way, or for the peer's own
+/// reader); a piece that waits thus waits once, not once per few chunks.
+const PIECE: usize = 8;
+
+/// `wanted` from `peer`, in pieces of [`PIECE`] asked at the same time;
+/// one entry per digest.
+async fn ask_peer(peer: &Peer, wanted: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+    futures::future::join_all(wanted.chunks(PIECE).map(|p| peer.blob.read_chunk_batch(p)))
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Whether two ask orders are the same peers in the same order.
+fn same_order(a: &[Arc<Peer>], b: &[Arc<Peer>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
 #[async_trait]
 impl BlobService for PeerFirstBlobService {
     async fn has(&self, digest: &B3Digest) -> Result<bool> {
@@ -124,56 +239,16 @@ impl BlobService for PeerFirstBlobService {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
-        if let Some(Some(data)) = self.ask_peers(std::slice::from_ref(digest)).await.pop() {
-            return Ok(Some(data));
-        }
-        let mut fetching = self.peers.in_flight().start(std::slice::from_ref(digest));
-        let got = self.service.read_chunk(digest).await?;
-        if let Some(data) = &got {
-            self.peers.service_delivered(data.len());
-            fetching.deliver(digest, data);
-        }
-        Ok(got)
+        self.read(std::slice::from_ref(digest))
+            .await
+            .pop()
+            .unwrap_or(Ok(None))
     }
 
-    /// The peers first, the rest in one batch from the service; each entry
-    /// answered on its own.
+    /// The peers first, the rest from the service; each entry answered on
+    /// its own.
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-        let from_peers = self.ask_peers(digests).await;
-        let rest: Vec<B3Digest> = digests
-            .iter()
-            .zip(&from_peers)
-            .filter(|(_, got)| got.is_none())
-            .map(|(d, _)| *d)
-            .collect();
-        let mut fetching = self.peers.in_flight().start(&rest);
-        let got = if rest.is_empty() {
-            Vec::new()
-        } else {
-            self.service.read_chunk_batch(&rest).await
-        };
-        for (d, r) in rest.iter().zip(&got) {
-            if let Ok(Some(data)) = r {
-                fetching.deliver(d, data);
-            }
-        }
-        drop(fetching);
-        let mut from_service = got.into_iter();
-        from_peers
-            .into_iter()
-            .map(|got| match got {
-                Some(data) => Ok(Some(data)),
-                None => {
-                    let r = from_service.next().unwrap_or_else(|| {
-                        Err(Error::remote_msg("the service answered too few chunks"))
-                    });
-                    if let Ok(Some(data)) = &r {
-                        self.peers.service_delivered(data.len());
-                    }
-                    r
-                }
-            })
-            .collect()
+        self.read(digests).await
     }
 
     /// A chunked blob is read through its chunk list (so each chunk may

@@ -39,5 +39,5 @@ pub use first::PeerFirstBlobService;
 pub use inflight::InFlight;
 pub use list::{PeerListError, parse_peer_list};
 pub use peer::PeerFigures;
-pub use serve::{IN_FLIGHT_WAIT, PeerServerFigures, PeerServing, peer_services};
+pub use serve::{PeerServerFigures, PeerServing, peer_services};
 pub use set::{PeerConfig, PeerSet, PeersFigures};

@@ -22,6 +22,8 @@ use crate::shunning::Shunning;
 pub(crate) struct Peer {
     /// `grpc://…`, for figures and messages.
     pub(crate) name: Arc<str>,
+    /// Its key in the fleet's split of chunks ([`super::set::rank_key`]).
+    pub(crate) key: u64,
     /// Its chunk reads (no retries: a peer that fails is skipped).
     pub(crate) blob: GrpcBlobService,
     health: Mutex<Health>,
@@ -80,6 +82,7 @@ pub struct PeerFigures {
 impl Peer {
     pub(crate) fn new(name: Arc<str>, blob: GrpcBlobService) -> Self {
         Self {
+            key: super::set::rank_key(&name),
             name,
             blob,
             health: Mutex::default(),

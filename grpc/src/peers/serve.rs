@@ -3,8 +3,7 @@
 //! and nothing else.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,11 +15,16 @@ use storefs_castore::{
 use storefs_store::{DIGEST_LEN, NarCalculationService, PathInfo, PathInfoService, Services};
 use tokio::sync::Semaphore;
 
-use super::inflight::InFlight;
+use super::inflight::Seen;
+use super::set::PeerSet;
 
-/// How long a peer's read of a chunk waits for this mount's own fetch of
-/// it from the service.
-pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
+/// Waits that came to nothing in a row (less those that delivered) after
+/// which lingering stops but for one request in [`PROBE_EVERY`]: a fleet
+/// whose mounts read different things should not keep its askers waiting.
+const LINGER_GIVE_UP: i64 = 8;
+
+/// See [`LINGER_GIVE_UP`].
+const PROBE_EVERY: u64 = 16;
 
 /// What a peer is told when it asks for anything but a read of chunks.
 const READ_ONLY: &str = "this is a storefs peer: it serves the chunks it has cached, read-only";
@@ -36,24 +40,36 @@ const READ_ONLY: &str = "this is a storefs peer: it serves the chunks it has cac
 /// single chunk. Path infos and directories are never served (`NOT_FOUND`),
 /// and every write is refused.
 ///
-/// With `in_flight` (the mount's [`PeerSet::in_flight`]), a chunk the
-/// cache lacks but the mount is fetching from its service right now is
-/// handed over when it arrives (waiting at most [`IN_FLIGHT_WAIT`], outside
-/// the bound on reads): a fleet that starts at once fetches a chunk from
-/// the service about once, not once per mount.
+/// With `set` (the mount's own peers, whose [`PeerSet::in_flight`] lists
+/// what its reads are bringing in), a chunk the cache lacks is waited for
+/// (at most [`PeerConfig::linger`], outside the bound on reads) when
+/// - the mount is fetching it from its service right now, for its own
+///   readers; or
+/// - the mount owns it in the fleet's split ([`PeerSet::first_fetcher`]) and its
+///   own reader is busy: a fleet that reads the same files together
+///   brings each chunk in at its owner, and the others wait for that
+///   rather than all asking the service at once. Never a fetch: if the
+///   mount's reader does not want the chunk in time, the asker is told
+///   `NOT_FOUND`. Waits that keep coming to nothing stop (but for a rare
+///   probe).
 ///
-/// [`PeerSet::in_flight`]: super::PeerSet::in_flight
+/// A fleet that starts at once thus fetches a chunk from the service
+/// about once, not once per mount.
+///
+/// [`PeerConfig::linger`]: super::PeerConfig::linger
 pub fn peer_services(
     cache: Arc<dyn BlobService>,
     max_reads: usize,
-    in_flight: Option<InFlight>,
+    set: Option<PeerSet>,
 ) -> PeerServing {
     let figures = Arc::new(PeerServerFigures::default());
     let blobs = Arc::new(CacheOnly {
         cache,
         permits: Arc::new(Semaphore::new(max_reads.max(1))),
         figures: Arc::clone(&figures),
-        in_flight,
+        set,
+        linger_score: AtomicI64::new(0),
+        linger_asks: AtomicU64::new(0),
     });
     let nothing = Arc::new(Nothing);
     PeerServing {
@@ -86,9 +102,16 @@ pub struct PeerServerFigures {
     /// flight deliver in time).
     pub misses: AtomicU64,
     /// Chunks served (counted in `chunks` too) that were on their way from
-    /// the service when asked for.
+    /// the service when asked for, or had arrived a moment before (not yet
+    /// in the disk cache).
     pub joined: AtomicU64,
-    /// Peer reads waiting now for a chunk on its way from the service.
+    /// Chunks served (counted in `chunks` too) that this mount owns in the
+    /// split and its own reader brought in while the asker waited.
+    pub lingered: AtomicU64,
+    /// Waits (for a fetch in flight or for this mount's own reader) that
+    /// ended without the chunk.
+    pub linger_misses: AtomicU64,
+    /// Peer reads waiting now for a chunk on its way.
     pub waiting: AtomicU64,
 }
 
@@ -111,6 +134,15 @@ impl PeerServerFigures {
         self.joined.load(Ordering::Relaxed)
     }
 
+    /// Chunks served after waiting for this mount's reader, and waits
+    /// that ended without the chunk, so far.
+    pub fn lingered(&self) -> (u64, u64) {
+        (
+            self.lingered.load(Ordering::Relaxed),
+            self.linger_misses.load(Ordering::Relaxed),
+        )
+    }
+
     /// `(chunks, bytes, misses)` now.
     pub fn snapshot(&self) -> (u64, u64, u64) {
         (
@@ -126,20 +158,62 @@ struct CacheOnly {
     cache: Arc<dyn BlobService>,
     permits: Arc<Semaphore>,
     figures: Arc<PeerServerFigures>,
-    in_flight: Option<InFlight>,
+    set: Option<PeerSet>,
+    /// Waits for the own reader that delivered, less those that did not,
+    /// within ±2 × [`LINGER_GIVE_UP`].
+    linger_score: AtomicI64,
+    /// Asks that could have lingered, for [`PROBE_EVERY`].
+    linger_asks: AtomicU64,
 }
 
 impl CacheOnly {
-    /// `digest` if the mount is fetching it from its service now and it
-    /// arrives within [`IN_FLIGHT_WAIT`].
+    /// Whether a peer asking for `digest`, which the cache lacks, may wait
+    /// for this mount's own reader to bring it in.
+    fn may_linger(&self, set: &PeerSet, digest: &B3Digest) -> bool {
+        if !set.owns(digest) || !set.in_flight().active(set.config().active_window) {
+            return false;
+        }
+        let n = self.linger_asks.fetch_add(1, Ordering::Relaxed);
+        self.linger_score.load(Ordering::Relaxed) > -LINGER_GIVE_UP || n.is_multiple_of(PROBE_EVERY)
+    }
+
+    /// `digest`, which the cache lacked a moment ago, if this mount's own
+    /// reads bring it in soon enough (see [`peer_services`]).
     async fn arriving(&self, digest: &B3Digest) -> Option<Bytes> {
-        let in_flight = self.in_flight.as_ref()?;
+        let set = self.set.as_ref()?;
+        let linger = self.may_linger(set, digest);
+        let watch = match set.in_flight().watch(digest, linger) {
+            Seen::Here(data) => {
+                self.figures.joined.fetch_add(1, Ordering::Relaxed);
+                return Some(data);
+            }
+            Seen::Coming(w) => w,
+            Seen::No => return None,
+        };
+        // It may have arrived between the miss and the watch.
+        if let Ok(Some(data)) = self.cache.read_chunk(digest).await {
+            return Some(data);
+        }
+        let fetching = watch.fetching;
         self.figures.waiting.fetch_add(1, Ordering::Relaxed);
-        let got = in_flight.wait(digest, IN_FLIGHT_WAIT).await;
+        let got = watch.wait(set.config().linger()).await;
         self.figures.waiting.fetch_sub(1, Ordering::Relaxed);
-        let got = got?;
-        self.figures.joined.fetch_add(1, Ordering::Relaxed);
-        Some(got)
+        let counter = match (&got, fetching) {
+            (Some(_), true) => &self.figures.joined,
+            (Some(_), false) => &self.figures.lingered,
+            (None, _) => &self.figures.linger_misses,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if linger {
+            let step = if got.is_some() { 1 } else { -1 };
+            let bound = 2 * LINGER_GIVE_UP;
+            let _ = self
+                .linger_score
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                    Some((s + step).clamp(-bound, bound))
+                });
+        }
+        got
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
