@@ -418,6 +418,31 @@ fn sequential_reads_trigger_read_ahead() {
     assert_eq!(s.bytes_fetched, data.len() as u64);
 }
 
+/// A memory cache smaller than read-ahead would ramp to still hands each
+/// chunk to its reader: read-ahead stays within half the cache, and chunks
+/// already read through leave it first, not the ones read-ahead brought
+/// for what comes next.
+#[test]
+fn read_ahead_wider_than_the_chunk_cache_is_not_evicted_before_it_is_read() {
+    let rt = runtime();
+    let svc = Services::default();
+    let data = pseudo_random(16 * 1024 * 1024, 12);
+    let sp = rt.block_on(svc.add_path("wide", &T::Dir(vec![(b"f".to_vec(), file(data.clone()))])));
+    // 1 MiB of memory cache; read-ahead ramps to 2 MiB.
+    let m = mount(rt, &svc, |c| c.chunk_cache_bytes = 16 * CHUNK as u64);
+    let mut f = std::fs::File::open(m.store_path(&sp).join("f")).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut got).unwrap();
+    assert!(got == data, "the bytes differ");
+    let s = m.stats();
+    assert!(s.readahead_chunks > 16, "{s:?}");
+    // Each chunk about once (a few of 256 may be fetched twice when a read
+    // and read-ahead cross; unbounded read-ahead over a small cache fetched
+    // over five times as many).
+    assert!(s.chunks_fetched >= 256, "{s:?}");
+    assert!(s.chunks_fetched <= 256 + 16, "chunks fetched again: {s:?}");
+}
+
 #[test]
 fn sixteen_parallel_readers_get_correct_bytes() {
     let rt = runtime();

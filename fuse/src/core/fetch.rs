@@ -314,6 +314,25 @@ impl Fetcher {
         self.cache.lock().lru.get(digest).cloned()
     }
 
+    /// The most bytes one reader's read-ahead may ask for at once: half the
+    /// memory cache, where the chunks wait for their reader (the other half
+    /// is for what readers have in hand).
+    pub(crate) fn readahead_bytes(&self) -> u64 {
+        self.cache_max_bytes / 2
+    }
+
+    /// Chunks a read went through to their end become the first to leave
+    /// the memory cache. Read-ahead puts the chunks a reader comes to next
+    /// there; were the chunks just read (touched by their read) kept ahead
+    /// of them, read-ahead's chunks would leave before their reader got to
+    /// them, to be fetched again.
+    fn cache_demote(&self, digests: &[B3Digest]) {
+        let mut c = self.cache.lock();
+        for d in digests {
+            c.lru.demote(d);
+        }
+    }
+
     fn cache_put(&self, digest: B3Digest, data: Bytes) {
         let len = data.len() as u64;
         if len > self.cache_max_bytes {
@@ -574,12 +593,22 @@ impl Fetcher {
             .iter()
             .map(|m| self.chunk(*m))
             .collect();
+        // The chunks this read goes through to their end: done with, for
+        // a reader going forward (the kernel's page cache has their bytes).
+        let consumed: Vec<B3Digest> = chunks[range.clone()]
+            .iter()
+            .zip(&ends[range.clone()])
+            .filter(|(_, chunk_end)| **chunk_end <= end)
+            .map(|(m, _)| m.digest)
+            .collect();
         let replies = Arc::clone(&self.replies);
+        let this = Arc::clone(self);
         async move {
             if futs.is_empty() {
                 return Ok(Bytes::new());
             }
             let parts = futures::future::try_join_all(futs).await?;
+            this.cache_demote(&consumed);
             // Offsets into the concatenation of the covering chunks.
             let skip = offset.saturating_sub(first_start) as usize;
             let want = (end - offset) as usize;

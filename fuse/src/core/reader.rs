@@ -111,9 +111,18 @@ pub(crate) fn read(
                 let total = ends.last().copied().unwrap_or(0);
                 let end = offset.saturating_add(len).min(total);
                 let next = covering(ends, offset, end).end;
-                let upto = next
+                let most = next
                     .saturating_add(file.readahead(readahead))
                     .min(chunks.len());
+                // Within what the memory cache holds for it, or read-ahead
+                // evicts its own chunks before the reader gets to them.
+                let budget = fetcher.readahead_bytes();
+                let mut upto = next;
+                let mut bytes = 0u64;
+                while upto < most && bytes.saturating_add(chunks[upto].size) <= budget {
+                    bytes += chunks[upto].size;
+                    upto += 1;
+                }
                 if next < upto {
                     fetcher.prefetch(chunks[next..upto].iter().copied());
                 }
