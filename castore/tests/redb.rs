@@ -186,6 +186,23 @@ async fn corrupt_chunk_is_an_integrity_error() {
         .await
         .unwrap();
     assert!(svc.read_chunk(&victim).await.is_err());
+    // In a batch (one transaction): the bad chunk fails alone, an absent
+    // one is `None`, the others come out whole and in order.
+    let absent = B3Digest::of(b"not stored");
+    let asked = [list[0].digest, victim, absent, list[2].digest];
+    let got = svc.read_chunk_batch(&asked).await;
+    assert_eq!(got.len(), 4);
+    assert_eq!(
+        got[0].as_ref().unwrap().as_deref(),
+        Some(&data[..list[0].size as usize])
+    );
+    assert!(got[1].is_err());
+    assert_eq!(got[2].as_ref().unwrap(), &None);
+    let start = (list[0].size + list[1].size) as usize;
+    assert_eq!(
+        got[3].as_ref().unwrap().as_deref(),
+        Some(&data[start..start + list[2].size as usize])
+    );
 }
 
 #[tokio::test]

@@ -362,3 +362,59 @@ fn a_walk_reaching_a_directorys_end_fetches_the_next_directory_ahead() {
     });
     assert!(core.stats().snapshot().readahead_chunks >= 20);
 }
+
+/// A walk asks for the directories after the one it is in once per
+/// directory, however many files it opens there, and two of them ahead:
+/// a walk through `a` has `b` and `c` fetched, one through `b` then `d`.
+#[test]
+fn a_walk_asks_for_the_next_two_directories_once_per_directory() {
+    let rt = runtime();
+    let svc = Services::default();
+    let dir = |seed: u64| {
+        T::Dir(
+            (0..20)
+                .map(|i| {
+                    (
+                        format!("f{i:02}").into_bytes(),
+                        file(pseudo_random(100, seed + i)),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let tree = T::Dir(
+        ["a", "b", "c", "d", "e"]
+            .iter()
+            .enumerate()
+            .map(|(k, d)| (d.as_bytes().to_vec(), dir(100 * k as u64)))
+            .collect(),
+    );
+    let path = rt.block_on(svc.add_path("dirs", &tree));
+    let core = core(&rt, &svc, Duration::from_secs(10));
+    let root = core
+        .lookup(ROOT_INO, path.base_name().as_bytes())
+        .unwrap()
+        .unwrap();
+    let walk = |d: &str| {
+        let d = core.lookup(root.ino, d.as_bytes()).unwrap().unwrap();
+        for i in 0..20 {
+            let f = core
+                .lookup(d.ino, format!("f{i:02}").as_bytes())
+                .unwrap()
+                .unwrap();
+            let fh = core.open(f.ino, false).unwrap();
+            core.release(fh);
+        }
+    };
+    let snap = || core.stats().snapshot();
+    walk("a");
+    assert_eq!(snap().directories_ahead, 2, "b and c, asked once");
+    storefs_testkit::wait_for(Duration::from_secs(10), "b and c fetched ahead", || {
+        snap().chunks_fetched == 60
+    });
+    walk("b");
+    assert_eq!(snap().directories_ahead, 4, "c again (here already) and d");
+    storefs_testkit::wait_for(Duration::from_secs(10), "d fetched ahead", || {
+        snap().chunks_fetched == 80
+    });
+}

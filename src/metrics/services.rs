@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use storefs_castore::{
     B3Digest, BlobReader, BlobService, BlobWriter, ChunkMeta, Directory, DirectoryPutter,
-    DirectoryService, Node, Result,
+    DirectoryService, Node, Result, StoredChunk,
 };
 use storefs_store::PathInfo;
 use storefs_store::Services;
@@ -268,6 +268,15 @@ impl BlobService for MeteredBlobs {
             out.iter().all(|r| r.is_ok()),
         );
         out
+    }
+
+    async fn read_chunk_stored(&self, digest: &B3Digest) -> Result<Option<StoredChunk>> {
+        let start = Instant::now();
+        let r = self.inner.read_chunk_stored(digest).await;
+        if let Ok(Some(c)) = &r {
+            self.m.bytes_out(c.wire_len() as u64);
+        }
+        self.m.result("blob.read_chunk", start, r)
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {

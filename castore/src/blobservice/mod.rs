@@ -20,6 +20,7 @@ mod quota;
 mod reader;
 mod redb;
 mod refusing;
+mod stored;
 mod writer;
 
 pub use self::redb::{RedbBlobService, WRITE_BATCH_BYTES};
@@ -28,6 +29,7 @@ pub use memory::MemoryBlobService;
 pub use quota::{DISK_SLACK_BYTES, DISK_SLACK_PERCENT, QuotaFigures, disk_bound, sync_bytes_for};
 pub use reader::open_read_via_chunks;
 pub use refusing::RefusingWriter;
+pub use stored::StoredChunk;
 pub(crate) use writer::{ChunkSink, ChunkingWriter};
 
 /// How many `read_chunk` calls the default
@@ -88,6 +90,16 @@ pub trait BlobService: Send + Sync + 'static {
             out.extend(futures::future::join_all(reads).await);
         }
         out
+    }
+
+    /// One chunk as the service keeps it, for sending it on: a chunk kept
+    /// compressed may come as its zstd frame, neither decoded nor checked
+    /// here (whoever decodes it checks it: [`StoredChunk::into_verified`]),
+    /// so that a server passes it on without decompressing and the link
+    /// carries fewer bytes. `None` if absent. The default reads the chunk
+    /// with `read_chunk` (verified).
+    async fn read_chunk_stored(&self, digest: &B3Digest) -> Result<Option<StoredChunk>> {
+        Ok(self.read_chunk(digest).await?.map(StoredChunk::Plain))
     }
 
     /// A reader of the whole blob, `None` if absent. Memory use is bounded by

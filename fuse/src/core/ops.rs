@@ -66,6 +66,19 @@ const SIBLING_WINDOW_FILES: usize = 256;
 /// to tell a walk through a directory from opens here and there.
 const DIR_CURSORS: usize = 16 * 1024;
 
+/// A walk reaching the end of a directory's small files has the first
+/// windows of this many directories after it asked for (those with small
+/// files): while the walker reads the next one, the one after is on its
+/// way, so it never waits for a directory's request.
+const DIRECTORIES_AHEAD: usize = 2;
+
+/// ... looking at no more than this many directories for them ...
+const DIRECTORIES_SCANNED: usize = 16;
+
+/// ... and climbing at most this many levels above the directory for the
+/// directories after it.
+const ANCESTORS_AHEAD: usize = 3;
+
 /// The `d_ino` of a readdir entry that has no inode yet (libfuse's
 /// `FUSE_UNKNOWN_INO`): plain readdir does not count lookups, so it must
 /// not create inodes.
@@ -157,6 +170,9 @@ pub(crate) struct FsInner {
     /// The name last opened in each directory (by digest): see
     /// [`FsInner::walks_on`].
     dir_cursors: Mutex<LruCache<B3Digest, Bytes>>,
+    /// Directories (by inode) whose walk already asked for the
+    /// directories after it ([`FsInner::fetch_next_directories`]).
+    next_asked: Mutex<LruCache<u64, ()>>,
 }
 
 /// What [`FsInner::new`] needs beyond the services.
@@ -200,6 +216,9 @@ impl FsInner {
                 NonZeroUsize::new(FILE_DIRS).unwrap_or(NonZeroUsize::MIN),
             )),
             dir_cursors: Mutex::new(LruCache::new(
+                NonZeroUsize::new(DIR_CURSORS).unwrap_or(NonZeroUsize::MIN),
+            )),
+            next_asked: Mutex::new(LruCache::new(
                 NonZeroUsize::new(DIR_CURSORS).unwrap_or(NonZeroUsize::MIN),
             )),
         }
@@ -487,7 +506,7 @@ impl FsInner {
             // A walk is going through this directory and the window reaches
             // its end: the next directory's first small files are asked for
             // now, so that the walker does not wait for them there.
-            self.fetch_next_directory(dir_ino, &dir);
+            self.fetch_next_directories(dir_ino, &dir);
         }
         // Already asked for up to the middle: the batch that reached it is
         // still ahead of the reader.
@@ -534,60 +553,83 @@ impl FsInner {
         (window, true)
     }
 
-    /// Ask for the first window of small files of the directory a walker
-    /// goes to after the files of `dir` (inode `dir_ino`): its first
-    /// subdirectory, else the directory after it in its parent (name order),
-    /// unless they are here or on their way.
-    fn fetch_next_directory(&self, dir_ino: u64, dir: &Directory) {
-        let first_sub = dir.entries().find_map(|(_, n)| match n {
-            Node::Directory { digest, .. } => Some(*digest),
-            _ => None,
-        });
-        if let Some(sub) = first_sub {
-            self.fetch_first_window(sub);
+    /// Ask for the first windows of small files of the next directories a
+    /// walker goes to after the files of `dir` (inode `dir_ino`), in the
+    /// order of a top-down walk (its subdirectories, then the directories
+    /// after it in its parent, and so on up): up to
+    /// [`DIRECTORIES_AHEAD`] of them that have small files, among the next
+    /// [`DIRECTORIES_SCANNED`]. Once per directory: later opens in it find
+    /// it marked ([`FsInner::next_asked`]), so the walk costs one look-ahead
+    /// per directory, not one per file. Skips what is here or on its way.
+    fn fetch_next_directories(&self, dir_ino: u64, dir: &Arc<Directory>) {
+        if self.next_asked.lock().put(dir_ino, ()).is_some() {
             return;
         }
-        let Some(data) = self.inode(dir_ino).ok() else {
-            return;
-        };
-        let InodeData::Directory { digest, parent, .. } = &*data else {
-            return;
-        };
-        let Some(up) = self.inodes.get(*parent) else {
-            return;
-        };
-        let InodeData::Directory { digest: up, .. } = &*up else {
-            return;
-        };
-        let Some(up) = self.dirs.get(up) else {
-            return;
-        };
-        let mut entries = up.entries();
-        let here = entries
-            .by_ref()
-            .any(|(_, n)| matches!(n, Node::Directory { digest: d, .. } if d == digest));
-        if !here {
-            return;
+        // The walk's place: `dir` (from its first subdirectory), below its
+        // ancestors (each from the directory after the one walked into).
+        let mut stack: Vec<(Arc<Directory>, Option<B3Digest>)> = vec![(Arc::clone(dir), None)];
+        let mut ino = dir_ino;
+        while stack.len() <= ANCESTORS_AHEAD {
+            let Some(data) = self.inodes.get(ino) else {
+                break;
+            };
+            let InodeData::Directory { digest, parent, .. } = &*data else {
+                break;
+            };
+            let Some(up) = self.inodes.get(*parent) else {
+                break;
+            };
+            let InodeData::Directory { digest: up, .. } = &*up else {
+                break;
+            };
+            let Some(up) = self.dirs.get(up) else {
+                break;
+            };
+            stack.insert(0, (up, Some(*digest)));
+            ino = *parent;
         }
-        if let Some(next) = entries.find_map(|(_, n)| match n {
-            Node::Directory { digest, .. } => Some(*digest),
-            _ => None,
-        }) {
-            self.fetch_first_window(next);
+        let (mut asked, mut scanned) = (0, 0);
+        while asked < DIRECTORIES_AHEAD && scanned < DIRECTORIES_SCANNED {
+            let Some((top, after)) = stack.pop() else {
+                break;
+            };
+            // The first subdirectory of `top` after `after` (from its
+            // first when `after` is `None`).
+            let mut past = after.is_none();
+            let next = top.entries().find_map(|(_, n)| match n {
+                Node::Directory { digest, .. } if past => Some(*digest),
+                Node::Directory { digest, .. } => {
+                    past = Some(digest) == after.as_ref();
+                    None
+                }
+                _ => None,
+            });
+            let Some(next) = next else {
+                continue;
+            };
+            stack.push((top, Some(next)));
+            scanned += 1;
+            let Some(sub) = self.dirs.get(&next) else {
+                break;
+            };
+            if self.fetch_first_window(&sub) {
+                asked += 1;
+            }
+            stack.push((sub, None));
         }
     }
 
-    /// Ask for the first window of small files of directory `digest` (if
-    /// it is in memory), skipping what is here or on its way.
-    fn fetch_first_window(&self, digest: B3Digest) {
-        let Some(dir) = self.dirs.get(&digest) else {
-            return;
-        };
+    /// Ask for the first window of small files of `dir`, skipping what is
+    /// here or on its way; whether it has such a window.
+    fn fetch_first_window(&self, dir: &Directory) -> bool {
         let (window, _) = self.small_window(dir.entries());
-        if window.len() > 1 {
-            let n = self.fetcher.fetch_batch(window);
-            stats::add(&self.stats.readahead_chunks, n as u64);
+        if window.len() < 2 {
+            return false;
         }
+        let n = self.fetcher.fetch_batch(window);
+        stats::add(&self.stats.readahead_chunks, n as u64);
+        stats::add(&self.stats.directories_ahead, 1);
+        true
     }
 
     /// Where opening `name` in directory `dir` (digest `digest`) stands in

@@ -55,6 +55,7 @@ pub struct MountStats {
     pub(crate) chunk_list_hits: AtomicU64,
     pub(crate) chunk_list_misses: AtomicU64,
     pub(crate) readahead_chunks: AtomicU64,
+    pub(crate) directories_ahead: AtomicU64,
     pub(crate) batched_chunks: AtomicU64,
     pub(crate) streamed_bytes: AtomicU64,
     pub(crate) directories_fetched: AtomicU64,
@@ -112,6 +113,9 @@ pub struct StatsSnapshot {
     pub chunk_list_misses: u64,
     /// Chunks fetched ahead of a sequential reader.
     pub readahead_chunks: u64,
+    /// Directories whose first small files a walk asked for before
+    /// reaching them.
+    pub directories_ahead: u64,
     /// Chunks asked for in batched requests (many chunks in one call).
     pub batched_chunks: u64,
     /// Bytes read through the streaming fallback for large unchunked blobs.
@@ -207,6 +211,7 @@ impl MountStats {
             chunk_list_hits: get(&self.chunk_list_hits),
             chunk_list_misses: get(&self.chunk_list_misses),
             readahead_chunks: get(&self.readahead_chunks),
+            directories_ahead: get(&self.directories_ahead),
             batched_chunks: get(&self.batched_chunks),
             streamed_bytes: get(&self.streamed_bytes),
             directories_fetched: get(&self.directories_fetched),

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use storefs_castore::{B3Digest, Error, Result};
-use storefs_castore::{BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta};
+use storefs_castore::{
+    BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta, StoredChunk,
+};
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -138,6 +140,7 @@ impl GrpcBlobService {
             let mut client = conn.chunk_client();
             let req = tonic::Request::new(ReadChunksRequest {
                 digests: batch.iter().map(B3Digest::to_bytes).collect(),
+                accept_zstd: true,
             });
             async move {
                 let mut stream = client.read_chunks(req).await?.into_inner();
@@ -153,6 +156,8 @@ impl GrpcBlobService {
         };
         let mut out: Vec<Result<Option<Bytes>>> = Vec::with_capacity(batch.len());
         let mut parts: Vec<Bytes> = Vec::new();
+        // Whether the chunk being put together is a zstd frame.
+        let mut zstd = false;
         let mut next = first;
         while let Some(msg) = next.take() {
             let index = msg.index as usize;
@@ -175,20 +180,28 @@ impl GrpcBlobService {
                 }
                 out.push(Ok(None));
             } else {
+                if parts.is_empty() {
+                    zstd = msg.zstd;
+                } else if zstd != msg.zstd {
+                    return Err(protocol(format!(
+                        "chunk #{index}: compressed in some messages only"
+                    )));
+                }
                 parts.push(msg.data);
                 if msg.last {
                     let data = join(std::mem::take(&mut parts));
-                    let expected = batch[index];
-                    let actual = B3Digest::of(&data);
-                    out.push(if actual != expected {
-                        Err(Error::Integrity {
-                            what: "chunk",
-                            expected,
-                            actual,
-                        })
+                    let stored = if zstd {
+                        StoredChunk::Zstd(data)
                     } else {
-                        Ok(Some(data))
-                    });
+                        StoredChunk::Plain(data)
+                    };
+                    // Decoded (within the bound on one chunk) and checked:
+                    // a bad chunk fails its own entry.
+                    out.push(
+                        stored
+                            .into_verified(&batch[index], MAX_READ_CHUNK_LEN)
+                            .map(Some),
+                    );
                 }
             }
             next = match next_message(conn, &mut rest).await {
