@@ -246,6 +246,12 @@ impl Fetcher {
         }
     }
 
+    /// Run `work` on the runtime, in the background (look-ahead that must
+    /// not hold up the operation that set it off).
+    pub(crate) fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.handle.spawn(work);
+    }
+
     /// The deadline of each call to the blob service.
     pub(crate) fn timeout(&self) -> Duration {
         self.timeout

@@ -475,7 +475,7 @@ impl FsInner {
     /// pulls at most a window of its neighbours. Needs nothing from the
     /// network: the directory is in memory (its store path's closure was
     /// fetched at lookup) or the window is skipped.
-    fn fetch_siblings(&self, blob: B3Digest) {
+    fn fetch_siblings(self: &Arc<Self>, blob: B3Digest) {
         let Some((dir_digest, name, dir_ino)) = self.file_dirs.lock().get(&blob).cloned() else {
             return;
         };
@@ -504,9 +504,17 @@ impl FsInner {
         let (window, to_the_end) = self.small_window(dir.entries_from(&name));
         if to_the_end && walk == Walk::On {
             // A walk is going through this directory and the window reaches
-            // its end: the next directory's first small files are asked for
-            // now, so that the walker does not wait for them there.
-            self.fetch_next_directories(dir_ino, &dir);
+            // its end: the next directories' first small files are asked
+            // for now, so that the walker does not wait for them there.
+            // Once per directory (later opens in it find it marked), and on
+            // the runtime: the directories may have to be read back from the
+            // directory service.
+            if self.next_asked.lock().put(dir_ino, ()).is_none() {
+                let this = Arc::clone(self);
+                let dir = Arc::clone(&dir);
+                self.fetcher
+                    .spawn(async move { this.fetch_next_directories(dir_ino, dir).await });
+            }
         }
         // Already asked for up to the middle: the batch that reached it is
         // still ahead of the reader.
@@ -561,13 +569,13 @@ impl FsInner {
     /// [`DIRECTORIES_SCANNED`]. Once per directory: later opens in it find
     /// it marked ([`FsInner::next_asked`]), so the walk costs one look-ahead
     /// per directory, not one per file. Skips what is here or on its way.
-    fn fetch_next_directories(&self, dir_ino: u64, dir: &Arc<Directory>) {
-        if self.next_asked.lock().put(dir_ino, ()).is_some() {
-            return;
-        }
+    /// Directories not in memory are read back from the directory service
+    /// (the local cache: the closure was fetched at lookup); one that cannot
+    /// be ends the look-ahead.
+    async fn fetch_next_directories(&self, dir_ino: u64, dir: Arc<Directory>) {
         // The walk's place: `dir` (from its first subdirectory), below its
         // ancestors (each from the directory after the one walked into).
-        let mut stack: Vec<(Arc<Directory>, Option<B3Digest>)> = vec![(Arc::clone(dir), None)];
+        let mut stack: Vec<(Arc<Directory>, Option<B3Digest>)> = vec![(dir, None)];
         let mut ino = dir_ino;
         while stack.len() <= ANCESTORS_AHEAD {
             let Some(data) = self.inodes.get(ino) else {
@@ -582,7 +590,7 @@ impl FsInner {
             let InodeData::Directory { digest: up, .. } = &*up else {
                 break;
             };
-            let Some(up) = self.dirs.get(up) else {
+            let Ok(up) = self.dir(*up).await else {
                 break;
             };
             stack.insert(0, (up, Some(*digest)));
@@ -609,7 +617,7 @@ impl FsInner {
             };
             stack.push((top, Some(next)));
             scanned += 1;
-            let Some(sub) = self.dirs.get(&next) else {
+            let Ok(sub) = self.dir(next).await else {
                 break;
             };
             if self.fetch_first_window(&sub) {
@@ -626,9 +634,9 @@ impl FsInner {
         if window.len() < 2 {
             return false;
         }
+        stats::add(&self.stats.directories_ahead, 1);
         let n = self.fetcher.fetch_batch(window);
         stats::add(&self.stats.readahead_chunks, n as u64);
-        stats::add(&self.stats.directories_ahead, 1);
         true
     }
 
@@ -659,7 +667,7 @@ impl FsInner {
 
     /// Open-file state of inode `ino` for reads without a handle, shared by
     /// all readers of its blob.
-    async fn blob_file(&self, ino: u64) -> Result<Arc<OpenFile>, FsError> {
+    async fn blob_file(self: &Arc<Self>, ino: u64) -> Result<Arc<OpenFile>, FsError> {
         let (digest, size) = match &*self.inode(ino)? {
             InodeData::File { digest, size, .. } => (*digest, *size),
             _ => return Err(FsError::WrongType(ino)),
