@@ -519,14 +519,7 @@ pub(crate) fn decode_chunk(digest: &B3Digest, record: &[u8]) -> Result<bytes::By
         Some((flag, _)) => return Err(corrupt(format!("unknown flag byte {flag:#04x}"))),
         None => return Err(corrupt("empty record".into())),
     };
-    let actual = B3Digest::of(&data);
-    if &actual != digest {
-        return Err(Error::Integrity {
-            what: "chunk",
-            expected: *digest,
-            actual,
-        });
-    }
+    crate::verify_chunk(digest, &data)?;
     Ok(bytes::Bytes::from(data))
 }
 

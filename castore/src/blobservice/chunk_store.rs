@@ -49,8 +49,10 @@ pub trait ChunkStore: BlobService {
     }
 }
 
-/// Check what `insert_chunk` is given.
-pub(crate) fn verify_chunk(digest: &B3Digest, data: &[u8]) -> Result<()> {
+/// Check that `data` is the chunk named `digest`: an integrity error
+/// naming both digests if not. For every chunk read from a store or a
+/// remote, and every chunk given to [`ChunkStore::insert_chunk`].
+pub fn verify_chunk(digest: &B3Digest, data: &[u8]) -> Result<()> {
     let actual = B3Digest::of(data);
     if &actual != digest {
         return Err(Error::Integrity {

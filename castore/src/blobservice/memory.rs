@@ -12,7 +12,7 @@ use super::chunk_store::{ChunkStore, check_chunk_list, verify_chunk};
 use super::writer::{ChunkSink, ChunkingWriter};
 use super::{BlobReader, BlobService, BlobWriter, ChunkMeta};
 use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
-use crate::{B3Digest, Error, Result};
+use crate::{B3Digest, Result};
 
 /// The maps behind a [`MemoryBlobService`]. The locks are parking_lot
 /// (sync) locks: they are held only for a map operation, never across an
@@ -81,14 +81,7 @@ impl BlobService for MemoryBlobService {
         let Some(data) = self.maps.chunks.read().get(digest).cloned() else {
             return Ok(None);
         };
-        let actual = B3Digest::of(&data);
-        if &actual != digest {
-            return Err(Error::Integrity {
-                what: "chunk",
-                expected: *digest,
-                actual,
-            });
-        }
+        verify_chunk(digest, &data)?;
         Ok(Some(data))
     }
 

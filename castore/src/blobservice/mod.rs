@@ -24,7 +24,7 @@ mod stored;
 mod writer;
 
 pub use self::redb::{RedbBlobService, WRITE_BATCH_BYTES};
-pub use chunk_store::ChunkStore;
+pub use chunk_store::{ChunkStore, verify_chunk};
 pub use memory::MemoryBlobService;
 pub use quota::{DISK_SLACK_BYTES, DISK_SLACK_PERCENT, QuotaFigures, disk_bound, sync_bytes_for};
 pub use reader::open_read_via_chunks;

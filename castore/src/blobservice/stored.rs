@@ -37,14 +37,7 @@ impl StoredChunk {
                     .map_err(|e| Error::remote(format!("zstd frame of chunk {digest}"), e))?,
             ),
         };
-        let actual = B3Digest::of(&data);
-        if actual != *digest {
-            return Err(Error::Integrity {
-                what: "chunk",
-                expected: *digest,
-                actual,
-            });
-        }
+        crate::verify_chunk(digest, &data)?;
         Ok(data)
     }
 }

@@ -169,14 +169,7 @@ impl CachedBlobService {
         let Some(data) = got? else {
             return Ok(None);
         };
-        let actual = B3Digest::of(&data);
-        if actual != digest {
-            return Err(Error::Integrity {
-                what: "chunk",
-                expected: digest,
-                actual,
-            });
-        }
+        crate::verify_chunk(&digest, &data)?;
         self.stats.far_fetch(data.len());
         Ok(Some((own(&data), Origin::Far)))
     }
@@ -278,21 +271,12 @@ impl CachedBlobService {
         let mut far = missing.iter().zip(got);
         for slot in out.iter_mut().filter(|o| o.is_none()) {
             let answer = match far.next() {
-                Some((digest, Ok(Some(data)))) => {
-                    let actual = B3Digest::of(&data);
-                    if actual == *digest {
-                        self.stats.far_fetch(data.len());
-                        let data = own(&data);
-                        fill.push((*digest, data.clone()));
-                        Ok(Some(data))
-                    } else {
-                        Err(Error::Integrity {
-                            what: "chunk",
-                            expected: *digest,
-                            actual,
-                        })
-                    }
-                }
+                Some((digest, Ok(Some(data)))) => crate::verify_chunk(digest, &data).map(|()| {
+                    self.stats.far_fetch(data.len());
+                    let data = own(&data);
+                    fill.push((*digest, data.clone()));
+                    Some(data)
+                }),
                 Some((_, other)) => other,
                 None => Err(Error::remote_msg("batched fetch answered too few chunks")),
             };

@@ -363,14 +363,7 @@ impl BlobService for GrpcBlobService {
                 buf.freeze()
             }
         };
-        let actual = B3Digest::of(&data);
-        if actual != *digest {
-            return Err(Error::Integrity {
-                what: "chunk",
-                expected: *digest,
-                actual,
-            });
-        }
+        storefs_castore::verify_chunk(digest, &data)?;
         Ok(Some(data))
     }
 
