@@ -437,10 +437,10 @@ fn read_ahead_wider_than_the_chunk_cache_is_not_evicted_before_it_is_read() {
     let s = m.stats();
     assert!(s.readahead_chunks > 16, "{s:?}");
     // Each chunk about once (a few of 256 may be fetched twice when a read
-    // and read-ahead cross; unbounded read-ahead over a small cache fetched
-    // over five times as many).
+    // and read-ahead cross, more on a loaded machine; unbounded read-ahead
+    // over a small cache fetched over five times as many).
     assert!(s.chunks_fetched >= 256, "{s:?}");
-    assert!(s.chunks_fetched <= 256 + 16, "chunks fetched again: {s:?}");
+    assert!(s.chunks_fetched <= 256 + 64, "chunks fetched again: {s:?}");
 }
 
 #[test]
