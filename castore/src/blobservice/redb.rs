@@ -45,6 +45,27 @@ pub struct RedbBlobService {
 }
 
 impl RedbBlobService {
+    /// One chunk's record, made into a `T` by `decode`, in a read
+    /// transaction on a blocking thread; a hit counts as a use for the
+    /// quota.
+    async fn read_record<T: Send + 'static>(
+        &self,
+        digest: B3Digest,
+        decode: fn(&B3Digest, &[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let db = self.db();
+        let found = blocking(move || {
+            let txn = db.begin_read().map_err(storage("begin read"))?;
+            let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+            lookup(&chunks, &digest, decode)
+        })
+        .await?;
+        if let (Some(q), Some(_)) = (&self.quota, &found) {
+            q.touch(digest);
+        }
+        Ok(found)
+    }
+
     /// The blob service of `store`, with the default chunking.
     pub fn new(store: RedbStore) -> Self {
         let commits = Arc::new(CommitQueue::new(store.clone(), None));
@@ -484,24 +505,7 @@ impl BlobService for RedbBlobService {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
-        let db = self.db();
-        let digest = *digest;
-        let found = blocking(move || {
-            let txn = db.begin_read().map_err(storage("begin read"))?;
-            let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
-            match chunks
-                .get(*digest.as_bytes())
-                .map_err(storage("read chunk"))?
-            {
-                Some(record) => decode_chunk(&digest, record.value()).map(Some),
-                None => Ok(None),
-            }
-        })
-        .await?;
-        if let (Some(q), Some(_)) = (&self.quota, &found) {
-            q.touch(digest);
-        }
-        Ok(found)
+        self.read_record(*digest, decode_chunk).await
     }
 
     /// In one read transaction on one blocking thread: a cold mount asks
@@ -517,15 +521,7 @@ impl BlobService for RedbBlobService {
             let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
             Ok(wanted
                 .iter()
-                .map(|digest| {
-                    match chunks
-                        .get(*digest.as_bytes())
-                        .map_err(storage("read chunk"))?
-                    {
-                        Some(record) => decode_chunk(digest, record.value()).map(Some),
-                        None => Ok(None),
-                    }
-                })
+                .map(|digest| lookup(&chunks, digest, decode_chunk))
                 .collect::<Vec<Result<Option<Bytes>>>>())
         })
         .await;
@@ -555,29 +551,11 @@ impl BlobService for RedbBlobService {
     /// A record kept compressed comes as its frame, neither decoded nor
     /// checked (its receiver does both); a raw one is checked here.
     async fn read_chunk_stored(&self, digest: &B3Digest) -> Result<Option<StoredChunk>> {
-        let db = self.db();
-        let digest = *digest;
-        let found = blocking(move || {
-            let txn = db.begin_read().map_err(storage("begin read"))?;
-            let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
-            match chunks
-                .get(*digest.as_bytes())
-                .map_err(storage("read chunk"))?
-            {
-                Some(record) => match record.value().split_first() {
-                    Some((&CHUNK_ZSTD, frame)) => {
-                        Ok(Some(StoredChunk::Zstd(Bytes::copy_from_slice(frame))))
-                    }
-                    _ => decode_chunk(&digest, record.value()).map(|b| Some(StoredChunk::Plain(b))),
-                },
-                None => Ok(None),
-            }
+        self.read_record(*digest, |digest, record| match record.split_first() {
+            Some((&CHUNK_ZSTD, frame)) => Ok(StoredChunk::Zstd(Bytes::copy_from_slice(frame))),
+            _ => decode_chunk(digest, record).map(StoredChunk::Plain),
         })
-        .await?;
-        if let (Some(q), Some(_)) = (&self.quota, &found) {
-            q.touch(digest);
-        }
-        Ok(found)
+        .await
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
@@ -734,5 +712,20 @@ impl ChunkSink for RedbSink {
     fn finish(&mut self, blob: B3Digest, chunks: Vec<ChunkMeta>) -> BoxFuture<'static, Result<()>> {
         let batch = self.take_batch();
         Box::pin(Arc::clone(&self.commits).store(batch, Some((blob, chunks))))
+    }
+}
+
+/// The record of chunk `digest` in `chunks`, made into a `T` by `decode`.
+fn lookup<T>(
+    chunks: &impl ReadableTable<[u8; 32], &'static [u8]>,
+    digest: &B3Digest,
+    decode: fn(&B3Digest, &[u8]) -> Result<T>,
+) -> Result<Option<T>> {
+    match chunks
+        .get(*digest.as_bytes())
+        .map_err(storage("read chunk"))?
+    {
+        Some(record) => decode(digest, record.value()).map(Some),
+        None => Ok(None),
     }
 }
