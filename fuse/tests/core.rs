@@ -312,6 +312,21 @@ fn sibling_windows_follow_walks_not_scattered_opens() {
     );
 }
 
+/// A directory of 20 files `f00`..`f19` of 100 bytes each (contents from
+/// `seed` on).
+fn small_files(seed: u64) -> T {
+    T::Dir(
+        (0..20)
+            .map(|i| {
+                (
+                    format!("f{i:02}").into_bytes(),
+                    file(pseudo_random(100, seed + i)),
+                )
+            })
+            .collect(),
+    )
+}
+
 /// A walk that reaches the end of a directory's small files has the next
 /// directory's first window asked for before it gets there; a single open
 /// in a directory does not.
@@ -319,22 +334,10 @@ fn sibling_windows_follow_walks_not_scattered_opens() {
 fn a_walk_reaching_a_directorys_end_fetches_the_next_directory_ahead() {
     let rt = runtime();
     let svc = Services::default();
-    let dir = |seed: u64| {
-        T::Dir(
-            (0..20)
-                .map(|i| {
-                    (
-                        format!("f{i:02}").into_bytes(),
-                        file(pseudo_random(100, seed + i)),
-                    )
-                })
-                .collect(),
-        )
-    };
     let tree = T::Dir(vec![
-        (b"a".to_vec(), dir(0)),
-        (b"b".to_vec(), dir(100)),
-        (b"c".to_vec(), dir(200)),
+        (b"a".to_vec(), small_files(0)),
+        (b"b".to_vec(), small_files(100)),
+        (b"c".to_vec(), small_files(200)),
     ]);
     let path = rt.block_on(svc.add_path("dirs", &tree));
     let core = core(&rt, &svc, Duration::from_secs(10));
@@ -384,23 +387,11 @@ fn a_walk_asks_ahead_for_directories_no_longer_in_memory() {
 fn walk_ahead_asks_once_per_directory(mut config: CoreConfig) {
     let rt = runtime();
     let svc = Services::default();
-    let dir = |seed: u64| {
-        T::Dir(
-            (0..20)
-                .map(|i| {
-                    (
-                        format!("f{i:02}").into_bytes(),
-                        file(pseudo_random(100, seed + i)),
-                    )
-                })
-                .collect(),
-        )
-    };
     let tree = T::Dir(
         ["a", "b", "c", "d", "e"]
             .iter()
             .enumerate()
-            .map(|(k, d)| (d.as_bytes().to_vec(), dir(100 * k as u64)))
+            .map(|(k, d)| (d.as_bytes().to_vec(), small_files(100 * k as u64)))
             .collect(),
     );
     let path = rt.block_on(svc.add_path("dirs", &tree));
