@@ -339,6 +339,9 @@ async fn a_cache_with_a_quota_stays_within_it_and_refetches() {
     for _round in 0..2 {
         for (d, b) in digests.iter().zip(&blobs) {
             check_blob(&cache, d, b).await;
+            // Fills are written in the background: wait for them, or
+            // the figure may be read before the first one commits.
+            cache.flush().await;
             let tracked = near.quota_tracked_bytes().await.unwrap();
             assert!(tracked <= quota, "{tracked} > {quota}");
             assert!(tracked > 0);
