@@ -217,4 +217,52 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn a_verified_chunk_keeps_its_frame_and_owns_its_bytes() {
+        let data = vec![9u8; 50_000];
+        let digest = B3Digest::of(&data);
+        let frame = zstd::bulk::compress(&data, 1).unwrap();
+        // A frame inside a bigger buffer, as a receive buffer holds it.
+        let buffer = Bytes::from([b"head".as_slice(), &frame, b"tail"].concat());
+        let slice = buffer.slice(4..4 + frame.len());
+        let c = VerifiedChunk::verify(digest, StoredChunk::Zstd(slice), 1 << 20).unwrap();
+        assert_eq!((c.digest(), &c.data()[..]), (&digest, &data[..]));
+        assert_eq!(c.frame().map(|f| &f[..]), Some(&frame[..]));
+        assert_eq!(c.mem_len(), data.len() + frame.len());
+        let decoded = c.data().as_ptr();
+        let owned = c.owned();
+        // The frame is copied out of the buffer; the decoded bytes are not
+        // copied again.
+        assert_eq!(owned.data().as_ptr(), decoded);
+        let f = owned.frame().unwrap();
+        assert_eq!(&f[..], &frame[..]);
+        let inside = buffer.as_ptr_range();
+        assert!(!inside.contains(&f.as_ptr()));
+        // Plain bytes from a buffer are copied out of it once.
+        let plain = Bytes::from([b"head".as_slice(), &data].concat()).slice(4..);
+        let c = VerifiedChunk::verify(digest, StoredChunk::Plain(plain.clone()), 0).unwrap();
+        assert_eq!(c.frame(), None);
+        let owned = c.owned();
+        assert_eq!(owned.data(), &data[..]);
+        assert_ne!(owned.data().as_ptr(), plain.as_ptr());
+        // A frame no smaller than its bytes is not kept.
+        let mut noise = vec![0u8; 4096];
+        blake3::Hasher::new().finalize_xof().fill(&mut noise);
+        let raw = zstd::bulk::compress(&noise, 1).unwrap();
+        assert!(
+            raw.len() >= noise.len(),
+            "{} for {}",
+            raw.len(),
+            noise.len()
+        );
+        let c = VerifiedChunk::verify(B3Digest::of(&noise), StoredChunk::Zstd(raw.into()), 4096)
+            .unwrap();
+        assert_eq!((c.frame(), &c.data()[..]), (None, &noise[..]));
+        // Checked against the digest it is made for.
+        assert!(matches!(
+            VerifiedChunk::verify(B3Digest::of(b"x"), StoredChunk::Zstd(frame.into()), 1 << 20),
+            Err(Error::Integrity { .. })
+        ));
+    }
 }
