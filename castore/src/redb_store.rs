@@ -512,7 +512,9 @@ const TRUSTED_FRAME_SIZE: u64 = 16 << 20;
 /// decoding fail, not allocate more than [`TRUSTED_FRAME_SIZE`].
 fn decode_zstd(frame: &[u8]) -> std::io::Result<Vec<u8>> {
     match zstd::zstd_safe::get_frame_content_size(frame) {
-        Ok(Some(n)) if n <= TRUSTED_FRAME_SIZE => zstd::bulk::decompress(frame, n as usize),
+        Ok(Some(n)) if n <= TRUSTED_FRAME_SIZE => {
+            crate::blobservice::decompress_sized(frame, n as usize)
+        }
         _ => zstd::stream::decode_all(frame),
     }
 }

@@ -29,6 +29,7 @@ pub use memory::MemoryBlobService;
 pub use quota::{DISK_SLACK_BYTES, DISK_SLACK_PERCENT, QuotaFigures, disk_bound, sync_bytes_for};
 pub use reader::open_read_via_chunks;
 pub use refusing::RefusingWriter;
+pub(crate) use stored::decompress_sized;
 pub use stored::{StoredChunk, VerifiedChunk};
 pub(crate) use writer::{ChunkSink, ChunkingWriter};
 

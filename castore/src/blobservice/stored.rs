@@ -142,6 +142,26 @@ impl VerifiedChunk {
     }
 }
 
+thread_local! {
+    /// This thread's zstd decoding context: made once, not once per chunk
+    /// (making and freeing one took a tenth of a cold read's decoding).
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decode one zstd frame into one allocation of `capacity` bytes (failing
+/// if it decodes to more), with this thread's decoding context.
+pub(crate) fn decompress_sized(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(frame, capacity)
+    })
+}
+
 /// Decode one zstd frame of at most `max_len` bytes: into one allocation of
 /// the size its header names, else growing up to the bound.
 fn decode_bounded(frame: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
@@ -153,7 +173,7 @@ fn decode_bounded(frame: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
     };
     match zstd::zstd_safe::get_frame_content_size(frame) {
         // Fails should the frame decode to more than its header says.
-        Ok(Some(n)) if n <= max_len as u64 => zstd::bulk::decompress(frame, n as usize),
+        Ok(Some(n)) if n <= max_len as u64 => decompress_sized(frame, n as usize),
         Ok(Some(_)) => Err(too_long()),
         _ => {
             let mut out = Vec::new();
