@@ -22,8 +22,9 @@ use crate::{B3Digest, Error, Result};
 
 /// Bytes of fetched chunks (and the frames they came in) that may wait to
 /// be written into near while their readers already have them. A fill
-/// (committing the chunks, compressing those that came plain) takes about as long as fetching them on a fast link;
-/// awaited before the answer, it doubled the time of every cold read.
+/// (committing the chunks, compressing those that came plain) took about
+/// as long as fetching them on a fast link; awaited before the answer, it
+/// doubled the time of every cold read.
 /// Past this much waiting, fetches wait for the fills before them: memory
 /// stays bounded when the disk is slower than the link.
 pub const FILL_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
