@@ -78,8 +78,8 @@ pub use activity::{Activity, Tracked};
 pub use blobservice::{
     BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore,
     DISK_SLACK_BYTES, DISK_SLACK_PERCENT, MemoryBlobService, QuotaFigures, RedbBlobService,
-    RefusingWriter, StoredChunk, WRITE_BATCH_BYTES, disk_bound, open_read_via_chunks,
-    sync_bytes_for, verify_chunk,
+    RefusingWriter, StoredChunk, VerifiedChunk, WRITE_BATCH_BYTES, disk_bound,
+    open_read_via_chunks, sync_bytes_for, verify_chunk,
 };
 pub use cache::{
     CacheStats, CacheStatsSnapshot, CachedBlobService, CachedDirectoryService, FILL_BACKLOG_BYTES,

@@ -480,6 +480,15 @@ pub(crate) fn encode_chunk(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The record of a chunk kept as `frame`, a zstd frame that was checked to
+/// decode to the chunk: the frame as it is, behind its flag byte.
+pub(crate) fn encode_zstd_record(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 1);
+    out.push(CHUNK_ZSTD);
+    out.extend_from_slice(frame);
+    out
+}
+
 /// Idle zstd contexts kept for reuse, at most [`POOLED_COMPRESSORS`]. A
 /// parking_lot (sync) lock, held only to take or return one.
 static COMPRESSORS: parking_lot::Mutex<Vec<zstd::bulk::Compressor<'static>>> =
@@ -503,7 +512,9 @@ const TRUSTED_FRAME_SIZE: u64 = 16 << 20;
 /// decoding fail, not allocate more than [`TRUSTED_FRAME_SIZE`].
 fn decode_zstd(frame: &[u8]) -> std::io::Result<Vec<u8>> {
     match zstd::zstd_safe::get_frame_content_size(frame) {
-        Ok(Some(n)) if n <= TRUSTED_FRAME_SIZE => zstd::bulk::decompress(frame, n as usize),
+        Ok(Some(n)) if n <= TRUSTED_FRAME_SIZE => {
+            crate::blobservice::decompress_sized(frame, n as usize)
+        }
         _ => zstd::stream::decode_all(frame),
     }
 }

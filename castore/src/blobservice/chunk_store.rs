@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BlobService, ChunkMeta};
+use super::{BlobService, ChunkMeta, VerifiedChunk};
 use crate::{B3Digest, Error, Result};
 
 /// A blob service that can also take chunks and chunk lists one by one.
@@ -32,6 +32,22 @@ pub trait ChunkStore: BlobService {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Store chunks that were checked as they arrived
+    /// ([`VerifiedChunk`]), as they arrived: a chunk that came as a zstd
+    /// frame is kept as that frame where the store keeps frames, neither
+    /// compressed nor hashed again (the chunk is its own proof). Otherwise
+    /// as `insert_chunks`, which the default calls with the bytes (checking
+    /// them again).
+    async fn insert_verified(&self, chunks: Vec<VerifiedChunk>) -> Result<()> {
+        self.insert_chunks(
+            chunks
+                .into_iter()
+                .map(|c| (*c.digest(), c.into_data()))
+                .collect(),
+        )
+        .await
     }
 
     /// Record the chunk list of `blob` (two or more chunks), whether or not

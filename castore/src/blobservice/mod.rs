@@ -29,7 +29,8 @@ pub use memory::MemoryBlobService;
 pub use quota::{DISK_SLACK_BYTES, DISK_SLACK_PERCENT, QuotaFigures, disk_bound, sync_bytes_for};
 pub use reader::open_read_via_chunks;
 pub use refusing::RefusingWriter;
-pub use stored::StoredChunk;
+pub(crate) use stored::decompress_sized;
+pub use stored::{StoredChunk, VerifiedChunk};
 pub(crate) use writer::{ChunkSink, ChunkingWriter};
 
 /// How many `read_chunk` calls the default
@@ -97,9 +98,44 @@ pub trait BlobService: Send + Sync + 'static {
     /// here (whoever decodes it checks it: [`StoredChunk::into_verified`]),
     /// so that a server passes it on without decompressing and the link
     /// carries fewer bytes. `None` if absent. The default reads the chunk
-    /// with `read_chunk` (verified).
+    /// with `read_chunk` (verified); an implementation may hand out plain
+    /// bytes unchecked too, since its receiver checks them.
     async fn read_chunk_stored(&self, digest: &B3Digest) -> Result<Option<StoredChunk>> {
         Ok(self.read_chunk(digest).await?.map(StoredChunk::Plain))
+    }
+
+    /// One chunk, checked, with the zstd frame it arrived in if it came
+    /// compressed: for a cache, which keeps the frame as it is
+    /// ([`ChunkStore::insert_verified`]). `None` if absent. A client of a
+    /// remote that receives frames overrides this to check each chunk once
+    /// as it arrives; the default checks what `read_chunk` returns.
+    async fn read_chunk_verified(&self, digest: &B3Digest) -> Result<Option<VerifiedChunk>> {
+        match self.read_chunk(digest).await? {
+            Some(data) => {
+                VerifiedChunk::verify(*digest, StoredChunk::Plain(data), usize::MAX).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// [`BlobService::read_chunk_batch`], each chunk as by
+    /// [`BlobService::read_chunk_verified`]: each entry answered on its
+    /// own. The default checks what `read_chunk_batch` returns.
+    async fn read_chunk_batch_verified(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<Result<Option<VerifiedChunk>>> {
+        self.read_chunk_batch(digests)
+            .await
+            .into_iter()
+            .zip(digests)
+            .map(|(got, digest)| match got? {
+                Some(data) => {
+                    VerifiedChunk::verify(*digest, StoredChunk::Plain(data), usize::MAX).map(Some)
+                }
+                None => Ok(None),
+            })
+            .collect()
     }
 
     /// A reader of the whole blob, `None` if absent. Memory use is bounded by

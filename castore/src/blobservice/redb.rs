@@ -20,11 +20,12 @@ use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 use super::chunk_store::{ChunkStore, check_chunk_list, verify_chunk};
 use super::quota::{Quota, tracked_bytes};
 use super::writer::{ChunkSink, ChunkingWriter};
-use super::{BlobReader, BlobService, BlobWriter, ChunkMeta, StoredChunk};
+use super::{BlobReader, BlobService, BlobWriter, ChunkMeta, StoredChunk, VerifiedChunk};
 use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
 use crate::redb_store::{
     BLOB_CHUNKS, CHUNK_ZSTD, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, RedbStore, WRITTEN, blocking,
-    decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list, storage, unix_now,
+    decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list, encode_zstd_record, storage,
+    unix_now,
 };
 use crate::{B3Digest, Error, Result};
 
@@ -163,6 +164,49 @@ impl RedbBlobService {
     fn db(&self) -> Arc<Database> {
         self.store.database().clone()
     }
+
+    /// Write checked chunks as a cache fill: in one transaction (under a
+    /// quota, cut into transactions of at most `Quota::max_batch_bytes`
+    /// each, so that each stays small beside it), encoded on a blocking
+    /// thread, with cache-fill durability, replacing existing records
+    /// (which may be the corrupt one that sent the cache to far).
+    async fn fill(&self, chunks: Vec<Fill>) -> Result<()> {
+        let max_batch = self
+            .quota
+            .as_ref()
+            .map_or(u64::MAX, |q| q.max_batch_bytes());
+        let mut batches: Vec<Vec<Fill>> = Vec::new();
+        let mut in_batch: u64 = 0;
+        for chunk in chunks {
+            let len = chunk.len() as u64;
+            match batches.last_mut() {
+                Some(b) if in_batch.saturating_add(len) <= max_batch => b.push(chunk),
+                _ => {
+                    batches.push(vec![chunk]);
+                    in_batch = 0;
+                }
+            }
+            in_batch = in_batch.saturating_add(len);
+        }
+        for batch in batches {
+            let batch_bytes: u64 = batch.iter().map(|c| c.len() as u64).sum();
+            let db = self.db();
+            let durability = self.store.cache_fill_durability(batch_bytes);
+            let quota = self.quota.clone();
+            blocking(move || {
+                write_chunks(
+                    &db,
+                    batch,
+                    None,
+                    durability,
+                    Existing::Replace,
+                    quota.as_deref(),
+                )
+            })
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 /// What [`write_chunks`] does with a chunk that already has a record.
@@ -186,11 +230,36 @@ fn encode_records(chunks: Vec<(B3Digest, Bytes)>) -> Records {
         .collect()
 }
 
+/// A checked chunk on its way into a cache fill's record.
+enum Fill {
+    /// Bytes to encode (compressed when that makes them smaller).
+    Data(B3Digest, Bytes),
+    /// A zstd frame checked to decode to the chunk: kept as it is.
+    Frame(B3Digest, Bytes),
+}
+
+impl Fill {
+    /// At most the bytes of its record (less the flag byte).
+    fn len(&self) -> usize {
+        match self {
+            Fill::Data(_, b) | Fill::Frame(_, b) => b.len(),
+        }
+    }
+
+    /// Its record. Blocking for `Data`: compression.
+    fn encode(self) -> (B3Digest, Vec<u8>) {
+        match self {
+            Fill::Data(digest, data) => (digest, encode_chunk(&data)),
+            Fill::Frame(digest, frame) => (digest, encode_zstd_record(&frame)),
+        }
+    }
+}
+
 /// Store chunks (each once) and optionally one chunk list, in one
 /// transaction. `durability` is relaxed for cache fills.
 fn write_chunks(
     db: &Database,
-    chunks: Vec<(B3Digest, Bytes)>,
+    chunks: Vec<Fill>,
     list: Option<(B3Digest, Vec<ChunkMeta>)>,
     durability: Durability,
     existing: Existing,
@@ -199,7 +268,7 @@ fn write_chunks(
     // Compress before taking redb's one write lock, so that writers on
     // other threads compress while this one commits.
     let batch = Batch {
-        records: encode_records(chunks),
+        records: chunks.into_iter().map(Fill::encode).collect(),
         list,
     };
     write_batches(
@@ -589,7 +658,7 @@ impl ChunkStore for RedbBlobService {
         blocking(move || {
             write_chunks(
                 &db,
-                vec![(digest, data)],
+                vec![Fill::Data(digest, data)],
                 None,
                 durability,
                 Existing::Replace,
@@ -606,51 +675,31 @@ impl ChunkStore for RedbBlobService {
         let mut good = Vec::with_capacity(chunks.len());
         for (digest, data) in chunks {
             match verify_chunk(&digest, &data) {
-                Ok(()) => {
-                    good.push((digest, data));
-                }
+                Ok(()) => good.push(Fill::Data(digest, data)),
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             }
         }
-        // Under a quota, batches are cut so that each transaction stays
-        // small beside it (see `Quota::max_batch_bytes`).
-        let max_batch = self
-            .quota
-            .as_ref()
-            .map_or(u64::MAX, |q| q.max_batch_bytes());
-        let mut batches: Vec<Vec<(B3Digest, Bytes)>> = Vec::new();
-        let mut in_batch: u64 = 0;
-        for (digest, data) in good {
-            let len = data.len() as u64;
-            match batches.last_mut() {
-                Some(b) if in_batch.saturating_add(len) <= max_batch => b.push((digest, data)),
-                _ => {
-                    batches.push(vec![(digest, data)]);
-                    in_batch = 0;
-                }
-            }
-            in_batch = in_batch.saturating_add(len);
-        }
-        for batch in batches {
-            let batch_bytes: u64 = batch.iter().map(|(_, d)| d.len() as u64).sum();
-            let db = self.db();
-            let durability = self.store.cache_fill_durability(batch_bytes);
-            let quota = self.quota.clone();
-            blocking(move || {
-                write_chunks(
-                    &db,
-                    batch,
-                    None,
-                    durability,
-                    Existing::Replace,
-                    quota.as_deref(),
-                )
-            })
-            .await?;
-        }
+        self.fill(good).await?;
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// As `insert_chunks`, but a chunk that came as a zstd frame is written
+    /// as that frame (the record format keeps frames), neither compressed
+    /// nor hashed again: the whole point of carrying the frame here. Plain
+    /// bytes are compressed as by `insert_chunks`. Every read of the record
+    /// decodes and hashes it again, so a bad record never serves a wrong
+    /// byte.
+    async fn insert_verified(&self, chunks: Vec<VerifiedChunk>) -> Result<()> {
+        let fills = chunks
+            .into_iter()
+            .map(|c| match c.frame() {
+                Some(frame) => Fill::Frame(*c.digest(), frame.clone()),
+                None => Fill::Data(*c.digest(), c.into_data()),
+            })
+            .collect();
+        self.fill(fills).await
     }
 
     /// Committed with cache-fill durability, like `insert_chunk`.

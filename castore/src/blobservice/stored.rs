@@ -1,5 +1,6 @@
 //! [`StoredChunk`]: a chunk as a store keeps it, to pass on without
-//! decompressing it.
+//! decompressing it; [`VerifiedChunk`]: a chunk checked once as it arrived,
+//! with the frame it came in, to keep without compressing it again.
 
 use std::io::Read;
 
@@ -7,7 +8,9 @@ use bytes::Bytes;
 
 use crate::{B3Digest, Error, Result};
 
-/// A chunk as [`super::BlobService::read_chunk_stored`] hands it out.
+/// A chunk as [`super::BlobService::read_chunk_stored`] hands it out:
+/// neither form is checked yet (whoever uses it checks it:
+/// [`StoredChunk::into_verified`], [`VerifiedChunk::verify`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StoredChunk {
@@ -30,16 +33,133 @@ impl StoredChunk {
     /// without decoding further (a frame can claim, or expand to, far more
     /// than it is).
     pub fn into_verified(self, digest: &B3Digest, max_len: usize) -> Result<Bytes> {
-        let data = match self {
-            StoredChunk::Plain(b) => b,
-            StoredChunk::Zstd(frame) => Bytes::from(
-                decode_bounded(&frame, max_len)
-                    .map_err(|e| Error::remote(format!("zstd frame of chunk {digest}"), e))?,
-            ),
-        };
-        crate::verify_chunk(digest, &data)?;
-        Ok(data)
+        VerifiedChunk::verify(*digest, self, max_len).map(VerifiedChunk::into_data)
     }
+
+    /// The chunk's length as far as can be told without decoding: a
+    /// frame's header names it (else the frame's own length). For figures.
+    pub fn chunk_len_hint(&self) -> u64 {
+        match self {
+            StoredChunk::Plain(b) => b.len() as u64,
+            StoredChunk::Zstd(frame) => match zstd::zstd_safe::get_frame_content_size(frame) {
+                Ok(Some(n)) => n,
+                _ => frame.len() as u64,
+            },
+        }
+    }
+}
+
+/// A chunk checked against its digest as it arrived: its bytes, and the
+/// zstd frame it came in (if it came compressed, and the frame is smaller
+/// than the bytes), so that a cache keeps the frame as it is
+/// ([`super::ChunkStore::insert_verified`]) rather than compress the bytes
+/// again, and nobody decodes or hashes it a second time.
+///
+/// It is made only by checking ([`VerifiedChunk::verify`]): holding one
+/// means the bytes hash to the digest and the frame decodes to the bytes.
+#[derive(Debug, Clone)]
+pub struct VerifiedChunk {
+    digest: B3Digest,
+    data: Bytes,
+    /// The frame `data` was decoded from.
+    frame: Option<Bytes>,
+    /// Whether `data` is an allocation of its own (decoded here), not a
+    /// slice of a buffer it came in.
+    data_owned: bool,
+}
+
+impl VerifiedChunk {
+    /// Decode `stored` if need be (a frame that would decode to more than
+    /// `max_len` bytes fails without decoding further) and check that the
+    /// bytes hash to `digest`: an integrity error naming both digests if
+    /// not, an error naming the chunk if the frame does not decode.
+    pub fn verify(digest: B3Digest, stored: StoredChunk, max_len: usize) -> Result<Self> {
+        let (data, frame, data_owned) = match stored {
+            StoredChunk::Plain(b) => (b, None, false),
+            StoredChunk::Zstd(frame) => {
+                let data = Bytes::from(
+                    decode_bounded(&frame, max_len)
+                        .map_err(|e| Error::remote(format!("zstd frame of chunk {digest}"), e))?,
+                );
+                // A frame no smaller than its bytes is not worth keeping.
+                let frame = (frame.len() < data.len()).then_some(frame);
+                (data, frame, true)
+            }
+        };
+        crate::verify_chunk(&digest, &data)?;
+        Ok(Self {
+            digest,
+            data,
+            frame,
+            data_owned,
+        })
+    }
+
+    /// The chunk's digest.
+    pub fn digest(&self) -> &B3Digest {
+        &self.digest
+    }
+
+    /// The chunk's bytes.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The chunk's bytes, dropping the frame.
+    pub fn into_data(self) -> Bytes {
+        self.data
+    }
+
+    /// The zstd frame the chunk came in, if it came compressed (and the
+    /// frame is smaller than the bytes). It decodes to [`Self::data`].
+    pub fn frame(&self) -> Option<&Bytes> {
+        self.frame.as_ref()
+    }
+
+    /// The bytes held in memory: the chunk's and its frame's.
+    pub fn mem_len(&self) -> usize {
+        self.data.len() + self.frame.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// The same chunk in allocations of its own. What a remote sends is
+    /// often a slice of a whole receive buffer (megabytes, shared with its
+    /// neighbours): kept as is — in a cache's fill backlog, in-flight map,
+    /// a reader's memory — one chunk would pin all of it. This copies
+    /// what may be such a slice once (the frame, or plain bytes), and never
+    /// bytes that were decoded here.
+    pub fn owned(self) -> Self {
+        let data = if self.data_owned {
+            self.data
+        } else {
+            Bytes::copy_from_slice(&self.data)
+        };
+        Self {
+            digest: self.digest,
+            data,
+            frame: self.frame.map(|f| Bytes::copy_from_slice(&f)),
+            data_owned: true,
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's zstd decoding context: made once, not once per chunk
+    /// (making and freeing one took a tenth of a cold read's decoding).
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decode one zstd frame into one allocation of `capacity` bytes (failing
+/// if it decodes to more), with this thread's decoding context.
+pub(crate) fn decompress_sized(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(frame, capacity)
+    })
 }
 
 /// Decode one zstd frame of at most `max_len` bytes: into one allocation of
@@ -53,7 +173,7 @@ fn decode_bounded(frame: &[u8], max_len: usize) -> std::io::Result<Vec<u8>> {
     };
     match zstd::zstd_safe::get_frame_content_size(frame) {
         // Fails should the frame decode to more than its header says.
-        Ok(Some(n)) if n <= max_len as u64 => zstd::bulk::decompress(frame, n as usize),
+        Ok(Some(n)) if n <= max_len as u64 => decompress_sized(frame, n as usize),
         Ok(Some(_)) => Err(too_long()),
         _ => {
             let mut out = Vec::new();
@@ -116,5 +236,53 @@ mod tests {
                 .into_verified(&digest, 1 << 20)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_verified_chunk_keeps_its_frame_and_owns_its_bytes() {
+        let data = vec![9u8; 50_000];
+        let digest = B3Digest::of(&data);
+        let frame = zstd::bulk::compress(&data, 1).unwrap();
+        // A frame inside a bigger buffer, as a receive buffer holds it.
+        let buffer = Bytes::from([b"head".as_slice(), &frame, b"tail"].concat());
+        let slice = buffer.slice(4..4 + frame.len());
+        let c = VerifiedChunk::verify(digest, StoredChunk::Zstd(slice), 1 << 20).unwrap();
+        assert_eq!((c.digest(), &c.data()[..]), (&digest, &data[..]));
+        assert_eq!(c.frame().map(|f| &f[..]), Some(&frame[..]));
+        assert_eq!(c.mem_len(), data.len() + frame.len());
+        let decoded = c.data().as_ptr();
+        let owned = c.owned();
+        // The frame is copied out of the buffer; the decoded bytes are not
+        // copied again.
+        assert_eq!(owned.data().as_ptr(), decoded);
+        let f = owned.frame().unwrap();
+        assert_eq!(&f[..], &frame[..]);
+        let inside = buffer.as_ptr_range();
+        assert!(!inside.contains(&f.as_ptr()));
+        // Plain bytes from a buffer are copied out of it once.
+        let plain = Bytes::from([b"head".as_slice(), &data].concat()).slice(4..);
+        let c = VerifiedChunk::verify(digest, StoredChunk::Plain(plain.clone()), 0).unwrap();
+        assert_eq!(c.frame(), None);
+        let owned = c.owned();
+        assert_eq!(owned.data(), &data[..]);
+        assert_ne!(owned.data().as_ptr(), plain.as_ptr());
+        // A frame no smaller than its bytes is not kept.
+        let mut noise = vec![0u8; 4096];
+        blake3::Hasher::new().finalize_xof().fill(&mut noise);
+        let raw = zstd::bulk::compress(&noise, 1).unwrap();
+        assert!(
+            raw.len() >= noise.len(),
+            "{} for {}",
+            raw.len(),
+            noise.len()
+        );
+        let c = VerifiedChunk::verify(B3Digest::of(&noise), StoredChunk::Zstd(raw.into()), 4096)
+            .unwrap();
+        assert_eq!((c.frame(), &c.data()[..]), (None, &noise[..]));
+        // Checked against the digest it is made for.
+        assert!(matches!(
+            VerifiedChunk::verify(B3Digest::of(b"x"), StoredChunk::Zstd(frame.into()), 1 << 20),
+            Err(Error::Integrity { .. })
+        ));
     }
 }

@@ -15,13 +15,16 @@ use tracing::warn;
 use super::fill::{AfterFailure, FillGate};
 use super::stats::CacheStats;
 use super::tee::TeeWriter;
-use crate::blobservice::{BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore};
+use crate::blobservice::{
+    BlobReader, BlobService, BlobWriter, ChunkMeta, ChunkStore, VerifiedChunk,
+};
 use crate::{B3Digest, Error, Result};
 
-/// Bytes of fetched chunks that may wait to be written into near while
-/// their readers already have them. A fill (compressing the chunks and
-/// committing them) takes about as long as fetching them on a fast link;
-/// awaited before the answer, it doubled the time of every cold read.
+/// Bytes of fetched chunks (and the frames they came in) that may wait to
+/// be written into near while their readers already have them. A fill
+/// (committing the chunks, compressing those that came plain) took about
+/// as long as fetching them on a fast link; awaited before the answer, it
+/// doubled the time of every cold read.
 /// Past this much waiting, fetches wait for the fills before them: memory
 /// stays bounded when the disk is slower than the link.
 pub const FILL_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
@@ -34,6 +37,12 @@ const BACKLOG_UNITS: u32 = (FILL_BACKLOG_BYTES / BACKLOG_UNIT) as u32;
 
 /// Blobs read through a near cache from a far service. Chunks and chunk
 /// lists fetched from far are verified, then kept in near.
+///
+/// Chunks come from far checked once, with the zstd frame they arrived in
+/// ([`BlobService::read_chunk_batch_verified`]): readers get the decoded
+/// bytes, and near keeps the frame as it is
+/// ([`ChunkStore::insert_verified`]), so that a chunk is decoded and hashed
+/// once on its way in, and never compressed again.
 ///
 /// A chunk list from far cannot be checked on its own: each chunk is checked
 /// when it is read, and the whole blob when `open_read` reaches its end.
@@ -60,23 +69,38 @@ pub struct CachedBlobService {
     backlog: Arc<Semaphore>,
 }
 
-/// A fetched chunk in an allocation of its own. What far answers is often
-/// a slice of a whole receive buffer (megabytes, shared with its
-/// neighbours): kept as is — in the fill backlog, in the in-flight map, in
-/// a reader's memory cache — one chunk would pin all of it, and every
-/// bound on cached bytes would mean nothing. One copy here, where fetched
-/// chunks enter the process for good, lets every holder after it share
-/// the same exact bytes.
-fn own(data: &Bytes) -> Bytes {
-    Bytes::copy_from_slice(data)
+/// A fetched chunk in allocations of its own ([`VerifiedChunk::owned`]).
+/// What far answers is often a slice of a whole receive buffer (megabytes,
+/// shared with its neighbours): kept as is — in the fill backlog, in the
+/// in-flight map, in a reader's memory cache — one chunk would pin all of
+/// it, and every bound on cached bytes would mean nothing. One copy here
+/// (of the frame, or of plain bytes; never of bytes decoded from a frame),
+/// where fetched chunks enter the process for good, lets every holder
+/// after it share the same exact bytes.
+fn own(chunk: VerifiedChunk) -> VerifiedChunk {
+    chunk.owned()
+}
+
+/// `chunk`, if it is the one asked for: far must answer each entry with
+/// its own chunk (a [`VerifiedChunk`] is checked against the digest it
+/// carries, which a wrong far could have swapped).
+fn checked(asked: &B3Digest, chunk: VerifiedChunk) -> Result<VerifiedChunk> {
+    if chunk.digest() != asked {
+        return Err(Error::Integrity {
+            what: "chunk",
+            expected: *asked,
+            actual: *chunk.digest(),
+        });
+    }
+    Ok(chunk)
 }
 
 /// Where a fetch found its chunk: only what came from far is kept in near.
 enum Origin {
     /// Written into near after the reader looked there first.
     Near,
-    /// Fetched from far (and checked).
-    Far,
+    /// Fetched from far (and checked), to keep in near.
+    Far(VerifiedChunk),
 }
 
 /// One fetch of a chunk from far, awaited by every reader that wants it.
@@ -160,18 +184,19 @@ impl CachedBlobService {
             return Ok(Some((data, Origin::Near)));
         }
         let request = self.stats.far_request(digest, 1);
-        let got = self.far.read_chunk(&digest).await;
+        let got = self.far.read_chunk_verified(&digest).await;
         let bytes = match &got {
-            Ok(Some(d)) => d.len() as u64,
+            Ok(Some(c)) => c.data().len() as u64,
             _ => 0,
         };
         request.finish(bytes, got.is_err());
-        let Some(data) = got? else {
+        let Some(chunk) = got? else {
             return Ok(None);
         };
-        crate::verify_chunk(&digest, &data)?;
-        self.stats.far_fetch(data.len());
-        Ok(Some((own(&data), Origin::Far)))
+        let chunk = checked(&digest, chunk)?;
+        self.stats.far_fetch(chunk.data().len());
+        let chunk = own(chunk);
+        Ok(Some((chunk.data().clone(), Origin::Far(chunk))))
     }
 
     /// A write into near failed: pause filling, and recover near so that
@@ -195,21 +220,22 @@ impl CachedBlobService {
     /// chunks leave the in-flight map only when written, so that a later
     /// reader, or a quota sweep, never misses a chunk that is neither in
     /// flight nor yet in near: it gets the fetch's answer from memory.
-    async fn fill_behind(&self, chunks: Vec<(B3Digest, Bytes)>, digests: Vec<B3Digest>) {
+    async fn fill_behind(&self, chunks: Vec<VerifiedChunk>, digests: Vec<B3Digest>) {
         // What failed or was absent leaves the map now: the next reader
         // asks far again rather than meet this answer.
         {
-            let got: std::collections::HashSet<&B3Digest> = chunks.iter().map(|(d, _)| d).collect();
+            let got: std::collections::HashSet<&B3Digest> =
+                chunks.iter().map(VerifiedChunk::digest).collect();
             let mut map = self.inflight.lock();
             for d in digests.iter().filter(|d| !got.contains(d)) {
                 map.remove(d);
             }
         }
-        let digests: Vec<B3Digest> = chunks.iter().map(|(d, _)| *d).collect();
+        let digests: Vec<B3Digest> = chunks.iter().map(|c| *c.digest()).collect();
         if digests.is_empty() {
             return;
         }
-        let bytes: u64 = chunks.iter().map(|(_, d)| d.len() as u64).sum();
+        let bytes: u64 = chunks.iter().map(|c| c.mem_len() as u64).sum();
         let units = bytes
             .div_ceil(BACKLOG_UNIT)
             .clamp(1, u64::from(BACKLOG_UNITS)) as u32;
@@ -228,9 +254,9 @@ impl CachedBlobService {
 
     /// Write fetched chunks into near in one transaction, then let them
     /// leave the in-flight map.
-    async fn fill(self, chunks: Vec<(B3Digest, Bytes)>, digests: Vec<B3Digest>) {
+    async fn fill(self, chunks: Vec<VerifiedChunk>, digests: Vec<B3Digest>) {
         if !chunks.is_empty() && self.gate.may_fill() {
-            match self.near.insert_chunks(chunks).await {
+            match self.near.insert_verified(chunks).await {
                 Ok(()) => self.gate.succeeded(),
                 Err(e) => self.fill_failed("chunk", &e).await,
             }
@@ -246,7 +272,7 @@ impl CachedBlobService {
     async fn fetch_batch(
         &self,
         digests: &[B3Digest],
-    ) -> (Vec<Result<Option<Bytes>>>, Vec<(B3Digest, Bytes)>) {
+    ) -> (Vec<Result<Option<Bytes>>>, Vec<VerifiedChunk>) {
         // Near once more (see `near_again`): what a fill wrote since the
         // caller looked is answered from there, the rest asked of far.
         let mut out: Vec<Option<Result<Option<Bytes>>>> = self.near_batch(digests).await;
@@ -260,24 +286,26 @@ impl CachedBlobService {
             return (out.into_iter().flatten().collect(), Vec::new());
         };
         let request = self.stats.far_request(*first, missing.len() as u64);
-        let got = self.far.read_chunk_batch(&missing).await;
+        let got = self.far.read_chunk_batch_verified(&missing).await;
         let bytes = got
             .iter()
-            .filter_map(|r| r.as_ref().ok().and_then(|b| b.as_ref()))
-            .map(|b| b.len() as u64)
+            .filter_map(|r| r.as_ref().ok().and_then(|c| c.as_ref()))
+            .map(|c| c.data().len() as u64)
             .sum();
         request.finish(bytes, got.iter().any(|r| r.is_err()));
         let mut fill = Vec::new();
         let mut far = missing.iter().zip(got);
         for slot in out.iter_mut().filter(|o| o.is_none()) {
             let answer = match far.next() {
-                Some((digest, Ok(Some(data)))) => crate::verify_chunk(digest, &data).map(|()| {
-                    self.stats.far_fetch(data.len());
-                    let data = own(&data);
-                    fill.push((*digest, data.clone()));
+                Some((digest, Ok(Some(chunk)))) => checked(digest, chunk).map(|chunk| {
+                    self.stats.far_fetch(chunk.data().len());
+                    let chunk = own(chunk);
+                    let data = chunk.data().clone();
+                    fill.push(chunk);
                     Some(data)
                 }),
-                Some((_, other)) => other,
+                Some((_, Ok(None))) => Ok(None),
+                Some((_, Err(e))) => Err(e),
                 None => Err(Error::remote_msg("batched fetch answered too few chunks")),
             };
             *slot = Some(answer);
@@ -345,12 +373,14 @@ impl BlobService for CachedBlobService {
                     let (this, d) = (self.clone(), *digest);
                     let f = async move {
                         let r = this.fetch(d).await.map_err(Arc::new);
-                        let fill = match &r {
-                            Ok(Some((data, Origin::Far))) => vec![(d, data.clone())],
-                            _ => Vec::new(),
+                        let (r, fill) = match r {
+                            Ok(Some((data, Origin::Far(chunk)))) => (Ok(Some(data)), vec![chunk]),
+                            Ok(Some((data, Origin::Near))) => (Ok(Some(data)), Vec::new()),
+                            Ok(None) => (Ok(None), Vec::new()),
+                            Err(e) => (Err(e), Vec::new()),
                         };
                         this.fill_behind(fill, vec![d]).await;
-                        r.map(|got| got.map(|(data, _)| data))
+                        r
                     }
                     .boxed()
                     .shared();

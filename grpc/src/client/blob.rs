@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use storefs_castore::{B3Digest, Error, Result};
 use storefs_castore::{
-    BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta, StoredChunk,
+    BATCH_CONCURRENCY, BlobReader, BlobService, BlobWriter, ChunkMeta, StoredChunk, VerifiedChunk,
 };
 use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
@@ -110,7 +110,7 @@ impl GrpcBlobService {
             match self.read_batch(batch, &mut total).await {
                 Ok(got) => {
                     for r in got {
-                        out.push(r?);
+                        out.push(r?.map(VerifiedChunk::into_data));
                     }
                 }
                 Err(BatchError::Unimplemented) => {
@@ -126,12 +126,13 @@ impl GrpcBlobService {
 
     /// One `ReadChunks` call. The outer error fails the whole call (the
     /// stream broke or broke the protocol); an entry whose bytes do not
-    /// hash to its digest fails on its own.
+    /// hash to its digest fails on its own. Each chunk is decoded (if it
+    /// came as a zstd frame) and hashed once, here, and keeps its frame.
     async fn read_batch(
         &self,
         batch: &[B3Digest],
         total: &mut usize,
-    ) -> Result<Vec<Result<Option<Bytes>>>, BatchError> {
+    ) -> Result<Vec<Result<Option<VerifiedChunk>>>, BatchError> {
         let conn = &self.conn;
         let op = format!("ChunkService/ReadChunks ({} digests)", batch.len());
         let protocol =
@@ -154,7 +155,7 @@ impl GrpcBlobService {
             Err(s) if s.code() == Code::Unimplemented => return Err(BatchError::Unimplemented),
             Err(s) => return Err(BatchError::Other(error(conn, &op, &s))),
         };
-        let mut out: Vec<Result<Option<Bytes>>> = Vec::with_capacity(batch.len());
+        let mut out: Vec<Result<Option<VerifiedChunk>>> = Vec::with_capacity(batch.len());
         let mut parts: Vec<Bytes> = Vec::new();
         // Whether the chunk being put together is a zstd frame.
         let mut zstd = false;
@@ -198,9 +199,7 @@ impl GrpcBlobService {
                     // Decoded (within the bound on one chunk) and checked:
                     // a bad chunk fails its own entry.
                     out.push(
-                        stored
-                            .into_verified(&batch[index], MAX_READ_CHUNK_LEN)
-                            .map(Some),
+                        VerifiedChunk::verify(batch[index], stored, MAX_READ_CHUNK_LEN).map(Some),
                     );
                 }
             }
@@ -221,11 +220,49 @@ impl GrpcBlobService {
 }
 
 impl GrpcBlobService {
+    /// One `Read` of a chunk (or single-chunk blob), its bytes not yet
+    /// checked: the caller checks them. `None` for NOT_FOUND.
+    async fn read_unchecked(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
+        let op = format!("BlobService/Read {digest}");
+        let conn = &self.conn;
+        let Some((first, mut rest)) = self.open(digest).await.map_err(|s| error(conn, &op, &s))?
+        else {
+            return Ok(None);
+        };
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut total: usize = 0;
+        let mut next = first;
+        while let Some(msg) = next.take() {
+            total = total.saturating_add(msg.data.len());
+            if total > MAX_READ_CHUNK_LEN {
+                return Err(Error::InvalidRequest(format!(
+                    "{} {op}: larger than {MAX_READ_CHUNK_LEN} bytes; read it with open_read",
+                    conn.name
+                )));
+            }
+            parts.push(msg.data);
+            next = next_message(conn, &mut rest)
+                .await
+                .map_err(|s| error(conn, &op, &s))?;
+        }
+        // One message (the usual chunk) is returned without a copy.
+        let data = match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.swap_remove(0),
+            _ => {
+                let mut buf = BytesMut::with_capacity(total);
+                parts.iter().for_each(|p| buf.extend_from_slice(p));
+                buf.freeze()
+            }
+        };
+        Ok(Some(data))
+    }
+
     /// One `Read` per chunk, [`BATCH_CONCURRENCY`] at a time.
-    async fn read_each(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+    async fn read_each(&self, digests: &[B3Digest]) -> Vec<Result<Option<VerifiedChunk>>> {
         let mut out = Vec::with_capacity(digests.len());
         for group in digests.chunks(BATCH_CONCURRENCY) {
-            let reads: Vec<_> = group.iter().map(|d| self.read_chunk(d)).collect();
+            let reads: Vec<_> = group.iter().map(|d| self.read_chunk_verified(d)).collect();
             out.extend(futures::future::join_all(reads).await);
         }
         out
@@ -251,7 +288,7 @@ enum BatchError {
     /// The service does not have `ReadChunks`: read one by one.
     Unimplemented,
     /// The stream ended in an error after these entries arrived.
-    Broken(Vec<Result<Option<Bytes>>>, Error),
+    Broken(Vec<Result<Option<VerifiedChunk>>>, Error),
     Other(Error),
 }
 
@@ -331,47 +368,36 @@ impl BlobService for GrpcBlobService {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
-        let op = format!("BlobService/Read {digest}");
-        let conn = &self.conn;
-        let Some((first, mut rest)) = self.open(digest).await.map_err(|s| error(conn, &op, &s))?
-        else {
+        Ok(self
+            .read_chunk_verified(digest)
+            .await?
+            .map(VerifiedChunk::into_data))
+    }
+
+    /// One `Read` (as snix serves it: plain bytes), checked once.
+    async fn read_chunk_verified(&self, digest: &B3Digest) -> Result<Option<VerifiedChunk>> {
+        let Some(data) = self.read_unchecked(digest).await? else {
             return Ok(None);
         };
-        let mut parts: Vec<Bytes> = Vec::new();
-        let mut total: usize = 0;
-        let mut next = first;
-        while let Some(msg) = next.take() {
-            total = total.saturating_add(msg.data.len());
-            if total > MAX_READ_CHUNK_LEN {
-                return Err(Error::InvalidRequest(format!(
-                    "{} {op}: larger than {MAX_READ_CHUNK_LEN} bytes; read it with open_read",
-                    conn.name
-                )));
-            }
-            parts.push(msg.data);
-            next = next_message(conn, &mut rest)
-                .await
-                .map_err(|s| error(conn, &op, &s))?;
-        }
-        // One message (the usual chunk) is returned without a copy.
-        let data = match parts.len() {
-            0 => Bytes::new(),
-            1 => parts.swap_remove(0),
-            _ => {
-                let mut buf = BytesMut::with_capacity(total);
-                parts.iter().for_each(|p| buf.extend_from_slice(p));
-                buf.freeze()
-            }
-        };
-        storefs_castore::verify_chunk(digest, &data)?;
-        Ok(Some(data))
+        VerifiedChunk::verify(*digest, StoredChunk::Plain(data), MAX_READ_CHUNK_LEN).map(Some)
+    }
+
+    async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        self.read_chunk_batch_verified(digests)
+            .await
+            .into_iter()
+            .map(|r| r.map(|c| c.map(VerifiedChunk::into_data)))
+            .collect()
     }
 
     /// One `ReadChunks` call per [`MAX_BATCH_DIGESTS`] digests, all at
     /// once on the shared connection; one `Read` per chunk
     /// ([`BATCH_CONCURRENCY`] at a time) on a service without
     /// `ReadChunks`.
-    async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+    async fn read_chunk_batch_verified(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<Result<Option<VerifiedChunk>>> {
         let calls = digests.chunks(MAX_BATCH_DIGESTS).map(|batch| async move {
             // Each call is bounded on its own: a batch is sized by its
             // caller, who knows what it can hold.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use storefs_castore::{B3Digest, Error, Result};
-use storefs_castore::{BlobReader, BlobService, BlobWriter, ChunkMeta, open_read_via_chunks};
+use storefs_castore::{
+    BlobReader, BlobService, BlobWriter, ChunkMeta, VerifiedChunk, open_read_via_chunks,
+};
 use tokio::time::Instant;
 
 use super::peer::Peer;
@@ -25,7 +27,9 @@ use super::set::{Owner, PeerSet};
 /// [`super::InFlight`] meanwhile, and every chunk that arrives is handed
 /// to the peers waiting there, for this mount's peer server. Everything
 /// else — chunk lists (which cannot be checked on their own), whole blob
-/// reads of unchunked blobs, writes — goes to the service.
+/// reads of unchunked blobs, writes — goes to the service. Chunks travel
+/// as their clients checked them, with the zstd frames they came in
+/// ([`BlobService::read_chunk_batch_verified`]), for the cache behind.
 #[derive(Clone)]
 pub struct PeerFirstBlobService {
     peers: PeerSet,
@@ -50,7 +54,7 @@ impl PeerFirstBlobService {
     /// chunk this mount owns never waits on a peer keeping another chunk
     /// waiting (two mounts would then wait on each other). Each entry is
     /// answered on its own.
-    async fn read(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+    async fn read(&self, digests: &[B3Digest]) -> Vec<Result<Option<VerifiedChunk>>> {
         self.peers.in_flight().reading();
         let deadline = Instant::now() + self.peers.config().timeout;
         // (whether this mount owns them, the peers to ask, the indices)
@@ -83,7 +87,7 @@ impl PeerFirstBlobService {
             self.read_group(mine, order, digests, members, deadline)
         }))
         .await;
-        let mut out: Vec<Result<Option<Bytes>>> = (0..digests.len())
+        let mut out: Vec<Result<Option<VerifiedChunk>>> = (0..digests.len())
             .map(|_| Err(Error::remote_msg("the service answered too few chunks")))
             .collect();
         for (j, r) in got.into_iter().flatten() {
@@ -100,9 +104,10 @@ impl PeerFirstBlobService {
         digests: &[B3Digest],
         members: Vec<usize>,
         deadline: Instant,
-    ) -> Vec<(usize, Result<Option<Bytes>>)> {
+    ) -> Vec<(usize, Result<Option<VerifiedChunk>>)> {
         let in_flight = self.peers.in_flight();
-        let mut out: Vec<(usize, Result<Option<Bytes>>)> = Vec::with_capacity(members.len());
+        let mut out: Vec<(usize, Result<Option<VerifiedChunk>>)> =
+            Vec::with_capacity(members.len());
         let mut rest = members.clone();
         if !order.is_empty() {
             let asked = members.len();
@@ -111,7 +116,7 @@ impl PeerFirstBlobService {
                 self.peers.asked_for_own(asked, found.len());
             }
             for (j, data) in found {
-                in_flight.arrived(&digests[j], &data);
+                in_flight.arrived(&digests[j], data.data());
                 rest.retain(|&k| k != j);
                 out.push((j, Ok(Some(data))));
             }
@@ -121,15 +126,15 @@ impl PeerFirstBlobService {
         }
         let wanted: Vec<B3Digest> = rest.iter().map(|&j| digests[j]).collect();
         let mut fetching = in_flight.start(&wanted);
-        let got = self.service.read_chunk_batch(&wanted).await;
+        let got = self.service.read_chunk_batch_verified(&wanted).await;
         let mut got = got.into_iter();
         for (j, d) in rest.into_iter().zip(&wanted) {
             let r = got
                 .next()
                 .unwrap_or_else(|| Err(Error::remote_msg("the service answered too few chunks")));
-            if let Ok(Some(data)) = &r {
-                self.peers.service_delivered(data.len());
-                fetching.deliver(d, data);
+            if let Ok(Some(c)) = &r {
+                self.peers.service_delivered(c.data().len());
+                fetching.deliver(d, c.data());
             }
             out.push((j, r));
         }
@@ -145,7 +150,7 @@ impl PeerFirstBlobService {
         digests: &[B3Digest],
         mut pending: Vec<usize>,
         deadline: Instant,
-    ) -> Vec<(usize, Bytes)> {
+    ) -> Vec<(usize, VerifiedChunk)> {
         let config = self.peers.config();
         let mut out = Vec::new();
         for peer in order {
@@ -169,10 +174,10 @@ impl PeerFirstBlobService {
             let mut failure: Option<Error> = None;
             for (j, r) in pending.iter().copied().zip(got) {
                 match r {
-                    Ok(Some(data)) => {
-                        peer.delivered(data.len());
-                        self.peers.peer_delivered(data.len());
-                        out.push((j, data));
+                    Ok(Some(c)) => {
+                        peer.delivered(c.data().len());
+                        self.peers.peer_delivered(c.data().len());
+                        out.push((j, c));
                     }
                     Ok(None) => {
                         missed += 1;
@@ -213,12 +218,16 @@ const PIECE: usize = 8;
 
 /// `wanted` from `peer`, in pieces of [`PIECE`] asked at the same time;
 /// one entry per digest.
-async fn ask_peer(peer: &Peer, wanted: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-    futures::future::join_all(wanted.chunks(PIECE).map(|p| peer.blob.read_chunk_batch(p)))
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+async fn ask_peer(peer: &Peer, wanted: &[B3Digest]) -> Vec<Result<Option<VerifiedChunk>>> {
+    futures::future::join_all(
+        wanted
+            .chunks(PIECE)
+            .map(|p| peer.blob.read_chunk_batch_verified(p)),
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Whether two ask orders are the same peers in the same order.
@@ -239,6 +248,13 @@ impl BlobService for PeerFirstBlobService {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
+        Ok(self
+            .read_chunk_verified(digest)
+            .await?
+            .map(VerifiedChunk::into_data))
+    }
+
+    async fn read_chunk_verified(&self, digest: &B3Digest) -> Result<Option<VerifiedChunk>> {
         self.read(std::slice::from_ref(digest))
             .await
             .pop()
@@ -248,6 +264,18 @@ impl BlobService for PeerFirstBlobService {
     /// The peers first, the rest from the service; each entry answered on
     /// its own.
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        self.read(digests)
+            .await
+            .into_iter()
+            .map(|r| r.map(|c| c.map(VerifiedChunk::into_data)))
+            .collect()
+    }
+
+    /// As `read_chunk_batch`, with each chunk's frame.
+    async fn read_chunk_batch_verified(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<Result<Option<VerifiedChunk>>> {
         self.read(digests).await
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use storefs_castore::{
     B3Digest, BlobReader, BlobService, BlobWriter, ChunkMeta, Directory, DirectoryPutter,
-    DirectoryService, Error, Node, RefusingWriter, Result,
+    DirectoryService, Error, Node, RefusingWriter, Result, StoredChunk,
 };
 use storefs_store::{DIGEST_LEN, NarCalculationService, PathInfo, PathInfoService, Services};
 use tokio::sync::Semaphore;
@@ -34,7 +34,9 @@ const READ_ONLY: &str = "this is a storefs peer: it serves the chunks it has cac
 /// of the service, which would fetch on a peer's behalf).
 ///
 /// Chunks (`Read`, `ReadChunks`) and chunk lists (`Stat`) come from
-/// `cache`, at most `max_reads` reads at a time (more wait), so peers
+/// `cache` (to a peer that accepts zstd, a chunk kept compressed goes as
+/// the frame it is kept as: neither decoded nor hashed here, the peer
+/// checks it), at most `max_reads` reads at a time (more wait), so peers
 /// cannot starve the mount's own programs; a chunk it lacks is
 /// `NOT_FOUND`. A `Read` of a blob is answered only for one stored as a
 /// single chunk. Path infos and directories are never served (`NOT_FOUND`),
@@ -117,10 +119,15 @@ pub struct PeerServerFigures {
 
 impl PeerServerFigures {
     fn served(&self, got: &Result<Option<Bytes>>) {
+        self.served_len(got.as_ref().map(|o| o.as_ref().map(|b| b.len() as u64)));
+    }
+
+    /// A chunk of `len` bytes served, `None` missed, or failed.
+    fn served_len(&self, got: Result<Option<u64>, &Error>) {
         match got {
-            Ok(Some(b)) => {
+            Ok(Some(len)) => {
                 self.chunks.fetch_add(1, Ordering::Relaxed);
-                self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+                self.bytes.fetch_add(len, Ordering::Relaxed);
             }
             Ok(None) => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
@@ -244,6 +251,25 @@ impl BlobService for CacheOnly {
             other => other,
         };
         self.figures.served(&got);
+        got
+    }
+
+    /// As `read_chunk`, but a chunk the cache keeps compressed comes as its
+    /// frame, not decoded (the asker checks it): what a peer that accepts
+    /// zstd is sent.
+    async fn read_chunk_stored(&self, digest: &B3Digest) -> Result<Option<StoredChunk>> {
+        let got = {
+            let _permit = self.permit().await?;
+            self.cache.read_chunk_stored(digest).await
+        };
+        let got = match got {
+            Ok(None) => Ok(self.arriving(digest).await.map(StoredChunk::Plain)),
+            other => other,
+        };
+        self.figures.served_len(
+            got.as_ref()
+                .map(|o| o.as_ref().map(StoredChunk::chunk_len_hint)),
+        );
         got
     }
 

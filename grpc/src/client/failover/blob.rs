@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use storefs_castore::{B3Digest, Error, Result};
 use storefs_castore::{
-    BlobReader, BlobService, BlobWriter, ChunkMeta, RefusingWriter, open_read_via_chunks,
+    BlobReader, BlobService, BlobWriter, ChunkMeta, RefusingWriter, VerifiedChunk,
+    open_read_via_chunks,
 };
 
 use super::Failover;
@@ -33,13 +34,20 @@ impl BlobService for Failover {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
+        Ok(self
+            .read_chunk_verified(digest)
+            .await?
+            .map(VerifiedChunk::into_data))
+    }
+
+    async fn read_chunk_verified(&self, digest: &B3Digest) -> Result<Option<VerifiedChunk>> {
         self.remotes
             .call("BlobService/Read", |r| {
                 let digest = *digest;
                 async move {
-                    let got = r.services.grpc_blob.read_chunk(&digest).await?;
-                    if let Some(b) = &got {
-                        r.received(b.len());
+                    let got = r.services.grpc_blob.read_chunk_verified(&digest).await?;
+                    if let Some(c) = &got {
+                        r.received(c.data().len());
                     }
                     Ok(got)
                 }
@@ -47,12 +55,25 @@ impl BlobService for Failover {
             .await
     }
 
+    async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        self.read_chunk_batch_verified(digests)
+            .await
+            .into_iter()
+            .map(|r| r.map(|c| c.map(VerifiedChunk::into_data)))
+            .collect()
+    }
+
     /// Each replica in turn is asked for the entries still failing in a
     /// way another replica may not: what one delivered (or said is absent)
-    /// stands.
-    async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+    /// stands. Chunks come as the replica's client checked them, with
+    /// their frames.
+    async fn read_chunk_batch_verified(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<Result<Option<VerifiedChunk>>> {
         let remotes = &self.remotes;
-        let mut out: Vec<Option<Result<Option<Bytes>>>> = digests.iter().map(|_| None).collect();
+        let mut out: Vec<Option<Result<Option<VerifiedChunk>>>> =
+            digests.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..digests.len()).collect();
         let mut backoff = remotes.config.initial_backoff;
         for round in 0..=remotes.config.retries {
@@ -69,7 +90,11 @@ impl BlobService for Failover {
                 }
                 let remote = &remotes.list[i];
                 let ask: Vec<B3Digest> = pending.iter().map(|&j| digests[j]).collect();
-                let got = remote.services.grpc_blob.read_chunk_batch(&ask).await;
+                let got = remote
+                    .services
+                    .grpc_blob
+                    .read_chunk_batch_verified(&ask)
+                    .await;
                 let mut still = Vec::new();
                 // The entry whose failure judges the replica: one that
                 // says it is down, else any that failed over.
@@ -84,8 +109,8 @@ impl BlobService for Failover {
                             out[j] = Some(Err(e));
                         }
                         other => {
-                            if let Ok(Some(b)) = &other {
-                                remote.received(b.len());
+                            if let Ok(Some(c)) = &other {
+                                remote.received(c.data().len());
                             }
                             out[j] = Some(other);
                         }
