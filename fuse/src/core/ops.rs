@@ -66,25 +66,20 @@ const SIBLING_WINDOW_FILES: usize = 256;
 /// to tell a walk through a directory from opens here and there.
 const DIR_CURSORS: usize = 16 * 1024;
 
-/// A walk reaching the end of a directory's small files has the first
-/// windows of this many directories after it asked for (those with small
-/// files): while the walker reads the next one, the one after is on its
-/// way, so it never waits for a directory's request.
+/// A walk reaching the end of a directory's small files makes sure the
+/// first windows of this many directories after it (those with small
+/// files) are here or on their way: while the walker reads the next one,
+/// the one after is on its way, so it never waits for a directory's
+/// request ...
 const DIRECTORIES_AHEAD: usize = 2;
 
-/// When fewer are, this many are asked for in one request ...
+/// ... and when they are not, asks for the first windows of this many in
+/// one request (one round trip, one fill of the local cache, instead of
+/// one per directory) ...
 const DIRECTORIES_PER_REQUEST: usize = 4;
 
-/// ... of at most this many bytes (at least one directory's window).
+/// ... of at most this many bytes (at least one directory's window) ...
 const AHEAD_BYTES: u64 = 2 * 1024 * 1024;
-
-/// An experiment's knob (temporary): `STOREFS_EXP_<name>`, else `default`.
-fn exp(name: &str, default: usize) -> usize {
-    std::env::var(format!("STOREFS_EXP_{name}"))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// ... looking at no more than this many directories for them ...
 const DIRECTORIES_SCANNED: usize = 16;
@@ -556,40 +551,37 @@ impl FsInner {
                     .spawn(async move { this.fetch_next_directories(dir_ino, dir).await });
             }
         }
-        // Already asked for up to the middle: the batch that reached it is
-        // still ahead of the reader.
+        // The first file of the window not here nor on its way.
         let first_new = window
             .iter()
             .position(|(_, m)| !self.fetcher.is_known(&m.digest));
-        let asked = match first_new {
-            None => true,
-            // Looked at again at the next open: the batch that reached the
-            // middle is still ahead of the reader, the rest is not asked.
-            Some(i) if i > 0 && i >= window.len() / 2 => false,
-            Some(_) if window.len() == 1 => {
-                // Only the file itself: the ordinary fetch does.
-                true
-            }
-            Some(_) => {
-                self.fetcher.fetch_batch(window.iter().map(|(_, m)| *m));
-                true
-            }
+        let half = window.len() / 2;
+        // How far later opens of a walk need no look: while at least half
+        // a window ahead of them is here or on its way.
+        let until = |k: usize| match window.get(k) {
+            Some((name, _)) => Settled::Before(name.clone()),
+            None => Settled::No,
         };
-        // A walk's later opens before the middle of what is asked now need
-        // no look (the first open of a directory settles nothing: the
-        // directories after it are asked for only once a walk goes on).
-        if asked && walk == Walk::On {
-            let settled = if to_the_end {
-                Settled::ToTheEnd
-            } else {
-                match window.get(window.len() / 2) {
-                    Some((name, _)) => Settled::Before(name.clone()),
-                    None => Settled::No,
-                }
-            };
-            if let Some(c) = self.dir_cursors.lock().get_mut(&dir_digest) {
-                c.settled = settled;
-            }
+        let skipped = matches!(first_new, Some(i) if i > 0 && i >= half);
+        if first_new.is_some() && !skipped && window.len() > 1 {
+            // Else only the file itself, which the ordinary fetch brings.
+            self.fetcher.fetch_batch(window.iter().map(|(_, m)| *m));
+        }
+        let settled = match first_new {
+            // The batch that reached the middle is still ahead of the
+            // reader: look again once fewer than half a window ahead are
+            // here or on their way.
+            Some(i) if skipped => until(i - half + 1),
+            _ if to_the_end => Settled::ToTheEnd,
+            _ => until(half),
+        };
+        // The first open of a directory whose window reaches its end
+        // settles nothing: the directories after it are asked for (above)
+        // only at a later open of a walk.
+        if (walk == Walk::On || !to_the_end)
+            && let Some(c) = self.dir_cursors.lock().get_mut(&dir_digest)
+        {
+            c.settled = settled;
         }
     }
 
@@ -627,9 +619,12 @@ impl FsInner {
     /// Ask for the first windows of small files of the next directories a
     /// walker goes to after the files of `dir` (inode `dir_ino`), in the
     /// order of a top-down walk (its subdirectories, then the directories
-    /// after it in its parent, and so on up): up to
-    /// [`DIRECTORIES_AHEAD`] of them that have small files, among the next
-    /// [`DIRECTORIES_SCANNED`]. Once per directory: later opens in it find
+    /// after it in its parent, and so on up), among the next
+    /// [`DIRECTORIES_SCANNED`]: nothing while the next [`DIRECTORIES_AHEAD`]
+    /// that have small files are here or on their way, else the next
+    /// [`DIRECTORIES_PER_REQUEST`] in one batch (within [`AHEAD_BYTES`]), so
+    /// a walk costs one request per few directories, each asked for a
+    /// directory or two before the walker gets there. Once per directory: later opens in it find
     /// it marked ([`FsInner::next_asked`]), so the walk costs one look-ahead
     /// per directory, not one per file. Skips what is here or on its way.
     /// Directories not in memory are read back from the directory service
@@ -660,10 +655,9 @@ impl FsInner {
             ino = *parent;
         }
         // The first windows of the next directories, in walk order.
-        let (ahead, stride) = (exp("AHEAD", DIRECTORIES_AHEAD), exp("STRIDE", DIRECTORIES_PER_REQUEST));
         let mut windows: Vec<Vec<(Bytes, ChunkMeta)>> = Vec::new();
         let mut scanned = 0;
-        while windows.len() < stride.max(ahead) && scanned < DIRECTORIES_SCANNED {
+        while windows.len() < DIRECTORIES_PER_REQUEST && scanned < DIRECTORIES_SCANNED {
             let Some((top, after)) = stack.pop() else {
                 break;
             };
@@ -696,15 +690,16 @@ impl FsInner {
         // `DIRECTORIES_AHEAD` directories are here or on their way; when
         // not, the next `DIRECTORIES_PER_REQUEST` go in one request (one
         // round trip, one fill of the local cache), within a window's bytes.
-        let here = |w: &Vec<(Bytes, ChunkMeta)>| w.iter().all(|(_, m)| self.fetcher.is_known(&m.digest));
-        if windows.iter().take(ahead).all(here) {
+        let here =
+            |w: &Vec<(Bytes, ChunkMeta)>| w.iter().all(|(_, m)| self.fetcher.is_known(&m.digest));
+        if windows.iter().take(DIRECTORIES_AHEAD).all(here) {
             return;
         }
         let mut bytes = 0u64;
         let mut metas = Vec::new();
-        for window in windows.iter().take(stride.max(ahead)) {
+        for window in &windows {
             let size: u64 = window.iter().map(|(_, m)| m.size).sum();
-            if !metas.is_empty() && bytes + size > exp("AHEADBYTES", AHEAD_BYTES as usize) as u64 {
+            if !metas.is_empty() && bytes + size > AHEAD_BYTES {
                 break;
             }
             bytes += size;
