@@ -147,6 +147,63 @@ fn concurrent_readers_of_overlapping_directories_fetch_each_chunk_once() {
     assert_eq!(stat(&stats, "bytes_fetched"), distinct_bytes, "{stats}");
 }
 
+/// A cold walk through a real mount of a real service, one reader in
+/// `os.walk` order: every file reads back exactly, each chunk is fetched
+/// once, and the mount's figures count what the kernel asked per file (one
+/// open, one read, one release: a root mount with a cache passes files
+/// through once copied, so the kernel asks at every open) and which
+/// operations had to wait for the network (the walk's first file at
+/// least: nothing of it is here when it is opened).
+#[test]
+fn a_cold_walk_counts_the_kernels_operations_and_the_waits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    let dirs = ["d0", "d1", "d2", "d3"];
+    let files: Vec<Vec<Vec<u8>>> = dirs
+        .iter()
+        .enumerate()
+        .map(|(k, d)| small_files(&src.join(d), 90, 10 + k as u64))
+        .collect();
+    let data = tmp.path().join("service");
+    let path = ok_str(storefs!(&data).arg("add").arg(&src));
+    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
+    let mnt = tmp.path().join("mnt");
+    let mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &tmp.path().join("cache"),
+        &[],
+    );
+    let root = mnt.join(path.rsplit('/').next().unwrap());
+    let mut n = 0u64;
+    for (k, d) in dirs.iter().enumerate() {
+        let mut names: Vec<_> = std::fs::read_dir(root.join(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), files[k].len());
+        for (i, name) in names.iter().enumerate() {
+            let got = std::fs::read(root.join(d).join(name)).unwrap();
+            assert!(got == files[k][i], "{d}/{name:?} differs");
+            n += 1;
+        }
+    }
+    // Releases reach the mount after close has returned.
+    storefs_testkit::wait_for(std::time::Duration::from_secs(10), "every release", || {
+        stat(&mount.stats(), "releases") == n
+    });
+    let stats = mount.stats();
+    assert_eq!(stat(&stats, "chunks_fetched"), n, "each file once: {stats}");
+    assert_eq!(stat(&stats, "opens"), n, "{stats}");
+    assert_eq!(stat(&stats, "reads"), n, "one read a file: {stats}");
+    assert_eq!(stat(&stats, "flushes"), 0, "{stats}");
+    let waited = stat(&stats, "opens_waited") + stat(&stats, "reads_waited");
+    assert!(waited >= 1, "the first file waits for the network: {stats}");
+    assert!(waited <= stat(&stats, "ops_waited"), "{stats}");
+}
+
 /// EIO, without a libc dependency in the tests.
 fn libc_eio() -> i32 {
     5

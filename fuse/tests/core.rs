@@ -367,10 +367,13 @@ fn a_walk_reaching_a_directorys_end_fetches_the_next_directory_ahead() {
 }
 
 /// A walk asks for the directories after the one it is in once per
-/// directory, however many files it opens there, and two of them ahead:
-/// a walk through `a` has `b` and `c` fetched, one through `b` then `d`.
+/// directory, however many files it opens there, and in strides: when the
+/// next two are not here, the next four go in one request. A walk through
+/// `a` has `b`..`e` fetched together; walks through `b` and `c` find the
+/// next two here and ask nothing; one through `d` asks for `e`..`h` (`e`
+/// here already).
 #[test]
-fn a_walk_asks_for_the_next_two_directories_once_per_directory() {
+fn a_walk_asks_for_the_next_directories_once_per_directory_in_strides() {
     walk_ahead_asks_once_per_directory(CoreConfig::default());
 }
 
@@ -387,9 +390,9 @@ fn a_walk_asks_ahead_for_directories_no_longer_in_memory() {
 fn walk_ahead_asks_once_per_directory(mut config: CoreConfig) {
     let rt = runtime();
     let svc = Services::default();
+    let dirs = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let tree = T::Dir(
-        ["a", "b", "c", "d", "e"]
-            .iter()
+        dirs.iter()
             .enumerate()
             .map(|(k, d)| (d.as_bytes().to_vec(), small_files(100 * k as u64)))
             .collect(),
@@ -401,26 +404,76 @@ fn walk_ahead_asks_once_per_directory(mut config: CoreConfig) {
         .lookup(ROOT_INO, path.base_name().as_bytes())
         .unwrap()
         .unwrap();
-    let walk = |d: &str| {
-        let d = core.lookup(root.ino, d.as_bytes()).unwrap().unwrap();
+    let walk = |k: usize| {
+        let d = core.lookup(root.ino, dirs[k].as_bytes()).unwrap().unwrap();
         for i in 0..20 {
             let f = core
                 .lookup(d.ino, format!("f{i:02}").as_bytes())
                 .unwrap()
                 .unwrap();
             let fh = core.open(f.ino, false).unwrap();
+            let got = core.read(f.ino, fh, 0, 4096).unwrap();
+            assert_eq!(got.as_ref(), &pseudo_random(100, 100 * k as u64 + i)[..]);
             core.release(fh);
         }
     };
     let snap = || core.stats().snapshot();
-    walk("a");
-    storefs_testkit::wait_for(Duration::from_secs(10), "b and c fetched ahead", || {
-        snap().chunks_fetched == 60
+    walk(0);
+    storefs_testkit::wait_for(Duration::from_secs(10), "b..e fetched ahead", || {
+        snap().chunks_fetched == 100
     });
-    assert_eq!(snap().directories_ahead, 2, "b and c, asked once");
-    walk("b");
-    storefs_testkit::wait_for(Duration::from_secs(10), "d fetched ahead", || {
-        snap().chunks_fetched == 80
+    assert_eq!(snap().directories_ahead, 4, "b, c, d and e, asked once");
+    walk(1);
+    walk(2);
+    walk(3);
+    storefs_testkit::wait_for(Duration::from_secs(10), "f..h fetched ahead", || {
+        snap().chunks_fetched == 160
     });
-    assert_eq!(snap().directories_ahead, 4, "c again (here already) and d");
+    let s = snap();
+    assert_eq!(
+        s.directories_ahead, 8,
+        "b and c asked nothing, d asked e (here already), f, g and h: {s:?}"
+    );
+    assert_eq!(s.batched_chunks, 160, "every file came in a batch: {s:?}");
+    assert_eq!((s.opens, s.reads, s.releases), (80, 80, 80), "{s:?}");
+}
+
+/// A walk through a directory larger than a window has each file arrive
+/// in a batch asked for ahead of it (none is fetched on its own), and
+/// counts one open, one read and one release per file.
+#[test]
+fn a_long_walk_keeps_its_windows_ahead_of_the_reader() {
+    let rt = runtime();
+    let svc = Services::default();
+    let n = 1000;
+    let tree = T::Dir(
+        (0..n)
+            .map(|i| {
+                (
+                    format!("f{i:04}").into_bytes(),
+                    file(pseudo_random(100 + i % 300, i as u64)),
+                )
+            })
+            .collect(),
+    );
+    let path = rt.block_on(svc.add_path("long", &tree));
+    let core = core(&rt, &svc, Duration::from_secs(10));
+    let root = core
+        .lookup(ROOT_INO, path.base_name().as_bytes())
+        .unwrap()
+        .unwrap();
+    for i in 0..n {
+        let f = core
+            .lookup(root.ino, format!("f{i:04}").as_bytes())
+            .unwrap()
+            .unwrap();
+        let fh = core.open(f.ino, false).unwrap();
+        let got = core.read(f.ino, fh, 0, 4096).unwrap();
+        assert_eq!(got.as_ref(), &pseudo_random(100 + i % 300, i as u64)[..]);
+        core.release(fh);
+    }
+    let s = core.stats().snapshot();
+    assert_eq!(s.chunks_fetched, n as u64, "each file once: {s:?}");
+    assert_eq!(s.batched_chunks, n as u64, "each in a window: {s:?}");
+    assert_eq!((s.opens, s.reads, s.releases), (1000, 1000, 1000));
 }

@@ -839,3 +839,85 @@ fn walking_more_than_max_inodes_keeps_the_table_within_the_bound() {
     assert_eq!(read_all(), 400);
     assert!(m.stats().lookups > lookups, "{:?}", m.stats());
 }
+
+/// A cold walk of directories of small files, as a reader in `os.walk`
+/// order does it (list, then open and read each file to its end): every
+/// file reads back exactly, each chunk is fetched once, and the kernel
+/// asks the mount one open, one read and one release per file (with the
+/// kernel asking at every open, as a mount with passthrough has it), no
+/// flush, no lookup and no attributes per file (the listings brought
+/// them).
+#[test]
+fn a_cold_walk_of_small_files_costs_three_operations_a_file() {
+    let rt = runtime();
+    let svc = Services::default();
+    let (dirs, per_dir) = (6, 70);
+    let content =
+        |d: usize, f: usize| pseudo_random(1 + (d * 977 + f * 131) % 4000, (d * 1000 + f) as u64);
+    let tree = T::Dir(
+        (0..dirs)
+            .map(|d| {
+                let files = (0..per_dir)
+                    .map(|f| (format!("f{f:03}").into_bytes(), file(content(d, f))))
+                    .collect();
+                (format!("d{d}").into_bytes(), T::Dir(files))
+            })
+            .collect(),
+    );
+    let sp = rt.block_on(svc.add_path("small-walk", &tree));
+    let m = mount(rt, &svc, |c| c.no_open = false);
+    let root = m.store_path(&sp);
+    let mut names: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), dirs);
+    let before = m.stats();
+    for (d, dir) in names.iter().enumerate() {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        files.sort_by_key(|e| e.file_name());
+        assert_eq!(files.len(), per_dir);
+        for (f, entry) in files.iter().enumerate() {
+            assert!(entry.file_type().unwrap().is_file());
+            assert!(
+                std::fs::read(entry.path()).unwrap() == content(d, f),
+                "{:?}",
+                entry.path()
+            );
+        }
+    }
+    let n = (dirs * per_dir) as u64;
+    // Releases reach the mount after close returns.
+    assert!(
+        eventually(Duration::from_secs(10), || m.stats().releases
+            - before.releases
+            == n),
+        "{:?}",
+        m.stats()
+    );
+    let s = m.stats();
+    assert_eq!(s.chunks_fetched, n, "each file fetched once: {s:?}");
+    assert_eq!(
+        s.bytes_fetched,
+        (0..dirs)
+            .flat_map(|d| (0..per_dir).map(move |f| content(d, f).len() as u64))
+            .sum::<u64>()
+    );
+    assert_eq!(s.opens - before.opens, n, "{s:?}");
+    assert_eq!(s.reads - before.reads, n, "one read per file: {s:?}");
+    assert_eq!(s.flushes, 0, "files open without flush: {s:?}");
+    assert_eq!(
+        s.lookups - before.lookups,
+        0,
+        "readdirplus brought every entry: {s:?}"
+    );
+    assert!(
+        s.getattrs - before.getattrs < n / 10,
+        "attributes come with the entries: {s:?}"
+    );
+    assert!(s.listings - before.listings >= dirs as u64, "{s:?}");
+}

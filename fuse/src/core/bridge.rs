@@ -94,6 +94,12 @@ impl Bridge {
             respond(reply, finish(&self.stats, what, res));
             return;
         }
+        stats::add(&self.stats.ops_waited, 1);
+        match what {
+            "open" => stats::add(&self.stats.opens_waited, 1),
+            "read" => stats::add(&self.stats.reads_waited, 1),
+            _ => {}
+        }
         // Not done: whatever it waits on was registered with a no-op waker,
         // but a spawned task is always polled at least once, which
         // registers the task's real waker.

@@ -66,11 +66,20 @@ const SIBLING_WINDOW_FILES: usize = 256;
 /// to tell a walk through a directory from opens here and there.
 const DIR_CURSORS: usize = 16 * 1024;
 
-/// A walk reaching the end of a directory's small files has the first
-/// windows of this many directories after it asked for (those with small
-/// files): while the walker reads the next one, the one after is on its
-/// way, so it never waits for a directory's request.
+/// A walk reaching the end of a directory's small files makes sure the
+/// first windows of this many directories after it (those with small
+/// files) are here or on their way: while the walker reads the next one,
+/// the one after is on its way, so it never waits for a directory's
+/// request ...
 const DIRECTORIES_AHEAD: usize = 2;
+
+/// ... and when they are not, asks for the first windows of this many in
+/// one request (one round trip, one fill of the local cache, instead of
+/// one per directory) ...
+const DIRECTORIES_PER_REQUEST: usize = 4;
+
+/// ... of at most this many bytes (at least one directory's window) ...
+const AHEAD_BYTES: u64 = 2 * 1024 * 1024;
 
 /// ... looking at no more than this many directories for them ...
 const DIRECTORIES_SCANNED: usize = 16;
@@ -83,6 +92,28 @@ const ANCESTORS_AHEAD: usize = 3;
 /// `FUSE_UNKNOWN_INO`): plain readdir does not count lookups, so it must
 /// not create inodes.
 pub const UNKNOWN_INO: u64 = 0xffff_ffff;
+
+/// How far a walk through a directory needs no new look at its window of
+/// small files (see [`FsInner::fetch_siblings`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settled {
+    /// The next open looks.
+    No,
+    /// Opens of names before this one do not look: the window last asked
+    /// for reaches past them by at least half a window.
+    Before(Bytes),
+    /// The window last asked for reached the directory's end (and the
+    /// directories after it were asked for): no open in it looks again.
+    ToTheEnd,
+}
+
+/// Where a walk through one directory stands: the name last opened there,
+/// and how far its window of small files is settled.
+#[derive(Debug, Clone)]
+struct DirCursor {
+    last: Bytes,
+    settled: Settled,
+}
 
 /// Where an open stands in a walk through its directory (`FsInner::walk`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +200,7 @@ pub(crate) struct FsInner {
     file_dirs: Mutex<LruCache<B3Digest, (B3Digest, Bytes, u64)>>,
     /// The name last opened in each directory (by digest): see
     /// [`FsInner::walks_on`].
-    dir_cursors: Mutex<LruCache<B3Digest, Bytes>>,
+    dir_cursors: Mutex<LruCache<B3Digest, DirCursor>>,
     /// Directories (by inode) whose walk already asked for the
     /// directories after it ([`FsInner::fetch_next_directories`]).
     next_asked: Mutex<LruCache<u64, ()>>,
@@ -403,6 +434,7 @@ impl FsInner {
 
     /// `getattr`.
     pub(crate) fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        stats::add(&self.stats.getattrs, 1);
         Ok(attr(ino, &*self.inode(ino)?))
     }
 
@@ -436,6 +468,7 @@ impl FsInner {
     /// `open`: learn the file's chunk list (from memory if known) and hand
     /// out a handle.
     pub(crate) async fn open(self: Arc<Self>, ino: u64, write: bool) -> Result<Opened, FsError> {
+        stats::add(&self.stats.opens, 1);
         let data = self.inode(ino)?;
         let (digest, size) = match &*data {
             InodeData::File { digest, size, .. } => (*digest, *size),
@@ -497,8 +530,10 @@ impl FsInner {
         if !large.is_empty() {
             self.fetcher.prefetch_layouts(large);
         }
-        let walk = self.walk(dir_digest, &dir, &name);
-        if walk == Walk::Jumped {
+        let (walk, settled) = self.walk(dir_digest, &dir, &name);
+        if walk == Walk::Jumped || settled {
+            // Elsewhere in the directory; or the window asked for earlier
+            // is still far enough ahead: nothing to scan, nothing to ask.
             return;
         }
         let (window, to_the_end) = self.small_window(dir.entries_from(&name));
@@ -516,20 +551,37 @@ impl FsInner {
                     .spawn(async move { this.fetch_next_directories(dir_ino, dir).await });
             }
         }
-        // Already asked for up to the middle: the batch that reached it is
-        // still ahead of the reader.
+        // The first file of the window not here nor on its way.
         let first_new = window
             .iter()
-            .position(|m| !self.fetcher.is_known(&m.digest));
-        match first_new {
-            None => {}
-            Some(i) if i > 0 && i >= window.len() / 2 => {}
-            Some(_) if window.len() == 1 => {
-                // Only the file itself: the ordinary fetch does.
-            }
-            Some(_) => {
-                self.fetcher.fetch_batch(window);
-            }
+            .position(|(_, m)| !self.fetcher.is_known(&m.digest));
+        let half = window.len() / 2;
+        // How far later opens of a walk need no look: while at least half
+        // a window ahead of them is here or on its way.
+        let until = |k: usize| match window.get(k) {
+            Some((name, _)) => Settled::Before(name.clone()),
+            None => Settled::No,
+        };
+        let skipped = matches!(first_new, Some(i) if i > 0 && i >= half);
+        if first_new.is_some() && !skipped && window.len() > 1 {
+            // Else only the file itself, which the ordinary fetch brings.
+            self.fetcher.fetch_batch(window.iter().map(|(_, m)| *m));
+        }
+        let settled = match first_new {
+            // The batch that reached the middle is still ahead of the
+            // reader: look again once fewer than half a window ahead are
+            // here or on their way.
+            Some(i) if skipped => until(i - half + 1),
+            _ if to_the_end => Settled::ToTheEnd,
+            _ => until(half),
+        };
+        // The first open of a directory whose window reaches its end
+        // settles nothing: the directories after it are asked for (above)
+        // only at a later open of a walk.
+        if (walk == Walk::On || !to_the_end)
+            && let Some(c) = self.dir_cursors.lock().get_mut(&dir_digest)
+        {
+            c.settled = settled;
         }
     }
 
@@ -539,20 +591,23 @@ impl FsInner {
     fn small_window<'a>(
         &self,
         entries: impl Iterator<Item = (&'a storefs_castore::PathComponent, &'a Node)>,
-    ) -> (Vec<ChunkMeta>, bool) {
+    ) -> (Vec<(Bytes, ChunkMeta)>, bool) {
         let mut window = Vec::new();
         let mut bytes = 0u64;
-        for (_, node) in entries {
+        for (name, node) in entries {
             let Node::File { digest, size, .. } = node else {
                 continue;
             };
             if *size == 0 || *size > SMALL_BLOB || self.fetcher.is_chunked_small(digest) {
                 continue;
             }
-            window.push(ChunkMeta {
-                digest: *digest,
-                size: *size,
-            });
+            window.push((
+                name.to_bytes(),
+                ChunkMeta {
+                    digest: *digest,
+                    size: *size,
+                },
+            ));
             bytes += size;
             if bytes >= SIBLING_WINDOW_BYTES || window.len() >= SIBLING_WINDOW_FILES {
                 return (window, false);
@@ -564,9 +619,12 @@ impl FsInner {
     /// Ask for the first windows of small files of the next directories a
     /// walker goes to after the files of `dir` (inode `dir_ino`), in the
     /// order of a top-down walk (its subdirectories, then the directories
-    /// after it in its parent, and so on up): up to
-    /// [`DIRECTORIES_AHEAD`] of them that have small files, among the next
-    /// [`DIRECTORIES_SCANNED`]. Once per directory: later opens in it find
+    /// after it in its parent, and so on up), among the next
+    /// [`DIRECTORIES_SCANNED`]: nothing while the next [`DIRECTORIES_AHEAD`]
+    /// that have small files are here or on their way, else the next
+    /// [`DIRECTORIES_PER_REQUEST`] in one batch (within [`AHEAD_BYTES`]), so
+    /// a walk costs one request per few directories, each asked for a
+    /// directory or two before the walker gets there. Once per directory: later opens in it find
     /// it marked ([`FsInner::next_asked`]), so the walk costs one look-ahead
     /// per directory, not one per file. Skips what is here or on its way.
     /// Directories not in memory are read back from the directory service
@@ -596,8 +654,10 @@ impl FsInner {
             stack.insert(0, (up, Some(*digest)));
             ino = *parent;
         }
-        let (mut asked, mut scanned) = (0, 0);
-        while asked < DIRECTORIES_AHEAD && scanned < DIRECTORIES_SCANNED {
+        // The first windows of the next directories, in walk order.
+        let mut windows: Vec<Vec<(Bytes, ChunkMeta)>> = Vec::new();
+        let mut scanned = 0;
+        while windows.len() < DIRECTORIES_PER_REQUEST && scanned < DIRECTORIES_SCANNED {
             let Some((top, after)) = stack.pop() else {
                 break;
             };
@@ -620,24 +680,34 @@ impl FsInner {
             let Ok(sub) = self.dir(next).await else {
                 break;
             };
-            if self.fetch_first_window(&sub) {
-                asked += 1;
+            let (window, _) = self.small_window(sub.entries());
+            if window.len() >= 2 {
+                windows.push(window);
             }
             stack.push((sub, None));
         }
-    }
-
-    /// Ask for the first window of small files of `dir`, skipping what is
-    /// here or on its way; whether it has such a window.
-    fn fetch_first_window(&self, dir: &Directory) -> bool {
-        let (window, _) = self.small_window(dir.entries());
-        if window.len() < 2 {
-            return false;
+        // The walk is far enough ahead of its reader while the next
+        // `DIRECTORIES_AHEAD` directories are here or on their way; when
+        // not, the next `DIRECTORIES_PER_REQUEST` go in one request (one
+        // round trip, one fill of the local cache), within a window's bytes.
+        let here =
+            |w: &Vec<(Bytes, ChunkMeta)>| w.iter().all(|(_, m)| self.fetcher.is_known(&m.digest));
+        if windows.iter().take(DIRECTORIES_AHEAD).all(here) {
+            return;
         }
-        stats::add(&self.stats.directories_ahead, 1);
-        let n = self.fetcher.fetch_batch(window);
+        let mut bytes = 0u64;
+        let mut metas = Vec::new();
+        for window in &windows {
+            let size: u64 = window.iter().map(|(_, m)| m.size).sum();
+            if !metas.is_empty() && bytes + size > AHEAD_BYTES {
+                break;
+            }
+            bytes += size;
+            metas.extend(window.iter().map(|(_, m)| *m));
+            stats::add(&self.stats.directories_ahead, 1);
+        }
+        let n = self.fetcher.fetch_batch(metas);
         stats::add(&self.stats.readahead_chunks, n as u64);
-        true
     }
 
     /// Where opening `name` in directory `dir` (digest `digest`) stands in
@@ -647,16 +717,37 @@ impl FsInner {
     /// here and there (many readers at once, a loader) would otherwise pull
     /// a window per open, each read back from the local cache for nothing
     /// when the files are there already.
-    fn walk(&self, digest: B3Digest, dir: &Directory, name: &Bytes) -> Walk {
-        let last = self.dir_cursors.lock().put(digest, name.clone());
-        let Some(last) = last else {
-            return Walk::First;
+    ///
+    /// Also whether the open is settled: a walk's window asked for earlier
+    /// still reaches far enough past it (see [`Settled`]).
+    fn walk(&self, digest: B3Digest, dir: &Directory, name: &Bytes) -> (Walk, bool) {
+        let mut cursors = self.dir_cursors.lock();
+        let Some(cursor) = cursors.get_mut(&digest) else {
+            cursors.put(
+                digest,
+                DirCursor {
+                    last: name.clone(),
+                    settled: Settled::No,
+                },
+            );
+            return (Walk::First, false);
         };
+        // Usually the next name: a step or two from the last.
         let on = dir
-            .entries_from(&last)
+            .entries_from(&cursor.last)
             .take(SIBLING_WINDOW_FILES + 1)
             .any(|(n, _)| n.as_ref() == name.as_ref());
-        if on { Walk::On } else { Walk::Jumped }
+        cursor.last = name.clone();
+        if !on {
+            cursor.settled = Settled::No;
+            return (Walk::Jumped, false);
+        }
+        let settled = match &cursor.settled {
+            Settled::No => false,
+            Settled::Before(until) => name.as_ref() < until.as_ref(),
+            Settled::ToTheEnd => true,
+        };
+        (Walk::On, settled)
     }
 
     /// The kernel agreed to open files without FUSE_OPEN (it asked with
@@ -692,6 +783,7 @@ impl FsInner {
         size: u32,
     ) -> futures::future::BoxFuture<'static, Result<Bytes, FsError>> {
         use futures::FutureExt;
+        stats::add(&self.stats.reads, 1);
         let len = u64::from(size);
         if fh == 0 {
             let this = Arc::clone(self);
@@ -724,6 +816,7 @@ impl FsInner {
 
     /// `release` of handle `fh`.
     pub(crate) fn release(&self, fh: u64) {
+        stats::add(&self.stats.releases, 1);
         let mut files = self.files.lock();
         files.remove(&fh);
         stats::set(&self.stats.open_files, files.len() as u64);
@@ -812,6 +905,7 @@ impl FsInner {
         fh: u64,
         offset: u64,
     ) -> Result<Vec<ListItem>, FsError> {
+        stats::add(&self.stats.listings, 1);
         let (parent, children) = self.children(ino, fh, offset).await?;
         Ok(children
             .into_iter()
@@ -846,6 +940,7 @@ impl FsInner {
         fh: u64,
         offset: u64,
     ) -> Result<Vec<PlusItem>, FsError> {
+        stats::add(&self.stats.listings, 1);
         let (parent, children) = self.children(ino, fh, offset).await?;
         let mut out = Vec::with_capacity(children.len().min(READDIRPLUS_BATCH));
         for (next_offset, name, node) in children.into_iter().take(READDIRPLUS_BATCH) {

@@ -67,6 +67,15 @@ pub struct MountStats {
     pub(crate) timeouts: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) lookups: AtomicU64,
+    pub(crate) opens: AtomicU64,
+    pub(crate) reads: AtomicU64,
+    pub(crate) releases: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) getattrs: AtomicU64,
+    pub(crate) listings: AtomicU64,
+    pub(crate) opens_waited: AtomicU64,
+    pub(crate) reads_waited: AtomicU64,
+    pub(crate) ops_waited: AtomicU64,
     pub(crate) passthrough_opens: AtomicU64,
     pub(crate) passthrough_fallbacks: AtomicU64,
     pub(crate) files_materialised: AtomicU64,
@@ -139,6 +148,29 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// Lookups the kernel asked of the mount (names it had not cached).
     pub lookups: u64,
+    /// File opens the kernel asked of the mount (none once it opens files
+    /// on its own, see `FUSE_NO_OPEN_SUPPORT` in docs/mount.md).
+    pub opens: u64,
+    /// Reads the kernel asked of the mount.
+    pub reads: u64,
+    /// Releases (last close of an open file) the kernel sent.
+    pub releases: u64,
+    /// Flushes (every close) the kernel sent: one at most, answered so
+    /// that it sends no more.
+    pub flushes: u64,
+    /// Attribute requests the kernel sent (it caches attributes, so these
+    /// are rare).
+    pub getattrs: u64,
+    /// Directory listing requests (readdir and readdirplus) the kernel sent.
+    pub listings: u64,
+    /// Opens that could not be answered at once on the transport's thread
+    /// (they waited for a fetch: a chunk, a chunk list).
+    pub opens_waited: u64,
+    /// Reads that could not be answered at once (they waited for chunks).
+    pub reads_waited: u64,
+    /// Operations of any kind that could not be answered at once and went
+    /// to a task on the runtime.
+    pub ops_waited: u64,
     /// Opens answered with FUSE passthrough: the kernel reads the file
     /// from its local copy in the file cache, without asking the mount.
     pub passthrough_opens: u64,
@@ -165,6 +197,11 @@ impl MountStats {
     /// One directory entry asked of the kernel to drop (the inode bound).
     pub(crate) fn count_entry_dropped(&self) {
         add(&self.kernel_entries_dropped, 1);
+    }
+
+    /// One flush the kernel sent (the FUSE adapter answers it).
+    pub(crate) fn count_flush(&self) {
+        add(&self.flushes, 1);
     }
 
     /// Add figures of the owner's to what `user.storefs.stats` shows
@@ -223,6 +260,15 @@ impl MountStats {
             timeouts: get(&self.timeouts),
             errors: get(&self.errors),
             lookups: get(&self.lookups),
+            opens: get(&self.opens),
+            reads: get(&self.reads),
+            releases: get(&self.releases),
+            flushes: get(&self.flushes),
+            getattrs: get(&self.getattrs),
+            listings: get(&self.listings),
+            opens_waited: get(&self.opens_waited),
+            reads_waited: get(&self.reads_waited),
+            ops_waited: get(&self.ops_waited),
             passthrough_opens: get(&self.passthrough_opens),
             passthrough_fallbacks: get(&self.passthrough_fallbacks),
             files_materialised: get(&self.files_materialised),

@@ -291,6 +291,7 @@ impl Filesystem for StoreFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.inner.stats.count_flush();
         // Nothing to flush, ever. ENOSYS makes the kernel stop sending
         // FLUSH on every close (files opened without FUSE_OPEN cannot carry
         // FOPEN_NOFLUSH), which saves a round trip per close.
