@@ -110,6 +110,16 @@ impl VerifiedChunk {
         self.data
     }
 
+    /// The bytes of each entry of a batch read with frames
+    /// ([`super::BlobService::read_chunk_batch_verified`]), for a
+    /// `read_chunk_batch` that serves the same read without them.
+    pub fn batch_data(batch: Vec<Result<Option<Self>>>) -> Vec<Result<Option<Bytes>>> {
+        batch
+            .into_iter()
+            .map(|r| r.map(|c| c.map(Self::into_data)))
+            .collect()
+    }
+
     /// The zstd frame the chunk came in, if it came compressed (and the
     /// frame is smaller than the bytes). It decodes to [`Self::data`].
     pub fn frame(&self) -> Option<&Bytes> {

@@ -383,11 +383,7 @@ impl BlobService for GrpcBlobService {
     }
 
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-        self.read_chunk_batch_verified(digests)
-            .await
-            .into_iter()
-            .map(|r| r.map(|c| c.map(VerifiedChunk::into_data)))
-            .collect()
+        VerifiedChunk::batch_data(self.read_chunk_batch_verified(digests).await)
     }
 
     /// One `ReadChunks` call per [`MAX_BATCH_DIGESTS`] digests, all at

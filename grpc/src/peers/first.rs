@@ -264,11 +264,7 @@ impl BlobService for PeerFirstBlobService {
     /// The peers first, the rest from the service; each entry answered on
     /// its own.
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-        self.read(digests)
-            .await
-            .into_iter()
-            .map(|r| r.map(|c| c.map(VerifiedChunk::into_data)))
-            .collect()
+        VerifiedChunk::batch_data(self.read(digests).await)
     }
 
     /// As `read_chunk_batch`, with each chunk's frame.

@@ -56,11 +56,7 @@ impl BlobService for Failover {
     }
 
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-        self.read_chunk_batch_verified(digests)
-            .await
-            .into_iter()
-            .map(|r| r.map(|c| c.map(VerifiedChunk::into_data)))
-            .collect()
+        VerifiedChunk::batch_data(self.read_chunk_batch_verified(digests).await)
     }
 
     /// Each replica in turn is asked for the entries still failing in a
