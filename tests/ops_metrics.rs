@@ -219,7 +219,14 @@ fn mount_metrics_and_status_follow_reads() {
         0.0
     );
     assert!(value(&after, "storefs_mount_fetched_chunks_total", &[]) >= 2.0);
-    assert!(value(&after, "storefs_mount_cache_used_bytes", &[]) > 0.0);
+    // A cold file's bytes reach the kernel through the mount's reads.
+    assert!(value(&after, "storefs_mount_reads_total", &[]) >= 1.0);
+    // The cache is filled behind the reader: its figure follows the write.
+    storefs_testkit::wait_for(
+        std::time::Duration::from_secs(20),
+        "the cache fill to show in the figures",
+        || value(&scrape(metrics), "storefs_mount_cache_used_bytes", &[]) > 0.0,
+    );
     // The one replica of the gRPC store, labelled with its endpoint.
     let endpoint = [("endpoint", server.url())];
     let endpoint: Vec<(&str, &str)> = endpoint.iter().map(|(k, v)| (*k, v.as_str())).collect();

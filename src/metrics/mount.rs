@@ -186,6 +186,48 @@ impl MountCollector {
                 s.lookups,
             ),
             (
+                "mount_opens",
+                "File opens the kernel asked of the mount",
+                Counter,
+                s.opens,
+            ),
+            (
+                "mount_reads",
+                "Reads the kernel asked of the mount",
+                Counter,
+                s.reads,
+            ),
+            (
+                "mount_releases",
+                "Releases the kernel sent",
+                Counter,
+                s.releases,
+            ),
+            (
+                "mount_flushes",
+                "Flushes the kernel sent",
+                Counter,
+                s.flushes,
+            ),
+            (
+                "mount_getattrs",
+                "Attribute requests the kernel sent",
+                Counter,
+                s.getattrs,
+            ),
+            (
+                "mount_listings",
+                "Directory listings (readdir, readdirplus) the kernel asked for",
+                Counter,
+                s.listings,
+            ),
+            (
+                "mount_ops_waited",
+                "Operations that could not be answered at once and waited for a fetch",
+                Counter,
+                s.ops_waited,
+            ),
+            (
                 "mount_timeouts",
                 "Operations that hit the timeout and answered EIO",
                 Counter,
