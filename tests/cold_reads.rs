@@ -3,7 +3,7 @@
 //! every chunk is still verified on its own, and readers that overlap share
 //! fetches.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use storefs_castore::{B3Digest, RedbBlobService, RedbStore};
 use storefs_testkit::{TestMount, TestServer, ok_str, pseudo_random, storefs, storefs_bin};
@@ -24,6 +24,22 @@ fn stat(stats: &serde_json::Value, name: &str) -> u64 {
     stats[name]
         .as_u64()
         .unwrap_or_else(|| panic!("no {name} in {stats}"))
+}
+
+/// `storefs serve` of the store in `data`, a fresh mount of it with an
+/// empty cache (both under `tmp`), and where store path `path` shows in it.
+fn serve_and_mount(tmp: &Path, data: &Path, path: &str) -> (TestServer, TestMount, PathBuf) {
+    let service = TestServer::start(&storefs_bin!(), data, &tmp.join("grpc.sock"));
+    let mnt = tmp.join("mnt");
+    let mount = TestMount::start(
+        &storefs_bin!(),
+        &service.url(),
+        &mnt,
+        &tmp.join("cache"),
+        &[],
+    );
+    let at = mnt.join(path.rsplit('/').next().unwrap_or(path));
+    (service, mount, at)
 }
 
 #[test]
@@ -51,16 +67,7 @@ fn a_corrupt_small_file_among_batched_siblings_fails_alone() {
     });
     drop(rt);
 
-    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
-    let mnt = tmp.path().join("mnt");
-    let mount = TestMount::start(
-        &storefs_bin!(),
-        &service.url(),
-        &mnt,
-        &tmp.path().join("cache"),
-        &[],
-    );
-    let dir = mnt.join(path.rsplit('/').next().unwrap());
+    let (_service, mount, dir) = serve_and_mount(tmp.path(), &data, &path);
     for (i, want) in files.iter().enumerate() {
         let got = std::fs::read(dir.join(format!("f{i:03}")));
         if i == BAD {
@@ -90,16 +97,7 @@ fn concurrent_readers_of_overlapping_directories_fetch_each_chunk_once() {
     assert!(c.iter().zip(&a).all(|(x, y)| x == y));
     let data = tmp.path().join("service");
     let path = ok_str(storefs!(&data).arg("add").arg(&src));
-    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
-    let mnt = tmp.path().join("mnt");
-    let mount = TestMount::start(
-        &storefs_bin!(),
-        &service.url(),
-        &mnt,
-        &tmp.path().join("cache"),
-        &[],
-    );
-    let root = mnt.join(path.rsplit('/').next().unwrap());
+    let (_service, mount, root) = serve_and_mount(tmp.path(), &data, &path);
 
     // Eight readers at once, each walking the directories in its own order.
     let orders: [&[&str]; 8] = [
@@ -166,16 +164,7 @@ fn a_cold_walk_counts_the_kernels_operations_and_the_waits() {
         .collect();
     let data = tmp.path().join("service");
     let path = ok_str(storefs!(&data).arg("add").arg(&src));
-    let service = TestServer::start(&storefs_bin!(), &data, &tmp.path().join("grpc.sock"));
-    let mnt = tmp.path().join("mnt");
-    let mount = TestMount::start(
-        &storefs_bin!(),
-        &service.url(),
-        &mnt,
-        &tmp.path().join("cache"),
-        &[],
-    );
-    let root = mnt.join(path.rsplit('/').next().unwrap());
+    let (_service, mount, root) = serve_and_mount(tmp.path(), &data, &path);
     let mut n = 0u64;
     for (k, d) in dirs.iter().enumerate() {
         let mut names: Vec<_> = std::fs::read_dir(root.join(d))
