@@ -191,11 +191,8 @@ impl BlobService for Gate {
     }
 }
 
-#[tokio::test]
-async fn a_peer_asking_for_a_chunk_on_its_way_gets_it_when_it_arrives() {
-    let mut backing = memory_services();
-    let data = pseudo_random(20_000, 3);
-    let digest = put_blob(backing.blob.as_ref(), &data).await;
+/// A service over `backing` whose chunk reads wait behind a closed [`Gate`].
+async fn gated_service(mut backing: Services) -> (Arc<Gate>, GrpcServer) {
     let gate = Arc::new(Gate {
         inner: backing.blob.clone(),
         open: tokio::sync::Semaphore::new(0),
@@ -203,6 +200,15 @@ async fn a_peer_asking_for_a_chunk_on_its_way_gets_it_when_it_arrives() {
     });
     backing.blob = gate.clone();
     let service = GrpcServer::start(Kind::Unix, backing, ServerConfig::default()).await;
+    (gate, service)
+}
+
+#[tokio::test]
+async fn a_peer_asking_for_a_chunk_on_its_way_gets_it_when_it_arrives() {
+    let backing = memory_services();
+    let data = pseudo_random(20_000, 3);
+    let digest = put_blob(backing.blob.as_ref(), &data).await;
+    let (gate, service) = gated_service(backing).await;
 
     // Mount 1: no peers, nothing cached; it serves peers what is on its way.
     let m1 = Arc::new(peer_first(&service.url, &[], PeerConfig::default()));
@@ -260,18 +266,12 @@ async fn split_pair(
     [Arc<storefs_grpc::PeerServerFigures>; 2],
     Vec<GrpcServer>,
 ) {
-    let mut backing = memory_services();
+    let backing = memory_services();
     let mut digests = Vec::new();
     for b in blobs {
         digests.push(put_blob(backing.blob.as_ref(), b).await);
     }
-    let gate = Arc::new(Gate {
-        inner: backing.blob.clone(),
-        open: tokio::sync::Semaphore::new(0),
-        reads: Default::default(),
-    });
-    backing.blob = gate.clone();
-    let service = GrpcServer::start(Kind::Unix, backing, ServerConfig::default()).await;
+    let (gate, service) = gated_service(backing).await;
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let urls: Vec<String> = dirs
         .iter()
