@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use storefs_testkit::{
-    TestMount, TestServer, is_mounted, ok_str, pseudo_random, storefs, storefs_bin,
+    TestMount, TestServer, is_mounted, ok_str, pseudo_random, storefs, storefs_bin, wait_for,
 };
 
 /// A store path of `n` files of `size` pseudo-random bytes (`f0`, `f1`,
@@ -323,8 +323,11 @@ fn issue13_a_full_cache_disk_keeps_serving_what_it_holds() {
     for i in 1..FILES {
         assert!(read(i) == file_bytes(i, SIZE), "file {i}");
     }
+    // Fills run behind the reads: wait for the failure to be counted.
+    wait_for(Duration::from_secs(30), "a cache fill to fail", || {
+        mount.stats()["cache_fill_failures"].as_u64().unwrap() >= 1
+    });
     let full = mount.stats();
-    assert!(full["cache_fill_failures"].as_u64().unwrap() >= 1, "{full}");
     eprintln!("after filling the disk: {full}");
 
     // With the service gone, f0 comes from the cache, which was not read

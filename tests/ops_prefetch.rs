@@ -100,7 +100,16 @@ fn a_replayed_trace_leaves_the_run_nothing_to_fetch() {
         read as u64,
         "the run fetched more: {after}"
     );
-    assert!(after["cache_hit_chunks"].as_u64() > Some(0), "{after}");
+    // Served from the local caches: the redb near store, or the memory
+    // chunk cache when the replay's chunks are still there (which of the
+    // two depends on timing, so the test counts both).
+    let local = |s: &serde_json::Value| {
+        s["cache_hit_chunks"].as_u64().unwrap() + s["chunk_cache_hits"].as_u64().unwrap()
+    };
+    assert!(
+        local(&after) > local(&stats),
+        "before {stats}\nafter {after}"
+    );
     let status = ok_str(storefs!(tmp.path().join("d")).arg("status").arg(&second.at));
     assert!(status.contains("(finished)"), "{status}");
 }
