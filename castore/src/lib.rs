@@ -104,7 +104,7 @@ pub use names::{
     SymlinkTargetError,
 };
 pub use redb_store::{
-    CACHE_SYNC_BYTES, CACHE_SYNC_INTERVAL, CHUNK_RAW, CHUNK_ZSTD, MAX_BLOCKING_REDB,
+    CACHE_SYNC_BYTES, CACHE_SYNC_INTERVAL, CHUNK_PACKED, CHUNK_RAW, CHUNK_ZSTD, MAX_BLOCKING_REDB,
     MOUNT_CACHE_REDB_CACHE_BYTES, Recovery, RedbStore, STORE_FILE_NAME,
 };
 pub use token::{MAX_TOKEN_LEN, Token, TokenError};

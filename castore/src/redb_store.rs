@@ -6,13 +6,24 @@
 //! castore's tables (keys are 32-byte BLAKE3 digests):
 //! - `castore.chunks`: chunk digest → one flag byte ([`CHUNK_RAW`] or
 //!   [`CHUNK_ZSTD`]) then the chunk's bytes, raw or as one zstd frame.
-//!   Single-chunk blobs are here under their own digest.
+//!   Single-chunk blobs are here under their own digest. In a cache (a
+//!   blob service with a quota), a small chunk filled together with others
+//!   is kept in a pack instead, and its record here is a pointer: flag
+//!   [`CHUNK_PACKED`], then the pack's id (u64 LE), the member's offset and
+//!   length in the pack (u32 LE each), 17 bytes in all.
+//! - `castore.packs`: pack id (u64, handed out in order) → a pack of small
+//!   chunk records filled together (see `blobservice/pack.rs`): version
+//!   byte `1`, member count (u16 LE), per member its digest, offset and
+//!   length (u32 LE each) in the value, then the members' records as
+//!   `castore.chunks` would hold them (flag byte, raw bytes or zstd frame).
 //! - `castore.blob_chunks`: blob digest → its chunk list (blobs of two or
 //!   more chunks only), 40 bytes per chunk: digest, then size as u64 LE.
 //! - `castore.directories`: directory digest → its canonical encoding.
 //! - `castore.chunk_lru`, `castore.chunk_atime`, `castore.meta`: the
 //!   bookkeeping of a size quota, used only by a blob service opened with
 //!   one (a cache): last use of each chunk it stored, and their total size.
+//! - `castore.pack_lru`, `castore.pack_atime`: the same for packs (a
+//!   pack's members are tracked as one).
 //! - `castore.written.v1`: (kind, digest) → when a store's writers last
 //!   wrote or reused the record (Unix milliseconds), for garbage collection's
 //!   grace period. Caches (a quota) keep none.
@@ -37,6 +48,10 @@ pub const STORE_FILE_NAME: &str = "store.redb";
 pub const CHUNK_RAW: u8 = 0x00;
 /// Chunk record flag: one zstd frame follows.
 pub const CHUNK_ZSTD: u8 = 0x01;
+/// Chunk record flag: the chunk's record is a member of a pack
+/// (`castore.packs`); its pack id (u64 LE), offset and length (u32 LE
+/// each) follow.
+pub const CHUNK_PACKED: u8 = 0x02;
 
 pub(crate) const CHUNKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("castore.chunks");
 pub(crate) const BLOB_CHUNKS: TableDefinition<[u8; 32], &[u8]> =
@@ -50,6 +65,15 @@ pub(crate) const CHUNK_LRU: TableDefinition<(u64, [u8; 32]), u64> =
 /// Quota bookkeeping: chunk digest → last use (its key in `CHUNK_LRU`).
 pub(crate) const CHUNK_ATIME: TableDefinition<[u8; 32], u64> =
     TableDefinition::new("castore.chunk_atime");
+/// Packs of small chunk records filled together (a cache's only): pack
+/// id → header and member records (see `blobservice::pack`).
+pub(crate) const PACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("castore.packs");
+/// Quota bookkeeping of packs: (last use, pack id) → the bytes the pack is
+/// charged, oldest first.
+pub(crate) const PACK_LRU: TableDefinition<(u64, u64), u64> =
+    TableDefinition::new("castore.pack_lru");
+/// Quota bookkeeping: pack id → last use (its key in `PACK_LRU`).
+pub(crate) const PACK_ATIME: TableDefinition<u64, u64> = TableDefinition::new("castore.pack_atime");
 /// Counters, e.g. the bytes of chunk records the quota tracks.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("castore.meta");
 /// When each record of a store (not a cache) was last written or found
@@ -378,6 +402,9 @@ impl RedbStore {
         txn.open_table(CHUNK_LRU).map_err(|e| err(e.into()))?;
         txn.open_table(CHUNK_ATIME).map_err(|e| err(e.into()))?;
         txn.open_table(META).map_err(|e| err(e.into()))?;
+        txn.open_table(PACKS).map_err(|e| err(e.into()))?;
+        txn.open_table(PACK_LRU).map_err(|e| err(e.into()))?;
+        txn.open_table(PACK_ATIME).map_err(|e| err(e.into()))?;
         txn.open_table(WRITTEN).map_err(|e| err(e.into()))?;
         txn.commit().map_err(|e| err(e.into()))
     }
@@ -526,6 +553,9 @@ pub(crate) fn decode_chunk(digest: &B3Digest, record: &[u8]) -> Result<bytes::By
         Some((&CHUNK_RAW, rest)) => rest.to_vec(),
         Some((&CHUNK_ZSTD, rest)) => {
             decode_zstd(rest).map_err(|e| corrupt(format!("zstd: {e}")))?
+        }
+        Some((&CHUNK_PACKED, _)) => {
+            return Err(corrupt("a pack pointer where a record belongs".into()));
         }
         Some((flag, _)) => return Err(corrupt(format!("unknown flag byte {flag:#04x}"))),
         None => return Err(corrupt("empty record".into())),

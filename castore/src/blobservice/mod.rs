@@ -16,6 +16,7 @@ use crate::{B3Digest, Result};
 
 mod chunk_store;
 mod memory;
+mod pack;
 mod quota;
 mod reader;
 mod redb;

@@ -6,11 +6,16 @@
 //! a large value in a page of its own whose size is a power of two, so a
 //! 65 KiB record takes 128 KiB. With that, and cache fills made durable
 //! often enough that redb can reuse freed pages ([`sync_bytes_for`]), the
-//! file stays within [`disk_bound`] of the quota. Each chunk the service
-//! stores gets a last-use tick; reads note
-//! their chunk's use in memory, and every write transaction folds those
-//! notes in, then evicts the least recently used chunks until the total is
-//! within the quota. A chunk list may outlive some of its chunks: a cache
+//! file stays within [`disk_bound`] of the quota.
+//!
+//! What is tracked is a chunk stored alone, or a pack of small chunks
+//! (`blobservice/pack.rs`) as one: each gets a last-use tick (`chunk_lru`
+//! and `chunk_atime`, or `pack_lru` and `pack_atime`); reads note the use
+//! of their chunk or of its pack in memory, and every write transaction
+//! folds those notes in, then evicts the least recently used chunks and
+//! packs (oldest first, across both) until the total is within the quota.
+//! Evicting a pack deletes it and the pointer records of its members that
+//! still point to it. A chunk list may outlive some of its chunks: a cache
 //! reads a missing chunk from far again.
 //!
 //! You must not put a quota on a store that is the only copy of its data:
@@ -23,7 +28,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use redb::{ReadableTable, WriteTransaction};
 
-use crate::redb_store::{CHUNK_ATIME, CHUNK_LRU, CHUNKS, META, storage};
+use super::pack::{POINTER_LEN, Pointer, pack_members};
+use crate::redb_store::{
+    CHUNK_ATIME, CHUNK_LRU, CHUNKS, META, PACK_ATIME, PACK_LRU, PACKS, storage,
+};
 use crate::{B3Digest, Result};
 
 /// The `META` key of the total size of tracked chunk records.
@@ -62,9 +70,21 @@ pub const DISK_SLACK_BYTES: u64 = 4 << 20;
 /// own, sized to the next power of two; smaller ones share leaf pages,
 /// which B-tree splits leave between half and fully used.
 pub(crate) fn charged_bytes(record_len: u64) -> u64 {
-    let need = record_len
-        .saturating_add(KEY_LEN)
-        .saturating_add(LEAF_OVERHEAD);
+    page_bytes(record_len.saturating_add(KEY_LEN))
+}
+
+/// How many bytes a pack of `value_len` bytes with `members` members
+/// takes in the file: its value (under an 8-byte key), its bookkeeping,
+/// and each member's pointer record in `castore.chunks`.
+pub(crate) fn charged_pack_bytes(value_len: u64, members: u64) -> u64 {
+    let pointer = (POINTER_LEN as u64 + KEY_LEN + LEAF_OVERHEAD) * 3 / 2;
+    page_bytes(value_len.saturating_add(8)).saturating_add(members.saturating_mul(pointer))
+}
+
+/// What an entry of `key_and_value` bytes takes in the file, with its
+/// quota bookkeeping (see [`charged_bytes`]).
+fn page_bytes(key_and_value: u64) -> u64 {
+    let need = key_and_value.saturating_add(LEAF_OVERHEAD);
     let page = if need > PAGE / 2 {
         need.checked_next_power_of_two()
             .unwrap_or(u64::MAX)
@@ -93,9 +113,9 @@ pub(crate) const MAX_NOTED_USES: usize = 1 << 16;
 pub(crate) struct Quota {
     /// Most bytes of chunk records to keep.
     max_bytes: u64,
-    /// Uses noted since the last write transaction: digest → tick. A
+    /// Uses noted since the last write transaction: what → tick. A
     /// parking_lot (sync) lock, held only to add or take the map.
-    recent: Mutex<HashMap<B3Digest, u64>>,
+    recent: Mutex<HashMap<Use, u64>>,
     /// The last tick handed out, so ticks never go backwards in a process.
     last: AtomicU64,
     /// The tracked total as of the last write transaction (or the last
@@ -173,27 +193,33 @@ impl Quota {
         }
     }
 
-    /// Note that `digest` was just used.
-    pub(crate) fn touch(&self, digest: B3Digest) {
+    /// Note that a chunk stored alone, or a pack, was just used.
+    pub(crate) fn touch(&self, what: Use) {
         let t = self.tick();
         let mut recent = self.recent.lock();
-        if recent.len() < MAX_NOTED_USES || recent.contains_key(&digest) {
-            recent.insert(digest, t);
+        if recent.len() < MAX_NOTED_USES || recent.contains_key(&what) {
+            recent.insert(what, t);
         }
     }
 
-    /// Inside write transaction `txn` (with no table open): track the
-    /// records just `stored` (digest, record length; each is charged what it
-    /// takes in the file), fold in the noted
-    /// uses, and evict least recently used chunks beyond the quota.
-    pub(crate) fn apply(&self, txn: &WriteTransaction, stored: &[(B3Digest, u64)]) -> Result<()> {
+    /// Inside write transaction `txn` (with no table open): track what was
+    /// just `stored` (each charged what it takes in the file), fold in the
+    /// noted uses, and evict the least recently used chunks and packs
+    /// beyond the quota.
+    pub(crate) fn apply(&self, txn: &WriteTransaction, stored: &[Stored]) -> Result<()> {
         let recent = std::mem::take(&mut *self.recent.lock());
-        let mut lru = txn
-            .open_table(CHUNK_LRU)
-            .map_err(storage("open chunk_lru"))?;
-        let mut atime = txn
-            .open_table(CHUNK_ATIME)
-            .map_err(storage("open chunk_atime"))?;
+        let mut t = Tables {
+            lru: txn
+                .open_table(CHUNK_LRU)
+                .map_err(storage("open chunk_lru"))?,
+            atime: txn
+                .open_table(CHUNK_ATIME)
+                .map_err(storage("open chunk_atime"))?,
+            pack_lru: txn.open_table(PACK_LRU).map_err(storage("open pack_lru"))?,
+            pack_atime: txn
+                .open_table(PACK_ATIME)
+                .map_err(storage("open pack_atime"))?,
+        };
         let mut meta = txn.open_table(META).map_err(storage("open meta"))?;
         let mut total = meta
             .get(CHUNK_BYTES)
@@ -201,63 +227,82 @@ impl Quota {
             .map(|g| g.value())
             .unwrap_or(0);
 
-        for (digest, size) in stored {
-            let key = *digest.as_bytes();
-            let t = self.tick();
-            let old = atime
-                .insert(key, t)
-                .map_err(storage("write chunk_atime"))?
-                .map(|g| g.value());
-            if let Some(old) = old {
-                // A replaced record: forget its old size and place.
-                let old_size = lru
-                    .remove((old, key))
-                    .map_err(storage("write chunk_lru"))?
-                    .map(|g| g.value());
-                total = total.saturating_sub(old_size.unwrap_or(0));
+        for s in stored {
+            let tick = self.tick();
+            match s {
+                Stored::Chunk { digest, record_len } => {
+                    let key = *digest.as_bytes();
+                    total = total.saturating_sub(t.untrack_chunk(key)?);
+                    let size = charged_bytes(*record_len);
+                    t.atime
+                        .insert(key, tick)
+                        .map_err(storage("write chunk_atime"))?;
+                    t.lru
+                        .insert((tick, key), size)
+                        .map_err(storage("write chunk_lru"))?;
+                    total = total.saturating_add(size);
+                }
+                Stored::Pack {
+                    id,
+                    value_len,
+                    members,
+                } => {
+                    // A member that was stored alone before (a record
+                    // replaced by this fill) is no longer charged alone.
+                    for m in members {
+                        total = total.saturating_sub(t.untrack_chunk(*m.as_bytes())?);
+                    }
+                    let size = charged_pack_bytes(*value_len, members.len() as u64);
+                    t.pack_atime
+                        .insert(*id, tick)
+                        .map_err(storage("write pack_atime"))?;
+                    t.pack_lru
+                        .insert((tick, *id), size)
+                        .map_err(storage("write pack_lru"))?;
+                    total = total.saturating_add(size);
+                }
             }
-            let size = charged_bytes(*size);
-            lru.insert((t, key), size)
-                .map_err(storage("write chunk_lru"))?;
-            total = total.saturating_add(size);
         }
 
-        for (digest, t) in recent {
-            let key = *digest.as_bytes();
-            let old = atime
-                .get(key)
-                .map_err(storage("read chunk_atime"))?
-                .map(|g| g.value());
-            // Untracked chunks (stored before the quota, or evicted since)
-            // stay untracked; stale notes change nothing.
-            let Some(old) = old.filter(|old| *old < t) else {
-                continue;
-            };
-            let size = lru
-                .remove((old, key))
-                .map_err(storage("write chunk_lru"))?
-                .map(|g| g.value());
-            if let Some(size) = size {
-                lru.insert((t, key), size)
-                    .map_err(storage("write chunk_lru"))?;
-                atime.insert(key, t).map_err(storage("write chunk_atime"))?;
-            }
+        for (what, tick) in recent {
+            t.note_use(what, tick)?;
         }
 
         if total > self.max_bytes {
             let mut chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+            let mut packs = txn.open_table(PACKS).map_err(storage("open packs"))?;
             while total > self.max_bytes {
-                let Some((k, v)) = lru.pop_first().map_err(storage("evict"))? else {
-                    break;
+                let oldest_chunk = t
+                    .lru
+                    .first()
+                    .map_err(storage("evict"))?
+                    .map(|(k, v)| (k.value(), v.value()));
+                let oldest_pack = t
+                    .pack_lru
+                    .first()
+                    .map_err(storage("evict"))?
+                    .map(|(k, v)| (k.value(), v.value()));
+                let (size, evicted) = match (oldest_chunk, oldest_pack) {
+                    (None, None) => break,
+                    (Some(((tc, key), size)), p) if p.is_none_or(|((tp, _), _)| tc < tp) => {
+                        t.lru.remove((tc, key)).map_err(storage("evict"))?;
+                        t.atime.remove(key).map_err(storage("evict"))?;
+                        chunks.remove(key).map_err(storage("evict"))?;
+                        (size, 1)
+                    }
+                    (_, Some(((tp, id), size))) => {
+                        t.pack_lru.remove((tp, id)).map_err(storage("evict"))?;
+                        t.pack_atime.remove(id).map_err(storage("evict"))?;
+                        (size, evict_pack(&mut chunks, &mut packs, id)?)
+                    }
+                    // The guard of the first arm takes every chunk when
+                    // there is no pack.
+                    (Some(_), None) => break,
                 };
-                let ((_, key), size) = (k.value(), v.value());
-                drop((k, v));
-                atime.remove(key).map_err(storage("evict"))?;
-                chunks.remove(key).map_err(storage("evict"))?;
                 total = total.saturating_sub(size);
                 // Counted before the commit: a transaction that then fails
                 // overstates evictions, which is harmless for figures.
-                self.evicted_chunks.fetch_add(1, Ordering::Relaxed);
+                self.evicted_chunks.fetch_add(evicted, Ordering::Relaxed);
                 self.evicted_bytes.fetch_add(size, Ordering::Relaxed);
             }
         }
@@ -266,6 +311,156 @@ impl Quota {
         self.set_tracked(total);
         Ok(())
     }
+}
+
+/// What a quota tracks, and a read notes the use of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Use {
+    /// A chunk stored alone, by digest.
+    Chunk(B3Digest),
+    /// A pack, by id.
+    Pack(u64),
+}
+
+/// What a write transaction stored, for [`Quota::apply`].
+pub(crate) enum Stored {
+    /// A chunk record stored alone, of `record_len` bytes.
+    Chunk {
+        /// The chunk.
+        digest: B3Digest,
+        /// Its record's length.
+        record_len: u64,
+    },
+    /// A pack, and the chunks it holds (their pointers now point to it).
+    Pack {
+        /// The pack's id.
+        id: u64,
+        /// Its value's length.
+        value_len: u64,
+        /// Its members.
+        members: Vec<B3Digest>,
+    },
+}
+
+/// The quota's tables, open in one write transaction.
+struct Tables<'txn> {
+    lru: redb::Table<'txn, (u64, [u8; 32]), u64>,
+    atime: redb::Table<'txn, [u8; 32], u64>,
+    pack_lru: redb::Table<'txn, (u64, u64), u64>,
+    pack_atime: redb::Table<'txn, u64, u64>,
+}
+
+impl Tables<'_> {
+    /// Stop tracking chunk `key` alone (its record was replaced); returns
+    /// what it was charged (0 if it was not tracked).
+    fn untrack_chunk(&mut self, key: [u8; 32]) -> Result<u64> {
+        let old = self
+            .atime
+            .remove(key)
+            .map_err(storage("write chunk_atime"))?
+            .map(|g| g.value());
+        let Some(old) = old else { return Ok(0) };
+        Ok(self
+            .lru
+            .remove((old, key))
+            .map_err(storage("write chunk_lru"))?
+            .map(|g| g.value())
+            .unwrap_or(0))
+    }
+
+    /// Move `what` to its use at `tick`. Untracked ones (stored before the
+    /// quota, or evicted since) stay untracked; stale notes change nothing.
+    fn note_use(&mut self, what: Use, tick: u64) -> Result<()> {
+        match what {
+            Use::Chunk(digest) => {
+                let key = *digest.as_bytes();
+                let old = self
+                    .atime
+                    .get(key)
+                    .map_err(storage("read chunk_atime"))?
+                    .map(|g| g.value());
+                let Some(old) = old.filter(|old| *old < tick) else {
+                    return Ok(());
+                };
+                let size = self
+                    .lru
+                    .remove((old, key))
+                    .map_err(storage("write chunk_lru"))?
+                    .map(|g| g.value());
+                if let Some(size) = size {
+                    self.lru
+                        .insert((tick, key), size)
+                        .map_err(storage("write chunk_lru"))?;
+                    self.atime
+                        .insert(key, tick)
+                        .map_err(storage("write chunk_atime"))?;
+                }
+            }
+            Use::Pack(id) => {
+                let old = self
+                    .pack_atime
+                    .get(id)
+                    .map_err(storage("read pack_atime"))?
+                    .map(|g| g.value());
+                let Some(old) = old.filter(|old| *old < tick) else {
+                    return Ok(());
+                };
+                let size = self
+                    .pack_lru
+                    .remove((old, id))
+                    .map_err(storage("write pack_lru"))?
+                    .map(|g| g.value());
+                if let Some(size) = size {
+                    self.pack_lru
+                        .insert((tick, id), size)
+                        .map_err(storage("write pack_lru"))?;
+                    self.pack_atime
+                        .insert(id, tick)
+                        .map_err(storage("write pack_atime"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Delete pack `id` and the pointers of its members that still point to it
+/// (a member filled again since keeps its new record). Returns how many
+/// chunks that removed. A pack whose header is corrupt leaves its
+/// pointers, which then read as missing chunks.
+fn evict_pack(
+    chunks: &mut redb::Table<'_, [u8; 32], &'static [u8]>,
+    packs: &mut redb::Table<'_, u64, &'static [u8]>,
+    id: u64,
+) -> Result<u64> {
+    let members = {
+        let Some(value) = packs.remove(id).map_err(storage("evict pack"))? else {
+            return Ok(0);
+        };
+        match pack_members(id, value.value()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(pack = id, error = %crate::Report(&e), "evicting a corrupt pack");
+                return Ok(0);
+            }
+        }
+    };
+    let mut removed = 0;
+    for (digest, _, _) in members {
+        let key = *digest.as_bytes();
+        let here = match chunks.get(key).map_err(storage("read chunk"))? {
+            Some(record) => matches!(
+                Pointer::decode(&digest, record.value()),
+                Ok(Some(p)) if p.pack == id
+            ),
+            None => false,
+        };
+        if here {
+            chunks.remove(key).map_err(storage("evict"))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// The bytes of chunk records a quota tracks in `db` (for tests and stats).
