@@ -152,11 +152,25 @@ impl RedbBlobService {
         .await
     }
 
+    /// How many packs of small chunks are stored (a cache's fills make
+    /// them; see the module docs). For tests and figures.
+    pub async fn pack_count(&self) -> Result<u64> {
+        let db = self.db();
+        blocking(move || {
+            let txn = db.begin_read().map_err(storage("begin read"))?;
+            let table = txn.open_table(PACKS).map_err(storage("open packs"))?;
+            table.len().map_err(storage("count packs"))
+        })
+        .await
+    }
+
     /// Overwrite the stored record of chunk `digest` with `record` (a flag
     /// byte and payload, or any garbage). Dangerous: it exists so that tests
     /// can check that corruption on disk is caught on read. A chunk kept in
     /// a pack has its record in the pack replaced (the pack is written
-    /// again, its other members as they were).
+    /// again, its other members as they were), unless `record` is itself a
+    /// pack pointer ([`crate::CHUNK_PACKED`]): that replaces the chunk's
+    /// row.
     pub async fn danger_overwrite_chunk_record(
         &self,
         digest: &B3Digest,
@@ -174,9 +188,12 @@ impl RedbBlobService {
                     Some(r) => Pointer::decode(&digest, r.value()).ok().flatten(),
                     None => None,
                 };
+                // A pointer given is a row of its own, not a member's record.
                 let repacked = match pointer {
-                    Some(p) => repack_with(&mut table, &mut packs, &digest, p, &record)?,
-                    None => false,
+                    Some(p) if record.first() != Some(&crate::CHUNK_PACKED) => {
+                        repack_with(&mut table, &mut packs, &digest, p, &record)?
+                    }
+                    _ => false,
                 };
                 if !repacked {
                     table
