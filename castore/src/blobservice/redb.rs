@@ -67,6 +67,49 @@ impl RedbBlobService {
         Ok(found)
     }
 
+    /// Records of many chunks, each made into a `T` by `decode` and
+    /// answered on its own, in one read transaction on one blocking
+    /// thread; hits count as uses for the quota.
+    async fn read_records<T: Send + 'static>(
+        &self,
+        digests: &[B3Digest],
+        decode: fn(&B3Digest, &[u8]) -> Result<T>,
+    ) -> Vec<Result<Option<T>>> {
+        let db = self.db();
+        let wanted = digests.to_vec();
+        let found = blocking(move || {
+            let txn = db.begin_read().map_err(storage("begin read"))?;
+            let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
+            Ok(wanted
+                .iter()
+                .map(|digest| lookup(&chunks, digest, decode))
+                .collect::<Vec<Result<Option<T>>>>())
+        })
+        .await;
+        match found {
+            Ok(found) => {
+                if let Some(q) = &self.quota {
+                    for (digest, got) in digests.iter().zip(&found) {
+                        if let Ok(Some(_)) = got {
+                            q.touch(*digest);
+                        }
+                    }
+                }
+                found
+            }
+            // The transaction itself failed: every entry with it.
+            Err(e) => digests
+                .iter()
+                .map(|_| {
+                    Err(Error::storage(
+                        "reading chunks",
+                        crate::Report(&e).to_string(),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
     /// The blob service of `store`, with the default chunking.
     pub fn new(store: RedbStore) -> Self {
         let commits = Arc::new(CommitQueue::new(store.clone(), None));
@@ -582,49 +625,23 @@ impl BlobService for RedbBlobService {
     /// per chunk cost more than the lookups (a tenth of the mount's CPU
     /// reading a tree of small files).
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-        let db = self.db();
-        let wanted = digests.to_vec();
-        let n = wanted.len();
-        let found = blocking(move || {
-            let txn = db.begin_read().map_err(storage("begin read"))?;
-            let chunks = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
-            Ok(wanted
-                .iter()
-                .map(|digest| lookup(&chunks, digest, decode_chunk))
-                .collect::<Vec<Result<Option<Bytes>>>>())
-        })
-        .await;
-        match found {
-            Ok(found) => {
-                if let Some(q) = &self.quota {
-                    for (digest, got) in digests.iter().zip(&found) {
-                        if let Ok(Some(_)) = got {
-                            q.touch(*digest);
-                        }
-                    }
-                }
-                found
-            }
-            // The transaction itself failed: every entry with it.
-            Err(e) => (0..n)
-                .map(|_| {
-                    Err(Error::storage(
-                        "reading chunks",
-                        crate::Report(&e).to_string(),
-                    ))
-                })
-                .collect(),
-        }
+        self.read_records(digests, decode_chunk).await
     }
 
     /// A record kept compressed comes as its frame, neither decoded nor
     /// checked (its receiver does both); a raw one is checked here.
     async fn read_chunk_stored(&self, digest: &B3Digest) -> Result<Option<StoredChunk>> {
-        self.read_record(*digest, |digest, record| match record.split_first() {
-            Some((&CHUNK_ZSTD, frame)) => Ok(StoredChunk::Zstd(Bytes::copy_from_slice(frame))),
-            _ => decode_chunk(digest, record).map(StoredChunk::Plain),
-        })
-        .await
+        self.read_record(*digest, stored_record).await
+    }
+
+    /// In one read transaction on one blocking thread, as
+    /// `read_chunk_batch`: a server answering a batch of small chunks
+    /// would otherwise hand each to a blocking thread of its own.
+    async fn read_chunk_stored_batch(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<Result<Option<StoredChunk>>> {
+        self.read_records(digests, stored_record).await
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
@@ -761,6 +778,15 @@ impl ChunkSink for RedbSink {
     fn finish(&mut self, blob: B3Digest, chunks: Vec<ChunkMeta>) -> BoxFuture<'static, Result<()>> {
         let batch = self.take_batch();
         Box::pin(Arc::clone(&self.commits).store(batch, Some((blob, chunks))))
+    }
+}
+
+/// A chunk's record as it is kept: a compressed one as its frame, neither
+/// decoded nor checked (its receiver does both); a raw one checked.
+fn stored_record(digest: &B3Digest, record: &[u8]) -> Result<StoredChunk> {
+    match record.split_first() {
+        Some((&CHUNK_ZSTD, frame)) => Ok(StoredChunk::Zstd(Bytes::copy_from_slice(frame))),
+        _ => decode_chunk(digest, record).map(StoredChunk::Plain),
     }
 }
 
