@@ -223,6 +223,13 @@ async fn corrupt_chunk_is_an_integrity_error() {
         verified(3).unwrap(),
         &data[start..start + list[2].size as usize]
     );
+    // A record of no known form is an error here already, never bytes.
+    svc.danger_overwrite_chunk_record(&victim, b"\x7fgarbage".to_vec())
+        .await
+        .unwrap();
+    let kept = svc.read_chunk_stored_batch(&asked).await;
+    assert!(kept[1].is_err(), "{:?}", kept[1]);
+    assert!(svc.read_chunk_stored(&victim).await.is_err());
 }
 
 #[tokio::test]

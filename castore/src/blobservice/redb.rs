@@ -23,9 +23,9 @@ use super::writer::{ChunkSink, ChunkingWriter};
 use super::{BlobReader, BlobService, BlobWriter, ChunkMeta, StoredChunk, VerifiedChunk};
 use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
 use crate::redb_store::{
-    BLOB_CHUNKS, CHUNK_ZSTD, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, RedbStore, WRITTEN, blocking,
-    decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list, encode_zstd_record, storage,
-    unix_now,
+    BLOB_CHUNKS, CHUNK_RAW, CHUNK_ZSTD, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, RedbStore, WRITTEN,
+    blocking, decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list, encode_zstd_record,
+    storage, unix_now,
 };
 use crate::{B3Digest, Error, Result};
 
