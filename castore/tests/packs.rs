@@ -329,8 +329,15 @@ async fn a_batch_reads_members_of_several_packs_and_old_records() {
     want.push(Some(fills[1][3].1.clone()));
     let got = svc.read_chunk_batch(&asked).await;
     assert_eq!(got.len(), want.len());
-    for (i, (g, w)) in got.into_iter().zip(want).enumerate() {
-        assert_eq!(g.unwrap(), w, "entry {i}");
+    for (i, (g, w)) in got.into_iter().zip(&want).enumerate() {
+        assert_eq!(&g.unwrap(), w, "entry {i}");
+    }
+    // As kept, for a server: the same chunks, once checked.
+    let kept = svc.read_chunk_stored_batch(&asked).await;
+    assert_eq!(kept.len(), want.len());
+    for (i, ((k, w), d)) in kept.into_iter().zip(&want).zip(&asked).enumerate() {
+        let k = k.unwrap().map(|c| c.into_verified(d, 1 << 20).unwrap());
+        assert_eq!(&k, w, "entry {i}");
     }
     // The old records are evicted like before, oldest first, before the
     // packs: a quota just under what is held drops them.

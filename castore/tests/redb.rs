@@ -203,6 +203,33 @@ async fn corrupt_chunk_is_an_integrity_error() {
         got[3].as_ref().unwrap().as_deref(),
         Some(&data[start..start + list[2].size as usize])
     );
+    // As kept, for a server (one transaction too): the record that claims
+    // to be a zstd frame is handed out as such, unchecked, and fails its
+    // receiver's check; the others are the chunks.
+    let kept = svc.read_chunk_stored_batch(&asked).await;
+    assert_eq!(kept.len(), 4);
+    let verified = |i: usize| {
+        kept[i]
+            .as_ref()
+            .unwrap()
+            .clone()
+            .unwrap()
+            .into_verified(&asked[i], 1 << 20)
+    };
+    assert_eq!(verified(0).unwrap(), &data[..list[0].size as usize]);
+    assert!(verified(1).is_err());
+    assert_eq!(kept[2].as_ref().unwrap(), &None);
+    assert_eq!(
+        verified(3).unwrap(),
+        &data[start..start + list[2].size as usize]
+    );
+    // A record of no known form is an error here already, never bytes.
+    svc.danger_overwrite_chunk_record(&victim, b"\x7fgarbage".to_vec())
+        .await
+        .unwrap();
+    let kept = svc.read_chunk_stored_batch(&asked).await;
+    assert!(kept[1].is_err(), "{:?}", kept[1]);
+    assert!(svc.read_chunk_stored(&victim).await.is_err());
 }
 
 #[tokio::test]

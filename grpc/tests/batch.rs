@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use storefs_castore::{
-    B3Digest, BlobReader, BlobService, BlobWriter, CHUNK_ZSTD, ChunkMeta, Error,
+    B3Digest, BlobReader, BlobService, BlobWriter, CHUNK_RAW, CHUNK_ZSTD, ChunkMeta, Error,
     MemoryDirectoryService, RedbBlobService, RedbStore, Result, StoredChunk,
 };
 use storefs_grpc::ServerConfig;
@@ -97,7 +97,8 @@ impl BlobService for Watched {
 /// Chunks the service keeps compressed cross as their zstd frames (fewer
 /// bytes than the chunks) and come out of the client decoded and checked;
 /// a damaged frame, or one that decodes to other bytes, fails its own
-/// entry only.
+/// entry only; so does a damaged raw record, which the service sends as
+/// it keeps it (unchecked) and the client refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_chunks_cross_as_frames_and_the_client_checks_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,6 +151,12 @@ async fn compressed_chunks_cross_as_frames_and_the_client_checks_them() {
     redb.danger_overwrite_chunk_record(&digests[5], vec![CHUNK_ZSTD, 1, 2, 3])
         .await
         .unwrap();
+    let mut flipped = vec![CHUNK_RAW];
+    flipped.extend_from_slice(&want[8]);
+    flipped[100] ^= 0xff;
+    redb.danger_overwrite_chunk_record(&digests[8], flipped)
+        .await
+        .unwrap();
     let got = c.blob.read_chunk_batch(&digests).await;
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         match i {
@@ -158,6 +165,10 @@ async fn compressed_chunks_cross_as_frames_and_the_client_checks_them() {
                 "{g:?}"
             ),
             5 => assert!(g.is_err(), "{g:?}"),
+            8 => assert!(
+                matches!(g, Err(Error::Integrity { expected, .. }) if *expected == digests[8]),
+                "{g:?}"
+            ),
             _ => assert_eq!(g.as_ref().unwrap().as_deref(), Some(&w[..]), "chunk #{i}"),
         }
     }

@@ -270,6 +270,26 @@ impl BlobService for MeteredBlobs {
         out
     }
 
+    async fn read_chunk_stored_batch(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<Result<Option<StoredChunk>>> {
+        let start = Instant::now();
+        let out = self.inner.read_chunk_stored_batch(digests).await;
+        let bytes: u64 = out
+            .iter()
+            .filter_map(|r| r.as_ref().ok().and_then(|c| c.as_ref()))
+            .map(|c| c.wire_len() as u64)
+            .sum();
+        self.m.bytes_out(bytes);
+        self.m.done(
+            "blob.read_chunk_batch",
+            start,
+            out.iter().all(|r| r.is_ok()),
+        );
+        out
+    }
+
     async fn read_chunk_stored(&self, digest: &B3Digest) -> Result<Option<StoredChunk>> {
         let start = Instant::now();
         let r = self.inner.read_chunk_stored(digest).await;

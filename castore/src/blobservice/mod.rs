@@ -105,6 +105,25 @@ pub trait BlobService: Send + Sync + 'static {
         Ok(self.read_chunk(digest).await?.map(StoredChunk::Plain))
     }
 
+    /// Many chunks as the service keeps them, each as by
+    /// [`BlobService::read_chunk_stored`] and answered on its own, in
+    /// order: for a server answering a batched request, so that a service
+    /// with a per-read cost (a transaction, a thread hand-off) pays it once
+    /// for the batch. The default asks `read_chunk_stored` for each,
+    /// [`BATCH_CONCURRENCY`] at a time. You must only ask for chunks you
+    /// can hold in memory together.
+    async fn read_chunk_stored_batch(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<Result<Option<StoredChunk>>> {
+        let mut out = Vec::with_capacity(digests.len());
+        for group in digests.chunks(BATCH_CONCURRENCY) {
+            let reads: Vec<_> = group.iter().map(|d| self.read_chunk_stored(d)).collect();
+            out.extend(futures::future::join_all(reads).await);
+        }
+        out
+    }
+
     /// One chunk, checked, with the zstd frame it arrived in if it came
     /// compressed: for a cache, which keeps the frame as it is
     /// ([`ChunkStore::insert_verified`]). `None` if absent. A client of a

@@ -36,9 +36,9 @@ use super::writer::{ChunkSink, ChunkingWriter};
 use super::{BlobReader, BlobService, BlobWriter, ChunkMeta, StoredChunk, VerifiedChunk};
 use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
 use crate::redb_store::{
-    BLOB_CHUNKS, CHUNK_ZSTD, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, META, PACKS, RedbStore, WRITTEN,
-    blocking, decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list, encode_zstd_record,
-    storage, unix_now,
+    BLOB_CHUNKS, CHUNK_RAW, CHUNK_ZSTD, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, META, PACKS,
+    RedbStore, WRITTEN, blocking, decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list,
+    encode_zstd_record, storage, unix_now,
 };
 use crate::{B3Digest, Error, Result};
 
@@ -79,6 +79,53 @@ impl RedbBlobService {
             }
             value
         }))
+    }
+
+    /// Records of many chunks, each made into a `T` by `decode` and
+    /// answered on its own, in one read transaction on one blocking
+    /// thread; hits count as uses for the quota.
+    async fn read_records<T: Send + 'static>(
+        &self,
+        digests: &[B3Digest],
+        decode: fn(&B3Digest, &[u8]) -> Result<T>,
+    ) -> Vec<Result<Option<T>>> {
+        let db = self.db();
+        let wanted = digests.to_vec();
+        let found = blocking(move || {
+            let txn = db.begin_read().map_err(storage("begin read"))?;
+            // One reader: a pack holding several of the chunks is read once.
+            let mut reader = RecordReader::open(&txn)?;
+            Ok(wanted
+                .iter()
+                .map(|digest| reader.read(digest, decode))
+                .collect::<Vec<Result<Option<(T, Use)>>>>())
+        })
+        .await;
+        match found {
+            Ok(found) => found
+                .into_iter()
+                .map(|got| {
+                    got.map(|hit| {
+                        hit.map(|(value, used)| {
+                            if let Some(q) = &self.quota {
+                                q.touch(used);
+                            }
+                            value
+                        })
+                    })
+                })
+                .collect(),
+            // The transaction itself failed: every entry with it.
+            Err(e) => digests
+                .iter()
+                .map(|_| {
+                    Err(Error::storage(
+                        "reading chunks",
+                        crate::Report(&e).to_string(),
+                    ))
+                })
+                .collect(),
+        }
     }
 
     /// The blob service of `store`, with the default chunking.
@@ -648,53 +695,23 @@ impl BlobService for RedbBlobService {
     /// per chunk cost more than the lookups (a tenth of the mount's CPU
     /// reading a tree of small files).
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
-        let db = self.db();
-        let wanted = digests.to_vec();
-        let n = wanted.len();
-        let found = blocking(move || {
-            let txn = db.begin_read().map_err(storage("begin read"))?;
-            // One reader: a pack holding several of the chunks is read once.
-            let mut reader = RecordReader::open(&txn)?;
-            Ok(wanted
-                .iter()
-                .map(|digest| reader.read(digest, decode_chunk))
-                .collect::<Vec<Result<Option<(Bytes, Use)>>>>())
-        })
-        .await;
-        match found {
-            Ok(found) => found
-                .into_iter()
-                .map(|got| {
-                    got.map(|hit| {
-                        hit.map(|(data, used)| {
-                            if let Some(q) = &self.quota {
-                                q.touch(used);
-                            }
-                            data
-                        })
-                    })
-                })
-                .collect(),
-            // The transaction itself failed: every entry with it.
-            Err(e) => (0..n)
-                .map(|_| {
-                    Err(Error::storage(
-                        "reading chunks",
-                        crate::Report(&e).to_string(),
-                    ))
-                })
-                .collect(),
-        }
+        self.read_records(digests, decode_chunk).await
     }
 
     /// A record kept compressed comes as its frame, neither decoded nor
     /// checked (its receiver does both); a raw one is checked here.
     async fn read_chunk_stored(&self, digest: &B3Digest) -> Result<Option<StoredChunk>> {
-        self.read_record(*digest, |digest, record| match record.split_first() {
-            Some((&CHUNK_ZSTD, frame)) => Ok(StoredChunk::Zstd(Bytes::copy_from_slice(frame))),
-            _ => decode_chunk(digest, record).map(StoredChunk::Plain),
-        })
-        .await
+        self.read_record(*digest, stored_record).await
+    }
+
+    /// In one read transaction on one blocking thread, as
+    /// `read_chunk_batch`: a server answering a batch of small chunks
+    /// would otherwise hand each to a blocking thread of its own.
+    async fn read_chunk_stored_batch(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<Result<Option<StoredChunk>>> {
+        self.read_records(digests, stored_record).await
     }
 
     async fn open_read(&self, digest: &B3Digest) -> Result<Option<BlobReader>> {
@@ -882,6 +899,18 @@ impl RecordReader {
         };
         let member = pointer.member(digest, pack.value())?;
         decode(digest, member).map(|v| Some((v, Use::Pack(pointer.pack))))
+    }
+}
+
+/// A chunk's record as it is kept, for sending on: a compressed one as its
+/// frame, a raw one as its bytes, neither checked here (the receiver
+/// checks every chunk it is sent; hashing here too was a twentieth of a
+/// server's CPU serving small files).
+fn stored_record(digest: &B3Digest, record: &[u8]) -> Result<StoredChunk> {
+    match record.split_first() {
+        Some((&CHUNK_ZSTD, frame)) => Ok(StoredChunk::Zstd(Bytes::copy_from_slice(frame))),
+        Some((&CHUNK_RAW, data)) => Ok(StoredChunk::Plain(Bytes::copy_from_slice(data))),
+        _ => decode_chunk(digest, record).map(StoredChunk::Plain),
     }
 }
 

@@ -13,8 +13,11 @@ use crate::limits::{MAX_BATCH_DIGESTS, READ_MESSAGE_SIZE};
 use crate::proto::storefs::{ChunkData, ReadChunksRequest, chunk_service_server};
 use crate::status::to_status;
 
-/// How many chunks of a batch are read from the backend at once.
-const BATCH_READ_AHEAD: usize = 8;
+/// How many chunks of a request are read from the backend in one call
+/// (at most [`READ_GROUP`] × the largest chunk in memory per group).
+const READ_GROUP: usize = 16;
+/// How many groups are read ahead of the one being sent.
+const GROUPS_AHEAD: usize = 2;
 
 /// Serves batched chunk reads from a [`BlobService`].
 pub(crate) struct ChunkServer {
@@ -54,32 +57,45 @@ impl chunk_service_server::ChunkService for ChunkServer {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let blobs = self.blobs.clone();
-        let reads = futures::stream::iter(digests.into_iter().enumerate()).map(move |(i, d)| {
+        // Read in groups, so that a backend with a per-read cost pays it
+        // once a group; the next group is read while this one is sent.
+        let groups: Vec<(usize, Vec<B3Digest>)> = digests
+            .chunks(READ_GROUP)
+            .enumerate()
+            .map(|(g, group)| (g * READ_GROUP, group.to_vec()))
+            .collect();
+        let reads = futures::stream::iter(groups).map(move |(first, group)| {
             let blobs = blobs.clone();
             async move {
-                let index = u32::try_from(i).unwrap_or(u32::MAX);
                 // A client that decodes zstd gets a chunk kept compressed
                 // as it is kept: no decompression here, fewer bytes on the
                 // link; the client checks it.
                 let got = if accept_zstd {
-                    blobs.read_chunk_stored(&d).await
+                    blobs.read_chunk_stored_batch(&group).await
                 } else {
                     blobs
-                        .read_chunk(&d)
+                        .read_chunk_batch(&group)
                         .await
-                        .map(|o| o.map(StoredChunk::Plain))
+                        .into_iter()
+                        .map(|r| r.map(|o| o.map(StoredChunk::Plain)))
+                        .collect()
+                };
+                let mut msgs = Vec::new();
+                for (k, (got, d)) in got.into_iter().zip(&group).enumerate() {
+                    let index = u32::try_from(first + k).unwrap_or(u32::MAX);
+                    match got {
+                        Ok(got) => msgs.extend(messages(index, got)),
+                        // The stream ends with the first failure.
+                        Err(e) => {
+                            msgs.push(Err(to_status(&format!("ReadChunks {d}"), e)));
+                            break;
+                        }
+                    }
                 }
-                .map_err(|e| to_status(&format!("ReadChunks {d}"), e))?;
-                Ok::<_, Status>(futures::stream::iter(messages(index, got)))
+                futures::stream::iter(msgs)
             }
         });
-        let stream = reads
-            .buffered(BATCH_READ_AHEAD)
-            .map(|r| match r {
-                Ok(msgs) => msgs.boxed(),
-                Err(status) => futures::stream::once(async move { Err(status) }).boxed(),
-            })
-            .flatten();
+        let stream = reads.buffered(GROUPS_AHEAD).flatten();
         Ok(Response::new(stream.boxed()))
     }
 }
