@@ -363,6 +363,18 @@ impl Fetcher {
         self.cache.lock().lru.get(digest).cloned()
     }
 
+    /// A cached chunk for a read; one the read goes through to its end
+    /// becomes the first to leave (see [`Fetcher::cache_demote`]). One
+    /// lock for both.
+    fn cache_take(&self, digest: &B3Digest, consumed: bool) -> Option<Bytes> {
+        let mut c = self.cache.lock();
+        let b = c.lru.get(digest).cloned()?;
+        if consumed {
+            c.lru.demote(digest);
+        }
+        Some(b)
+    }
+
     /// The most bytes one reader's read-ahead may ask for at once: half the
     /// memory cache, where the chunks wait for their reader (the other half
     /// is for what readers have in hand).
@@ -627,10 +639,27 @@ impl Fetcher {
         offset: u64,
         len: u64,
     ) -> impl Future<Output = Result<Bytes, FsError>> + Send + 'static {
+        use futures::future::Either;
         let total = ends.last().copied().unwrap_or(0);
         let end = offset.saturating_add(len).min(total);
         let range = covering(ends, offset, end);
         let first_start = chunk_start(ends, range.start);
+        // The common case of a small file, or of a read within a chunk
+        // here already: answered at once, with no future to put together.
+        if range.is_empty() {
+            return Either::Left(futures::future::ready(Ok(Bytes::new())));
+        }
+        if range.len() == 1 {
+            let digest = chunks[range.start].digest;
+            let consumed = ends[range.start] <= end;
+            if let Some(p) = self.cache_take(&digest, consumed) {
+                stats::add(&self.stats.chunk_cache_hits, 1);
+                let skip = offset.saturating_sub(first_start) as usize;
+                let want = (end - offset) as usize;
+                let part = p.slice(skip.min(p.len())..(skip + want).min(p.len()));
+                return Either::Left(futures::future::ready(Ok(part)));
+            }
+        }
         if range.len() > 1 {
             // Several chunks not yet here go in one request.
             self.fetch_batch(chunks[range.clone()].iter().copied());
@@ -649,7 +678,7 @@ impl Fetcher {
             .collect();
         let replies = Arc::clone(&self.replies);
         let this = Arc::clone(self);
-        async move {
+        Either::Right(async move {
             if futs.is_empty() {
                 return Ok(Bytes::new());
             }
@@ -678,7 +707,7 @@ impl Fetcher {
                 pos += p.len();
             }
             Ok(Bytes::from(out))
-        }
+        })
     }
 }
 
