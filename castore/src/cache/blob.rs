@@ -415,7 +415,7 @@ impl BlobService for CachedBlobService {
     /// Near first, all in one look; what near lacks is fetched from far in
     /// one batch, joining fetches already in flight, and kept in near in
     /// one transaction. Near is looked at again only for chunks a fill may
-    /// have moved there since (see [`CachedBlobService::fills_done`]).
+    /// have moved there since (a count of fills tells).
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
         let fills_before = self.fills_done.load(Ordering::Acquire);
         let mut out: Vec<Option<Result<Option<Bytes>>>> = self.near_batch(digests).await;
