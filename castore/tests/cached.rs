@@ -660,17 +660,22 @@ async fn a_chunk_filled_between_the_two_looks_is_not_fetched_again() {
         "far was asked for a chunk near held"
     );
 
-    // A batch: the same, for a chunk near has and one it just got.
+    // A batch: the same, for a chunk near has, one it gets meanwhile and
+    // one only far has. Near is looked at again for the one a fill wrote
+    // there meanwhile, not for the others.
     let f = write_blob(&far.inner, &pseudo_random(9_000, 45), 1 << 16).await;
+    let g_data = pseudo_random(8_000, 46);
+    let g = write_blob(&far.inner, &g_data, 1 << 16).await;
     let _ = (
         cache.read_chunk(&f).await.unwrap().unwrap(),
         cache.flush().await,
     );
     let reads = far.reads.load(SeqCst);
+    let lookups = cache.stats().snapshot().near_lookups;
     near.hold.store(true, SeqCst);
     let first = tokio::spawn({
         let cache = cache.clone();
-        async move { cache.read_chunk_batch(&[e, f]).await }
+        async move { cache.read_chunk_batch(&[e, f, g]).await }
     });
     near.looked.acquire().await.unwrap().forget();
     let second = cache.read_chunk_batch(&[e]).await;
@@ -688,10 +693,16 @@ async fn a_chunk_filled_between_the_two_looks_is_not_fetched_again() {
     );
     assert!(got[1].as_ref().unwrap().is_some());
     assert_eq!(
-        far.reads.load(SeqCst),
-        reads + 1,
-        "far was asked for a chunk near held"
+        got[2].as_ref().unwrap().as_ref().unwrap().as_ref(),
+        &g_data[..]
     );
+    assert_eq!(
+        far.reads.load(SeqCst),
+        reads + 2,
+        "far was asked for a chunk near held, or not for the one it lacked"
+    );
+    // Three at the first look, one for the second reader, one again.
+    assert_eq!(cache.stats().snapshot().near_lookups, lookups + 5);
 }
 
 /// Each chunk of a batch is looked up in near once (a real redb cache, as

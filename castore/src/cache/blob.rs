@@ -1,7 +1,7 @@
 //! [`CachedBlobService`]: a near [`ChunkStore`] in front of a far
 //! [`BlobService`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -60,12 +60,13 @@ pub struct CachedBlobService {
     /// Fetches from far in progress, so that concurrent readers of a chunk
     /// share one. A parking_lot (sync) lock: held only to look up or change
     /// the map, never across an `.await`.
-    inflight: Arc<Mutex<HashMap<B3Digest, Fetch>>>,
+    inflight: Arc<Mutex<InFlight>>,
     /// How many fills have let their chunks leave the in-flight map
     /// (changed under its lock). A reader that finds it unchanged between
     /// its look in near and its look in the map knows that no chunk moved
     /// from one to the other meanwhile: what it did not find in either is
-    /// fetched without a second look in near.
+    /// fetched without a second look in near. When it changed, the fills
+    /// since (see [`InFlight::recent`]) name the chunks to look for again.
     fills_done: Arc<AtomicU64>,
     /// What was served from near and fetched from far.
     stats: Arc<CacheStats>,
@@ -100,6 +101,62 @@ fn checked(asked: &B3Digest, chunk: VerifiedChunk) -> Result<VerifiedChunk> {
         });
     }
     Ok(chunk)
+}
+
+/// How many of the last fills [`InFlight::recent`] remembers.
+const RECENT_FILLS: usize = 64;
+
+/// Fetches in flight, and what the last fills took out of them.
+#[derive(Default)]
+struct InFlight {
+    /// Each chunk being fetched, and its fetch.
+    map: HashMap<B3Digest, Fetch>,
+    /// The chunks each of the last [`RECENT_FILLS`] fills wrote into near
+    /// and let leave `map`, with the fill's number (its count in
+    /// `fills_done`), oldest first.
+    recent: VecDeque<(u64, Vec<B3Digest>)>,
+}
+
+/// Which chunks may have moved from the in-flight map into near since a
+/// reader looked in near (see [`InFlight::moved_since`]).
+enum Moved {
+    /// None: nothing was filled meanwhile.
+    Nothing,
+    /// These.
+    These(HashSet<B3Digest>),
+    /// Too many fills to tell: any.
+    Any,
+}
+
+impl Moved {
+    /// Whether `digest` is to be looked for in near again.
+    fn may_have(&self, digest: &B3Digest) -> bool {
+        match self {
+            Moved::Nothing => false,
+            Moved::These(set) => set.contains(digest),
+            Moved::Any => true,
+        }
+    }
+}
+
+impl InFlight {
+    /// What fills after number `before` took out of the map, when `now`
+    /// fills are done.
+    fn moved_since(&self, before: u64, now: u64) -> Moved {
+        if now == before {
+            return Moved::Nothing;
+        }
+        match self.recent.front() {
+            Some((oldest, _)) if *oldest <= before + 1 => Moved::These(
+                self.recent
+                    .iter()
+                    .filter(|(n, _)| *n > before)
+                    .flat_map(|(_, ds)| ds.iter().copied())
+                    .collect(),
+            ),
+            _ => Moved::Any,
+        }
+    }
 }
 
 /// One fetch from far of one chunk or of a batch of them, awaited by every
@@ -211,9 +268,9 @@ impl CachedBlobService {
         if chunks.len() < digests.len() {
             let got: std::collections::HashSet<&B3Digest> =
                 chunks.iter().map(VerifiedChunk::digest).collect();
-            let mut map = self.inflight.lock();
+            let mut inflight = self.inflight.lock();
             for d in digests.iter().filter(|d| !got.contains(d)) {
-                map.remove(d);
+                inflight.map.remove(d);
             }
         }
         if chunks.is_empty() {
@@ -246,39 +303,47 @@ impl CachedBlobService {
                 Err(e) => self.fill_failed("chunk", &e).await,
             }
         }
-        let mut map = self.inflight.lock();
+        let mut inflight = self.inflight.lock();
         for d in &digests {
-            map.remove(d);
+            inflight.map.remove(d);
         }
         // Under the map's lock: see `fills_done`.
-        self.fills_done.fetch_add(1, Ordering::Release);
+        let n = self.fills_done.fetch_add(1, Ordering::Release) + 1;
+        inflight.recent.push_back((n, digests));
+        if inflight.recent.len() > RECENT_FILLS {
+            inflight.recent.pop_front();
+        }
     }
 
     /// Fetch `digests` from far in one batch and check each; returns the
     /// outcomes and the good chunks (for near). Each entry fails on its own.
-    /// With `near_first`, near is looked at once more before: a fill may
-    /// have written some of them since the caller looked (see
-    /// [`CachedBlobService::fills_done`]).
+    /// Those marked in `again` are looked for in near once more before: a
+    /// fill wrote them there since the caller looked (see
+    /// [`InFlight::recent`]).
     async fn fetch_batch(
         &self,
         digests: &[B3Digest],
-        near_first: bool,
+        again: &[bool],
     ) -> (Vec<Result<Option<Bytes>>>, Vec<VerifiedChunk>) {
-        let mut out: Vec<Option<Result<Option<Bytes>>>> = if near_first {
-            self.near_batch(digests).await
-        } else {
-            digests.iter().map(|_| None).collect()
-        };
-        let missing: Vec<B3Digest> = if near_first {
-            digests
+        let mut out: Vec<Option<Result<Option<Bytes>>>> = digests.iter().map(|_| None).collect();
+        if again.iter().any(|a| *a) {
+            let look: Vec<B3Digest> = digests
                 .iter()
-                .zip(&out)
-                .filter(|(_, o)| o.is_none())
+                .zip(again)
+                .filter(|(_, a)| **a)
                 .map(|(d, _)| *d)
-                .collect()
-        } else {
-            digests.to_vec()
-        };
+                .collect();
+            let mut found = self.near_batch(&look).await.into_iter();
+            for (slot, _) in out.iter_mut().zip(again).filter(|(_, a)| **a) {
+                *slot = found.next().flatten();
+            }
+        }
+        let missing: Vec<B3Digest> = digests
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|(d, _)| *d)
+            .collect();
         let Some(first) = missing.first() else {
             return (out.into_iter().flatten().collect(), Vec::new());
         };
@@ -315,25 +380,26 @@ impl CachedBlobService {
     }
 
     /// Start one fetch of `fresh` (chunks neither in near at the caller's
-    /// look nor in flight) and register each in the in-flight map, whose
-    /// lock the caller holds.
+    /// look nor in flight; those marked in `again` may have been written
+    /// into near since) and register each in the in-flight map, whose lock
+    /// the caller holds.
     fn start_fetch(
         &self,
-        inflight: &mut HashMap<B3Digest, Fetch>,
+        inflight: &mut InFlight,
         fresh: Vec<B3Digest>,
-        near_first: bool,
+        again: Vec<bool>,
     ) -> Batch {
         let this = self.clone();
         let ds = fresh.clone();
         let batch: Batch = async move {
-            let (got, fill) = this.fetch_batch(&ds, near_first).await;
+            let (got, fill) = this.fetch_batch(&ds, &again).await;
             this.fill_behind(fill, ds).await;
             Arc::new(got.into_iter().map(|r| r.map_err(Arc::new)).collect())
         }
         .boxed()
         .shared();
         for (index, digest) in fresh.into_iter().enumerate() {
-            inflight.insert(
+            inflight.map.insert(
                 digest,
                 Fetch {
                     batch: batch.clone(),
@@ -400,11 +466,12 @@ impl BlobService for CachedBlobService {
         }
         let fetch = {
             let mut inflight = self.inflight.lock();
-            match inflight.get(digest) {
+            match inflight.map.get(digest) {
                 Some(f) => f.clone(),
                 None => {
-                    let moved = self.fills_done.load(Ordering::Acquire) != fills_before;
-                    let batch = self.start_fetch(&mut inflight, vec![*digest], moved);
+                    let now = self.fills_done.load(Ordering::Acquire);
+                    let again = inflight.moved_since(fills_before, now).may_have(digest);
+                    let batch = self.start_fetch(&mut inflight, vec![*digest], vec![again]);
                     Fetch { batch, index: 0 }
                 }
             }
@@ -433,7 +500,7 @@ impl BlobService for CachedBlobService {
                 if out[i].is_some() {
                     continue;
                 }
-                if let Some(f) = inflight.get(digest) {
+                if let Some(f) = inflight.map.get(digest) {
                     waits.push((i, f.clone()));
                     continue;
                 }
@@ -446,8 +513,10 @@ impl BlobService for CachedBlobService {
             if fresh.is_empty() {
                 None
             } else {
-                let moved = self.fills_done.load(Ordering::Acquire) != fills_before;
-                Some(self.start_fetch(&mut inflight, fresh, moved))
+                let now = self.fills_done.load(Ordering::Acquire);
+                let moved = inflight.moved_since(fills_before, now);
+                let again = fresh.iter().map(|d| moved.may_have(d)).collect();
+                Some(self.start_fetch(&mut inflight, fresh, again))
             }
         };
         let (fetched, joined) = futures::future::join(
@@ -485,5 +554,33 @@ impl BlobService for CachedBlobService {
         let far = self.far.open_write().await;
         let near = self.near.open_write().await;
         Box::new(TeeWriter::new(far, near))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fills since a reader's look name what to look for again; when
+    /// the oldest of them is forgotten, anything may have moved.
+    #[test]
+    fn moved_since_names_the_chunks_of_the_fills_since() {
+        let d = |n: u8| B3Digest::of(&[n]);
+        let mut f = InFlight::default();
+        for n in 1..=(RECENT_FILLS as u64 + 2) {
+            f.recent.push_back((n, vec![d(n as u8)]));
+            if f.recent.len() > RECENT_FILLS {
+                f.recent.pop_front();
+            }
+        }
+        let now = RECENT_FILLS as u64 + 2;
+        assert!(matches!(f.moved_since(now, now), Moved::Nothing));
+        let m = f.moved_since(now - 2, now);
+        assert!(m.may_have(&d(now as u8)) && m.may_have(&d(now as u8 - 1)));
+        assert!(!m.may_have(&d(now as u8 - 2)));
+        // Fills 3.. are remembered: a look after fill 2 can tell ...
+        assert!(matches!(f.moved_since(2, now), Moved::These(_)));
+        // ... one after fill 1 cannot (fill 2 is forgotten).
+        assert!(matches!(f.moved_since(1, now), Moved::Any));
     }
 }
