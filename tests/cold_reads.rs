@@ -147,7 +147,7 @@ fn concurrent_readers_of_overlapping_directories_fetch_each_chunk_once() {
 
 /// A cold walk through a real mount of a real service, one reader in
 /// `os.walk` order: every file reads back exactly, each chunk is fetched
-/// once, and the mount's figures count what the kernel asked per file (one
+/// once and looked up in the mount's cache once, and the mount's figures count what the kernel asked per file (one
 /// open, one read, one release: a root mount with a cache passes files
 /// through once copied, so the kernel asks at every open) and which
 /// operations had to wait for the network (the walk's first file at
@@ -185,6 +185,11 @@ fn a_cold_walk_counts_the_kernels_operations_and_the_waits() {
     });
     let stats = mount.stats();
     assert_eq!(stat(&stats, "chunks_fetched"), n, "each file once: {stats}");
+    assert_eq!(
+        stat(&stats, "cache_lookups"),
+        n,
+        "each chunk looked up in the local cache once: {stats}"
+    );
     assert_eq!(stat(&stats, "opens"), n, "{stats}");
     assert_eq!(stat(&stats, "reads"), n, "one read a file: {stats}");
     assert_eq!(stat(&stats, "flushes"), 0, "{stats}");

@@ -3,8 +3,8 @@
 //! got wrong.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 use storefs_testkit::suites::blob::{check_blob, write_blob};
 use storefs_testkit::suites::directory::{diamond, file_dir};
@@ -542,16 +542,41 @@ async fn fills_run_behind_the_readers_and_late_readers_share_them() {
     assert_eq!(far.reads.load(SeqCst), 1);
 }
 
-/// A near store that holds its chunks but misses the first `misses` chunk
-/// reads: as if a fill committed, and left the in-flight map, between a
-/// reader's look in near and its look in the map.
-struct LateNear {
+/// A near store whose next look for chunks (one or a batch) sees what near
+/// holds, then is held until the test lets it go: as if a fill committed,
+/// and left the in-flight map, between a reader's look in near and its look
+/// in the map.
+struct HeldLook {
     inner: MemoryBlobService,
-    misses: AtomicUsize,
+    /// The next look is held.
+    hold: AtomicBool,
+    /// A permit for each held look that has seen near.
+    looked: tokio::sync::Semaphore,
+    /// The test's permit for a held look to answer.
+    release: tokio::sync::Semaphore,
+}
+
+impl HeldLook {
+    fn new() -> Self {
+        Self {
+            inner: MemoryBlobService::new(),
+            hold: AtomicBool::new(false),
+            looked: tokio::sync::Semaphore::new(0),
+            release: tokio::sync::Semaphore::new(0),
+        }
+    }
+
+    async fn held<T>(&self, answer: T) -> T {
+        self.looked.add_permits(1);
+        if let Ok(p) = self.release.acquire().await {
+            p.forget();
+        }
+        answer
+    }
 }
 
 #[async_trait]
-impl BlobService for LateNear {
+impl BlobService for HeldLook {
     async fn has(&self, digest: &B3Digest) -> storefs_castore::Result<bool> {
         self.inner.has(digest).await
     }
@@ -559,14 +584,21 @@ impl BlobService for LateNear {
         self.inner.chunks(digest).await
     }
     async fn read_chunk(&self, digest: &B3Digest) -> storefs_castore::Result<Option<Bytes>> {
-        let missed = self
-            .misses
-            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if missed {
-            return Ok(None);
+        let answer = self.inner.read_chunk(digest).await;
+        if self.hold.swap(false, SeqCst) {
+            return self.held(answer).await;
         }
-        self.inner.read_chunk(digest).await
+        answer
+    }
+    async fn read_chunk_batch(
+        &self,
+        digests: &[B3Digest],
+    ) -> Vec<storefs_castore::Result<Option<Bytes>>> {
+        let answer = self.inner.read_chunk_batch(digests).await;
+        if self.hold.swap(false, SeqCst) {
+            return self.held(answer).await;
+        }
+        answer
     }
     async fn open_read(&self, digest: &B3Digest) -> storefs_castore::Result<Option<BlobReader>> {
         self.inner.open_read(digest).await
@@ -577,7 +609,7 @@ impl BlobService for LateNear {
 }
 
 #[async_trait]
-impl storefs_castore::ChunkStore for LateNear {
+impl storefs_castore::ChunkStore for HeldLook {
     async fn insert_chunk(&self, digest: &B3Digest, data: Bytes) -> storefs_castore::Result<()> {
         self.inner.insert_chunk(digest, data).await
     }
@@ -590,47 +622,117 @@ impl storefs_castore::ChunkStore for LateNear {
     }
 }
 
-/// A chunk written into near between a reader's look there and its look
-/// among the fetches in flight is read from near, not fetched again: one
-/// chunk alone and chunks in a batch.
+/// A chunk another reader fetched and wrote into near between a reader's
+/// look there and its look among the fetches in flight is read from near,
+/// not fetched again: one chunk alone and chunks in a batch.
 #[tokio::test]
 async fn a_chunk_filled_between_the_two_looks_is_not_fetched_again() {
     let data = pseudo_random(10_000, 43);
     let other = pseudo_random(10_000, 44);
-    let near = LateNear {
-        inner: MemoryBlobService::new(),
-        misses: AtomicUsize::new(0),
-    };
-    let d = write_blob(&near.inner, &data, 1 << 16).await;
-    let e = write_blob(&near.inner, &other, 1 << 16).await;
     let far = Arc::new(GatedCounting {
         inner: MemoryBlobService::new(),
         reads: Default::default(),
         gate: tokio::sync::Semaphore::new(0),
     });
     far.gate.close();
-    let near = Arc::new(near);
+    let d = write_blob(&far.inner, &data, 1 << 16).await;
+    let e = write_blob(&far.inner, &other, 1 << 16).await;
+    let near = Arc::new(HeldLook::new());
     let cache = CachedBlobService::new(near.clone(), far.clone());
 
-    near.misses.store(1, SeqCst);
-    let got = cache.read_chunk(&d).await.unwrap().unwrap();
+    // One chunk: the first reader's look is held after it missed.
+    near.hold.store(true, SeqCst);
+    let first = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.read_chunk(&d).await }
+    });
+    near.looked.acquire().await.unwrap().forget();
+    let second = cache.read_chunk(&d).await.unwrap().unwrap();
+    assert_eq!(second.as_ref(), &data[..]);
+    cache.flush().await;
+    assert_eq!(far.reads.load(SeqCst), 1);
+    near.release.add_permits(1);
+    let got = first.await.unwrap().unwrap().unwrap();
     assert_eq!(got.as_ref(), &data[..]);
-    assert_eq!(near.misses.load(SeqCst), 0, "near was looked at once");
-
-    near.misses.store(2, SeqCst);
-    let got = cache.read_chunk_batch(&[d, e]).await;
-    assert_eq!(
-        got[0].as_ref().unwrap().as_ref().unwrap().as_ref(),
-        &data[..]
-    );
-    assert_eq!(
-        got[1].as_ref().unwrap().as_ref().unwrap().as_ref(),
-        &other[..]
-    );
-    assert_eq!(near.misses.load(SeqCst), 0);
     assert_eq!(
         far.reads.load(SeqCst),
-        0,
+        1,
         "far was asked for a chunk near held"
     );
+
+    // A batch: the same, for a chunk near has, one it gets meanwhile and
+    // one only far has. Near is looked at again for the one a fill wrote
+    // there meanwhile, not for the others.
+    let f = write_blob(&far.inner, &pseudo_random(9_000, 45), 1 << 16).await;
+    let g_data = pseudo_random(8_000, 46);
+    let g = write_blob(&far.inner, &g_data, 1 << 16).await;
+    let _ = (
+        cache.read_chunk(&f).await.unwrap().unwrap(),
+        cache.flush().await,
+    );
+    let reads = far.reads.load(SeqCst);
+    let lookups = cache.stats().snapshot().near_lookups;
+    near.hold.store(true, SeqCst);
+    let first = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.read_chunk_batch(&[e, f, g]).await }
+    });
+    near.looked.acquire().await.unwrap().forget();
+    let second = cache.read_chunk_batch(&[e]).await;
+    assert_eq!(
+        second[0].as_ref().unwrap().as_ref().unwrap().as_ref(),
+        &other[..]
+    );
+    cache.flush().await;
+    assert_eq!(far.reads.load(SeqCst), reads + 1);
+    near.release.add_permits(1);
+    let got = first.await.unwrap();
+    assert_eq!(
+        got[0].as_ref().unwrap().as_ref().unwrap().as_ref(),
+        &other[..]
+    );
+    assert!(got[1].as_ref().unwrap().is_some());
+    assert_eq!(
+        got[2].as_ref().unwrap().as_ref().unwrap().as_ref(),
+        &g_data[..]
+    );
+    assert_eq!(
+        far.reads.load(SeqCst),
+        reads + 2,
+        "far was asked for a chunk near held, or not for the one it lacked"
+    );
+    // Three at the first look, one for the second reader, one again.
+    assert_eq!(cache.stats().snapshot().near_lookups, lookups + 5);
+}
+
+/// Each chunk of a batch is looked up in near once (a real redb cache, as
+/// a mount has): the chunks near lacks are fetched without a second look,
+/// and a later read of them finds them there.
+#[tokio::test]
+async fn near_is_asked_once_per_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let near = Arc::new(RedbStore::open_dir(dir.path()).unwrap().blob_service());
+    let far = Arc::new(MemoryBlobService::new());
+    let mut digests = Vec::new();
+    for seed in 0..40u64 {
+        digests.push(write_blob(&*far, &pseudo_random(3_000, 100 + seed), 1 << 16).await);
+    }
+    let cache = CachedBlobService::new(near, far);
+    let got = cache.read_chunk_batch(&digests).await;
+    assert!(got.iter().all(|r| matches!(r, Ok(Some(_)))));
+    let s = cache.stats().snapshot();
+    assert_eq!((s.near_lookups, s.near_chunks, s.far_chunks), (40, 0, 40));
+
+    // One more, alone.
+    let one = write_blob(&**cache.far(), &pseudo_random(2_000, 99), 1 << 16).await;
+    assert!(cache.read_chunk(&one).await.unwrap().is_some());
+    let s = cache.stats().snapshot();
+    assert_eq!((s.near_lookups, s.far_chunks), (41, 41));
+
+    // Once written into near, read from there: one look each, nothing far.
+    cache.flush().await;
+    let got = cache.read_chunk_batch(&digests).await;
+    assert!(got.iter().all(|r| matches!(r, Ok(Some(_)))));
+    let s = cache.stats().snapshot();
+    assert_eq!((s.near_lookups, s.near_chunks, s.far_chunks), (81, 40, 41));
 }

@@ -1,8 +1,9 @@
 //! [`CachedBlobService`]: a near [`ChunkStore`] in front of a far
 //! [`BlobService`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,7 +60,14 @@ pub struct CachedBlobService {
     /// Fetches from far in progress, so that concurrent readers of a chunk
     /// share one. A parking_lot (sync) lock: held only to look up or change
     /// the map, never across an `.await`.
-    inflight: Arc<Mutex<HashMap<B3Digest, Fetch>>>,
+    inflight: Arc<Mutex<InFlight>>,
+    /// How many fills have let their chunks leave the in-flight map
+    /// (changed under its lock). A reader that finds it unchanged between
+    /// its look in near and its look in the map knows that no chunk moved
+    /// from one to the other meanwhile: what it did not find in either is
+    /// fetched without a second look in near. When it changed, the fills
+    /// since (see [`InFlight::recent`]) name the chunks to look for again.
+    fills_done: Arc<AtomicU64>,
     /// What was served from near and fetched from far.
     stats: Arc<CacheStats>,
     /// Whether fetched data goes into near now (not after a failed write,
@@ -95,19 +103,91 @@ fn checked(asked: &B3Digest, chunk: VerifiedChunk) -> Result<VerifiedChunk> {
     Ok(chunk)
 }
 
-/// Where a fetch found its chunk: only what came from far is kept in near.
-enum Origin {
-    /// Written into near after the reader looked there first.
-    Near,
-    /// Fetched from far (and checked), to keep in near.
-    Far(VerifiedChunk),
+/// How many of the last fills [`InFlight::recent`] remembers.
+const RECENT_FILLS: usize = 64;
+
+/// Fetches in flight, and what the last fills took out of them.
+#[derive(Default)]
+struct InFlight {
+    /// Each chunk being fetched, and its fetch.
+    map: HashMap<B3Digest, Fetch>,
+    /// The chunks each of the last [`RECENT_FILLS`] fills wrote into near
+    /// and let leave `map`, with the fill's number (its count in
+    /// `fills_done`), oldest first.
+    recent: VecDeque<(u64, Vec<B3Digest>)>,
 }
 
-/// One fetch of a chunk from far, awaited by every reader that wants it.
-type Fetch = Shared<BoxFuture<'static, Result<Option<Bytes>, Arc<Error>>>>;
+/// Which chunks may have moved from the in-flight map into near since a
+/// reader looked in near (see [`InFlight::moved_since`]).
+enum Moved {
+    /// None: nothing was filled meanwhile.
+    Nothing,
+    /// These.
+    These(HashSet<B3Digest>),
+    /// Too many fills to tell: any.
+    Any,
+}
 
-/// One batched fetch from far: each entry's outcome, in request order.
-type BatchFetch = Shared<BoxFuture<'static, Arc<Vec<Result<Option<Bytes>, Arc<Error>>>>>>;
+impl Moved {
+    /// Whether `digest` is to be looked for in near again.
+    fn may_have(&self, digest: &B3Digest) -> bool {
+        match self {
+            Moved::Nothing => false,
+            Moved::These(set) => set.contains(digest),
+            Moved::Any => true,
+        }
+    }
+}
+
+impl InFlight {
+    /// What fills after number `before` took out of the map, when `now`
+    /// fills are done.
+    fn moved_since(&self, before: u64, now: u64) -> Moved {
+        if now == before {
+            return Moved::Nothing;
+        }
+        match self.recent.front() {
+            Some((oldest, _)) if *oldest <= before + 1 => Moved::These(
+                self.recent
+                    .iter()
+                    .filter(|(n, _)| *n > before)
+                    .flat_map(|(_, ds)| ds.iter().copied())
+                    .collect(),
+            ),
+            _ => Moved::Any,
+        }
+    }
+}
+
+/// One fetch from far of one chunk or of a batch of them, awaited by every
+/// reader of any of them: each entry's outcome, in request order.
+type Batch = Shared<BoxFuture<'static, Arc<Vec<Result<Option<Bytes>, Arc<Error>>>>>>;
+
+/// A chunk being fetched: the fetch that brings it and its place there.
+/// One shared fetch per request, not one future per chunk: most chunks of
+/// a batch are awaited only by the batch's own caller.
+#[derive(Clone)]
+struct Fetch {
+    batch: Batch,
+    index: usize,
+}
+
+impl Fetch {
+    /// The chunk's outcome, once its fetch is done.
+    async fn outcome(self) -> Result<Option<Bytes>> {
+        let all = self.batch.await;
+        pick(&all, self.index)
+    }
+}
+
+/// Entry `index` of a fetch's outcomes.
+fn pick(all: &[Result<Option<Bytes>, Arc<Error>>], index: usize) -> Result<Option<Bytes>> {
+    match all.get(index) {
+        Some(Ok(data)) => Ok(data.clone()),
+        Some(Err(e)) => Err(e.duplicate()),
+        None => Err(Error::remote_msg("batched fetch answered too few chunks")),
+    }
+}
 
 impl CachedBlobService {
     /// `near` in front of `far`.
@@ -117,6 +197,7 @@ impl CachedBlobService {
             near,
             far,
             inflight: Arc::default(),
+            fills_done: Arc::default(),
             gate: Arc::new(FillGate::new(Arc::clone(&stats))),
             stats,
             backlog: Arc::new(Semaphore::new(BACKLOG_UNITS as usize)),
@@ -137,27 +218,10 @@ impl CachedBlobService {
         &self.stats
     }
 
-    /// Near once more, for a chunk that was in neither near nor the
-    /// in-flight map: a fill may have written it and left the map between
-    /// the two looks. Without this second look the reader fetches a chunk
-    /// near already holds.
-    async fn near_again(&self, digest: &B3Digest) -> Option<Bytes> {
-        match self.near.read_chunk(digest).await {
-            Ok(Some(data)) => {
-                self.stats.near_hit(data.len());
-                Some(data)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                self.gate.read_failed("chunk", &e);
-                None
-            }
-        }
-    }
-
     /// What near holds of `digests`, in order; `None` for each it lacks
     /// (or could not read: that pauses filling, and far answers).
     async fn near_batch(&self, digests: &[B3Digest]) -> Vec<Option<Result<Option<Bytes>>>> {
+        self.stats.near_lookups(digests.len());
         self.near
             .read_chunk_batch(digests)
             .await
@@ -174,29 +238,6 @@ impl CachedBlobService {
                 }
             })
             .collect()
-    }
-
-    /// Fetch `digest` from far and check it, unless near got it meanwhile
-    /// (see [`Self::near_again`]). The caller keeps a fetched chunk in near
-    /// (see [`CachedBlobService::fill`]).
-    async fn fetch(&self, digest: B3Digest) -> Result<Option<(Bytes, Origin)>> {
-        if let Some(data) = self.near_again(&digest).await {
-            return Ok(Some((data, Origin::Near)));
-        }
-        let request = self.stats.far_request(digest, 1);
-        let got = self.far.read_chunk_verified(&digest).await;
-        let bytes = match &got {
-            Ok(Some(c)) => c.data().len() as u64,
-            _ => 0,
-        };
-        request.finish(bytes, got.is_err());
-        let Some(chunk) = got? else {
-            return Ok(None);
-        };
-        let chunk = checked(&digest, chunk)?;
-        self.stats.far_fetch(chunk.data().len());
-        let chunk = own(chunk);
-        Ok(Some((chunk.data().clone(), Origin::Far(chunk))))
     }
 
     /// A write into near failed: pause filling, and recover near so that
@@ -222,19 +263,20 @@ impl CachedBlobService {
     /// flight nor yet in near: it gets the fetch's answer from memory.
     async fn fill_behind(&self, chunks: Vec<VerifiedChunk>, digests: Vec<B3Digest>) {
         // What failed or was absent leaves the map now: the next reader
-        // asks far again rather than meet this answer.
-        {
+        // asks far again rather than meet this answer. (Nothing went into
+        // near, so `fills_done` stays.)
+        if chunks.len() < digests.len() {
             let got: std::collections::HashSet<&B3Digest> =
                 chunks.iter().map(VerifiedChunk::digest).collect();
-            let mut map = self.inflight.lock();
+            let mut inflight = self.inflight.lock();
             for d in digests.iter().filter(|d| !got.contains(d)) {
-                map.remove(d);
+                inflight.map.remove(d);
             }
         }
-        let digests: Vec<B3Digest> = chunks.iter().map(|c| *c.digest()).collect();
-        if digests.is_empty() {
+        if chunks.is_empty() {
             return;
         }
+        let digests: Vec<B3Digest> = chunks.iter().map(|c| *c.digest()).collect();
         let bytes: u64 = chunks.iter().map(|c| c.mem_len() as u64).sum();
         let units = bytes
             .div_ceil(BACKLOG_UNIT)
@@ -261,21 +303,41 @@ impl CachedBlobService {
                 Err(e) => self.fill_failed("chunk", &e).await,
             }
         }
-        let mut map = self.inflight.lock();
+        let mut inflight = self.inflight.lock();
         for d in &digests {
-            map.remove(d);
+            inflight.map.remove(d);
+        }
+        // Under the map's lock: see `fills_done`.
+        let n = self.fills_done.fetch_add(1, Ordering::Release) + 1;
+        inflight.recent.push_back((n, digests));
+        if inflight.recent.len() > RECENT_FILLS {
+            inflight.recent.pop_front();
         }
     }
 
     /// Fetch `digests` from far in one batch and check each; returns the
     /// outcomes and the good chunks (for near). Each entry fails on its own.
+    /// Those marked in `again` are looked for in near once more before: a
+    /// fill wrote them there since the caller looked (see
+    /// [`InFlight::recent`]).
     async fn fetch_batch(
         &self,
         digests: &[B3Digest],
+        again: &[bool],
     ) -> (Vec<Result<Option<Bytes>>>, Vec<VerifiedChunk>) {
-        // Near once more (see `near_again`): what a fill wrote since the
-        // caller looked is answered from there, the rest asked of far.
-        let mut out: Vec<Option<Result<Option<Bytes>>>> = self.near_batch(digests).await;
+        let mut out: Vec<Option<Result<Option<Bytes>>>> = digests.iter().map(|_| None).collect();
+        if again.iter().any(|a| *a) {
+            let look: Vec<B3Digest> = digests
+                .iter()
+                .zip(again)
+                .filter(|(_, a)| **a)
+                .map(|(d, _)| *d)
+                .collect();
+            let mut found = self.near_batch(&look).await.into_iter();
+            for (slot, _) in out.iter_mut().zip(again).filter(|(_, a)| **a) {
+                *slot = found.next().flatten();
+            }
+        }
         let missing: Vec<B3Digest> = digests
             .iter()
             .zip(&out)
@@ -286,14 +348,18 @@ impl CachedBlobService {
             return (out.into_iter().flatten().collect(), Vec::new());
         };
         let request = self.stats.far_request(*first, missing.len() as u64);
-        let got = self.far.read_chunk_batch_verified(&missing).await;
+        let got = if let [one] = missing.as_slice() {
+            vec![self.far.read_chunk_verified(one).await]
+        } else {
+            self.far.read_chunk_batch_verified(&missing).await
+        };
         let bytes = got
             .iter()
             .filter_map(|r| r.as_ref().ok().and_then(|c| c.as_ref()))
             .map(|c| c.data().len() as u64)
             .sum();
         request.finish(bytes, got.iter().any(|r| r.is_err()));
-        let mut fill = Vec::new();
+        let mut fill = Vec::with_capacity(got.len());
         let mut far = missing.iter().zip(got);
         for slot in out.iter_mut().filter(|o| o.is_none()) {
             let answer = match far.next() {
@@ -311,6 +377,37 @@ impl CachedBlobService {
             *slot = Some(answer);
         }
         (out.into_iter().flatten().collect(), fill)
+    }
+
+    /// Start one fetch of `fresh` (chunks neither in near at the caller's
+    /// look nor in flight; those marked in `again` may have been written
+    /// into near since) and register each in the in-flight map, whose lock
+    /// the caller holds.
+    fn start_fetch(
+        &self,
+        inflight: &mut InFlight,
+        fresh: Vec<B3Digest>,
+        again: Vec<bool>,
+    ) -> Batch {
+        let this = self.clone();
+        let ds = fresh.clone();
+        let batch: Batch = async move {
+            let (got, fill) = this.fetch_batch(&ds, &again).await;
+            this.fill_behind(fill, ds).await;
+            Arc::new(got.into_iter().map(|r| r.map_err(Arc::new)).collect())
+        }
+        .boxed()
+        .shared();
+        for (index, digest) in fresh.into_iter().enumerate() {
+            inflight.map.insert(
+                digest,
+                Fetch {
+                    batch: batch.clone(),
+                    index,
+                },
+            );
+        }
+        batch
     }
 
     /// The near side.
@@ -357,6 +454,8 @@ impl BlobService for CachedBlobService {
     }
 
     async fn read_chunk(&self, digest: &B3Digest) -> Result<Option<Bytes>> {
+        let fills_before = self.fills_done.load(Ordering::Acquire);
+        self.stats.near_lookups(1);
         match self.near.read_chunk(digest).await {
             Ok(Some(data)) => {
                 self.stats.near_hit(data.len());
@@ -367,102 +466,79 @@ impl BlobService for CachedBlobService {
         }
         let fetch = {
             let mut inflight = self.inflight.lock();
-            match inflight.get(digest) {
+            match inflight.map.get(digest) {
                 Some(f) => f.clone(),
                 None => {
-                    let (this, d) = (self.clone(), *digest);
-                    let f = async move {
-                        let r = this.fetch(d).await.map_err(Arc::new);
-                        let (r, fill) = match r {
-                            Ok(Some((data, Origin::Far(chunk)))) => (Ok(Some(data)), vec![chunk]),
-                            Ok(Some((data, Origin::Near))) => (Ok(Some(data)), Vec::new()),
-                            Ok(None) => (Ok(None), Vec::new()),
-                            Err(e) => (Err(e), Vec::new()),
-                        };
-                        this.fill_behind(fill, vec![d]).await;
-                        r
-                    }
-                    .boxed()
-                    .shared();
-                    inflight.insert(*digest, f.clone());
-                    f
+                    let now = self.fills_done.load(Ordering::Acquire);
+                    let again = inflight.moved_since(fills_before, now).may_have(digest);
+                    let batch = self.start_fetch(&mut inflight, vec![*digest], vec![again]);
+                    Fetch { batch, index: 0 }
                 }
             }
         };
-        fetch.await.map_err(|e| e.duplicate())
+        fetch.outcome().await
     }
 
-    /// Near first (each chunk on its own); what near lacks is fetched from
-    /// far in one batch, joining fetches already in flight, and kept in near
-    /// in one transaction.
+    /// Near first, all in one look; what near lacks is fetched from far in
+    /// one batch, joining fetches already in flight, and kept in near in
+    /// one transaction. Near is looked at again only for chunks a fill may
+    /// have moved there since (a count of fills tells).
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
+        let fills_before = self.fills_done.load(Ordering::Acquire);
         let mut out: Vec<Option<Result<Option<Bytes>>>> = self.near_batch(digests).await;
         // Each miss waits on a fetch in the map: one already in flight, or
-        // one of the batch started here.
+        // the one started here.
         let mut waits: Vec<(usize, Fetch)> = Vec::new();
         let mut fresh: Vec<B3Digest> = Vec::new();
-        {
+        // Misses of the fresh fetch: (slot, place in the fetch).
+        let mut fresh_slots: Vec<(usize, usize)> = Vec::new();
+        let batch = {
             let mut inflight = self.inflight.lock();
-            let mut batch_entries: Vec<(B3Digest, usize)> = Vec::new();
+            // A digest asked twice in one call is fetched once.
+            let mut seen: HashMap<B3Digest, usize> = HashMap::new();
             for (i, digest) in digests.iter().enumerate() {
                 if out[i].is_some() {
                     continue;
                 }
-                if let Some(f) = inflight.get(digest) {
+                if let Some(f) = inflight.map.get(digest) {
                     waits.push((i, f.clone()));
                     continue;
                 }
-                batch_entries.push((*digest, fresh.len()));
-                fresh.push(*digest);
-                // A placeholder until the batch future exists (below),
-                // so that a digest asked twice in one batch is fetched once.
-                inflight.insert(*digest, futures::future::pending().boxed().shared());
+                let k = *seen.entry(*digest).or_insert_with(|| {
+                    fresh.push(*digest);
+                    fresh.len() - 1
+                });
+                fresh_slots.push((i, k));
             }
-            if !fresh.is_empty() {
-                let (this, ds) = (self.clone(), fresh.clone());
-                let batch: BatchFetch = async move {
-                    let (got, fill) = this.fetch_batch(&ds).await;
-                    this.fill_behind(fill, ds).await;
-                    Arc::new(got.into_iter().map(|r| r.map_err(Arc::new)).collect())
+            if fresh.is_empty() {
+                None
+            } else {
+                let now = self.fills_done.load(Ordering::Acquire);
+                let moved = inflight.moved_since(fills_before, now);
+                let again = fresh.iter().map(|d| moved.may_have(d)).collect();
+                Some(self.start_fetch(&mut inflight, fresh, again))
+            }
+        };
+        let (fetched, joined) = futures::future::join(
+            async move {
+                match batch {
+                    Some(b) => Some(b.await),
+                    None => None,
                 }
-                .boxed()
-                .shared();
-                for (digest, k) in batch_entries {
-                    let f: Fetch = batch
-                        .clone()
-                        .map(move |v| match v.get(k) {
-                            Some(r) => r.clone(),
-                            None => Err(Arc::new(Error::remote_msg(
-                                "batched fetch answered too few chunks",
-                            ))),
-                        })
-                        .boxed()
-                        .shared();
-                    inflight.insert(digest, f);
-                }
-            }
-            // Misses that are the same digest as a fresh one asked earlier
-            // in this call wait on it too.
-            let mut waiting = vec![false; digests.len()];
-            for (i, _) in &waits {
-                waiting[*i] = true;
-            }
-            for (i, digest) in digests.iter().enumerate() {
-                if out[i].is_none()
-                    && !waiting[i]
-                    && let Some(f) = inflight.get(digest)
-                {
-                    waits.push((i, f.clone()));
-                }
-            }
-        }
-        let results = futures::future::join_all(
-            waits
-                .into_iter()
-                .map(|(i, f)| f.map(move |r| (i, r.map_err(|e| e.duplicate())))),
+            },
+            futures::future::join_all(
+                waits
+                    .into_iter()
+                    .map(|(i, f)| f.outcome().map(move |r| (i, r))),
+            ),
         )
         .await;
-        for (i, r) in results {
+        if let Some(all) = fetched {
+            for (i, k) in fresh_slots {
+                out[i] = Some(pick(&all, k));
+            }
+        }
+        for (i, r) in joined {
             out[i] = Some(r);
         }
         out.into_iter()
@@ -478,5 +554,33 @@ impl BlobService for CachedBlobService {
         let far = self.far.open_write().await;
         let near = self.near.open_write().await;
         Box::new(TeeWriter::new(far, near))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fills since a reader's look name what to look for again; when
+    /// the oldest of them is forgotten, anything may have moved.
+    #[test]
+    fn moved_since_names_the_chunks_of_the_fills_since() {
+        let d = |n: u8| B3Digest::of(&[n]);
+        let mut f = InFlight::default();
+        for n in 1..=(RECENT_FILLS as u64 + 2) {
+            f.recent.push_back((n, vec![d(n as u8)]));
+            if f.recent.len() > RECENT_FILLS {
+                f.recent.pop_front();
+            }
+        }
+        let now = RECENT_FILLS as u64 + 2;
+        assert!(matches!(f.moved_since(now, now), Moved::Nothing));
+        let m = f.moved_since(now - 2, now);
+        assert!(m.may_have(&d(now as u8)) && m.may_have(&d(now as u8 - 1)));
+        assert!(!m.may_have(&d(now as u8 - 2)));
+        // Fills 3.. are remembered: a look after fill 2 can tell ...
+        assert!(matches!(f.moved_since(2, now), Moved::These(_)));
+        // ... one after fill 1 cannot (fill 2 is forgotten).
+        assert!(matches!(f.moved_since(1, now), Moved::Any));
     }
 }

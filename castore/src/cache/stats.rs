@@ -21,6 +21,7 @@ pub const RECENT_FETCHES: usize = 256;
 /// reports on it; read them with [`CacheStats::snapshot`].
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    near_lookups: AtomicU64,
     near_chunks: AtomicU64,
     near_bytes: AtomicU64,
     far_chunks: AtomicU64,
@@ -68,6 +69,9 @@ fn unix_now() -> u64 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStatsSnapshot {
+    /// Chunks looked up in near (found or not): once per chunk asked for,
+    /// again only for a chunk a fill may have written meanwhile.
+    pub near_lookups: u64,
     /// Chunks served from near (cache hits).
     pub near_chunks: u64,
     /// Bytes of those chunks.
@@ -100,6 +104,7 @@ impl CacheStats {
     pub fn snapshot(&self) -> CacheStatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CacheStatsSnapshot {
+            near_lookups: get(&self.near_lookups),
             near_chunks: get(&self.near_chunks),
             near_bytes: get(&self.near_bytes),
             far_chunks: get(&self.far_chunks),
@@ -150,6 +155,11 @@ impl CacheStats {
             recent.pop_front();
         }
         recent.push_back(fetch);
+    }
+
+    pub(crate) fn near_lookups(&self, chunks: usize) {
+        self.near_lookups
+            .fetch_add(chunks as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn near_hit(&self, bytes: usize) {

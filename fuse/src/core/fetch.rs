@@ -129,6 +129,49 @@ type ChunkFuture = Shared<BoxFuture<'static, Result<Bytes, FsError>>>;
 /// One batched fetch: each chunk's outcome, in order.
 type BatchFuture = Shared<BoxFuture<'static, Arc<Vec<Result<Bytes, FsError>>>>>;
 
+/// A chunk being fetched.
+#[derive(Clone)]
+enum InFlight {
+    /// Claimed by a batch being put together (never seen outside the
+    /// lock of the in-flight map: replaced before it is let go).
+    Claimed,
+    /// Fetched on its own.
+    One(ChunkFuture),
+    /// Fetched in a batch, at this place: the batch's one shared future
+    /// serves all its chunks (most are awaited by no one: read-ahead and
+    /// sibling windows fetch them before their readers come).
+    Batch(BatchFuture, usize),
+}
+
+impl InFlight {
+    /// The chunk's bytes, once fetched.
+    fn chunk(&self, digest: B3Digest) -> BoxFuture<'static, Result<Bytes, FsError>> {
+        match self {
+            InFlight::One(f) => f.clone().boxed(),
+            InFlight::Batch(b, k) => {
+                let k = *k;
+                b.clone().map(move |all| pick(&all, k, digest)).boxed()
+            }
+            InFlight::Claimed => futures::future::ready(Err(FsError::Missing {
+                what: "chunk",
+                digest,
+            }))
+            .boxed(),
+        }
+    }
+}
+
+/// Entry `k` of a batch's outcomes.
+fn pick(all: &[Result<Bytes, FsError>], k: usize, digest: B3Digest) -> Result<Bytes, FsError> {
+    match all.get(k) {
+        Some(r) => r.clone(),
+        None => Err(FsError::Missing {
+            what: "chunk",
+            digest,
+        }),
+    }
+}
+
 /// A batch is cut into requests of at most this many bytes, all sent at
 /// once: the first chunks arrive (and the reader waiting on them goes on)
 /// while the rest are still on the way, and no one request holds the
@@ -174,7 +217,7 @@ pub(crate) struct Fetcher {
     cache: Mutex<ChunkLru>,
     cache_max_bytes: u64,
     chunk_lists: Mutex<LruCache<B3Digest, Arc<BlobLayout>>>,
-    inflight: Mutex<HashMap<B3Digest, ChunkFuture>>,
+    inflight: Mutex<HashMap<B3Digest, InFlight>>,
     /// Bounds read-ahead fetches in flight; read-ahead is skipped when none
     /// is free rather than queued.
     readahead: Arc<Semaphore>,
@@ -320,6 +363,18 @@ impl Fetcher {
         self.cache.lock().lru.get(digest).cloned()
     }
 
+    /// A cached chunk for a read; one the read goes through to its end
+    /// becomes the first to leave (see [`Fetcher::cache_demote`]). One
+    /// lock for both.
+    fn cache_take(&self, digest: &B3Digest, consumed: bool) -> Option<Bytes> {
+        let mut c = self.cache.lock();
+        let b = c.lru.get(digest).cloned()?;
+        if consumed {
+            c.lru.demote(digest);
+        }
+        Some(b)
+    }
+
     /// The most bytes one reader's read-ahead may ask for at once: half the
     /// memory cache, where the chunks wait for their reader (the other half
     /// is for what readers have in hand).
@@ -337,25 +392,6 @@ impl Fetcher {
         for d in digests {
             c.lru.demote(d);
         }
-    }
-
-    fn cache_put(&self, digest: B3Digest, data: Bytes) {
-        let len = data.len() as u64;
-        if len > self.cache_max_bytes {
-            return;
-        }
-        let mut c = self.cache.lock();
-        if let Some(old) = c.lru.put(digest, data) {
-            c.bytes = c.bytes.saturating_sub(old.len() as u64);
-        }
-        c.bytes += len;
-        while c.bytes > self.cache_max_bytes {
-            match c.lru.pop_lru() {
-                Some((_, old)) => c.bytes = c.bytes.saturating_sub(old.len() as u64),
-                None => break,
-            }
-        }
-        stats::set(&self.stats.chunk_cache_bytes, c.bytes);
     }
 
     /// Whether `digest` is a small blob known to be stored only in chunks
@@ -388,7 +424,7 @@ impl Fetcher {
             // Claimed at once (the real future replaces this when the
             // piece is cut, before the lock is let go), so a digest named
             // twice is fetched once.
-            inflight.insert(meta.digest, futures::future::pending().boxed().shared());
+            inflight.insert(meta.digest, InFlight::Claimed);
             piece_bytes += meta.size;
             piece.push(meta);
             started += 1;
@@ -406,29 +442,17 @@ impl Fetcher {
     /// Register one request's chunks in the in-flight map and send it.
     fn start_piece(
         self: &Arc<Self>,
-        inflight: &mut HashMap<B3Digest, ChunkFuture>,
+        inflight: &mut HashMap<B3Digest, InFlight>,
         metas: Vec<ChunkMeta>,
     ) {
         stats::add(&self.stats.batched_chunks, metas.len() as u64);
         let this = Arc::clone(self);
-        let ms = metas.clone();
-        let batch: BatchFuture = async move { Arc::new(this.fetch_many(ms).await) }
+        let digests: Vec<B3Digest> = metas.iter().map(|m| m.digest).collect();
+        let batch: BatchFuture = async move { Arc::new(this.fetch_many(metas).await) }
             .boxed()
             .shared();
-        for (k, meta) in metas.iter().enumerate() {
-            let digest = meta.digest;
-            let one: ChunkFuture = batch
-                .clone()
-                .map(move |all| match all.get(k) {
-                    Some(r) => r.clone(),
-                    None => Err(FsError::Missing {
-                        what: "chunk",
-                        digest,
-                    }),
-                })
-                .boxed()
-                .shared();
-            inflight.insert(digest, one);
+        for (k, digest) in digests.into_iter().enumerate() {
+            inflight.insert(digest, InFlight::Batch(batch.clone(), k));
         }
         // Driven to the end whoever waits: it empties its map entries.
         self.handle.spawn(batch.map(drop));
@@ -453,22 +477,58 @@ impl Fetcher {
         let got = within(&self.stats, "chunk fetch", self.timeout, batch).await;
         let out: Vec<Result<Bytes, FsError>> = match got {
             Err(e) => metas.iter().map(|_| Err(e.clone())).collect(),
-            Ok(results) => metas
-                .iter()
-                .zip(
-                    results
-                        .into_iter()
-                        .map(Some)
-                        .chain(std::iter::repeat_with(|| None)),
-                )
-                .map(|(meta, r)| self.accept(*meta, r.unwrap_or(Ok(None))))
-                .collect(),
+            Ok(results) => {
+                let mut results = results.into_iter();
+                let out: Vec<Result<Bytes, FsError>> = metas
+                    .iter()
+                    .map(|meta| check(*meta, results.next().unwrap_or(Ok(None))))
+                    .collect();
+                self.count_and_cache(metas.iter().zip(&out));
+                out
+            }
         };
         let mut inflight = self.inflight.lock();
         for d in &digests {
             inflight.remove(d);
         }
         out
+    }
+
+    /// Count fetched chunks and keep them in the memory cache, under one
+    /// lock. Kept as they came: the mount's blob service (the local cache
+    /// in front of the remote) hands out each fetched chunk in an
+    /// allocation of its own, shared with its fill.
+    fn count_and_cache<'a>(
+        &self,
+        fetched: impl Iterator<Item = (&'a ChunkMeta, &'a Result<Bytes, FsError>)>,
+    ) {
+        let (mut chunks, mut bytes) = (0u64, 0u64);
+        let mut c = self.cache.lock();
+        for (meta, r) in fetched {
+            let Ok(data) = r else {
+                continue;
+            };
+            chunks += 1;
+            bytes += data.len() as u64;
+            let len = data.len() as u64;
+            if len > self.cache_max_bytes {
+                continue;
+            }
+            if let Some(old) = c.lru.put(meta.digest, data.clone()) {
+                c.bytes = c.bytes.saturating_sub(old.len() as u64);
+            }
+            c.bytes += len;
+        }
+        while c.bytes > self.cache_max_bytes {
+            match c.lru.pop_lru() {
+                Some((_, old)) => c.bytes = c.bytes.saturating_sub(old.len() as u64),
+                None => break,
+            }
+        }
+        stats::set(&self.stats.chunk_cache_bytes, c.bytes);
+        drop(c);
+        stats::add(&self.stats.chunks_fetched, chunks);
+        stats::add(&self.stats.bytes_fetched, bytes);
     }
 
     /// Check a fetched chunk against its announced length; count and cache
@@ -478,28 +538,9 @@ impl Fetcher {
         meta: ChunkMeta,
         got: storefs_castore::Result<Option<Bytes>>,
     ) -> Result<Bytes, FsError> {
-        match got {
-            Err(e) => Err(FsError::from(e)),
-            Ok(None) => Err(FsError::Missing {
-                what: "chunk",
-                digest: meta.digest,
-            }),
-            Ok(Some(data)) if data.len() as u64 != meta.size => Err(FsError::SizeMismatch {
-                what: "chunk",
-                digest: meta.digest,
-                expected: meta.size,
-                actual: data.len() as u64,
-            }),
-            Ok(Some(data)) => {
-                stats::add(&self.stats.chunks_fetched, 1);
-                stats::add(&self.stats.bytes_fetched, data.len() as u64);
-                // Kept as it came: the mount's blob service (the local
-                // cache in front of the remote) hands out each fetched
-                // chunk in an allocation of its own, shared with its fill.
-                self.cache_put(meta.digest, data.clone());
-                Ok(data)
-            }
-        }
+        let r = check(meta, got);
+        self.count_and_cache(std::iter::once((&meta, &r)));
+        r
     }
 
     /// The bytes of one chunk: from the cache, else by joining the fetch
@@ -527,14 +568,13 @@ impl Fetcher {
         if let Some(b) = self.cache_get(&meta.digest) {
             return futures::future::ready(Ok(b)).boxed();
         }
-        inflight
-            .entry(meta.digest)
-            .or_insert_with(|| {
-                let this = Arc::clone(self);
-                async move { this.fetch(meta).await }.boxed().shared()
-            })
-            .clone()
-            .boxed()
+        if let Some(f) = inflight.get(&meta.digest) {
+            return f.chunk(meta.digest);
+        }
+        let this = Arc::clone(self);
+        let f: ChunkFuture = async move { this.fetch(meta).await }.boxed().shared();
+        inflight.insert(meta.digest, InFlight::One(f.clone()));
+        f.boxed()
     }
 
     /// One fetch from the blob service, with its own deadline so that a
@@ -563,13 +603,25 @@ impl Fetcher {
         let digests: Vec<B3Digest> = unknown.iter().map(|m| m.digest).collect();
         let n = self.fetch_batch(unknown);
         stats::add(&self.stats.readahead_chunks, n as u64);
-        let futs: Vec<_> = {
+        // What to wait for: each batch once (its chunks sit side by side).
+        let mut futs: Vec<BoxFuture<'static, ()>> = Vec::new();
+        {
             let inflight = self.inflight.lock();
-            digests
-                .iter()
-                .filter_map(|d| inflight.get(d).cloned())
-                .collect()
-        };
+            let mut last: Option<BatchFuture> = None;
+            for d in &digests {
+                match inflight.get(d) {
+                    Some(InFlight::Batch(b, _)) => {
+                        if last.as_ref().is_some_and(|l| l.ptr_eq(b)) {
+                            continue;
+                        }
+                        last = Some(b.clone());
+                        futs.push(b.clone().map(drop).boxed());
+                    }
+                    Some(InFlight::One(f)) => futs.push(f.clone().map(drop).boxed()),
+                    Some(InFlight::Claimed) | None => {}
+                }
+            }
+        }
         self.handle.spawn(async move {
             // A failed read-ahead is not an error: the reader that needs
             // the chunk will fetch it again and see the error itself.
@@ -587,10 +639,27 @@ impl Fetcher {
         offset: u64,
         len: u64,
     ) -> impl Future<Output = Result<Bytes, FsError>> + Send + 'static {
+        use futures::future::Either;
         let total = ends.last().copied().unwrap_or(0);
         let end = offset.saturating_add(len).min(total);
         let range = covering(ends, offset, end);
         let first_start = chunk_start(ends, range.start);
+        // The common case of a small file, or of a read within a chunk
+        // here already: answered at once, with no future to put together.
+        if range.is_empty() {
+            return Either::Left(futures::future::ready(Ok(Bytes::new())));
+        }
+        if range.len() == 1 {
+            let digest = chunks[range.start].digest;
+            let consumed = ends[range.start] <= end;
+            if let Some(p) = self.cache_take(&digest, consumed) {
+                stats::add(&self.stats.chunk_cache_hits, 1);
+                let skip = offset.saturating_sub(first_start) as usize;
+                let want = (end - offset) as usize;
+                let part = p.slice(skip.min(p.len())..(skip + want).min(p.len()));
+                return Either::Left(futures::future::ready(Ok(part)));
+            }
+        }
         if range.len() > 1 {
             // Several chunks not yet here go in one request.
             self.fetch_batch(chunks[range.clone()].iter().copied());
@@ -609,7 +678,7 @@ impl Fetcher {
             .collect();
         let replies = Arc::clone(&self.replies);
         let this = Arc::clone(self);
-        async move {
+        Either::Right(async move {
             if futs.is_empty() {
                 return Ok(Bytes::new());
             }
@@ -638,7 +707,25 @@ impl Fetcher {
                 pos += p.len();
             }
             Ok(Bytes::from(out))
-        }
+        })
+    }
+}
+
+/// A fetched chunk, checked against the length its chunk list announces.
+fn check(meta: ChunkMeta, got: storefs_castore::Result<Option<Bytes>>) -> Result<Bytes, FsError> {
+    match got {
+        Err(e) => Err(FsError::from(e)),
+        Ok(None) => Err(FsError::Missing {
+            what: "chunk",
+            digest: meta.digest,
+        }),
+        Ok(Some(data)) if data.len() as u64 != meta.size => Err(FsError::SizeMismatch {
+            what: "chunk",
+            digest: meta.digest,
+            expected: meta.size,
+            actual: data.len() as u64,
+        }),
+        Ok(Some(data)) => Ok(data),
     }
 }
 

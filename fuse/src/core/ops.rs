@@ -113,6 +113,10 @@ enum Settled {
 struct DirCursor {
     last: Bytes,
     settled: Settled,
+    /// Whether the directory has files larger than [`SMALL_BLOB`] (whose
+    /// chunk lists are worth asking for ahead): a directory of small files
+    /// only is not scanned for them at every open.
+    large: bool,
 }
 
 /// Where an open stands in a walk through its directory (`FsInner::walk`).
@@ -515,22 +519,24 @@ impl FsInner {
         let Some(dir) = self.dirs.get(&dir_digest) else {
             return;
         };
-        // The large files just after it: their chunk lists, asked for now
-        // and together, are in memory by the time they are opened.
-        let large: Vec<(B3Digest, u64)> = dir
-            .entries_from(&name)
-            .skip(1)
-            .take(LIST_LOOKAHEAD_SCAN)
-            .filter_map(|(_, node)| match node {
-                Node::File { digest, size, .. } if *size > SMALL_BLOB => Some((*digest, *size)),
-                _ => None,
-            })
-            .take(LIST_LOOKAHEAD)
-            .collect();
-        if !large.is_empty() {
-            self.fetcher.prefetch_layouts(large);
+        let (walk, settled, has_large) = self.walk(dir_digest, &dir, &name);
+        if has_large {
+            // The large files just after it: their chunk lists, asked for
+            // now and together, are in memory by the time they are opened.
+            let large: Vec<(B3Digest, u64)> = dir
+                .entries_from(&name)
+                .skip(1)
+                .take(LIST_LOOKAHEAD_SCAN)
+                .filter_map(|(_, node)| match node {
+                    Node::File { digest, size, .. } if *size > SMALL_BLOB => Some((*digest, *size)),
+                    _ => None,
+                })
+                .take(LIST_LOOKAHEAD)
+                .collect();
+            if !large.is_empty() {
+                self.fetcher.prefetch_layouts(large);
+            }
         }
-        let (walk, settled) = self.walk(dir_digest, &dir, &name);
         if walk == Walk::Jumped || settled {
             // Elsewhere in the directory; or the window asked for earlier
             // is still far enough ahead: nothing to scan, nothing to ask.
@@ -719,19 +725,25 @@ impl FsInner {
     /// when the files are there already.
     ///
     /// Also whether the open is settled: a walk's window asked for earlier
-    /// still reaches far enough past it (see [`Settled`]).
-    fn walk(&self, digest: B3Digest, dir: &Directory, name: &Bytes) -> (Walk, bool) {
+    /// still reaches far enough past it (see [`Settled`]); and whether the
+    /// directory has large files ([`DirCursor::large`]).
+    fn walk(&self, digest: B3Digest, dir: &Directory, name: &Bytes) -> (Walk, bool, bool) {
         let mut cursors = self.dir_cursors.lock();
         let Some(cursor) = cursors.get_mut(&digest) else {
+            let large = dir
+                .entries()
+                .any(|(_, n)| matches!(n, Node::File { size, .. } if *size > SMALL_BLOB));
             cursors.put(
                 digest,
                 DirCursor {
                     last: name.clone(),
                     settled: Settled::No,
+                    large,
                 },
             );
-            return (Walk::First, false);
+            return (Walk::First, false, large);
         };
+        let large = cursor.large;
         // Usually the next name: a step or two from the last.
         let on = dir
             .entries_from(&cursor.last)
@@ -740,14 +752,14 @@ impl FsInner {
         cursor.last = name.clone();
         if !on {
             cursor.settled = Settled::No;
-            return (Walk::Jumped, false);
+            return (Walk::Jumped, false, large);
         }
         let settled = match &cursor.settled {
             Settled::No => false,
             Settled::Before(until) => name.as_ref() < until.as_ref(),
             Settled::ToTheEnd => true,
         };
-        (Walk::On, settled)
+        (Walk::On, settled, large)
     }
 
     /// The kernel agreed to open files without FUSE_OPEN (it asked with

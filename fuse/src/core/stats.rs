@@ -97,6 +97,9 @@ pub struct StatsSnapshot {
     pub cache_hit_bytes: u64,
     /// Chunks served by the local disk cache.
     pub cache_hit_chunks: u64,
+    /// Chunks looked up in the local disk cache, found or not (about one
+    /// per chunk read through it).
+    pub cache_lookups: u64,
     /// Bytes of chunks the mount read from its blob service: fetched from
     /// a remote, from the local disk cache, or from a local store.
     pub blob_bytes_read: u64,
@@ -288,6 +291,7 @@ impl MountStats {
                 snap.chunks_fetched = c.far_chunks;
                 snap.cache_hit_bytes = c.near_bytes;
                 snap.cache_hit_chunks = c.near_chunks;
+                snap.cache_lookups = c.near_lookups;
                 snap.cache_fill_failures = c.fill_failures;
                 snap.cache_fills_skipped = c.fills_skipped;
                 snap.cache_filling_paused = c.filling_paused;

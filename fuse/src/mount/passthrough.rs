@@ -23,7 +23,7 @@
 //! stacking limit), passthrough is turned off for the rest of the mount and
 //! the open goes the ordinary way.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -89,6 +89,9 @@ pub(crate) struct Passthrough {
     builds: Arc<Semaphore>,
     /// Copies started or waiting.
     queued: Arc<AtomicUsize>,
+    /// Blobs being copied (or waiting for their turn): an open meanwhile
+    /// starts no second copy, so each file is copied, and counted, once.
+    copying: Arc<Mutex<HashSet<B3Digest>>>,
     stats: Arc<MountStats>,
     runtime: Handle,
 }
@@ -108,6 +111,7 @@ impl Passthrough {
             inodes: Mutex::new(HashMap::new()),
             builds: Arc::new(Semaphore::new(BUILDS)),
             queued: Arc::new(AtomicUsize::new(0)),
+            copying: Arc::default(),
             stats,
             runtime,
         }
@@ -172,21 +176,25 @@ impl Passthrough {
     }
 
     /// Copy blob `digest` into the file cache in the background, unless
-    /// too many copies are waiting already.
+    /// it is being copied already or too many copies are waiting.
     fn build_later(&self, digest: B3Digest, size: u64, chunks: Vec<ChunkMeta>) {
+        if !self.copying.lock().insert(digest) {
+            return;
+        }
         if self.queued.fetch_add(1, Ordering::Relaxed) >= BUILDS_QUEUED {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.copying.lock().remove(&digest);
             return;
         }
         let files = Arc::clone(&self.files);
         let stats = Arc::clone(&self.stats);
         let builds = Arc::clone(&self.builds);
         let queued = Arc::clone(&self.queued);
+        let copying = Arc::clone(&self.copying);
         self.runtime.spawn(async move {
             // The semaphore is never closed; should it be, copy anyway.
             let _permit = builds.acquire_owned().await.ok();
             let outcome = files.materialise(digest, size, chunks).await;
-            queued.fetch_sub(1, Ordering::Relaxed);
             match outcome {
                 Ok(true) => {
                     stats::add(&stats.files_materialised, 1);
@@ -200,6 +208,10 @@ impl Passthrough {
                     tracing::warn!(blob = %digest, error = %e, "file cache: cannot copy blob")
                 }
             }
+            // Counted before it leaves the set: a later open either finds
+            // the copy ready or starts a new one (after an eviction).
+            copying.lock().remove(&digest);
+            queued.fetch_sub(1, Ordering::Relaxed);
         });
     }
 
@@ -264,5 +276,53 @@ impl Passthrough {
                 inodes.remove(&ino);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use storefs_castore::{BlobService, MemoryBlobService};
+    use storefs_testkit::suites::blob::write_blob;
+    use storefs_testkit::{pseudo_random, wait_until};
+
+    use super::*;
+
+    /// Opens that arrive while a file is being copied into the file cache
+    /// start no second copy: the file is copied, and counted, once. The
+    /// opens run before the copy gets a turn (one thread), as a third open
+    /// does while the second's copy is still running.
+    #[tokio::test]
+    async fn opens_during_a_copy_copy_the_file_once() {
+        let near = Arc::new(MemoryBlobService::new());
+        let data = pseudo_random(3_000, 7);
+        let digest = write_blob(&*near, &data, 1 << 16).await;
+        let size = data.len() as u64;
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Arc<dyn BlobService> = near;
+        let files = Arc::new(FileCache::open(dir.path(), blobs, 1 << 20).unwrap());
+        let stats = Arc::new(MountStats::default());
+        let p = Passthrough::new(Arc::clone(&files), Arc::clone(&stats), Handle::current());
+        p.enable();
+        let layout = BlobLayout::Chunks {
+            chunks: vec![ChunkMeta { digest, size }],
+            ends: vec![size],
+        };
+        // The first open only notes the file; the next ones ask for a copy.
+        for _ in 0..4 {
+            assert!(p.backing_for(2, digest, size, &layout).await.is_none());
+        }
+        wait_until(Duration::from_secs(10), "the copy", || {
+            p.queued.load(Ordering::Relaxed) == 0
+        })
+        .await;
+        assert!(files.is_ready(&digest, size));
+        assert_eq!(stats.files_materialised.load(Ordering::Relaxed), 1);
+        assert_eq!(files.snapshot().files, 1);
+        // Now ready: an open passes through, and copies nothing.
+        assert!(p.backing_for(2, digest, size, &layout).await.is_some());
+        assert_eq!(stats.files_materialised.load(Ordering::Relaxed), 1);
+        assert!(p.copying.lock().is_empty());
     }
 }
