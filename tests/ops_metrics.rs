@@ -219,6 +219,11 @@ fn mount_metrics_and_status_follow_reads() {
         0.0
     );
     assert!(value(&after, "storefs_mount_fetched_chunks_total", &[]) >= 2.0);
+    // Each chunk fetched was looked up in the (empty) disk cache first.
+    assert!(
+        value(&after, "storefs_mount_cache_lookups_total", &[])
+            >= value(&after, "storefs_mount_fetched_chunks_total", &[])
+    );
     // A cold file's bytes reach the kernel through the mount's reads.
     assert!(value(&after, "storefs_mount_reads_total", &[]) >= 1.0);
     // The cache is filled behind the reader: its figure follows the write.

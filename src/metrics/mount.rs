@@ -132,6 +132,12 @@ impl MountCollector {
                 s.blob_bytes_read,
             ),
             (
+                "mount_cache_lookups",
+                "Chunks looked up in the disk cache",
+                Counter,
+                s.cache_lookups,
+            ),
+            (
                 "mount_memory_cache_hits",
                 "Chunk reads served by the in-memory chunk cache",
                 Counter,
