@@ -92,6 +92,19 @@ pub(crate) const KIND_CHUNK_LIST: u8 = 1;
 /// [`WRITTEN`] kind of a directory.
 pub(crate) const KIND_DIRECTORY: u8 = 2;
 
+/// The counter `key` of the [`META`] table in `meta`, 0 if it was never
+/// written.
+pub(crate) fn meta_count(
+    meta: &impl redb::ReadableTable<&'static str, u64>,
+    key: &str,
+) -> crate::Result<u64> {
+    Ok(meta
+        .get(key)
+        .map_err(storage("read meta"))?
+        .map(|g| g.value())
+        .unwrap_or(0))
+}
+
 /// Milliseconds since the Unix epoch at `t` (0 before it), the unit of
 /// [`WRITTEN`].
 pub(crate) fn unix_ms(t: std::time::SystemTime) -> u64 {

@@ -230,6 +230,24 @@ struct MeteredBlobs {
     m: Meter,
 }
 
+impl MeteredBlobs {
+    /// Count a batch read that started at `start`: the bytes of the chunks
+    /// it found (each `len` long), and the call, failed if any entry did.
+    fn batch_done<T>(&self, start: Instant, out: &[Result<Option<T>>], len: impl Fn(&T) -> usize) {
+        let bytes: u64 = out
+            .iter()
+            .filter_map(|r| r.as_ref().ok().and_then(Option::as_ref))
+            .map(|c| len(c) as u64)
+            .sum();
+        self.m.bytes_out(bytes);
+        self.m.done(
+            "blob.read_chunk_batch",
+            start,
+            out.iter().all(|r| r.is_ok()),
+        );
+    }
+}
+
 #[async_trait]
 impl BlobService for MeteredBlobs {
     async fn has(&self, digest: &B3Digest) -> Result<bool> {
@@ -256,17 +274,7 @@ impl BlobService for MeteredBlobs {
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
         let start = Instant::now();
         let out = self.inner.read_chunk_batch(digests).await;
-        let bytes: u64 = out
-            .iter()
-            .filter_map(|r| r.as_ref().ok().and_then(|b| b.as_ref()))
-            .map(|b| b.len() as u64)
-            .sum();
-        self.m.bytes_out(bytes);
-        self.m.done(
-            "blob.read_chunk_batch",
-            start,
-            out.iter().all(|r| r.is_ok()),
-        );
+        self.batch_done(start, &out, |b| b.len());
         out
     }
 
@@ -276,17 +284,7 @@ impl BlobService for MeteredBlobs {
     ) -> Vec<Result<Option<StoredChunk>>> {
         let start = Instant::now();
         let out = self.inner.read_chunk_stored_batch(digests).await;
-        let bytes: u64 = out
-            .iter()
-            .filter_map(|r| r.as_ref().ok().and_then(|c| c.as_ref()))
-            .map(|c| c.wire_len() as u64)
-            .sum();
-        self.m.bytes_out(bytes);
-        self.m.done(
-            "blob.read_chunk_batch",
-            start,
-            out.iter().all(|r| r.is_ok()),
-        );
+        self.batch_done(start, &out, StoredChunk::wire_len);
         out
     }
 

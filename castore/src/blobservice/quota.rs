@@ -30,7 +30,7 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::pack::{POINTER_LEN, Pointer, pack_members};
 use crate::redb_store::{
-    CHUNK_ATIME, CHUNK_LRU, CHUNKS, META, PACK_ATIME, PACK_LRU, PACKS, storage,
+    CHUNK_ATIME, CHUNK_LRU, CHUNKS, META, PACK_ATIME, PACK_LRU, PACKS, meta_count, storage,
 };
 use crate::{B3Digest, Result};
 
@@ -221,11 +221,7 @@ impl Quota {
                 .map_err(storage("open pack_atime"))?,
         };
         let mut meta = txn.open_table(META).map_err(storage("open meta"))?;
-        let mut total = meta
-            .get(CHUNK_BYTES)
-            .map_err(storage("read meta"))?
-            .map(|g| g.value())
-            .unwrap_or(0);
+        let mut total = meta_count(&meta, CHUNK_BYTES)?;
 
         for s in stored {
             let tick = self.tick();
@@ -467,11 +463,7 @@ fn evict_pack(
 pub(crate) fn tracked_bytes(db: &redb::Database) -> Result<u64> {
     let txn = db.begin_read().map_err(storage("begin read"))?;
     let meta = txn.open_table(META).map_err(storage("open meta"))?;
-    Ok(meta
-        .get(CHUNK_BYTES)
-        .map_err(storage("read meta"))?
-        .map(|g| g.value())
-        .unwrap_or(0))
+    meta_count(&meta, CHUNK_BYTES)
 }
 
 #[cfg(test)]

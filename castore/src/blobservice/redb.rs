@@ -38,7 +38,7 @@ use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
 use crate::redb_store::{
     BLOB_CHUNKS, CHUNK_RAW, CHUNK_ZSTD, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, META, PACKS,
     RedbStore, WRITTEN, blocking, decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list,
-    encode_zstd_record, storage, unix_now,
+    encode_zstd_record, meta_count, storage, unix_now,
 };
 use crate::{B3Digest, Error, Result};
 
@@ -190,23 +190,25 @@ impl RedbBlobService {
 
     /// How many distinct chunks are stored (single-chunk blobs included).
     pub async fn chunk_count(&self) -> Result<u64> {
-        let db = self.db();
-        blocking(move || {
-            let txn = db.begin_read().map_err(storage("begin read"))?;
-            let table = txn.open_table(CHUNKS).map_err(storage("open chunks"))?;
-            table.len().map_err(storage("count chunks"))
-        })
-        .await
+        self.rows(CHUNKS).await
     }
 
     /// How many packs of small chunks are stored (a cache's fills make
     /// them; see the module docs). For tests and figures.
     pub async fn pack_count(&self) -> Result<u64> {
+        self.rows(PACKS).await
+    }
+
+    /// How many rows `table` holds.
+    async fn rows<K: redb::Key + Send + 'static, V: redb::Value + Send + 'static>(
+        &self,
+        table: redb::TableDefinition<'static, K, V>,
+    ) -> Result<u64> {
         let db = self.db();
         blocking(move || {
             let txn = db.begin_read().map_err(storage("begin read"))?;
-            let table = txn.open_table(PACKS).map_err(storage("open packs"))?;
-            table.len().map_err(storage("count packs"))
+            let t = txn.open_table(table).map_err(storage("open table"))?;
+            t.len().map_err(storage("count rows"))
         })
         .await
     }
@@ -928,11 +930,7 @@ fn write_packs(
 ) -> Result<()> {
     let mut packs = txn.open_table(PACKS).map_err(storage("open packs"))?;
     let mut meta = txn.open_table(META).map_err(storage("open meta"))?;
-    let mut next = meta
-        .get(NEXT_PACK_ID)
-        .map_err(storage("read meta"))?
-        .map(|g| g.value())
-        .unwrap_or(0);
+    let mut next = meta_count(&meta, NEXT_PACK_ID)?;
     for group in groups {
         let id = next;
         next = next.saturating_add(1);
