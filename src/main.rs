@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod malloc;
 mod metrics;
 mod services;
 
@@ -42,6 +43,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn main() -> ExitCode {
+    malloc::limit_arenas();
     let cli = Cli::parse();
     init_logging();
     match commands::run(cli) {
