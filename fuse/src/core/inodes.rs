@@ -14,7 +14,7 @@
 //! `key` is that key, and every inode of `by_ino` but the root has its key in
 //! `by_key`. The root (inode 1) is never removed.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -134,7 +134,7 @@ impl Default for InodeTable {
 impl InodeTable {
     /// A table holding only the root.
     pub(crate) fn new() -> Self {
-        let mut by_ino = HashMap::new();
+        let mut by_ino = HashMap::default();
         by_ino.insert(
             ROOT_INO,
             Inode {
@@ -146,7 +146,7 @@ impl InodeTable {
         Self {
             tables: Mutex::new(Tables {
                 by_ino,
-                by_key: HashMap::new(),
+                by_key: HashMap::default(),
                 next: ROOT_INO + 1,
             }),
         }
