@@ -114,7 +114,10 @@ struct Inode {
 #[derive(Debug)]
 struct Tables {
     by_ino: HashMap<u64, Inode>,
-    by_key: HashMap<InodeKey, u64>,
+    /// Keyed by names and link targets from store contents, which anyone
+    /// who can add a path chooses: std's seeded SipHash, so that no one can
+    /// make them collide. (Inode numbers are ours: FxHash.)
+    by_key: std::collections::HashMap<InodeKey, u64>,
     next: u64,
 }
 
@@ -146,7 +149,7 @@ impl InodeTable {
         Self {
             tables: Mutex::new(Tables {
                 by_ino,
-                by_key: HashMap::default(),
+                by_key: std::collections::HashMap::new(),
                 next: ROOT_INO + 1,
             }),
         }
