@@ -7,7 +7,7 @@
 //! chunk is also checked against the length its chunk list announces before
 //! it is cached or handed out.
 
-use rustc_hash::FxHashMap as HashMap;
+use std::collections::HashMap;
 use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -231,7 +231,7 @@ pub(crate) struct Fetcher {
     /// found nothing): not worth asking for whole again in a batch.
     chunked_small: Mutex<LruCache<B3Digest, ()>>,
     /// Chunk lists being asked for ahead of their opens.
-    layouts_ahead: Mutex<rustc_hash::FxHashSet<B3Digest>>,
+    layouts_ahead: Mutex<std::collections::HashSet<B3Digest>>,
 }
 
 impl Fetcher {
@@ -257,7 +257,7 @@ impl Fetcher {
             chunk_lists: Mutex::new(LruCache::new(
                 NonZeroUsize::new(CHUNK_LISTS).unwrap_or(NonZeroUsize::MIN),
             )),
-            inflight: Mutex::new(HashMap::default()),
+            inflight: Mutex::new(HashMap::new()),
             readahead: Arc::new(Semaphore::new(readahead_in_flight.max(1))),
             in_flight: Semaphore::new((MAX_BYTES_IN_FLIGHT / IN_FLIGHT_UNIT) as usize),
             replies: Arc::new(Semaphore::new((MAX_REPLY_BYTES / IN_FLIGHT_UNIT) as usize)),

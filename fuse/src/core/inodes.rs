@@ -14,7 +14,7 @@
 //! `key` is that key, and every inode of `by_ino` but the root has its key in
 //! `by_key`. The root (inode 1) is never removed.
 
-use rustc_hash::FxHashMap as HashMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -114,10 +114,7 @@ struct Inode {
 #[derive(Debug)]
 struct Tables {
     by_ino: HashMap<u64, Inode>,
-    /// Keyed by names and link targets from store contents, which anyone
-    /// who can add a path chooses: std's seeded SipHash, so that no one can
-    /// make them collide. (Inode numbers are ours: FxHash.)
-    by_key: std::collections::HashMap<InodeKey, u64>,
+    by_key: HashMap<InodeKey, u64>,
     next: u64,
 }
 
@@ -137,7 +134,7 @@ impl Default for InodeTable {
 impl InodeTable {
     /// A table holding only the root.
     pub(crate) fn new() -> Self {
-        let mut by_ino = HashMap::default();
+        let mut by_ino = HashMap::new();
         by_ino.insert(
             ROOT_INO,
             Inode {
@@ -149,7 +146,7 @@ impl InodeTable {
         Self {
             tables: Mutex::new(Tables {
                 by_ino,
-                by_key: std::collections::HashMap::new(),
+                by_key: HashMap::new(),
                 next: ROOT_INO + 1,
             }),
         }

@@ -5,7 +5,7 @@
 //! memory they finish without ever yielding, and the bridge answers on the
 //! FUSE thread at once.
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -236,14 +236,14 @@ impl FsInner {
             pathinfo,
             fetcher,
             stats,
-            files: Mutex::new(HashMap::default()),
+            files: Mutex::new(HashMap::new()),
             blob_files: Mutex::new(LruCache::new(
                 NonZeroUsize::new(BLOB_FILES).unwrap_or(NonZeroUsize::MIN),
             )),
             no_open: AtomicBool::new(false),
-            listings: Mutex::new(HashMap::default()),
+            listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            closures: Mutex::new(HashSet::default()),
+            closures: Mutex::new(HashSet::new()),
             list_root: config.list_root,
             readahead_chunks: config.readahead_chunks,
             timeout: config.timeout,
