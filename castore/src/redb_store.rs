@@ -529,6 +529,15 @@ pub(crate) fn encode_zstd_record(frame: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The record of a chunk kept plain as it is (its holder found it not worth
+/// compressing), behind its flag byte.
+pub(crate) fn encode_plain_record(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(CHUNK_RAW);
+    out.extend_from_slice(data);
+    out
+}
+
 /// Idle zstd contexts kept for reuse, at most [`POOLED_COMPRESSORS`]. A
 /// parking_lot (sync) lock, held only to take or return one.
 static COMPRESSORS: parking_lot::Mutex<Vec<zstd::bulk::Compressor<'static>>> =

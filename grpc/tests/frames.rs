@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use storefs_castore::{
-    B3Digest, BlobService, CHUNK_ZSTD, CachedBlobService, Error, GrpcEndpoint,
+    B3Digest, BlobService, CHUNK_RAW, CHUNK_ZSTD, CachedBlobService, Error, GrpcEndpoint,
     MemoryDirectoryService, RedbBlobService, RedbStore, StoreUrl, StoredChunk,
 };
 use storefs_grpc::{
@@ -67,6 +67,11 @@ struct Service {
 
 impl Service {
     async fn start() -> Self {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    /// A service started with `config`.
+    async fn start_with(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let redb = Arc::new(RedbBlobService::new(
             RedbStore::open_dir(dir.path()).unwrap(),
@@ -77,7 +82,7 @@ impl Service {
             Arc::new(MemoryDirectoryService::new()),
             Arc::new(MemoryPathInfoService::new()),
         );
-        let server = GrpcServer::start(Kind::Unix, services, ServerConfig::default()).await;
+        let server = GrpcServer::start(Kind::Unix, services, config).await;
         Self {
             redb,
             server,
@@ -166,9 +171,9 @@ async fn frames_from_far_are_kept_as_they_came_and_read_back_after_a_reopen() {
     cache.flush().await;
 
     // Near keeps what crossed the link: each frame as the service sent it
-    // (a single read crosses plain, as snix's `Read` sends it), the noise
-    // plain.
-    for (i, d) in digests.iter().enumerate().skip(1) {
+    // (the single read's too, the level-19 frame no cache would make), the
+    // noise plain.
+    for (i, d) in digests.iter().enumerate() {
         let kept = near.read_chunk_stored(d).await.unwrap().unwrap();
         let sent = service.stored(d).await;
         assert!(
@@ -177,10 +182,6 @@ async fn frames_from_far_are_kept_as_they_came_and_read_back_after_a_reopen() {
         );
         assert_eq!(kept, sent, "chunk #{i}");
     }
-    assert!(matches!(
-        near.read_chunk_stored(&digests[0]).await.unwrap(),
-        Some(StoredChunk::Zstd(_))
-    ));
     assert_eq!(near.chunk_count().await.unwrap(), digests.len() as u64);
 
     // Everything reads back byte-exact after a reopen, the service gone.
@@ -209,6 +210,91 @@ async fn frames_from_far_are_kept_as_they_came_and_read_back_after_a_reopen() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.as_ref().unwrap().as_deref(), Some(&w[..]), "chunk #{i}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_the_service_keeps_plain_is_kept_plain_without_compressing_it_again() {
+    let service = Service::start().await;
+    let (digests, want) = put_chunks(&service, 2).await;
+    // The service keeps chunk #0 plain although it compresses (as if it
+    // had judged otherwise): the cache follows the service's judgement.
+    let mut raw = vec![CHUNK_RAW];
+    raw.extend_from_slice(&want[0]);
+    service
+        .redb
+        .danger_overwrite_chunk_record(&digests[0], raw)
+        .await
+        .unwrap();
+    let near_dir = tempfile::tempdir().unwrap();
+    let near = near_in(near_dir.path());
+    let cache = CachedBlobService::new(near.clone(), service.far());
+    // A single read and a batch.
+    assert_eq!(
+        cache.read_chunk(&digests[0]).await.unwrap().unwrap(),
+        want[0]
+    );
+    let got = cache.read_chunk_batch(&digests[1..]).await;
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.as_ref().unwrap().as_deref(), Some(&want[i + 1][..]));
+    }
+    cache.flush().await;
+    for (i, d) in digests.iter().enumerate() {
+        let kept = near.read_chunk_stored(d).await.unwrap().unwrap();
+        assert_eq!(kept, service.stored(d).await, "chunk #{i}");
+        assert_eq!(near.read_chunk(d).await.unwrap().unwrap(), want[i]);
+    }
+    assert!(matches!(
+        near.read_chunk_stored(&digests[0]).await.unwrap(),
+        Some(StoredChunk::Plain(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_without_read_chunks_serves_plain_bytes_to_single_and_batch_reads() {
+    // As a snix service: `Read` only. Its records are still frames.
+    let service = Service::start_with(ServerConfig {
+        chunk_service: false,
+        ..ServerConfig::default()
+    })
+    .await;
+    let (digests, want) = put_chunks(&service, 4).await;
+    assert!(matches!(
+        service.stored(&digests[0]).await,
+        StoredChunk::Zstd(_)
+    ));
+    let near_dir = tempfile::tempdir().unwrap();
+    let near = near_in(near_dir.path());
+    let cache = CachedBlobService::new(near.clone(), service.far());
+    // A single read first (it finds out `ReadChunks` is not there), then
+    // a batch, then a single read again.
+    let first = cache.read_chunk(&digests[0]).await.unwrap().unwrap();
+    assert_eq!(first, want[0]);
+    let got = cache.read_chunk_batch(&digests[1..4]).await;
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(
+            g.as_ref().unwrap().as_deref(),
+            Some(&want[i + 1][..]),
+            "chunk #{}",
+            i + 1
+        );
+    }
+    let last = cache.read_chunk(&digests[4]).await.unwrap().unwrap();
+    assert_eq!(last, want[4]);
+    cache.flush().await;
+    // What crossed came plain and the cache compressed it itself; the
+    // noise stays plain.
+    for (i, d) in digests.iter().enumerate() {
+        let kept = near.read_chunk_stored(d).await.unwrap().unwrap();
+        if i == 4 {
+            assert!(matches!(kept, StoredChunk::Plain(_)), "chunk #{i}");
+        } else {
+            assert!(matches!(kept, StoredChunk::Zstd(_)), "chunk #{i}");
+        }
+        assert_eq!(near.read_chunk(d).await.unwrap().unwrap(), want[i]);
+    }
+    // A digest the service lacks is absent, not an error.
+    let absent = B3Digest::from(blake3::hash(b"not stored"));
+    assert_eq!(cache.read_chunk(&absent).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

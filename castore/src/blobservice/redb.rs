@@ -38,7 +38,7 @@ use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
 use crate::redb_store::{
     BLOB_CHUNKS, CHUNK_RAW, CHUNK_ZSTD, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, META, PACKS,
     RedbStore, WRITTEN, blocking, decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list,
-    encode_zstd_record, meta_count, storage, unix_now,
+    encode_plain_record, encode_zstd_record, meta_count, storage, unix_now,
 };
 use crate::{B3Digest, Error, Result};
 
@@ -330,13 +330,16 @@ enum Fill {
     Data(B3Digest, Bytes),
     /// A zstd frame checked to decode to the chunk: kept as it is.
     Frame(B3Digest, Bytes),
+    /// Bytes its holder found not worth compressing: kept plain, without
+    /// trying again.
+    Plain(B3Digest, Bytes),
 }
 
 impl Fill {
     /// At most the bytes of its record (less the flag byte).
     fn len(&self) -> usize {
         match self {
-            Fill::Data(_, b) | Fill::Frame(_, b) => b.len(),
+            Fill::Data(_, b) | Fill::Frame(_, b) | Fill::Plain(_, b) => b.len(),
         }
     }
 
@@ -345,6 +348,7 @@ impl Fill {
         match self {
             Fill::Data(digest, data) => (digest, encode_chunk(&data)),
             Fill::Frame(digest, frame) => (digest, encode_zstd_record(&frame)),
+            Fill::Plain(digest, data) => (digest, encode_plain_record(&data)),
         }
     }
 }
@@ -777,7 +781,8 @@ impl ChunkStore for RedbBlobService {
     /// As `insert_chunks`, but a chunk that came as a zstd frame is written
     /// as that frame (the record format keeps frames), neither compressed
     /// nor hashed again: the whole point of carrying the frame here. Plain
-    /// bytes are compressed as by `insert_chunks`. Every read of the record
+    /// bytes are compressed as by `insert_chunks`, unless their holder
+    /// already found them not worth it ([`VerifiedChunk::incompressible`]). Every read of the record
     /// decodes and hashes it again, so a bad record never serves a wrong
     /// byte.
     async fn insert_verified(&self, chunks: Vec<VerifiedChunk>) -> Result<()> {
@@ -785,6 +790,7 @@ impl ChunkStore for RedbBlobService {
             .into_iter()
             .map(|c| match c.frame() {
                 Some(frame) => Fill::Frame(*c.digest(), frame.clone()),
+                None if c.incompressible() => Fill::Plain(*c.digest(), c.into_data()),
                 None => Fill::Data(*c.digest(), c.into_data()),
             })
             .collect();

@@ -66,6 +66,10 @@ pub struct VerifiedChunk {
     /// Whether `data` is an allocation of its own (decoded here), not a
     /// slice of a buffer it came in.
     data_owned: bool,
+    /// Whether it came plain from a holder that sends a chunk as a frame
+    /// whenever compressing it made it smaller (see
+    /// [`VerifiedChunk::sent_plain_by_choice`]).
+    incompressible: bool,
 }
 
 impl VerifiedChunk {
@@ -92,7 +96,25 @@ impl VerifiedChunk {
             data,
             frame,
             data_owned,
+            incompressible: false,
         })
+    }
+
+    /// Mark a chunk that came plain from a holder that would have sent it
+    /// as a zstd frame had compressing it made it smaller (a storefs
+    /// service or peer answering `ReadChunks` for a client that accepts
+    /// frames: its stores compress every chunk that shrinks). A cache then
+    /// keeps it plain without trying to compress it again, which would only
+    /// fail a second time. A chunk that came as a frame is left as it is.
+    pub fn sent_plain_by_choice(mut self) -> Self {
+        self.incompressible = self.frame.is_none() && !self.data_owned;
+        self
+    }
+
+    /// Whether its holder found it not worth compressing
+    /// ([`VerifiedChunk::sent_plain_by_choice`]).
+    pub fn incompressible(&self) -> bool {
+        self.incompressible
     }
 
     /// The chunk's digest.
@@ -148,6 +170,7 @@ impl VerifiedChunk {
             data,
             frame: self.frame.map(|f| Bytes::copy_from_slice(&f)),
             data_owned: true,
+            incompressible: self.incompressible,
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use async_trait::async_trait;
@@ -31,11 +33,18 @@ use crate::proto::storefs::ReadChunksRequest;
 #[derive(Clone)]
 pub struct GrpcBlobService {
     conn: Conn,
+    /// Set once the service answered `ReadChunks` with UNIMPLEMENTED (a
+    /// snix service): single chunks are then read with `Read` straight
+    /// away, without asking again each time.
+    no_read_chunks: Arc<AtomicBool>,
 }
 
 impl GrpcBlobService {
     pub(crate) fn new(conn: Conn) -> Self {
-        Self { conn }
+        Self {
+            conn,
+            no_read_chunks: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Stat, `None` for NOT_FOUND.
@@ -114,6 +123,7 @@ impl GrpcBlobService {
                     }
                 }
                 Err(BatchError::Unimplemented) => {
+                    self.no_read_chunks.store(true, Ordering::Relaxed);
                     for d in batch {
                         out.push(self.read_chunk(d).await?);
                     }
@@ -197,9 +207,13 @@ impl GrpcBlobService {
                         StoredChunk::Plain(data)
                     };
                     // Decoded (within the bound on one chunk) and checked:
-                    // a bad chunk fails its own entry.
+                    // a bad chunk fails its own entry. One that came plain
+                    // was kept so by the service because it does not
+                    // shrink (a storefs store compresses every chunk that
+                    // does, and sends it so to a client taking frames).
                     out.push(
-                        VerifiedChunk::verify(batch[index], stored, MAX_READ_CHUNK_LEN).map(Some),
+                        VerifiedChunk::verify(batch[index], stored, MAX_READ_CHUNK_LEN)
+                            .map(|c| Some(c.sent_plain_by_choice())),
                     );
                 }
             }
@@ -258,11 +272,19 @@ impl GrpcBlobService {
         Ok(Some(data))
     }
 
+    /// One `Read` (as snix serves it: plain bytes), checked once.
+    async fn read_plain(&self, digest: &B3Digest) -> Result<Option<VerifiedChunk>> {
+        let Some(data) = self.read_unchecked(digest).await? else {
+            return Ok(None);
+        };
+        VerifiedChunk::verify(*digest, StoredChunk::Plain(data), MAX_READ_CHUNK_LEN).map(Some)
+    }
+
     /// One `Read` per chunk, [`BATCH_CONCURRENCY`] at a time.
     async fn read_each(&self, digests: &[B3Digest]) -> Vec<Result<Option<VerifiedChunk>>> {
         let mut out = Vec::with_capacity(digests.len());
         for group in digests.chunks(BATCH_CONCURRENCY) {
-            let reads: Vec<_> = group.iter().map(|d| self.read_chunk_verified(d)).collect();
+            let reads: Vec<_> = group.iter().map(|d| self.read_plain(d)).collect();
             out.extend(futures::future::join_all(reads).await);
         }
         out
@@ -374,12 +396,33 @@ impl BlobService for GrpcBlobService {
             .map(VerifiedChunk::into_data))
     }
 
-    /// One `Read` (as snix serves it: plain bytes), checked once.
+    /// A `ReadChunks` call for the one digest, so that a chunk the service
+    /// keeps compressed comes as its zstd frame (fewer bytes on the link,
+    /// no decompression on the service, and a cache fill that keeps the
+    /// frame rather than compressing the bytes again); checked once. A
+    /// service without `ReadChunks` (snix) is asked with `Read`, which
+    /// serves plain bytes. `None` for a digest that is not a chunk there (a
+    /// blob kept in several chunks is read by its chunk list).
     async fn read_chunk_verified(&self, digest: &B3Digest) -> Result<Option<VerifiedChunk>> {
-        let Some(data) = self.read_unchecked(digest).await? else {
-            return Ok(None);
-        };
-        VerifiedChunk::verify(*digest, StoredChunk::Plain(data), MAX_READ_CHUNK_LEN).map(Some)
+        if self.no_read_chunks.load(Ordering::Relaxed) {
+            return self.read_plain(digest).await;
+        }
+        let mut total = 0;
+        match self
+            .read_batch(std::slice::from_ref(digest), &mut total)
+            .await
+        {
+            Ok(mut got) => match got.pop() {
+                Some(Ok(Some(chunk))) => Ok(Some(chunk)),
+                Some(Ok(None)) | None => Ok(None),
+                Some(Err(e)) => Err(e),
+            },
+            Err(BatchError::Unimplemented) => {
+                self.no_read_chunks.store(true, Ordering::Relaxed);
+                self.read_plain(digest).await
+            }
+            Err(BatchError::Broken(_, e) | BatchError::Other(e)) => Err(e),
+        }
     }
 
     async fn read_chunk_batch(&self, digests: &[B3Digest]) -> Vec<Result<Option<Bytes>>> {
@@ -400,7 +443,10 @@ impl BlobService for GrpcBlobService {
             let mut total = 0;
             match self.read_batch(batch, &mut total).await {
                 Ok(got) => got,
-                Err(BatchError::Unimplemented) => self.read_each(batch).await,
+                Err(BatchError::Unimplemented) => {
+                    self.no_read_chunks.store(true, Ordering::Relaxed);
+                    self.read_each(batch).await
+                }
                 Err(BatchError::Broken(mut got, e)) => {
                     // The call broke part way (the service sends an error
                     // status for a chunk it cannot read, which ends the

@@ -47,6 +47,11 @@ pub struct ServerConfig {
     /// How long in-flight calls may run once shutdown starts; after it,
     /// connections are cut.
     pub grace_period: Duration,
+    /// Whether storefs's own `ChunkService` (`ReadChunks`) is served. Off,
+    /// the server offers only the castore and store services, as a snix
+    /// service does: what clients fall back to there can be checked
+    /// against a real server.
+    pub chunk_service: bool,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +62,7 @@ impl Default for ServerConfig {
             concurrency_limit_per_connection: limits::DEFAULT_CONCURRENCY_PER_CONNECTION,
             max_concurrent_streams: limits::DEFAULT_MAX_CONCURRENT_STREAMS,
             grace_period: limits::DEFAULT_GRACE_PERIOD,
+            chunk_service: true,
         }
     }
 }
@@ -104,8 +110,13 @@ fn router(services: &Services, config: &ServerConfig) -> Router {
     let directory =
         DirectoryServiceServer::new(directory::DirectoryServer::new(services.directory.clone()))
             .max_decoding_message_size(max);
-    let chunks = ChunkServiceServer::new(chunks::ChunkServer::new(services.blob.clone()))
-        .max_decoding_message_size(max);
+    let chunks = config.chunk_service.then(|| {
+        Authorized::new(
+            ChunkServiceServer::new(chunks::ChunkServer::new(services.blob.clone()))
+                .max_decoding_message_size(max),
+            policy.clone(),
+        )
+    });
     let path_info = PathInfoServiceServer::new(pathinfo::PathInfoServer::new(
         services.path_info.clone(),
         services.nar_calculation.clone(),
@@ -121,7 +132,7 @@ fn router(services: &Services, config: &ServerConfig) -> Router {
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(Authorized::new(blob, policy.clone()))
         .add_service(Authorized::new(directory, policy.clone()))
-        .add_service(Authorized::new(chunks, policy.clone()))
+        .add_optional_service(chunks)
         .add_service(Authorized::new(path_info, policy))
 }
 
