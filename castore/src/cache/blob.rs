@@ -3,14 +3,14 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
 use super::fill::{AfterFailure, FillGate};
@@ -29,6 +29,18 @@ use crate::{B3Digest, Error, Result};
 /// Past this much waiting, fetches wait for the fills before them: memory
 /// stays bounded when the disk is slower than the link.
 pub const FILL_BACKLOG_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Fills waiting behind their readers are written together, in one
+/// transaction, once this many bytes of them wait ...
+const FILL_TOGETHER_BYTES: u64 = FILL_BACKLOG_BYTES / 2;
+
+/// ... or the first of them has waited this long. redb keeps chunks by
+/// digest, so the chunks of one fill land on leaves all over its tree, and
+/// a commit writes every leaf it touched: fills of a few hundred small
+/// files each rewrote most of the tree every time (a cold walk of 50,000
+/// small files spent a third of the mount's CPU committing). Fewer, larger
+/// transactions touch each leaf once for many chunks.
+const FILL_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The unit of the backlog's permits (a semaphore counts in `u32`s).
 const BACKLOG_UNIT: u64 = 4096;
@@ -75,6 +87,26 @@ pub struct CachedBlobService {
     gate: Arc<FillGate>,
     /// Bounds the bytes fetched and not yet written into near.
     backlog: Arc<Semaphore>,
+    /// Fills waiting to be written together (see [`FILL_LINGER`]).
+    fills: Arc<Mutex<FillQueue>>,
+    /// Wakes the filler early: enough is waiting, or a flush wants it all.
+    fill_wake: Arc<Notify>,
+    /// Flushes waiting: the filler writes at once while there are any.
+    flushing: Arc<AtomicUsize>,
+}
+
+/// Fetched chunks waiting for the filler, which writes them into near
+/// together.
+#[derive(Default)]
+struct FillQueue {
+    /// Each fill: its chunks, their digests, and its share of the backlog
+    /// (given back once written).
+    waiting: Vec<(Vec<VerifiedChunk>, Vec<B3Digest>, OwnedSemaphorePermit)>,
+    /// Bytes of `waiting`.
+    bytes: u64,
+    /// Whether a filler task is running (it takes what waits, until
+    /// nothing does).
+    filler: bool,
 }
 
 /// A fetched chunk in allocations of its own ([`VerifiedChunk::owned`]).
@@ -201,6 +233,9 @@ impl CachedBlobService {
             gate: Arc::new(FillGate::new(Arc::clone(&stats))),
             stats,
             backlog: Arc::new(Semaphore::new(BACKLOG_UNITS as usize)),
+            fills: Arc::default(),
+            fill_wake: Arc::new(Notify::new()),
+            flushing: Arc::default(),
         }
     }
 
@@ -208,8 +243,12 @@ impl CachedBlobService {
     /// write has failed): before the process exits, so that what was
     /// fetched is there next time.
     pub async fn flush(&self) {
+        // The filler writes what waits now, not after its linger.
+        self.flushing.fetch_add(1, Ordering::SeqCst);
+        self.fill_wake.notify_one();
         // Never closed; all permits back means no fill is left.
         let _all = self.backlog.acquire_many(BACKLOG_UNITS).await;
+        self.flushing.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The cache's live figures: hits in near, bytes fetched from far,
@@ -255,12 +294,13 @@ impl CachedBlobService {
         }
     }
 
-    /// Keep fetched chunks in near, in one transaction per batch, behind
-    /// the readers: the fetch answers now, the fill runs on its own once
-    /// there is room in the backlog (waiting for room otherwise). The
-    /// chunks leave the in-flight map only when written, so that a later
-    /// reader, or a quota sweep, never misses a chunk that is neither in
-    /// flight nor yet in near: it gets the fetch's answer from memory.
+    /// Keep fetched chunks in near behind the readers: the fetch answers
+    /// now, the fill waits for the filler once there is room in the backlog
+    /// (waiting for room otherwise), and the filler writes the fills that
+    /// wait together (see [`FILL_LINGER`]). The chunks leave the in-flight
+    /// map only when written, so that a later reader, or a quota sweep,
+    /// never misses a chunk that is neither in flight nor yet in near: it
+    /// gets the fetch's answer from memory.
     async fn fill_behind(&self, chunks: Vec<VerifiedChunk>, digests: Vec<B3Digest>) {
         // What failed or was absent leaves the map now: the next reader
         // asks far again rather than meet this answer. (Nothing went into
@@ -281,21 +321,57 @@ impl CachedBlobService {
         let units = bytes
             .div_ceil(BACKLOG_UNIT)
             .clamp(1, u64::from(BACKLOG_UNITS)) as u32;
-        let this = self.clone();
-        match Arc::clone(&self.backlog).acquire_many_owned(units).await {
-            Ok(permit) => {
-                tokio::spawn(async move {
-                    this.fill(chunks, digests).await;
-                    drop(permit);
-                });
-            }
+        let permit = match Arc::clone(&self.backlog).acquire_many_owned(units).await {
+            Ok(permit) => permit,
             // Never closed; were it, fill before answering.
-            Err(_) => this.fill(chunks, digests).await,
+            Err(_) => return self.clone().fill(chunks, digests).await,
+        };
+        let start = {
+            let mut q = self.fills.lock();
+            q.bytes += bytes;
+            q.waiting.push((chunks, digests, permit));
+            if q.bytes >= FILL_TOGETHER_BYTES {
+                self.fill_wake.notify_one();
+            }
+            !std::mem::replace(&mut q.filler, true)
+        };
+        if start {
+            tokio::spawn(self.clone().run_filler());
         }
     }
 
-    /// Write fetched chunks into near in one transaction, then let them
-    /// leave the in-flight map.
+    /// Write the fills that wait, together, until none do: each round
+    /// waits [`FILL_LINGER`] for more to come (less when
+    /// [`FILL_TOGETHER_BYTES`] wait or a flush asks), then takes all.
+    async fn run_filler(self) {
+        loop {
+            if self.flushing.load(Ordering::SeqCst) == 0 {
+                let _ = tokio::time::timeout(FILL_LINGER, self.fill_wake.notified()).await;
+            }
+            let waiting = {
+                let mut q = self.fills.lock();
+                if q.waiting.is_empty() {
+                    q.filler = false;
+                    return;
+                }
+                q.bytes = 0;
+                std::mem::take(&mut q.waiting)
+            };
+            let mut chunks = Vec::new();
+            let mut digests = Vec::new();
+            let mut permits = Vec::with_capacity(waiting.len());
+            for (c, d, p) in waiting {
+                chunks.extend(c);
+                digests.extend(d);
+                permits.push(p);
+            }
+            self.clone().fill(chunks, digests).await;
+            drop(permits);
+        }
+    }
+
+    /// Write fetched chunks into near in one transaction (under a quota,
+    /// a few), then let them leave the in-flight map.
     async fn fill(self, chunks: Vec<VerifiedChunk>, digests: Vec<B3Digest>) {
         if !chunks.is_empty() && self.gate.may_fill() {
             match self.near.insert_verified(chunks).await {
