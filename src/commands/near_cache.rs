@@ -98,6 +98,7 @@ pub async fn front(
         .quota_tracked_bytes()
         .await
         .context("reading the cache's size")?;
+    let cached_blobs = CachedBlobService::new(near_blobs.clone(), far.blob);
     let files = if with_files {
         let files_dir = dir.join("files");
         let near: Arc<dyn BlobService> = near_blobs.clone();
@@ -107,13 +108,12 @@ pub async fn front(
                 .await
                 .context("the file cache task failed")?
                 .with_context(|| format!("opening the file cache at {}", files_dir.display()))?;
-        Some(Arc::new(files))
+        Some(Arc::new(files.waiting_for_fills(cached_blobs.clone())))
     } else {
         None
     };
     let near_dirs = Arc::new(store.directory_service());
     let near_infos = Arc::new(RedbPathInfoService::from_store(&store).await?);
-    let cached_blobs = CachedBlobService::new(near_blobs.clone(), far.blob);
     let stats = Arc::clone(cached_blobs.stats());
     let writes = CacheWrites {
         store,

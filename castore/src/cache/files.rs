@@ -59,6 +59,10 @@ pub struct FileCache {
     dir: PathBuf,
     /// Where chunks are read from: the local chunk store (never a remote).
     near: Arc<dyn BlobService>,
+    /// The cache that fills `near`, if any: a chunk fetched a moment ago
+    /// may still wait there to be written (see
+    /// [`super::CachedBlobService::flush`]).
+    fills: Option<super::CachedBlobService>,
     /// The budget, in bytes of file content.
     max_bytes: u64,
     /// `parking_lot`: held for one map operation, never across I/O.
@@ -132,6 +136,7 @@ impl FileCache {
         let cache = Self {
             dir,
             near,
+            fills: None,
             max_bytes,
             index: Mutex::new(Index {
                 lru: LruCache::unbounded(),
@@ -266,6 +271,15 @@ impl FileCache {
         Some(file)
     }
 
+    /// Chunks missing from near are waited for in `fills`, the cache that
+    /// writes what it fetches into near behind its readers, before a copy
+    /// gives up: a file opened again soon after its first read is copied
+    /// although its last chunks were not written yet.
+    pub fn waiting_for_fills(mut self, fills: super::CachedBlobService) -> Self {
+        self.fills = Some(fills);
+        self
+    }
+
     /// Build the file of blob `digest` (`size` bytes, in `chunks`: its chunk
     /// list, or one entry with its own digest for a blob stored whole) from
     /// the local chunk store. `Ok(false)` if a chunk is not held locally,
@@ -357,8 +371,19 @@ impl FileCache {
     async fn write_tmp(&self, tmp: &Path, digest: B3Digest, chunks: &[ChunkMeta]) -> Result<bool> {
         let mut file = Some(create_tmp(tmp.to_owned()).await?);
         let mut hasher = blake3::Hasher::new();
+        let mut flushed = false;
         for c in chunks {
-            let Some(data) = self.near.read_chunk(&c.digest).await? else {
+            let mut data = self.near.read_chunk(&c.digest).await?;
+            if data.is_none()
+                && !flushed
+                && let Some(fills) = &self.fills
+            {
+                // Once per copy: what waits to be written is written now.
+                fills.flush().await;
+                flushed = true;
+                data = self.near.read_chunk(&c.digest).await?;
+            }
+            let Some(data) = data else {
                 return Ok(false);
             };
             if data.len() as u64 != c.size {
