@@ -122,6 +122,25 @@ async fn put_chunks(service: &Service, n: usize) -> (Vec<B3Digest>, Vec<Vec<u8>>
     (digests, want)
 }
 
+/// Read `digests[range]` through `cache` in one batch: each must be
+/// its `want`.
+async fn read_batch_as_wanted(
+    cache: &CachedBlobService,
+    digests: &[B3Digest],
+    want: &[Vec<u8>],
+    range: std::ops::Range<usize>,
+) {
+    let got = cache.read_chunk_batch(&digests[range.clone()]).await;
+    assert_eq!(got.len(), range.len());
+    for (g, i) in got.iter().zip(range) {
+        assert_eq!(
+            g.as_ref().unwrap().as_deref(),
+            Some(&want[i][..]),
+            "chunk #{i}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_from_far_are_kept_as_they_came_and_read_back_after_a_reopen() {
     let service = Service::start().await;
@@ -157,15 +176,7 @@ async fn frames_from_far_are_kept_as_they_came_and_read_back_after_a_reopen() {
     let near = near_in(near_dir.path());
     let cache = CachedBlobService::new(near.clone(), service.far());
     // Most in one batch, one on its own (a single read).
-    let got = cache.read_chunk_batch(&digests[1..]).await;
-    for (i, g) in got.iter().enumerate() {
-        assert_eq!(
-            g.as_ref().unwrap().as_deref(),
-            Some(&want[i + 1][..]),
-            "chunk #{}",
-            i + 1
-        );
-    }
+    read_batch_as_wanted(&cache, &digests, &want, 1..digests.len()).await;
     let first = cache.read_chunk(&digests[0]).await.unwrap().unwrap();
     assert_eq!(first, want[0]);
     cache.flush().await;
@@ -233,10 +244,7 @@ async fn a_chunk_the_service_keeps_plain_is_kept_plain_without_compressing_it_ag
         cache.read_chunk(&digests[0]).await.unwrap().unwrap(),
         want[0]
     );
-    let got = cache.read_chunk_batch(&digests[1..]).await;
-    for (i, g) in got.iter().enumerate() {
-        assert_eq!(g.as_ref().unwrap().as_deref(), Some(&want[i + 1][..]));
-    }
+    read_batch_as_wanted(&cache, &digests, &want, 1..digests.len()).await;
     cache.flush().await;
     for (i, d) in digests.iter().enumerate() {
         let kept = near.read_chunk_stored(d).await.unwrap().unwrap();
@@ -269,15 +277,7 @@ async fn a_service_without_read_chunks_serves_plain_bytes_to_single_and_batch_re
     // a batch, then a single read again.
     let first = cache.read_chunk(&digests[0]).await.unwrap().unwrap();
     assert_eq!(first, want[0]);
-    let got = cache.read_chunk_batch(&digests[1..4]).await;
-    for (i, g) in got.iter().enumerate() {
-        assert_eq!(
-            g.as_ref().unwrap().as_deref(),
-            Some(&want[i + 1][..]),
-            "chunk #{}",
-            i + 1
-        );
-    }
+    read_batch_as_wanted(&cache, &digests, &want, 1..4).await;
     let last = cache.read_chunk(&digests[4]).await.unwrap().unwrap();
     assert_eq!(last, want[4]);
     cache.flush().await;
