@@ -520,21 +520,14 @@ pub(crate) fn encode_chunk(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The record of a chunk kept as `frame`, a zstd frame that was checked to
-/// decode to the chunk: the frame as it is, behind its flag byte.
-pub(crate) fn encode_zstd_record(frame: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(frame.len() + 1);
-    out.push(CHUNK_ZSTD);
-    out.extend_from_slice(frame);
-    out
-}
-
-/// The record of a chunk kept plain as it is (its holder found it not worth
-/// compressing), behind its flag byte.
-pub(crate) fn encode_plain_record(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 1);
-    out.push(CHUNK_RAW);
-    out.extend_from_slice(data);
+/// The record of a chunk kept as `bytes` behind the flag byte `flag`:
+/// [`CHUNK_ZSTD`] for a zstd frame that was checked to decode to the
+/// chunk, [`CHUNK_RAW`] for bytes their holder found not worth
+/// compressing. The bytes go in as they are.
+pub(crate) fn encode_record(flag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.push(flag);
+    out.extend_from_slice(bytes);
     out
 }
 

@@ -38,7 +38,7 @@ use crate::chunking::{Chunker, ChunkerConfig, ChunkerConfigError};
 use crate::redb_store::{
     BLOB_CHUNKS, CHUNK_RAW, CHUNK_ZSTD, CHUNKS, KIND_CHUNK, KIND_CHUNK_LIST, META, PACKS,
     RedbStore, WRITTEN, blocking, decode_chunk, decode_chunk_list, encode_chunk, encode_chunk_list,
-    encode_plain_record, encode_zstd_record, meta_count, storage, unix_now,
+    encode_record, meta_count, storage, unix_now,
 };
 use crate::{B3Digest, Error, Result};
 
@@ -347,8 +347,8 @@ impl Fill {
     fn encode(self) -> (B3Digest, Vec<u8>) {
         match self {
             Fill::Data(digest, data) => (digest, encode_chunk(&data)),
-            Fill::Frame(digest, frame) => (digest, encode_zstd_record(&frame)),
-            Fill::Plain(digest, data) => (digest, encode_plain_record(&data)),
+            Fill::Frame(digest, frame) => (digest, encode_record(CHUNK_ZSTD, &frame)),
+            Fill::Plain(digest, data) => (digest, encode_record(CHUNK_RAW, &data)),
         }
     }
 }
